@@ -1,0 +1,374 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// nsidctl: queries nsidd over its Varlink socket.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "util/time.hpp"
+#include "varlink/client.hpp"
+#include "version.hpp"
+
+namespace {
+
+using nsidd::varlink::Json;
+
+enum Exit { Ok = 0, DaemonError = 1, Usage = 2, Unreachable = 3 };
+
+struct Settings {
+    std::string socket = "/run/nsidd/io.nsidd.Registry";
+    std::string json; // "", "short" or "pretty"
+    bool no_legend = false;
+};
+
+void print_json(const Settings& s, const Json& j) {
+    std::cout << j.dump(s.json == "pretty" ? 2 : -1, ' ', false, Json::error_handler_t::replace)
+              << '\n';
+}
+
+// The CLI's Entry: the wire Entry with ip's spelling "current-nsid", plus "name" (the peer's
+// first /run/netns name) so that `nsidctl -j list` diffs against `ip -j netns list-id`.
+Json cli_entry(const Json& e) {
+    Json out = Json::object();
+    out["nsid"] = e.value("nsid", Json(nullptr));
+    out["current-nsid"] = e.value("current_nsid", Json(nullptr));
+    const Json peer = e.value("peer", Json::object());
+    if (peer.contains("names") && peer["names"].is_array() && !peer["names"].empty())
+        out["name"] = peer["names"][0];
+    out["peer"] = peer;
+    out["since"] = e.value("since", Json(nullptr));
+    out["source"] = e.value("source", Json(nullptr));
+    return out;
+}
+
+std::string cell(const Json& v) {
+    if (v.is_null())
+        return "-";
+    if (v.is_string())
+        return v.get<std::string>();
+    return v.dump();
+}
+
+// Parses an RFC 3339 time as nsidd writes it, for relative display.
+std::uint64_t parse_time(const std::string& s) {
+    std::tm tm{};
+    unsigned usec = 0;
+    if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d.%uZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                    &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &usec) < 6)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return static_cast<std::uint64_t>(timegm(&tm)) * 1000000u + usec;
+}
+
+std::string age(const Json& v) {
+    if (!v.is_string())
+        return "-";
+    const auto t = parse_time(v.get<std::string>());
+    return t ? nsidd::format_age(t, nsidd::realtime_usec()) : v.get<std::string>();
+}
+
+// Prints rows as aligned columns; the header unless --no-legend.
+void print_table(const Settings& s, const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows) {
+    std::vector<std::size_t> width(header.size());
+    for (std::size_t i = 0; i < header.size(); ++i)
+        width[i] = header[i].size();
+    for (const auto& r : rows)
+        for (std::size_t i = 0; i < r.size(); ++i)
+            width[i] = std::max(width[i], r[i].size());
+    auto line = [&](const std::vector<std::string>& r) {
+        std::string out;
+        for (std::size_t i = 0; i < r.size(); ++i) {
+            out += r[i];
+            if (i + 1 < r.size())
+                out += std::string(width[i] - r[i].size() + 2, ' ');
+        }
+        std::cout << out << '\n';
+    };
+    if (!s.no_legend)
+        line(header);
+    for (const auto& r : rows)
+        line(r);
+}
+
+std::string peer_label(const Json& peer) {
+    if (peer.contains("names") && peer["names"].is_array() && !peer["names"].empty()) {
+        std::string out;
+        for (const auto& n : peer["names"])
+            out += (out.empty() ? "" : ",") + cell(n);
+        return out;
+    }
+    if (peer.contains("pid") && !peer["pid"].is_null())
+        return "pid " + cell(peer["pid"]);
+    return "-";
+}
+
+void print_entries(const Settings& s, const Json& entries) {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& e : entries) {
+        const Json peer = e.value("peer", Json::object());
+        rows.push_back({cell(e["nsid"]), cell(e.value("current_nsid", Json(nullptr))),
+                        peer_label(peer), cell(peer.value("cookie", Json(nullptr))),
+                        cell(peer.value("inode", Json(nullptr))), age(e.value("since", Json())),
+                        cell(e.value("source", Json(nullptr)))});
+    }
+    print_table(s, {"NSID", "CURRENT", "PEER", "COOKIE", "INODE", "SINCE", "SOURCE"}, rows);
+    if (!s.no_legend)
+        std::cout << '\n' << entries.size() << " entries listed.\n";
+}
+
+class Session {
+public:
+    explicit Session(Settings s) : s_(std::move(s)) {}
+
+    // Connects; on failure prints one line naming the socket and returns false.
+    bool connect() {
+        auto c = nsidd::varlink::Client::connect(s_.socket);
+        if (!c) {
+            std::fprintf(stderr, "nsidctl: cannot reach nsidd at %s: %s\n", s_.socket.c_str(),
+                         c.error().message().c_str());
+            return false;
+        }
+        client_.emplace(std::move(*c));
+        return true;
+    }
+
+    // One call; returns the reply's parameters or an exit code.
+    std::variant<Json, int> call(const std::string& method, const Json& params = Json::object()) {
+        if (!client_ && !connect())
+            return Unreachable;
+        auto reply = client_->call(method, params);
+        return check(reply);
+    }
+
+    std::variant<Json, int> check(const nsidd::Result<nsidd::varlink::Reply>& reply) {
+        if (!reply) {
+            std::fprintf(stderr, "nsidctl: lost connection to nsidd at %s: %s\n", s_.socket.c_str(),
+                         reply.error().message().c_str());
+            return Unreachable;
+        }
+        if (!reply->error.empty()) {
+            std::string detail = reply->parameters.empty() ? "" : " " + reply->parameters.dump();
+            std::fprintf(stderr, "nsidctl: %s%s\n", reply->error.c_str(), detail.c_str());
+            return DaemonError;
+        }
+        return reply->parameters;
+    }
+
+    int status() {
+        auto r = call("io.nsidd.Registry.GetStatus");
+        if (auto* code = std::get_if<int>(&r))
+            return *code;
+        const Json& j = std::get<Json>(r);
+        if (!s_.json.empty()) {
+            print_json(s_, j);
+            return Ok;
+        }
+        const Json k = j.value("kernel", Json::object());
+        auto yes = [](const Json& v) {
+            return v.is_boolean() && v.get<bool>() ? "yes" : "no";
+        };
+        const auto uptime = j.value("uptime_usec", std::uint64_t{0});
+        const auto last = j.value("last_resync_usec", std::uint64_t{0});
+        std::printf("       Version: %s\n", cell(j["version"]).c_str());
+        std::printf("        Uptime: %s\n", nsidd::format_duration(uptime).c_str());
+        std::printf("         Scope: %s\n", cell(j["scope"]).c_str());
+        std::printf("        Tables: %s\n", cell(j["tables"]).c_str());
+        std::printf("       Entries: %s\n", cell(j["entries"]).c_str());
+        std::printf("        Events: %s in %s batches\n", cell(j["events"]).c_str(),
+                    cell(j["batches"]).c_str());
+        std::printf("      Overruns: %s\n", cell(j["overruns"]).c_str());
+        std::printf("       Resyncs: %s (last %s)\n", cell(j["resyncs"]).c_str(),
+                    last ? nsidd::format_age(last, nsidd::realtime_usec()).c_str() : "never");
+        std::printf("        Kernel: dump truncation %s, listen-all-nsid %s, NS_GET_ID %s\n",
+                    yes(k.value("dump_truncation", Json())),
+                    yes(k.value("listen_all_nsid", Json())), yes(k.value("ns_get_id", Json())));
+        return Ok;
+    }
+
+    int list(const std::string& observer) {
+        Json params = Json::object();
+        if (!observer.empty())
+            params["observer"] = observer;
+        auto r = call("io.nsidd.Registry.List", params);
+        if (auto* code = std::get_if<int>(&r))
+            return *code;
+        const Json& entries = std::get<Json>(r)["entries"];
+        if (!s_.json.empty()) {
+            Json out = Json::array();
+            for (const auto& e : entries)
+                out.push_back(cli_entry(e));
+            print_json(s_, out);
+            return Ok;
+        }
+        print_entries(s_, entries);
+        return Ok;
+    }
+
+    int graph() {
+        auto r = call("io.nsidd.Registry.Graph");
+        if (auto* code = std::get_if<int>(&r))
+            return *code;
+        const Json& tables = std::get<Json>(r)["tables"];
+        if (!s_.json.empty()) {
+            Json out = Json::array();
+            for (const auto& t : tables) {
+                Json entries = Json::array();
+                for (const auto& e : t["entries"])
+                    entries.push_back(cli_entry(e));
+                // The observer as nsidd names it: "self", or self's id as a number.
+                const std::string name = cell(t["observer"]);
+                Json observer = name == "self" ? Json("self") : Json(std::stoll(name));
+                out.push_back({{"observer", observer}, {"entries", std::move(entries)}});
+            }
+            print_json(s_, out);
+            return Ok;
+        }
+        bool first = true;
+        for (const auto& t : tables) {
+            if (!first)
+                std::cout << '\n';
+            first = false;
+            std::cout << "Observer " << cell(t["observer"]) << ":\n";
+            print_entries(s_, t["entries"]);
+        }
+        return Ok;
+    }
+
+    int history(long limit) {
+        Json params = Json::object();
+        if (limit >= 0)
+            params["limit"] = limit;
+        auto r = call("io.nsidd.Registry.History", params);
+        if (auto* code = std::get_if<int>(&r))
+            return *code;
+        const Json& deaths = std::get<Json>(r)["deaths"];
+        if (!s_.json.empty()) {
+            print_json(s_, deaths);
+            return Ok;
+        }
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& d : deaths) {
+            const auto life = d.value("lifetime_usec", std::uint64_t{0});
+            const std::string lifetime = nsidd::format_duration(life);
+            rows.push_back({cell(d["nsid"]), peer_label(d.value("peer", Json::object())),
+                            age(d.value("died", Json())), lifetime});
+        }
+        print_table(s_, {"NSID", "PEER", "DIED", "LIFETIME"}, rows);
+        return Ok;
+    }
+
+    int watch() {
+        if (!connect())
+            return Unreachable;
+        if (auto sent = client_->send("io.nsidd.Registry.Watch", Json::object(), true); !sent) {
+            std::fprintf(stderr, "nsidctl: cannot send to nsidd at %s: %s\n", s_.socket.c_str(),
+                         sent.error().message().c_str());
+            return Unreachable;
+        }
+        for (bool first = true;; first = false) {
+            auto r = check(client_->receive());
+            if (auto* code = std::get_if<int>(&r))
+                return *code;
+            const Json& j = std::get<Json>(r);
+            if (first && j.value("entry", Json()).is_null())
+                continue; // the start marker
+            if (!s_.json.empty()) {
+                Json out = j;
+                if (j.contains("entry") && j["entry"].is_object())
+                    out["entry"] = cli_entry(j["entry"]);
+                print_json(s_, out);
+            } else {
+                const Json e = j.value("entry", Json::object());
+                const char* sign = j.value("removed", false) ? "-" : "+";
+                std::printf("%s %-6s %s observer %s nsid %s peer %s\n", cell(j["seq"]).c_str(),
+                            cell(j["kind"]).c_str(), sign, cell(j["observer"]).c_str(),
+                            cell(e.value("nsid", Json())).c_str(),
+                            peer_label(e.value("peer", Json::object())).c_str());
+            }
+            std::fflush(stdout);
+        }
+    }
+
+    int simple(const std::string& method) {
+        auto r = call(method);
+        if (auto* code = std::get_if<int>(&r))
+            return *code;
+        return Ok;
+    }
+
+    int metrics() {
+        auto r = call("io.nsidd.Registry.GetMetrics");
+        if (auto* code = std::get_if<int>(&r))
+            return *code;
+        std::cout << cell(std::get<Json>(r)["text"]);
+        return Ok;
+    }
+
+private:
+    Settings s_;
+    std::optional<nsidd::varlink::Client> client_;
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+    Settings settings;
+    CLI::App app{"nsidctl: query nsidd, the nsid table mirror", "nsidctl"};
+    app.set_version_flag("--version", std::string(nsidd::kVersion));
+    app.require_subcommand(1);
+    app.add_option("--socket", settings.socket, "nsidd's Varlink socket")->capture_default_str();
+    app.add_option("-j,--json", settings.json, "JSON output: short (default) or pretty")
+        ->expected(0, 1)
+        ->default_str("short")
+        ->check(CLI::IsMember({"short", "pretty"}));
+    app.add_flag("--no-legend", settings.no_legend, "Omit headers and footers");
+
+    std::string observer;
+    long limit = -1;
+    auto* status = app.add_subcommand("status", "Show the daemon's state");
+    auto* list = app.add_subcommand("list", "List one table (self, an nsid or a netns name)");
+    list->add_option("OBSERVER", observer, "Whose table");
+    auto* graph = app.add_subcommand("graph", "List every mirrored table");
+    auto* history = app.add_subcommand("history", "List dead peers");
+    history->add_option("-n", limit, "At most N, the most recent")->check(CLI::NonNegativeNumber);
+    auto* watch = app.add_subcommand("watch", "Print changes as they happen");
+    auto* resync = app.add_subcommand("resync", "Re-read the tables from the kernel (root)");
+    auto* reload = app.add_subcommand("reload", "Re-read the configuration (root)");
+    auto* metrics = app.add_subcommand("metrics", "Print Prometheus metrics");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::Success& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        app.exit(e);
+        return Usage;
+    }
+    if (app.count("--json") && settings.json.empty())
+        settings.json = "short";
+    Session session(settings);
+    if (*status)
+        return session.status();
+    if (*list)
+        return session.list(observer);
+    if (*graph)
+        return session.graph();
+    if (*history)
+        return session.history(limit);
+    if (*watch)
+        return session.watch();
+    if (*resync)
+        return session.simple("io.nsidd.Registry.Resync");
+    if (*reload)
+        return session.simple("io.nsidd.Registry.Reload");
+    if (*metrics)
+        return session.metrics();
+    return Usage;
+}

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "daemon/api.hpp"
+
+#include "util/time.hpp"
+
+namespace nsidd::daemon {
+namespace {
+
+template <typename T> varlink::Json or_null(const std::optional<T>& v) {
+    return v ? varlink::Json(*v) : varlink::Json(nullptr);
+}
+
+varlink::Json peer_json(const registry::Identity& id) {
+    return {{"cookie", or_null(id.cookie)},
+            {"inode", or_null(id.inode)},
+            {"names", id.names},
+            {"pid", or_null(id.pid)}};
+}
+
+} // namespace
+
+std::string observer_name(registry::Observer observer) {
+    return observer == registry::kSelf ? "self" : std::to_string(observer);
+}
+
+varlink::Json to_json(const registry::Entry& e) {
+    return {{"nsid", e.nsid},
+            {"current_nsid", or_null(e.current_nsid)},
+            {"peer", peer_json(e.peer)},
+            {"since", format_iso8601(e.since_usec)},
+            {"source", registry::to_string(e.source)}};
+}
+
+varlink::Json to_json(const registry::Death& d) {
+    return {{"nsid", d.nsid},
+            {"peer", peer_json(d.peer)},
+            {"since", format_iso8601(d.since_usec)},
+            {"died", format_iso8601(d.died_usec)},
+            {"lifetime_usec", d.died_usec > d.since_usec ? d.died_usec - d.since_usec : 0}};
+}
+
+varlink::Json to_json(std::uint64_t seq, const registry::Change& c) {
+    return {{"seq", seq},
+            {"kind", registry::to_string(c.kind)},
+            {"observer", observer_name(c.observer)},
+            {"entry", to_json(c.entry)},
+            {"removed", c.kind == registry::ChangeKind::Del ||
+                            c.kind == registry::ChangeKind::Purge || c.removed}};
+}
+
+} // namespace nsidd::daemon

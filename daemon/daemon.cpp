@@ -1,0 +1,457 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "daemon/daemon.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+
+#include <sys/utsname.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+#include <systemd/sd-daemon.h>
+
+#include "daemon/api.hpp"
+#include "netns/discovery.hpp"
+#include "util/time.hpp"
+#include "version.hpp"
+
+namespace nsidd::daemon {
+namespace {
+
+using varlink::Json;
+
+std::string reason_text(const std::error_code& ec) {
+    return ec.message();
+}
+
+// Linux >= 6.10 answers an nsid dump with one skb only (KERNEL-NSID.md §4.3).
+bool kernel_truncates_dumps() {
+    utsname u{};
+    if (::uname(&u) < 0)
+        return true;
+    int major = 0, minor = 0;
+    if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2)
+        return true;
+    return major > 6 || (major == 6 && minor >= 10);
+}
+
+bool kernel_has_ns_get_id() {
+    auto fd = netns::open_namespace("/proc/self/ns/net");
+    return fd && netns::namespace_cookie(fd->get()).has_value();
+}
+
+// Sockets passed by the service manager, by FileDescriptorName= ("varlink", "netlink").
+struct Passed {
+    std::optional<UniqueFd> varlink;
+    std::optional<UniqueFd> netlink;
+};
+
+Passed take_passed_fds() {
+    Passed passed;
+    char** names = nullptr;
+    const int n = sd_listen_fds_with_names(1, &names);
+    for (int i = 0; i < n; ++i) {
+        const int fd = SD_LISTEN_FDS_START + i;
+        const std::string name = names && names[i] ? names[i] : "";
+        if (sd_is_socket(fd, AF_NETLINK, SOCK_RAW, -1) > 0 &&
+            (name == "netlink" || name.empty() || name == "unknown"))
+            passed.netlink.emplace(fd);
+        else if (sd_is_socket_unix(fd, SOCK_STREAM, 1, nullptr, 0) > 0)
+            passed.varlink.emplace(fd);
+        else {
+            spdlog::warn("Ignoring passed file descriptor {} ({}): not a socket nsidd uses", fd,
+                         name);
+            ::close(fd);
+        }
+    }
+    if (names) {
+        for (int i = 0; i < n; ++i)
+            std::free(names[i]);
+        std::free(names);
+    }
+    return passed;
+}
+
+} // namespace
+
+Daemon::Daemon(Options options, int argc, char** argv)
+    : options_(std::move(options)), argc_(argc), argv_(argv) {}
+
+Daemon::~Daemon() = default;
+
+Result<void> Daemon::start() {
+    started_usec_ = monotonic_usec();
+    sd_event* e = nullptr;
+    if (int r = sd_event_new(&e); r < 0)
+        return fail_errno(-r);
+    event_.reset(e);
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP})
+        sigaddset(&mask, sig);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+        sd_event_source* s = nullptr;
+        if (int r = sd_event_add_signal(e, &s, sig, on_signal, this); r < 0)
+            return fail_errno(-r);
+        sources_.emplace_back(s);
+    }
+
+    Passed passed = take_passed_fds();
+    Mirror::Config config;
+    config.rcvbuf = options_.rcvbuf;
+    config.history = options_.history;
+    auto mirror = Mirror::open(config, std::move(passed.netlink));
+    if (!mirror) {
+        spdlog::error("Failed to subscribe to nsid events: {}", reason_text(mirror.error()));
+        return fail(mirror.error());
+    }
+    mirror_ = std::move(*mirror);
+    const auto& es = mirror_->event_socket();
+    if (!es.rcvbuf_forced())
+        spdlog::warn("Could not force the event socket's receive buffer (no CAP_NET_ADMIN): "
+                     "{} bytes, capped by net.core.rmem_max; overruns will trigger resyncs",
+                     es.rcvbuf());
+    if (!es.listen_all())
+        spdlog::info("NETLINK_LISTEN_ALL_NSID unavailable (no CAP_NET_BROADCAST): "
+                     "only this namespace's table is visible");
+    ns_get_id_ = kernel_has_ns_get_id();
+    dump_truncation_ = kernel_truncates_dumps();
+
+    // Bootstrap: the event socket already queues changes; resync reads the table and then
+    // applies what queued meanwhile.
+    resync(ResyncReason::Startup);
+    if (mirror_->stats().resyncs[static_cast<std::size_t>(ResyncReason::Startup)] == 0)
+        return fail(Errc::Timeout);
+
+    sd_event_source* s = nullptr;
+    if (int r = sd_event_add_io(e, &s, mirror_->event_fd(), EPOLLIN, on_netlink_io, this); r < 0)
+        return fail_errno(-r);
+    sources_.emplace_back(s);
+
+    UniqueFd listener;
+    if (passed.varlink) {
+        listener = std::move(*passed.varlink);
+    } else {
+        auto fd = listen_unix(options_.socket);
+        if (!fd) {
+            spdlog::error("Failed to listen on {}: {}", options_.socket, reason_text(fd.error()));
+            return fail(fd.error());
+        }
+        listener = std::move(*fd);
+    }
+    Server::Limits limits;
+    limits.max_connections = options_.max_connections;
+    limits.max_per_uid = options_.max_connections_per_uid;
+    limits.connection.max_message = options_.max_request;
+    server_ = std::make_unique<Server>(
+        e, std::move(listener), limits,
+        [this](Server::Peer& p, const varlink::Call& c) { dispatch(p, c); });
+    if (auto r = server_->start(); !r)
+        return fail(r.error());
+
+    arm_resync_timer();
+    sd_event_set_watchdog(e, true);
+    const auto& table = *mirror_->registry().table(registry::kSelf);
+    spdlog::info("Mirroring {} nsid entries (bootstrap read {} probes, dump {}); serving {}",
+                 table.rows.size(), mirror_->stats().last_probes,
+                 mirror_->stats().last_dump_truncated ? "truncated" : "complete", options_.socket);
+    sd_notify(0, "READY=1");
+    notify_status();
+    return {};
+}
+
+int Daemon::run() {
+    if (auto r = start(); !r)
+        return 1;
+    const int r = sd_event_loop(event_.get());
+    sd_notify(0, "STOPPING=1");
+    server_.reset();
+    if (r < 0) {
+        spdlog::error("Failed to run the event loop: {}", std::strerror(-r));
+        return 1;
+    }
+    spdlog::info("Stopped");
+    return r;
+}
+
+void Daemon::notify_status() {
+    const auto& reg = mirror_->registry();
+    sd_notifyf(0, "STATUS=Mirroring %zu entries in %zu tables; %llu overruns, %llu resyncs",
+               reg.entry_count(), reg.tables().size(),
+               static_cast<unsigned long long>(mirror_->stats().overruns),
+               static_cast<unsigned long long>(reg.counters().batches));
+}
+
+int Daemon::on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept {
+    static_cast<Daemon*>(userdata)->on_netlink();
+    return 0;
+}
+
+void Daemon::on_netlink() {
+    auto drained = mirror_->drain();
+    const bool lost = drained.lost;
+    publish(std::move(drained.changes));
+    if (lost) {
+        spdlog::warn("Lost nsid events (receive buffer overrun or malformed message); resyncing");
+        resync(ResyncReason::Overrun);
+    }
+}
+
+void Daemon::resync(ResyncReason reason) {
+    auto changes = mirror_->resync(reason);
+    if (!changes) {
+        spdlog::error("Failed to resync the nsid table ({}): {}", to_string(reason),
+                      reason_text(changes.error()));
+        return;
+    }
+    const auto& st = mirror_->stats();
+    if (reason != ResyncReason::Startup)
+        spdlog::info("Resynced ({}) in {} us with {} probes: {} changes", to_string(reason),
+                     st.last_resync_duration_usec, st.last_probes, changes->size());
+    publish(std::move(*changes));
+}
+
+void Daemon::publish(std::vector<registry::Change> changes) {
+    if (changes.empty())
+        return;
+    std::size_t deaths = 0;
+    for (const auto& c : changes) {
+        const std::uint64_t seq = ++seq_;
+        if (server_)
+            server_->publish([&] { return varlink::encode_reply(to_json(seq, c), true); },
+                             kWatcherTooSlow);
+        deaths += c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
+    }
+    if (deaths > 1)
+        spdlog::debug("Applied a burst of {} peer deaths in one sweep", deaths);
+}
+
+void Daemon::arm_resync_timer() {
+    if (options_.resync_interval == 0) {
+        resync_timer_.reset();
+        return;
+    }
+    const std::uint64_t usec = std::uint64_t{options_.resync_interval} * 1'000'000u;
+    if (resync_timer_) {
+        sd_event_source_set_time_relative(resync_timer_.get(), usec);
+        sd_event_source_set_enabled(resync_timer_.get(), SD_EVENT_ONESHOT);
+        return;
+    }
+    sd_event_source* s = nullptr;
+    if (sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, usec, 1'000'000,
+                                   on_resync_timer, this) >= 0)
+        resync_timer_.reset(s);
+}
+
+int Daemon::on_resync_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    self->resync(ResyncReason::Periodic);
+    self->arm_resync_timer();
+    self->notify_status();
+    return 0;
+}
+
+int Daemon::on_signal(sd_event_source* s, const signalfd_siginfo* si, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    if (si->ssi_signo == SIGHUP) {
+        if (auto err = self->reload())
+            spdlog::error("Failed to reload the configuration: {}", *err);
+        return 0;
+    }
+    sd_event_exit(sd_event_source_get_event(s), 0);
+    return 0;
+}
+
+std::optional<std::string> Daemon::reload() {
+    sd_notify(0, "RELOADING=1");
+    auto parsed = reload_options(argc_, argv_);
+    if (auto* err = std::get_if<std::string>(&parsed)) {
+        sd_notify(0, "READY=1");
+        return *err;
+    }
+    auto& fresh = std::get<Options>(parsed);
+    // Applied live: log level and resync interval. The rest needs a restart.
+    spdlog::set_level(
+        spdlog::level::from_str(fresh.log_level == "warning" ? "warn" : fresh.log_level));
+    options_.log_level = fresh.log_level;
+    if (fresh.resync_interval != options_.resync_interval) {
+        options_.resync_interval = fresh.resync_interval;
+        arm_resync_timer();
+    }
+    spdlog::info("Reloaded the configuration");
+    sd_notify(0, "READY=1");
+    return std::nullopt;
+}
+
+Json Daemon::status() const {
+    const auto& reg = mirror_->registry();
+    const auto& st = mirror_->stats();
+    std::uint64_t resyncs = 0;
+    for (auto n : st.resyncs)
+        resyncs += n;
+    return {{"version", kVersion},
+            {"uptime_usec", monotonic_usec() - started_usec_},
+            {"scope", options_.scope == Scope::Host ? "host" : "self"},
+            {"tables", reg.tables().size()},
+            {"entries", reg.entry_count()},
+            {"events", reg.counters().events},
+            {"batches", reg.counters().batches},
+            {"overruns", st.overruns},
+            {"resyncs", resyncs},
+            {"last_resync_usec", st.last_resync_usec},
+            {"kernel",
+             {{"dump_truncation", dump_truncation_},
+              {"listen_all_nsid", mirror_->event_socket().listen_all()},
+              {"ns_get_id", ns_get_id_}}}};
+}
+
+void Daemon::dispatch(Server::Peer& peer, const varlink::Call& call) {
+    const std::string& m = call.method;
+    const auto& params = call.parameters;
+    auto no_params = [&]() {
+        if (!params.empty()) {
+            peer.error(varlink::kInvalidParameter, {{"parameter", params.begin().key()}});
+            return false;
+        }
+        return true;
+    };
+    auto privileged = [&]() {
+        if (peer.uid() != 0) {
+            peer.error(kPermissionDenied);
+            spdlog::warn("Denied {} to uid {}", m, peer.uid());
+            return false;
+        }
+        return true;
+    };
+    if (m == "org.varlink.service.GetInfo") {
+        if (no_params())
+            peer.reply(
+                {{"vendor", "nsidd"},
+                 {"product", "nsidd"},
+                 {"version", kVersion},
+                 {"url", "https://github.com/nsidd/nsidd"},
+                 {"interfaces", Json::array({"org.varlink.service", std::string(kInterface)})}});
+    } else if (m == "org.varlink.service.GetInterfaceDescription") {
+        auto it = params.find("interface");
+        if (it == params.end() || !it->is_string() || params.size() != 1) {
+            peer.error(varlink::kInvalidParameter, {{"parameter", "interface"}});
+        } else if (*it == kInterface) {
+            peer.reply({{"description", std::string(kInterfaceDescription)}});
+        } else if (*it == "org.varlink.service") {
+            peer.reply({{"description", "interface org.varlink.service\n"
+                                        "method GetInfo() -> (vendor: string, product: string, "
+                                        "version: string, url: string, interfaces: []string)\n"
+                                        "method GetInterfaceDescription(interface: string) -> "
+                                        "(description: string)\n"
+                                        "error InterfaceNotFound (interface: string)\n"
+                                        "error MethodNotFound (method: string)\n"
+                                        "error MethodNotImplemented (method: string)\n"
+                                        "error InvalidParameter (parameter: string)\n"
+                                        "error PermissionDenied ()\n"
+                                        "error ExpectedMore ()\n"}});
+        } else {
+            peer.error(varlink::kInterfaceNotFound, {{"interface", *it}});
+        }
+    } else if (m.rfind("io.nsidd.Registry.", 0) != 0 && m.rfind("org.varlink.service.", 0) != 0) {
+        peer.error(varlink::kInterfaceNotFound, {{"interface", m.substr(0, m.rfind('.'))}});
+    } else if (m == "io.nsidd.Registry.GetStatus") {
+        if (no_params())
+            peer.reply(status());
+    } else if (m == "io.nsidd.Registry.List") {
+        registry::Observer observer = registry::kSelf;
+        for (auto& [key, value] : params.items()) {
+            if (key != "observer" ||
+                !(value.is_string() || value.is_null() || value.is_number_integer())) {
+                peer.error(varlink::kInvalidParameter, {{"parameter", key}});
+                return;
+            }
+        }
+        const auto it = params.find("observer");
+        std::string name = it == params.end() || it->is_null() ? "self"
+                           : it->is_string()                   ? it->get<std::string>()
+                                                               : it->dump();
+        if (name != "self") {
+            char* end = nullptr;
+            const long v = std::strtol(name.c_str(), &end, 10);
+            if (!name.empty() && *end == '\0' && v >= 0 && v <= INT32_MAX)
+                observer = static_cast<registry::Observer>(v);
+            else
+                observer = mirror_->nsid_of_name(name).value_or(-2);
+        }
+        const auto* table = observer >= -1 ? mirror_->registry().table(observer) : nullptr;
+        if (table == nullptr) {
+            peer.error(kNoSuchObserver, {{"observer", name}});
+            return;
+        }
+        Json entries = Json::array();
+        for (const auto& [nsid, row] : table->rows)
+            entries.push_back(to_json(row.entry));
+        peer.reply({{"entries", std::move(entries)}});
+    } else if (m == "io.nsidd.Registry.Graph") {
+        if (!no_params())
+            return;
+        Json tables = Json::array();
+        for (const auto& [observer, table] : mirror_->registry().tables()) {
+            Json entries = Json::array();
+            for (const auto& [nsid, row] : table.rows)
+                entries.push_back(to_json(row.entry));
+            tables.push_back(
+                {{"observer", observer_name(observer)}, {"entries", std::move(entries)}});
+        }
+        peer.reply({{"tables", std::move(tables)}});
+    } else if (m == "io.nsidd.Registry.History") {
+        std::size_t limit = SIZE_MAX;
+        for (auto& [key, value] : params.items()) {
+            if (key != "limit" || !(value.is_null() || (value.is_number_integer() &&
+                                                        value.get<std::int64_t>() >= 0))) {
+                peer.error(varlink::kInvalidParameter, {{"parameter", key}});
+                return;
+            }
+            if (!value.is_null())
+                limit = value.get<std::size_t>();
+        }
+        const auto& history = mirror_->registry().history();
+        Json deaths = Json::array();
+        const std::size_t skip = history.size() > limit ? history.size() - limit : 0;
+        for (std::size_t i = skip; i < history.size(); ++i)
+            deaths.push_back(to_json(history[i]));
+        peer.reply({{"deaths", std::move(deaths)}});
+    } else if (m == "io.nsidd.Registry.Watch") {
+        if (!no_params())
+            return;
+        if (!call.more) {
+            peer.error(varlink::kExpectedMore);
+            return;
+        }
+        peer.reply({{"seq", seq_},
+                    {"kind", "resync"},
+                    {"observer", "self"},
+                    {"entry", nullptr},
+                    {"removed", false}},
+                   true);
+        peer.subscribe();
+    } else if (m == "io.nsidd.Registry.Resync") {
+        if (!no_params() || !privileged())
+            return;
+        resync(ResyncReason::Manual);
+        peer.reply(Json::object());
+    } else if (m == "io.nsidd.Registry.Reload") {
+        if (!no_params() || !privileged())
+            return;
+        if (auto err = reload())
+            peer.error(kInvalidConfiguration, {{"message", *err}});
+        else
+            peer.reply(Json::object());
+    } else if (m == "io.nsidd.Registry.GetMetrics") {
+        if (no_params())
+            peer.error(varlink::kMethodNotImplemented, {{"method", m}});
+    } else {
+        peer.error(varlink::kMethodNotFound, {{"method", m}});
+    }
+}
+
+} // namespace nsidd::daemon

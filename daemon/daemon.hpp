@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include <systemd/sd-event.h>
+
+#include "daemon/mirror.hpp"
+#include "daemon/options.hpp"
+#include "daemon/server.hpp"
+
+namespace nsidd::daemon {
+
+using Event = std::unique_ptr<sd_event, FnDeleter<sd_event_unref>>;
+
+/// nsidd: the mirror, the Varlink server, signals and timers on one sd-event loop.
+class Daemon {
+public:
+    Daemon(Options options, int argc, char** argv);
+    ~Daemon();
+
+    /// Starts (subscribe, bootstrap, listen, READY=1), runs until SIGTERM/SIGINT and returns
+    /// the exit code: 0 clean stop, 1 runtime failure.
+    int run();
+
+private:
+    Result<void> start();
+    void on_netlink();
+    void resync(ResyncReason reason);
+    void publish(std::vector<registry::Change> changes);
+    void dispatch(Server::Peer& peer, const varlink::Call& call);
+    varlink::Json status() const;
+    std::optional<std::string> reload();
+    void arm_resync_timer();
+    void notify_status();
+
+    static int on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept;
+    static int on_signal(sd_event_source*, const signalfd_siginfo* si, void* userdata) noexcept;
+    static int on_resync_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
+
+    Options options_;
+    int argc_;
+    char** argv_;
+    Event event_;
+    std::unique_ptr<Mirror> mirror_;
+    std::unique_ptr<Server> server_;
+    std::vector<EventSource> sources_;
+    EventSource resync_timer_;
+    std::uint64_t started_usec_ = 0;
+    std::uint64_t seq_ = 0; // Watch sequence: one per published change
+    bool ns_get_id_ = false;
+    bool dump_truncation_ = false;
+};
+
+} // namespace nsidd::daemon

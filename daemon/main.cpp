@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// nsidd: keeps a live, exact mirror of the kernel's nsid tables and serves it over Varlink.
+#include <cstdio>
+#include <exception>
+#include <new>
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "daemon/daemon.hpp"
+#include "daemon/options.hpp"
+
+int main(int argc, char** argv) {
+    using namespace nsidd::daemon;
+    try {
+        auto parsed = parse_options(argc, argv);
+        if (auto* code = std::get_if<int>(&parsed))
+            return *code;
+        auto& options = std::get<Options>(parsed);
+        auto logger = spdlog::stderr_logger_st("nsidd");
+        logger->set_pattern("%l: %v");
+        spdlog::set_default_logger(logger);
+        spdlog::set_level(
+            spdlog::level::from_str(options.log_level == "warning" ? "warn" : options.log_level));
+        Daemon daemon(std::move(options), argc, argv);
+        return daemon.run();
+    } catch (const std::bad_alloc&) {
+        std::fputs("nsidd: out of memory\n", stderr);
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "nsidd: %s\n", e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "netlink/socket.hpp"
+#include "netns/discovery.hpp"
+#include "registry/registry.hpp"
+#include "util/result.hpp"
+#include "util/unique_fd.hpp"
+
+namespace nsidd::daemon {
+
+enum class ResyncReason : std::uint8_t { Startup, Overrun, Periodic, Manual, Count };
+/// "startup", "overrun", "periodic", "manual".
+const char* to_string(ResyncReason reason) noexcept;
+
+/// What the mirror did, for status and metrics.
+struct MirrorStats {
+    std::uint64_t datagrams = 0;
+    std::uint64_t overruns = 0;   ///< ENOBUFS on the event socket
+    std::uint64_t malformed = 0;  ///< datagrams that failed to parse (each forces a resync)
+    std::uint64_t not_kernel = 0; ///< datagrams not sent by the kernel, dropped
+    std::uint64_t foreign_events =
+        0;                         ///< events from other namespaces' tables (self scope: ignored)
+    std::uint64_t nsid_events = 0; ///< local RTM_NEWNSID/RTM_DELNSID received
+    std::array<std::uint64_t, static_cast<std::size_t>(ResyncReason::Count)> resyncs{};
+    std::uint64_t resync_failures = 0;
+    std::uint64_t last_resync_usec = 0; ///< CLOCK_REALTIME of the last good resync
+    std::uint64_t last_resync_duration_usec = 0;
+    std::uint64_t last_probes = 0;    ///< GETs the last resync needed
+    bool last_dump_truncated = false; ///< the last dump filled its one buffer
+};
+
+/// The self-scope mirror: the event and request sockets around the registry. Glue, not policy:
+/// it returns changes and lets the caller publish and log them.
+class Mirror {
+public:
+    struct Config {
+        int rcvbuf = 8 << 20;
+        netns::Roots roots;
+        std::size_t history = 1024;
+    };
+
+    /// Subscribes to RTNLGRP_NSID first (on `event_fd` when the service manager passed one),
+    /// then opens the request socket. The registry stays empty until resync().
+    static Result<std::unique_ptr<Mirror>> open(const Config& config,
+                                                std::optional<UniqueFd> event_fd);
+
+    int event_fd() const noexcept { return events_.fd(); }
+    const netlink::EventSocket& event_socket() const noexcept { return events_; }
+
+    /// Reads the whole table (dump, and probes when the dump may be truncated), applies the
+    /// difference, then applies the events queued meanwhile in reconcile mode. Repeats when an
+    /// overrun hits during the read.
+    Result<std::vector<registry::Change>> resync(ResyncReason reason);
+
+    /// Result of draining the event socket.
+    struct Drained {
+        std::vector<registry::Change> changes;
+        bool lost = false; ///< an overrun or a malformed datagram: resync now
+    };
+    /// Reads every queued datagram as one batch and applies it; after a loss applies nothing,
+    /// since the resync the caller then runs supersedes it.
+    Drained drain(bool reconcile = false);
+
+    /// Self's id for the namespace named `name` under /run/netns, if it has one.
+    std::optional<registry::Nsid> nsid_of_name(const std::string& name);
+
+    const registry::Registry& registry() const noexcept { return registry_; }
+    const MirrorStats& stats() const noexcept { return stats_; }
+
+private:
+    Mirror(netlink::EventSocket events, netlink::RequestSocket requests, const Config& config);
+    // The kernel's current self table.
+    Result<std::vector<registry::Entry>> read_table(registry::Source source);
+    bool is_assigned(registry::Nsid nsid);
+
+    netlink::EventSocket events_;
+    netlink::RequestSocket requests_;
+    Config config_;
+    registry::Registry registry_;
+    MirrorStats stats_;
+    std::optional<std::int32_t> self_id_; // our own netns's id in its own table, if any
+};
+
+} // namespace nsidd::daemon

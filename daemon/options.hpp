@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+
+namespace nsidd::daemon {
+
+enum class Scope : std::uint8_t { Self, Host };
+
+/// nsidd's settings, from defaults, then the config file, then the command line.
+struct Options {
+    std::string config = "/etc/nsidd/nsidd.conf";
+    std::string socket = "/run/nsidd/io.nsidd.Registry";
+    Scope scope = Scope::Self;
+    int rcvbuf = 8 << 20;
+    unsigned resync_interval = 300; ///< seconds; 0 disables the periodic resync
+    std::string metrics_listen = "127.0.0.1:9477";
+    std::string log_level = "info";
+    std::size_t history = 1024;
+    std::size_t max_connections = 4096;
+    std::size_t max_connections_per_uid = 1024;
+    std::size_t max_request = 1 << 20;
+};
+
+/// How parsing ended: settings to run with, or an exit code (0 for --help/--version) after a
+/// message was printed.
+using ParseResult = std::variant<Options, int>;
+
+/// Parses argv and the config file it names. Bad usage or config: exit code 2, message naming
+/// the bad option or key.
+ParseResult parse_options(int argc, char** argv);
+
+/// Re-reads only the config file (for a reload), keeping command-line overrides of `current`
+/// out of it is the caller's business. Returns the error message on failure.
+std::variant<Options, std::string> reload_options(int argc, char** argv);
+
+} // namespace nsidd::daemon

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "daemon/server.hpp"
+
+#include <cerrno>
+#include <cstring>
+
+#include <grp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "util/time.hpp"
+
+namespace nsidd::daemon {
+namespace {
+
+constexpr std::uint64_t kSweepUsec = 5'000'000;
+
+} // namespace
+
+Result<UniqueFd> listen_unix(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path)
+        return fail_errno(ENAMETOOLONG);
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    // The parent directory (e.g. /run/nsidd) may not exist without systemd's RuntimeDirectory=.
+    if (const auto slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
+        const std::string dir = path.substr(0, slash);
+        if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST)
+            return fail_errno();
+    }
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd)
+        return fail_errno();
+    ::unlink(path.c_str()); // a stale socket from an earlier run
+    const mode_t old = ::umask(0117);
+    const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::umask(old);
+    if (rc < 0)
+        return fail_errno();
+    if (const group* g = ::getgrnam("nsidd"))
+        if (::chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) < 0)
+            return fail_errno();
+    if (::listen(fd.get(), SOMAXCONN) < 0)
+        return fail_errno();
+    return fd;
+}
+
+void Server::Peer::reply(const varlink::Json& parameters, bool continues) {
+    if (!oneway_)
+        server_.queue(*this, varlink::encode_reply(parameters, continues));
+}
+
+void Server::Peer::error(std::string_view name, const varlink::Json& parameters) {
+    if (!oneway_)
+        server_.queue(*this, varlink::encode_error(name, parameters));
+}
+
+Server::Server(sd_event* event, UniqueFd listener, Limits limits, Dispatch dispatch)
+    : event_(event), listener_(std::move(listener)), limits_(limits),
+      dispatch_(std::move(dispatch)) {}
+
+Server::~Server() = default;
+
+Result<void> Server::start() {
+    sd_event_source* s = nullptr;
+    int r = sd_event_add_io(event_, &s, listener_.get(), EPOLLIN, on_accept, this);
+    if (r < 0)
+        return fail_errno(-r);
+    accept_source_.reset(s);
+    r = sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, kSweepUsec, 0, on_sweep, this);
+    if (r < 0)
+        return fail_errno(-r);
+    sweep_source_.reset(s);
+    sd_event_source_set_enabled(s, SD_EVENT_ON);
+    return {};
+}
+
+std::size_t Server::subscribers() const noexcept {
+    std::size_t n = 0;
+    for (const auto& p : peers_)
+        n += p->subscribed_ && !p->closing_;
+    return n;
+}
+
+int Server::on_accept(sd_event_source*, int, uint32_t, void* userdata) noexcept {
+    static_cast<Server*>(userdata)->accept_all();
+    return 0;
+}
+
+void Server::accept_all() {
+    for (;;) {
+        UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!fd) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN)
+                spdlog::warn("Failed to accept Varlink connection: {}", std::strerror(errno));
+            return;
+        }
+        auto peer = std::unique_ptr<Peer>(new Peer(*this, std::move(fd), limits_.connection));
+        const uid_t uid = peer->uid();
+        if (peers_.size() >= limits_.max_connections || per_uid_[uid] >= limits_.max_per_uid) {
+            ++stats_.refused;
+            // Rate-limited: a flood of refusals must not flood the journal.
+            if ((stats_.refused & (stats_.refused - 1)) == 0)
+                spdlog::warn("Refused Varlink connection from uid {}: connection limit reached "
+                             "({} refused so far)",
+                             uid, stats_.refused);
+            continue;
+        }
+        sd_event_source* s = nullptr;
+        if (sd_event_add_io(event_, &s, peer->conn_.fd(), EPOLLIN, on_io, peer.get()) < 0)
+            continue;
+        peer->io_.reset(s);
+        ++stats_.accepted;
+        ++per_uid_[uid];
+        peers_.push_back(std::move(peer));
+        peers_.back()->self_ = std::prev(peers_.end());
+    }
+}
+
+int Server::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept {
+    auto* peer = static_cast<Peer*>(userdata);
+    peer->server_.handle_io(*peer, revents);
+    return 0;
+}
+
+void Server::handle_io(Peer& peer, uint32_t revents) {
+    if (revents & EPOLLIN) {
+        auto r = peer.conn_.receive();
+        if (!r) {
+            drop(peer);
+            return;
+        }
+        process(peer);
+    } else if (revents & (EPOLLHUP | EPOLLERR)) {
+        drop(peer);
+        return;
+    }
+    if (auto r = peer.conn_.flush(); !r) {
+        drop(peer);
+        return;
+    }
+    if (peer.closing_ && peer.conn_.pending_output() == 0) {
+        drop(peer);
+        return;
+    }
+    update_events(peer);
+}
+
+void Server::process(Peer& peer) {
+    // A subscriber's connection is busy with its stream: later calls wait (Varlink "more").
+    while (!peer.closing_ && !peer.subscribed_) {
+        auto message = peer.conn_.next_message();
+        if (!message) {
+            ++stats_.bad_requests;
+            peer.oneway_ = false;
+            peer.error(varlink::kInvalidParameter, {{"parameter", ""}});
+            peer.closing_ = true;
+            break;
+        }
+        if (!*message)
+            break;
+        ++stats_.requests;
+        auto call = varlink::parse_call(**message);
+        if (!call) {
+            ++stats_.bad_requests;
+            peer.oneway_ = false;
+            peer.error(call.error().error, call.error().parameters);
+            peer.closing_ = call.error().fatal;
+            continue;
+        }
+        peer.oneway_ = call->oneway;
+        dispatch_(peer, *call);
+    }
+    peer.partial_since_ = peer.conn_.buffered_input() > 0
+                              ? (peer.partial_since_ ? peer.partial_since_ : monotonic_usec())
+                              : 0;
+}
+
+void Server::queue(Peer& peer, std::string message) {
+    if (peer.closing_)
+        return;
+    if (auto r = peer.conn_.queue(std::move(message)); !r) {
+        // Unread output past the cap: drop this client rather than grow without bound.
+        peer.closing_ = true;
+        return;
+    }
+}
+
+void Server::update_events(Peer& peer) {
+    uint32_t events = peer.closing_ ? 0u : static_cast<uint32_t>(EPOLLIN);
+    if (peer.conn_.pending_output() > 0)
+        events |= EPOLLOUT;
+    sd_event_source_set_io_events(peer.io_.get(), events);
+}
+
+void Server::publish(const std::function<std::string()>& make, std::string_view too_slow) {
+    std::string message;
+    for (auto it = peers_.begin(); it != peers_.end();) {
+        Peer& peer = **it++;
+        if (!peer.subscribed_ || peer.closing_)
+            continue;
+        if (message.empty())
+            message = make();
+        if (peer.conn_.pending_output() + message.size() > limits_.connection.max_output) {
+            ++stats_.dropped_subscribers;
+            // The final error may pass the cap: it is small and the last thing sent.
+            peer.closing_ = true;
+            peer.conn_.force_queue(varlink::encode_error(too_slow));
+        } else {
+            (void)peer.conn_.queue(message);
+        }
+        if (auto r = peer.conn_.flush(); !r) {
+            drop(peer);
+            continue;
+        }
+        if (peer.closing_ && peer.conn_.pending_output() == 0) {
+            drop(peer);
+            continue;
+        }
+        update_events(peer);
+    }
+}
+
+int Server::on_sweep(sd_event_source* source, uint64_t, void* userdata) noexcept {
+    auto* self = static_cast<Server*>(userdata);
+    const auto now = monotonic_usec();
+    for (auto it = self->peers_.begin(); it != self->peers_.end();) {
+        Peer& peer = **it++;
+        // A request that stays half-sent holds memory: drop the client.
+        const bool stale_partial =
+            peer.partial_since_ != 0 && now - peer.partial_since_ > self->limits_.idle_usec;
+        // A closing client that has not read its last reply by the next sweep: give up on it.
+        if (stale_partial || peer.closing_)
+            self->drop(peer);
+    }
+    sd_event_source_set_time_relative(source, kSweepUsec);
+    sd_event_source_set_enabled(source, SD_EVENT_ON);
+    return 0;
+}
+
+void Server::drop(Peer& peer) {
+    if (auto u = per_uid_.find(peer.uid()); u != per_uid_.end() && --u->second == 0)
+        per_uid_.erase(u);
+    peers_.erase(peer.self_);
+}
+
+} // namespace nsidd::daemon

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <systemd/sd-event.h>
+
+#include "util/result.hpp"
+#include "util/unique_fd.hpp"
+#include "varlink/connection.hpp"
+#include "varlink/protocol.hpp"
+
+namespace nsidd::daemon {
+
+using EventSource = std::unique_ptr<sd_event_source, FnDeleter<sd_event_source_disable_unref>>;
+
+/// Creates, binds and listens on a Unix stream socket at `path` (mode 0660, group `nsidd` when
+/// that group exists), replacing a stale socket file.
+Result<UniqueFd> listen_unix(const std::string& path);
+
+/// The Varlink listener and its connections on sd-event. Framing, limits and output buffering
+/// live here; what a call means is the dispatcher's business.
+class Server {
+public:
+    struct Limits {
+        std::size_t max_connections = 4096;
+        std::size_t max_per_uid = 1024;
+        varlink::ConnectionLimits connection;
+        std::uint64_t idle_usec = 45'000'000; ///< a half-sent request older than this is dropped
+    };
+
+    /// One connected client, as the dispatcher sees it.
+    class Peer {
+    public:
+        uid_t uid() const noexcept { return conn_.uid(); }
+        /// Sends a reply to the current call (unless it was oneway).
+        void reply(const varlink::Json& parameters, bool continues = false);
+        /// Sends an error reply to the current call.
+        void error(std::string_view name,
+                   const varlink::Json& parameters = varlink::Json::object());
+        /// Keeps the connection as a stream subscriber after this call ("more"): it receives
+        /// publish()ed messages until it disconnects or falls behind.
+        void subscribe() { subscribed_ = true; }
+        bool subscribed() const noexcept { return subscribed_; }
+
+    private:
+        friend class Server;
+        Peer(Server& server, UniqueFd fd, const varlink::ConnectionLimits& limits)
+            : server_(server), conn_(std::move(fd), limits) {}
+        Server& server_;
+        varlink::Connection conn_;
+        EventSource io_;
+        bool oneway_ = false;
+        bool subscribed_ = false;
+        bool closing_ = false; // close once the output is flushed
+        std::uint64_t partial_since_ = 0;
+        std::list<std::unique_ptr<Peer>>::iterator self_;
+    };
+
+    using Dispatch = std::function<void(Peer&, const varlink::Call&)>;
+
+    Server(sd_event* event, UniqueFd listener, Limits limits, Dispatch dispatch);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    /// Starts accepting.
+    Result<void> start();
+
+    /// Sends `make()`'s message to every subscriber (built only if there is one). A subscriber
+    /// whose unsent output would pass its cap is sent `too_slow` and disconnected.
+    void publish(const std::function<std::string()>& make, std::string_view too_slow);
+
+    struct Stats {
+        std::uint64_t accepted = 0;
+        std::uint64_t refused = 0; ///< over the connection limits
+        std::uint64_t requests = 0;
+        std::uint64_t bad_requests = 0; ///< answered with a protocol error or closed
+        std::uint64_t dropped_subscribers = 0;
+    };
+    const Stats& stats() const noexcept { return stats_; }
+    std::size_t connections() const noexcept { return peers_.size(); }
+    std::size_t subscribers() const noexcept;
+
+private:
+    static int on_accept(sd_event_source*, int fd, uint32_t revents, void* userdata) noexcept;
+    static int on_io(sd_event_source*, int fd, uint32_t revents, void* userdata) noexcept;
+    static int on_sweep(sd_event_source*, uint64_t usec, void* userdata) noexcept;
+    void accept_all();
+    void handle_io(Peer& peer, uint32_t revents);
+    void process(Peer& peer);
+    void queue(Peer& peer, std::string message);
+    void update_events(Peer& peer);
+    void drop(Peer& peer);
+
+    sd_event* event_;
+    UniqueFd listener_;
+    Limits limits_;
+    Dispatch dispatch_;
+    EventSource accept_source_;
+    EventSource sweep_source_;
+    std::list<std::unique_ptr<Peer>> peers_;
+    std::map<uid_t, std::size_t> per_uid_;
+    Stats stats_;
+};
+
+} // namespace nsidd::daemon

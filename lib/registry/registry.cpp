@@ -1,0 +1,271 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "registry/registry.hpp"
+
+#include <algorithm>
+#include <cassert>
+
+namespace nsidd::registry {
+
+std::optional<Nsid> peer_of(Observer observer, const Entry& entry) noexcept {
+    if (observer == kSelf)
+        return entry.nsid;
+    if (entry.current_nsid && *entry.current_nsid >= 0)
+        return entry.current_nsid;
+    return std::nullopt;
+}
+
+Registry::Registry(std::size_t history_capacity) : history_capacity_(history_capacity) {
+    tables_[kSelf];
+}
+
+const Registry::Table* Registry::table(Observer observer) const {
+    auto it = tables_.find(observer);
+    return it == tables_.end() ? nullptr : &it->second;
+}
+
+std::size_t Registry::entry_count() const noexcept {
+    std::size_t n = 0;
+    for (const auto& [observer, t] : tables_)
+        n += t.rows.size();
+    return n;
+}
+
+Registry::Table& Registry::table_for(Observer observer) {
+    auto [it, inserted] = tables_.try_emplace(observer);
+    if (inserted)
+        it->second.stamp = stamp_;
+    return it->second;
+}
+
+void Registry::add_table(Observer observer) {
+    table_for(observer);
+}
+
+Registry::Table& Registry::live_table(Observer observer, std::vector<Change>& changes) {
+    // An observer that died earlier in this batch, its id already given to a new netns: the
+    // old table goes now, so that the new observer's rows do not share its fate in the sweep.
+    if (auto d = dying_.find(observer); d != dying_.end() && observer != kSelf) {
+        if (auto t = tables_.find(observer); t != tables_.end() && t->second.stamp < d->second) {
+            for (auto& [nsid, row] : t->second.rows)
+                changes.push_back(Change{ChangeKind::Purge, observer, std::move(row.entry)});
+            counters_.purged_entries += t->second.rows.size();
+            tables_.erase(t);
+        }
+    }
+    return table_for(observer);
+}
+
+void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
+    ++counters_.deaths;
+    dying_[dead.nsid] = stamp_;
+    if (history_capacity_ == 0)
+        return;
+    if (history_.size() == history_capacity_)
+        history_.pop_front();
+    history_.push_back(Death{dead.nsid, dead.peer, dead.since_usec, now_usec});
+}
+
+void Registry::sweep(std::vector<Change>& changes) {
+    ++counters_.sweeps;
+    // One pass over every row, whatever the number of dead peers: O(entries), not
+    // O(dying x entries). A stamp later than the death means the id was reused in this batch.
+    auto died = [this](std::optional<Nsid> peer, std::uint64_t stamp) {
+        if (!peer)
+            return false;
+        auto d = dying_.find(*peer);
+        return d != dying_.end() && stamp < d->second;
+    };
+    for (auto t = tables_.begin(); t != tables_.end();) {
+        auto& [observer, table] = *t;
+        if (observer != kSelf && died(observer, table.stamp)) {
+            // A dead observer's own table vanishes with it; the kernel sends nothing for it.
+            for (auto& [nsid, row] : table.rows)
+                changes.push_back(Change{ChangeKind::Purge, observer, std::move(row.entry)});
+            counters_.purged_entries += table.rows.size();
+            t = tables_.erase(t);
+            continue;
+        }
+        for (auto r = table.rows.begin(); r != table.rows.end();) {
+            if (died(peer_of(observer, r->second.entry), r->second.stamp)) {
+                changes.push_back(Change{ChangeKind::Purge, observer, std::move(r->second.entry)});
+                ++counters_.purged_entries;
+                r = table.rows.erase(r);
+            } else {
+                ++r;
+            }
+        }
+        ++t;
+    }
+    dying_.clear();
+}
+
+std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_assigned) {
+    std::vector<Change> changes;
+    if (batch.ops.empty())
+        return changes;
+    ++counters_.batches;
+    for (const Op& op : batch.ops) {
+        ++counters_.events;
+        ++stamp_;
+        Table& table = live_table(op.observer, changes);
+        auto it = table.rows.find(op.nsid);
+        if (op.kind == Op::Kind::New) {
+            const auto current =
+                op.observer == kSelf ? std::optional<Nsid>(op.nsid) : op.current_nsid;
+            if (it == table.rows.end()) {
+                if (batch.reconcile) {
+                    // Older than the snapshot, which lacks the id: gone again since?
+                    ++counters_.confirmations;
+                    if (!is_assigned(op.observer, op.nsid)) {
+                        ++counters_.stale;
+                        continue;
+                    }
+                }
+                Entry e{op.nsid, current, {}, batch.now_usec, Source::Event};
+                table.rows.emplace(op.nsid, Row{e, stamp_, false});
+                changes.push_back(Change{ChangeKind::New, op.observer, std::move(e)});
+                continue;
+            }
+            Row& row = it->second;
+            if (batch.reconcile) {
+                // Either a repeat of what the snapshot already holds, or a new holder whose
+                // predecessor died after the snapshot: nothing here tells which. The caller
+                // reads the table again (see Counters::ambiguous).
+                ++counters_.ambiguous;
+                row.unsure = false;
+                continue;
+            }
+            // The DEL of the previous holder is still in flight (NEW k can overtake DEL k,
+            // KERNEL-NSID.md §3.3): skip it when it comes.
+            row.unsure = true;
+            // Ids are only freed by the peer's death, so the old peer is dead.
+            changes.push_back(Change{ChangeKind::Del, op.observer, row.entry});
+            if (op.observer == kSelf)
+                record_death(row.entry, batch.now_usec);
+            ++stamp_;
+            row.entry = Entry{op.nsid, current, {}, batch.now_usec, Source::Event};
+            row.stamp = stamp_;
+            changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
+            continue;
+        }
+        if (it == table.rows.end()) {
+            ++counters_.stale; // already gone: purged with its peer, or never seen
+            continue;
+        }
+        if (batch.reconcile) {
+            // Maybe older than the snapshot that holds the id: ask whether it is still there.
+            ++counters_.confirmations;
+            if (is_assigned(op.observer, op.nsid)) {
+                it->second.unsure = false;
+                ++counters_.stale;
+                continue;
+            }
+        } else if (it->second.unsure) {
+            // This row replaced a holder whose DEL was still in flight (NEW k overtook DEL k,
+            // KERNEL-NSID.md §3.3). That DEL comes before the new holder's own: the kernel
+            // sends the old holder's from the same cleanup run that freed the id, and the new
+            // holder can only die in a later run. So this DEL is the old holder's, already
+            // accounted for. (A GET would answer for the present, not for this event, and
+            // could remove the new holder before its own table's events were applied.)
+            it->second.unsure = false;
+            ++counters_.stale;
+            continue;
+        }
+        Entry dead = std::move(it->second.entry);
+        table.rows.erase(it);
+        if (op.observer == kSelf)
+            record_death(dead, batch.now_usec);
+        changes.push_back(Change{ChangeKind::Del, op.observer, std::move(dead)});
+    }
+    if (!dying_.empty())
+        sweep(changes);
+    return changes;
+}
+
+std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth,
+                                     std::uint64_t now_usec) {
+    std::vector<Change> changes;
+    std::sort(truth.begin(), truth.end(),
+              [](const Entry& a, const Entry& b) { return a.nsid < b.nsid; });
+    truth.erase(std::unique(truth.begin(), truth.end(),
+                            [](const Entry& a, const Entry& b) { return a.nsid == b.nsid; }),
+                truth.end());
+    ++stamp_;
+    Table& table = table_for(observer);
+    auto removed = [&](Row&& row) {
+        if (observer == kSelf)
+            record_death(row.entry, now_usec);
+        ++counters_.resync_changes;
+        changes.push_back(Change{ChangeKind::Resync, observer, std::move(row.entry), true});
+    };
+    // Merge two sorted sequences: rows not in truth leave, truth not in rows arrives.
+    auto t = truth.begin();
+    for (auto r = table.rows.begin(); r != table.rows.end();) {
+        if (t == truth.end() || r->first < t->nsid) {
+            removed(std::move(r->second));
+            r = table.rows.erase(r);
+            continue;
+        }
+        if (t->nsid < r->first) {
+            ++t;
+            continue;
+        }
+        Entry& kept = r->second.entry;
+        const bool other_peer =
+            (kept.peer.cookie && t->peer.cookie && *kept.peer.cookie != *t->peer.cookie) ||
+            (observer != kSelf && kept.current_nsid != t->current_nsid);
+        if (other_peer) {
+            removed(std::move(r->second));
+            r = table.rows.erase(r);
+            continue; // re-added below as a new row
+        }
+        if (t->peer.cookie || !t->peer.names.empty())
+            kept.peer = t->peer;
+        // The snapshot is the truth now: a DEL still owed to a replaced holder was either
+        // queued before it (reconcile asks the kernel) or lost with an overrun.
+        r->second.unsure = false;
+        ++r;
+        ++t;
+    }
+    ++stamp_;
+    for (Entry& e : truth) {
+        if (table.rows.count(e.nsid))
+            continue;
+        ++counters_.resync_changes;
+        changes.push_back(Change{ChangeKind::Resync, observer, e, false});
+        table.rows.emplace(e.nsid, Row{std::move(e), stamp_, false});
+    }
+    if (!dying_.empty())
+        sweep(changes);
+    return changes;
+}
+
+const char* to_string(Source source) noexcept {
+    switch (source) {
+    case Source::Event:
+        return "event";
+    case Source::Dump:
+        return "dump";
+    case Source::Probe:
+        return "probe";
+    case Source::Resync:
+        return "resync";
+    }
+    return "unknown";
+}
+
+const char* to_string(ChangeKind kind) noexcept {
+    switch (kind) {
+    case ChangeKind::New:
+        return "new";
+    case ChangeKind::Del:
+        return "del";
+    case ChangeKind::Purge:
+        return "purge";
+    case ChangeKind::Resync:
+        return "resync";
+    }
+    return "unknown";
+}
+
+} // namespace nsidd::registry

@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace nsidd::registry {
+
+/// An nsid: a slot in one observer's table (0..INT32_MAX).
+using Nsid = std::int32_t;
+/// Whose table: kSelf, or the id that `self` gives the observer netns.
+using Observer = std::int32_t;
+inline constexpr Observer kSelf = -1;
+
+/// How an entry was learned.
+enum class Source : std::uint8_t { Event, Dump, Probe, Resync };
+
+/// What is known of a peer netns beyond its id; every field may be unknown.
+struct Identity {
+    std::optional<std::uint64_t> cookie; ///< NS_GET_ID / SO_NETNS_COOKIE, never reused
+    std::optional<std::uint64_t> inode;  ///< nsfs inode, reused after death
+    std::vector<std::string> names;      ///< /run/netns names
+    std::optional<std::int32_t> pid;     ///< one process inside it
+    bool operator==(const Identity&) const = default;
+};
+
+/// One row of a peer-ID table.
+struct Entry {
+    Nsid nsid = 0;
+    /// `self`'s id for the same peer (equal to nsid in self's own table), when known.
+    std::optional<Nsid> current_nsid;
+    Identity peer;
+    std::uint64_t since_usec = 0; ///< first seen, CLOCK_REALTIME
+    Source source = Source::Event;
+};
+
+/// A peer that died, as recorded in the history ring.
+struct Death {
+    Nsid nsid = 0; ///< self's id of the dead peer
+    Identity peer;
+    std::uint64_t since_usec = 0;
+    std::uint64_t died_usec = 0;
+};
+
+enum class ChangeKind : std::uint8_t { New, Del, Purge, Resync };
+/// One change to the mirror, in the order applied; what watchers are sent.
+struct Change {
+    ChangeKind kind;
+    Observer observer;
+    Entry entry;
+    bool removed = false; ///< for Resync: the entry left the table (else it was added)
+};
+
+/// One decoded notification, mapped onto the registry.
+struct Op {
+    enum class Kind : std::uint8_t { New, Del } kind;
+    Observer observer;
+    Nsid nsid;
+    std::optional<Nsid> current_nsid; ///< self's id of the peer, where known
+};
+
+/// Everything read from the event socket in one wakeup.
+struct Batch {
+    std::vector<Op> ops;
+    std::uint64_t now_usec = 0;
+    /// The events were queued while a snapshot was read, so some may be older than it: a NEW of
+    /// an absent id or a DEL of a present one is checked with IsAssigned before it is applied,
+    /// and a NEW for a present id is counted in Counters::ambiguous.
+    bool reconcile = false;
+};
+
+/// Answers "is `nsid` assigned in `observer`'s table now?" — a kernel GET in the daemon, a model
+/// in tests. Asked only in reconcile batches, whose events may predate the snapshot.
+using IsAssigned = std::function<bool(Observer, Nsid)>;
+
+/// Running totals since start.
+struct Counters {
+    std::uint64_t events = 0;         ///< ops applied
+    std::uint64_t batches = 0;        ///< apply() calls with at least one op
+    std::uint64_t sweeps = 0;         ///< purge sweeps run (at most one per batch or resync)
+    std::uint64_t deaths = 0;         ///< peers that died
+    std::uint64_t purged_entries = 0; ///< entries dropped by sweeps, dead peers' tables included
+    std::uint64_t confirmations = 0;  ///< IsAssigned queries made
+    std::uint64_t stale = 0;          ///< ops that changed nothing (repeats, DELs of absent ids)
+    std::uint64_t resync_changes = 0; ///< entries added or dropped by resync()
+    /// Reconcile-batch NEWs for ids the snapshot already held: a repeat or a replacement,
+    /// undecidable from the stream. When this grows, read the tables again.
+    std::uint64_t ambiguous = 0;
+};
+
+/// Self's id for the peer of a row in `observer`'s table, where known.
+std::optional<Nsid> peer_of(Observer observer, const Entry& entry) noexcept;
+
+/// The mirror of the kernel's peer-ID tables. Deterministic: no I/O, no clock.
+class Registry {
+public:
+    /// An entry and the bookkeeping that decides what its next DEL means.
+    struct Row {
+        Entry entry;
+        std::uint64_t stamp = 0; ///< op counter at insertion (orders reuse within a batch)
+        /// The row came from a NEW over an occupied id: the next DEL for it is the old
+        /// holder's, still in flight, and is skipped.
+        bool unsure = false;
+    };
+    /// One observer's peer-ID table.
+    struct Table {
+        std::map<Nsid, Row> rows;
+        std::uint64_t stamp = 0; ///< op counter at creation
+    };
+
+    /// `history_capacity`: deaths kept, oldest dropped first.
+    explicit Registry(std::size_t history_capacity = 1024);
+
+    /// Applies a batch in order and then purges every dead peer in one sweep. Returns the changes.
+    std::vector<Change> apply(const Batch& batch, const IsAssigned& is_assigned);
+
+    /// Replaces one table with what the kernel reported (`truth`, each entry's source set by the
+    /// caller). Entries that match keep their first-seen time; self entries that vanished count
+    /// as deaths and are purged everywhere. Returns the changes, all of kind Resync.
+    std::vector<Change> resync(Observer observer, std::vector<Entry> truth, std::uint64_t now_usec);
+
+    /// Adds an empty table for `observer` if there is none (host scope: a newly known netns).
+    void add_table(Observer observer);
+
+    const std::map<Observer, Table>& tables() const noexcept { return tables_; }
+    /// The table of `observer`, or nullptr.
+    const Table* table(Observer observer) const;
+    std::size_t entry_count() const noexcept;
+    /// Deaths, oldest first.
+    const std::deque<Death>& history() const noexcept { return history_; }
+    const Counters& counters() const noexcept { return counters_; }
+
+private:
+    // A peer `self` called `nsid` died: history, counters and the dying set.
+    void record_death(const Entry& dead, std::uint64_t now_usec);
+    // Drops every table of a dying observer and every row that points at a dying peer.
+    void sweep(std::vector<Change>& changes);
+    Table& table_for(Observer observer);
+    // table_for() that first drops the table of a dead observer whose id was reused.
+    Table& live_table(Observer observer, std::vector<Change>& changes);
+
+    std::map<Observer, Table> tables_;
+    // Peers (self ids) that died in the current batch, with the stamp of the death: rows and
+    // tables stamped later belong to a new peer that reused the id and survive the sweep.
+    std::unordered_map<Nsid, std::uint64_t> dying_;
+    std::uint64_t stamp_ = 0;
+    std::deque<Death> history_;
+    std::size_t history_capacity_;
+    Counters counters_;
+};
+
+/// The name used on the wire and in logs: "event", "dump", "probe", "resync".
+const char* to_string(Source source) noexcept;
+/// "new", "del", "purge", "resync".
+const char* to_string(ChangeKind kind) noexcept;
+
+} // namespace nsidd::registry

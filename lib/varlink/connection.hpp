@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include <sys/types.h>
+
+#include "util/result.hpp"
+#include "util/unique_fd.hpp"
+#include "varlink/protocol.hpp"
+
+namespace nsidd::varlink {
+
+/// Bounds that keep one client from growing the server's memory.
+struct ConnectionLimits {
+    std::size_t max_message = 1 << 20; ///< largest request, NUL excluded
+    std::size_t max_output = 16 << 20; ///< unsent reply bytes before the client counts as stuck
+};
+
+/// The server side of one client connection: input framing and buffered, non-blocking output.
+/// It does no dispatch; the owner reads calls, answers them and flushes.
+class Connection {
+public:
+    /// Takes an accepted socket (non-blocking) and reads the peer's credentials.
+    Connection(UniqueFd fd, ConnectionLimits limits);
+
+    int fd() const noexcept { return fd_.get(); }
+    uid_t uid() const noexcept { return uid_; }
+    pid_t pid() const noexcept { return pid_; }
+
+    /// Reads what the socket holds. Fails with Errc::Closed at end of stream.
+    Result<void> receive();
+    /// The next complete request, nullopt if none; Errc::TooLarge past max_message.
+    Result<std::optional<std::string>> next_message() { return framer_.next(); }
+
+    /// Queues a reply. Fails with Errc::TooLarge, queuing nothing, once the unsent output would
+    /// pass max_output.
+    Result<void> queue(std::string message);
+    /// Queues a message whatever the cap (a small final error before closing).
+    void force_queue(std::string message) { output_ += message; }
+    /// Writes queued output until done or the socket is full.
+    Result<void> flush();
+    std::size_t pending_output() const noexcept { return output_.size() - sent_; }
+    std::size_t buffered_input() const noexcept { return framer_.buffered(); }
+
+private:
+    UniqueFd fd_;
+    ConnectionLimits limits_;
+    Framer framer_;
+    std::string output_;
+    std::size_t sent_ = 0;
+    uid_t uid_ = static_cast<uid_t>(-1);
+    pid_t pid_ = 0;
+};
+
+} // namespace nsidd::varlink

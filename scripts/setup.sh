@@ -1,0 +1,49 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Installs what nsidd needs on Debian 12 (as root; only what is missing), builds it, and then
+#   run:  runs nsidd in the foreground (extra arguments go to nsidd)
+#   test: runs the whole test suite
+# Safe to re-run.
+set -eu
+mode=${1:-}
+[ $# -gt 0 ] && shift
+case "$mode" in
+run | test | build) ;;
+*)
+    echo "usage: $0 run [NSIDD-ARGS...] | test | build" >&2
+    exit 2
+    ;;
+esac
+cd "$(dirname "$0")/.."
+
+build_pkgs="meson ninja-build g++ pkg-config libmnl-dev libsystemd-dev libspdlog-dev
+    libcli11-dev nlohmann-json3-dev libexpected-dev libgtest-dev libgmock-dev
+    libbenchmark-dev iproute2 python3"
+test_pkgs="clang-format util-linux git"
+pkgs=$build_pkgs
+[ "$mode" = test ] && pkgs="$pkgs $test_pkgs"
+
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages:$missing (run as root to install them)" >&2
+        exit 1
+    fi
+    echo "installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+[ -f build/build.ninja ] || meson setup build
+meson compile -C build
+
+case "$mode" in
+run) exec ./build/daemon/nsidd "$@" ;;
+test) exec meson test -C build --print-errorlogs ;;
+esac

@@ -1,0 +1,304 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Integration test harness: a private sandbox, the real kernel, the real nsidd and nsidctl.
+
+Every test re-executes itself inside `unshare --net --mount` with a tmpfs on /run, so that all
+namespaces and ids it creates live in a network namespace of its own and vanish with it; the
+machine's own netns is never touched. Exit status 77 means "skipped" (and says why).
+
+The kernel side is read here with raw netlink, independently of nsidd's code: per-id GETNSID
+probes (by NSID over the dense range and the known sparse ids, and by FD for every name).
+"""
+import atexit
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+BUILD = os.environ.get('NSIDD_BUILD', os.path.join(os.path.dirname(__file__), '../../build'))
+NSIDD = os.path.join(BUILD, 'daemon/nsidd')
+NSIDCTL = os.path.join(BUILD, 'cli/nsidctl')
+
+RTM_NEWNSID, RTM_GETNSID = 88, 90
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 1, 0x300
+NETNSA_NSID, NETNSA_FD = 1, 3
+SOL_NETLINK = 270
+
+
+def log(*args):
+    print(*args, flush=True)
+
+
+def skip(why):
+    log('SKIP:', why)
+    sys.exit(SKIP)
+
+
+def sandbox():
+    """Re-runs the calling script inside a private network and mount namespace."""
+    if os.environ.get('NSIDD_SANDBOX') == '1':
+        subprocess.run(['mount', '-t', 'tmpfs', 'tmpfs', '/run'], check=True)
+        subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)
+        return
+    if os.geteuid() != 0:
+        skip('needs root to create network namespaces')
+    for tool in ('unshare', 'ip', 'mount'):
+        if subprocess.run(['sh', '-c', 'command -v ' + tool], capture_output=True).returncode:
+            skip(tool + ' not installed')
+    if not os.path.exists(NSIDD):
+        skip('nsidd not built at ' + NSIDD)
+    env = dict(os.environ, NSIDD_SANDBOX='1')
+    args = ['unshare', '--net', '--mount', '--propagation', 'private', '--',
+            sys.executable, os.path.abspath(sys.argv[0])] + sys.argv[1:]
+    sys.exit(subprocess.run(args, env=env).returncode)
+
+
+def ip_batch(lines):
+    with tempfile.NamedTemporaryFile('w', suffix='.batch', delete=False) as f:
+        f.write('\n'.join(lines) + '\n')
+    try:
+        subprocess.run(['ip', '-batch', f.name], check=True)
+    finally:
+        os.unlink(f.name)
+
+
+def netns_names():
+    try:
+        return sorted(os.listdir('/run/netns'))
+    except FileNotFoundError:
+        return []
+
+
+class Kernel:
+    """Reads this netns's nsid table with raw netlink GETs, packed many to a datagram."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind((0, 0))
+        self.sock.settimeout(5)
+        self.seq = 0
+
+    def _request(self, attrs_list):
+        """One GETNSID per attribute blob; returns {index: nsid or None}."""
+        out = {}
+        for start in range(0, len(attrs_list), 200):
+            chunk = attrs_list[start:start + 200]
+            first = self.seq + 1
+            data = b''
+            for attrs in chunk:
+                self.seq += 1
+                body = struct.pack('=Bxxx', 0) + attrs
+                data += struct.pack('=IHHII', 16 + len(body), RTM_GETNSID, NLM_F_REQUEST,
+                                    self.seq, 0) + body
+            self.sock.send(data)
+            got = 0
+            while got < len(chunk):
+                buf = self.sock.recv(65536)
+                off = 0
+                while off + 16 <= len(buf):
+                    length, mtype, _flags, seq, _pid = struct.unpack_from('=IHHII', buf, off)
+                    idx = start + seq - first
+                    if mtype == RTM_NEWNSID:
+                        nsid = None
+                        a = off + 20
+                        while a + 4 <= off + length:
+                            alen, atype = struct.unpack_from('=HH', buf, a)
+                            if atype == NETNSA_NSID:
+                                nsid = struct.unpack_from('=i', buf, a + 4)[0]
+                            a += (alen + 3) & ~3
+                        out[idx] = nsid if nsid is not None and nsid >= 0 else None
+                        got += 1
+                    elif mtype == NLMSG_ERROR:
+                        out[idx] = None
+                        got += 1
+                    off += (length + 3) & ~3
+        return out
+
+    def by_nsid(self, ids):
+        ids = list(ids)
+        res = self._request([struct.pack('=HHi', 8, NETNSA_NSID, k) for k in ids])
+        return {ids[i] for i, v in res.items() if v is not None}
+
+    def by_name(self):
+        """{name: nsid or None} for every /run/netns name."""
+        names = netns_names()
+        fds = []
+        try:
+            for n in names:
+                fds.append(os.open('/run/netns/' + n, os.O_RDONLY))
+            res = self._request([struct.pack('=HHi', 8, NETNSA_FD, fd) for fd in fds])
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return {names[i]: v for i, v in res.items()}
+
+    def table(self, hint=()):
+        """The whole table: dense range by NSID (until 1024 misses past the last hit), the
+        `hint` ids, and every named namespace by FD."""
+        found = set()
+        k, limit = 0, 1024
+        while k < limit:
+            hits = self.by_nsid(range(k, limit))
+            found |= hits
+            k = limit
+            if hits:
+                limit = max(hits) + 1025
+        found |= self.by_nsid(set(hint) - found)
+        found |= {v for v in self.by_name().values() if v is not None}
+        return found
+
+
+class Varlink:
+    """A minimal Varlink client written from the public spec (varlink.org), sharing nothing
+    with nsidd's own implementation."""
+
+    def __init__(self, path, timeout=10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b''
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, method, parameters=None, more=False, oneway=False):
+        msg = {'method': method}
+        if parameters is not None:
+            msg['parameters'] = parameters
+        if more:
+            msg['more'] = True
+        if oneway:
+            msg['oneway'] = True
+        self.send_raw(json.dumps(msg).encode() + b'\0')
+
+    def receive(self):
+        """The next message as a dict, or None if the server closed the connection."""
+        while b'\0' not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                return None
+            self.buf += chunk
+        msg, _, self.buf = self.buf.partition(b'\0')
+        return json.loads(msg)
+
+    def call(self, method, parameters=None):
+        self.send(method, parameters)
+        return self.receive()
+
+    def close(self):
+        self.sock.close()
+
+
+_started = []
+
+
+@atexit.register
+def _stop_leftovers():
+    """A failed test still ends the daemons it started (by their pid)."""
+    for d in _started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+            sys.stderr.write('nsidd log:\n' + d.log())
+
+
+class Daemon:
+    """A real nsidd on a socket in the sandbox."""
+
+    def __init__(self, *args, socket_path='/run/nsidd-test/io.nsidd.Registry'):
+        self.socket = socket_path
+        self.args = [NSIDD, '--socket', socket_path, '--metrics-listen', 'none',
+                     '--config', '/dev/null'] + list(args)
+        self.stderr = tempfile.TemporaryFile('w+')
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        _started.append(self)
+        self.wait_ready()
+
+    def wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError('nsidd exited with %d: %s' % (self.proc.returncode, self.log()))
+            try:
+                c = Varlink(self.socket)
+                r = c.call('io.nsidd.Registry.GetStatus')
+                c.close()
+                if r and 'parameters' in r:
+                    self.ready_after = time.monotonic() - self.started
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError('nsidd not ready after %ds' % timeout)
+
+    def call(self, method, parameters=None):
+        c = Varlink(self.socket)
+        try:
+            return c.call(method, parameters)
+        finally:
+            c.close()
+
+    def status(self):
+        return self.call('io.nsidd.Registry.GetStatus')['parameters']
+
+    def mirror(self):
+        entries = self.call('io.nsidd.Registry.List')['parameters']['entries']
+        return {e['nsid'] for e in entries}
+
+    def rss_kib(self):
+        with open('/proc/%d/status' % self.proc.pid) as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+        return 0
+
+    def log(self):
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError('nsidd ignored SIGTERM')
+        assert self.proc.returncode == 0, 'nsidd exited %d: %s' % (self.proc.returncode,
+                                                                   self.log())
+
+
+def nsidctl(*args, socket_path=None, check=True):
+    cmd = [NSIDCTL] + (['--socket', socket_path] if socket_path else []) + list(args)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError('%s: exit %d: %s' % (' '.join(cmd), r.returncode, r.stderr))
+    return r
+
+
+def settle(daemon, kernel, hint=(), timeout=20):
+    """Waits until the mirror equals the kernel table; returns both (equal, or the last seen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        want = kernel.table(hint)
+        got = daemon.mirror()
+        if got == want or time.monotonic() > deadline:
+            return got, want
+        time.sleep(0.2)
+
+
+def check_equal(got, want, what):
+    if got != want:
+        extra, missing = sorted(got - want), sorted(want - got)
+        raise AssertionError('%s: mirror has %d entries, kernel %d; extra %s; missing %s'
+                             % (what, len(got), len(want), extra[:20], missing[:20]))
+    log('%s: mirror equals the kernel (%d entries)' % (what, len(want)))

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""nsidctl against a real nsidd: output formats, diffing against `ip -j netns list-id`,
+privileges, and the exit codes of DESIGN.md §4 (0 ok, 1 daemon error, 2 usage, 3 unreachable)."""
+import json
+import os
+import subprocess
+
+import nsidtest as t
+
+t.sandbox()
+t.ip_batch(['netns add c%d' % i for i in range(8)] + ['netns set c%d auto' % i for i in range(8)])
+d = t.Daemon()
+sock = d.socket
+
+listed = json.loads(t.nsidctl('-j', 'list', socket_path=sock).stdout)
+ip_listed = json.loads(subprocess.run(['ip', '-j', 'netns', 'list-id'], capture_output=True,
+                                      text=True, check=True).stdout)
+assert sorted(e['nsid'] for e in listed) == sorted(e['nsid'] for e in ip_listed), \
+    (listed, ip_listed)
+pretty = t.nsidctl('--json=pretty', 'list', socket_path=sock).stdout
+assert json.loads(pretty) == listed and '\n  ' in pretty
+
+human = t.nsidctl('list', socket_path=sock).stdout.splitlines()
+assert human[0].split()[:3] == ['NSID', 'CURRENT', 'PEER'], human
+assert len([l for l in human[1:] if l and l[0].isdigit() and 'listed' not in l]) == 8, human
+bare = t.nsidctl('--no-legend', 'list', socket_path=sock).stdout.splitlines()
+assert len(bare) == 8 and bare[0].startswith('0 '), bare
+
+status = t.nsidctl('status', socket_path=sock).stdout
+assert 'Entries: 8' in status, status
+st = json.loads(t.nsidctl('-j', 'status', socket_path=sock).stdout)
+assert st['entries'] == 8
+graph = json.loads(t.nsidctl('-j', 'graph', socket_path=sock).stdout)
+assert graph[0]['observer'] == 'self' and len(graph[0]['entries']) == 8, graph
+
+t.ip_batch(['netns del c0', 'netns del c1'])
+got, want = t.settle(d, t.Kernel())
+t.check_equal(got, want, 'after two deaths')
+hist = json.loads(t.nsidctl('-j', 'history', '-n', '1', socket_path=sock).stdout)
+assert len(hist) == 1, hist
+t.nsidctl('resync', socket_path=sock)
+t.nsidctl('reload', socket_path=sock)
+
+# watch: one flushed line per change, readable through a pipe.
+w = subprocess.Popen([t.NSIDCTL, '--socket', sock, 'watch'], stdout=subprocess.PIPE, text=True)
+try:
+    t.time.sleep(0.3)
+    t.ip_batch(['netns add wx', 'netns set wx auto'])
+    line = w.stdout.readline()
+    assert ' new ' in line and '+' in line, line
+finally:
+    w.terminate()
+    w.wait()
+
+# A reader that is not root reads, but may not resync or reload.
+os.chmod(os.path.dirname(sock), 0o755)
+os.chmod(sock, 0o666)
+nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', t.NSIDCTL,
+          '--socket', sock]
+r = subprocess.run(nobody + ['list'], capture_output=True, text=True)
+assert r.returncode == 0, r.stderr
+r = subprocess.run(nobody + ['resync'], capture_output=True, text=True)
+assert r.returncode == 1 and 'PermissionDenied' in r.stderr, (r.returncode, r.stderr)
+r = subprocess.run(nobody + ['reload'], capture_output=True, text=True)
+assert r.returncode == 1 and 'PermissionDenied' in r.stderr, (r.returncode, r.stderr)
+
+# Exit codes.
+r = t.nsidctl('list', 'no-such-name', socket_path=sock, check=False)
+assert r.returncode == 1 and 'NoSuchObserver' in r.stderr, (r.returncode, r.stderr)
+r = t.nsidctl('frobnicate', socket_path=sock, check=False)
+assert r.returncode == 2, r.returncode
+r = t.nsidctl('--json=wide', 'list', socket_path=sock, check=False)
+assert r.returncode == 2, r.returncode
+r = t.nsidctl('status', socket_path='/run/nope/none.sock', check=False)
+assert r.returncode == 3 and '/run/nope/none.sock' in r.stderr, (r.returncode, r.stderr)
+assert t.nsidctl('--version').stdout.strip()
+
+d.stop()
+t.log('ok')

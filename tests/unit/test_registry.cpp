@@ -1,0 +1,400 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The registry against a simulated kernel: random namespace churn produces the event stream the
+// kernel would send (bursts of deaths, immediate id reuse, NEW k overtaking DEL k, cross-table
+// ids, overruns), delivered in random batches. Whenever every event has been delivered, the
+// mirror must equal the kernel's tables and have recorded every death exactly once.
+#include "registry/registry.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "naive_purge.hpp"
+
+namespace nsidd::registry {
+namespace {
+
+using Peer = int;
+
+class Kernel {
+public:
+    explicit Kernel(std::uint32_t seed) : rng_(seed) {}
+
+    std::map<Nsid, Peer> self;                    // self's table
+    std::map<Peer, std::map<Nsid, Peer>> foreign; // other namespaces' tables
+    std::deque<Op> queue;                         // sent, not yet delivered
+    std::set<Peer> alive;
+    std::uint64_t deaths_with_self_id = 0;
+
+    std::optional<Nsid> self_id(Peer p) const {
+        for (const auto& [k, v] : self)
+            if (v == p)
+                return k;
+        return std::nullopt;
+    }
+    bool is_assigned(Observer o, Nsid k) const {
+        if (o == kSelf)
+            return self.count(k) != 0;
+        auto obs = self.find(o);
+        if (obs == self.end())
+            return false;
+        auto t = foreign.find(obs->second);
+        return t != foreign.end() && t->second.count(k) != 0;
+    }
+
+    Peer create() {
+        alive.insert(next_);
+        return next_++;
+    }
+    static Nsid lowest_free(const std::map<Nsid, Peer>& t) {
+        Nsid k = 0;
+        for (const auto& [id, p] : t) {
+            if (id != k)
+                break;
+            ++k;
+        }
+        return k;
+    }
+    void assign_self(Peer p, std::optional<Nsid> explicit_id) {
+        const Nsid k = explicit_id ? *explicit_id : lowest_free(self);
+        if (self.count(k) || self_id(p))
+            return; // EEXIST
+        self[k] = p;
+        queue.push_back(Op{Op::Kind::New, kSelf, k, k});
+    }
+    // Observer `o` (which has a self id) gives `p` (which has one too) the lowest free id.
+    void assign_foreign(Peer o, Peer p) {
+        auto& t = foreign[o];
+        for (const auto& [id, q] : t)
+            if (q == p)
+                return;
+        const Nsid k = lowest_free(t);
+        t[k] = p;
+        queue.push_back(Op{Op::Kind::New, *self_id(o), k, *self_id(p)});
+    }
+
+    // One cleanup_net run: `dying` die together. Per dying peer: drop self's id (maybe racing
+    // with an auto allocation that reuses it and notifies first), then other survivors' ids.
+    void kill(const std::vector<Peer>& dying, double race) {
+        std::set<Peer> d(dying.begin(), dying.end());
+        for (Peer p : dying)
+            alive.erase(p);
+        for (Peer p : dying) {
+            if (auto k = self_id(p)) {
+                self.erase(*k);
+                ++deaths_with_self_id;
+                if (std::bernoulli_distribution(race)(rng_)) {
+                    const Peer fresh = create();
+                    assign_self(fresh, std::nullopt); // NEW k may come before DEL k
+                }
+                queue.push_back(Op{Op::Kind::Del, kSelf, *k, *k});
+            }
+            for (auto& [o, table] : foreign) {
+                if (d.count(o))
+                    continue;
+                for (auto it = table.begin(); it != table.end();) {
+                    if (it->second == p) {
+                        if (auto oid = self_id(o))
+                            queue.push_back(Op{Op::Kind::Del, *oid, it->first, std::nullopt});
+                        it = table.erase(it);
+                    } else {
+                        ++it;
+                    }
+                }
+            }
+        }
+        // A dying namespace's own table vanishes without a word.
+        for (Peer p : dying)
+            foreign.erase(p);
+    }
+
+    std::mt19937& rng() { return rng_; }
+
+private:
+    std::mt19937 rng_;
+    Peer next_ = 1;
+};
+
+// The registry's view, as plain maps: observer -> (nsid -> self id of the peer).
+std::map<Observer, std::map<Nsid, Nsid>> view(const Registry& r) {
+    std::map<Observer, std::map<Nsid, Nsid>> out;
+    for (const auto& [o, t] : r.tables())
+        for (const auto& [k, row] : t.rows)
+            out[o][k] = row.entry.current_nsid.value_or(-1);
+    return out;
+}
+
+std::map<Observer, std::map<Nsid, Nsid>> view(const Kernel& k) {
+    std::map<Observer, std::map<Nsid, Nsid>> out;
+    for (const auto& [id, p] : k.self)
+        out[kSelf][id] = id;
+    for (const auto& [o, t] : k.foreign) {
+        auto oid = k.self_id(o);
+        if (!oid)
+            continue;
+        for (const auto& [id, p] : t)
+            out[*oid][id] = k.self_id(p).value_or(-1);
+    }
+    return out;
+}
+
+void deliver(Kernel& k, Registry& r, std::size_t n, bool reconcile, std::uint64_t now) {
+    Batch b;
+    b.now_usec = now;
+    b.reconcile = reconcile;
+    for (std::size_t i = 0; i < n && !k.queue.empty(); ++i) {
+        b.ops.push_back(k.queue.front());
+        k.queue.pop_front();
+    }
+    r.apply(b, [&k](Observer o, Nsid id) { return k.is_assigned(o, id); });
+}
+
+std::vector<Entry> truth_of(const Kernel& k, Observer o) {
+    std::vector<Entry> out;
+    const auto tables = view(k);
+    const auto t = tables.find(o);
+    if (t == tables.end())
+        return out;
+    for (const auto& [id, cur] : t->second)
+        out.push_back(Entry{id, cur, {}, 0, Source::Resync});
+    return out;
+}
+
+struct RunStats {
+    std::size_t ops = 0;
+    std::size_t checks = 0;
+};
+
+RunStats run(std::uint32_t seed, std::size_t steps, bool overruns) {
+    Kernel k(seed);
+    Registry r(64);
+    auto& rng = k.rng();
+    auto pick = [&](const auto& set) {
+        auto it = set.begin();
+        std::advance(it, std::uniform_int_distribution<std::size_t>(0, set.size() - 1)(rng));
+        return it;
+    };
+    RunStats stats;
+    std::uint64_t now = 1;
+    bool synced = true; // registry matches the kernel except for queued events
+    for (std::size_t step = 0; step < steps; ++step) {
+        ++now;
+        const int action = std::uniform_int_distribution<int>(0, 99)(rng);
+        if (action < 30) {
+            k.assign_self(k.create(), std::nullopt);
+        } else if (action < 35) {
+            k.assign_self(k.create(), std::uniform_int_distribution<Nsid>(0, 100000)(rng));
+        } else if (action < 50 && k.self.size() >= 2) {
+            const Peer o = pick(k.self)->second, p = pick(k.self)->second;
+            if (o != p)
+                k.assign_foreign(o, p);
+        } else if (action < 62 && !k.alive.empty()) {
+            // A burst: several namespaces die in one cleanup run.
+            std::vector<Peer> dying;
+            const auto n = std::uniform_int_distribution<std::size_t>(1, 12)(rng);
+            for (std::size_t i = 0; i < n && !k.alive.empty(); ++i) {
+                const Peer p = *pick(k.alive);
+                if (std::find(dying.begin(), dying.end(), p) == dying.end())
+                    dying.push_back(p);
+            }
+            k.kill(dying, 0.3);
+        } else if (action < 90) {
+            const auto n = std::uniform_int_distribution<std::size_t>(1, 40)(rng);
+            stats.ops += std::min(n, k.queue.size());
+            deliver(k, r, n, false, now);
+        } else if (action < 95 && overruns) {
+            // Overrun: the newest events are lost and the daemon discards what it read, since
+            // the resync supersedes it; then it reconciles the events queued during the read.
+            k.queue.clear();
+            for (int attempt = 0;; ++attempt) {
+                if (attempt == 3) {
+                    ADD_FAILURE() << "reconcile does not settle, seed " << seed;
+                    return stats;
+                }
+                auto observers = view(k);
+                observers[kSelf];
+                std::vector<Observer> gone;
+                for (const auto& [o, t] : r.tables())
+                    if (!observers.count(o))
+                        gone.push_back(o);
+                for (Observer o : gone)
+                    r.resync(o, {}, now);
+                for (const auto& [o, t] : observers)
+                    r.resync(o, truth_of(k, o), now);
+                // Changes racing the first snapshot: queued before the reconcile below, older
+                // or newer than what was read.
+                if (attempt == 0) {
+                    for (int i = 0; i < 3; ++i)
+                        k.assign_self(k.create(), std::nullopt);
+                    if (!k.alive.empty())
+                        k.kill({*pick(k.alive)}, 0.5);
+                }
+                const auto ambiguous = r.counters().ambiguous;
+                stats.ops += k.queue.size();
+                deliver(k, r, k.queue.size(), true, now);
+                if (r.counters().ambiguous == ambiguous)
+                    break;
+            }
+            synced = false; // deaths that raced the snapshot are not all in the history
+        }
+        if (k.queue.empty()) {
+            ++stats.checks;
+            auto got = view(r), want = view(k);
+            std::erase_if(got, [](const auto& kv) { return kv.second.empty(); });
+            std::erase_if(want, [](const auto& kv) { return kv.second.empty(); });
+            EXPECT_EQ(got, want) << "seed " << seed << " step " << step;
+            if (got != want)
+                return stats;
+            if (synced) {
+                EXPECT_EQ(r.counters().deaths, k.deaths_with_self_id) << "seed " << seed;
+            }
+        }
+    }
+    return stats;
+}
+
+TEST(Registry, MatchesKernelThroughChurnAndReuse) {
+    std::size_t ops = 0, checks = 0;
+    for (std::uint32_t seed = 1; seed <= 40; ++seed) {
+        const auto s = run(seed, 6000, false);
+        ops += s.ops;
+        checks += s.checks;
+    }
+    EXPECT_GT(ops, 100000u);
+    EXPECT_GT(checks, 1000u);
+}
+
+TEST(Registry, MatchesKernelThroughOverruns) {
+    std::size_t ops = 0;
+    for (std::uint32_t seed = 100; seed < 140; ++seed)
+        ops += run(seed, 6000, true).ops;
+    EXPECT_GT(ops, 100000u);
+}
+
+TEST(Registry, NewBeforeDelKeepsTheNewPeer) {
+    Registry r;
+    auto yes = [](Observer, Nsid) -> bool {
+        ADD_FAILURE() << "a lossless stream needs no query";
+        return true;
+    };
+    r.apply(Batch{{{Op::Kind::New, kSelf, 0, 0}}, 1, false}, yes);
+    // Peer A (id 0) dies; B is given 0 and its NEW overtakes A's DEL.
+    auto c =
+        r.apply(Batch{{{Op::Kind::New, kSelf, 0, 0}, {Op::Kind::Del, kSelf, 0, 0}}, 2, false}, yes);
+    ASSERT_NE(r.table(kSelf)->rows.count(0), 0u);
+    EXPECT_EQ(r.counters().deaths, 1u);
+    EXPECT_EQ(r.counters().confirmations, 0u);
+    EXPECT_EQ(r.history().size(), 1u);
+    // B's own DEL later is certain: no query.
+    r.apply(Batch{{{Op::Kind::Del, kSelf, 0, 0}}, 3, false}, [](Observer, Nsid) -> bool {
+        ADD_FAILURE() << "a certain DEL must not be checked";
+        return false;
+    });
+    EXPECT_TRUE(r.table(kSelf)->rows.empty());
+    EXPECT_EQ(r.counters().deaths, 2u);
+}
+
+TEST(Registry, BurstCostsOneSweepAndNoQueries) {
+    Registry r;
+    auto never = [](Observer, Nsid) -> bool {
+        ADD_FAILURE() << "no query expected";
+        return false;
+    };
+    Batch add{{}, 1, false};
+    for (Nsid k = 0; k < 500; ++k)
+        add.ops.push_back({Op::Kind::New, kSelf, k, k});
+    for (Nsid o = 0; o < 10; ++o)
+        for (Nsid k = 0; k < 20; ++k)
+            add.ops.push_back({Op::Kind::New, o, k, 100 + k});
+    r.apply(add, never);
+    const auto sweeps = r.counters().sweeps;
+    Batch burst{{}, 2, false};
+    for (Nsid k = 0; k < 300; ++k)
+        burst.ops.push_back({Op::Kind::Del, kSelf, k, k});
+    auto changes = r.apply(burst, never);
+    EXPECT_EQ(r.counters().sweeps, sweeps + 1);
+    EXPECT_EQ(r.table(kSelf)->rows.size(), 200u);
+    // Observers 0..9 died (their tables went) and so did every peer 100..119 they pointed at.
+    EXPECT_EQ(r.tables().size(), 1u);
+    EXPECT_EQ(r.history().size(), 300u);
+    std::size_t purges = 0;
+    for (const auto& c : changes)
+        purges += c.kind == ChangeKind::Purge;
+    EXPECT_EQ(purges, 200u);
+}
+
+TEST(Registry, HistoryIsBounded) {
+    Registry r(8);
+    auto no = [](Observer, Nsid) {
+        return false;
+    };
+    for (int round = 0; round < 5; ++round) {
+        Batch b{{}, static_cast<std::uint64_t>(round), false};
+        for (Nsid k = 0; k < 10; ++k)
+            b.ops.push_back({Op::Kind::New, kSelf, k, k});
+        for (Nsid k = 0; k < 10; ++k)
+            b.ops.push_back({Op::Kind::Del, kSelf, k, k});
+        r.apply(b, no);
+    }
+    EXPECT_EQ(r.history().size(), 8u);
+    EXPECT_EQ(r.counters().deaths, 50u);
+}
+
+TEST(Registry, ResyncDiffsAndKeepsFirstSeen) {
+    Registry r;
+    auto no = [](Observer, Nsid) {
+        return false;
+    };
+    r.apply(Batch{{{Op::Kind::New, kSelf, 1, 1}, {Op::Kind::New, kSelf, 2, 2}}, 10, false}, no);
+    auto changes = r.resync(
+        kSelf, {Entry{2, 2, {}, 99, Source::Resync}, Entry{3, 3, {}, 99, Source::Resync}}, 50);
+    ASSERT_EQ(changes.size(), 2u);
+    EXPECT_TRUE(changes[0].removed);
+    EXPECT_EQ(changes[0].entry.nsid, 1);
+    EXPECT_FALSE(changes[1].removed);
+    EXPECT_EQ(changes[1].entry.nsid, 3);
+    EXPECT_EQ(r.table(kSelf)->rows.at(2).entry.since_usec, 10u);
+    EXPECT_EQ(r.table(kSelf)->rows.at(2).entry.source, Source::Event);
+    EXPECT_EQ(r.counters().deaths, 1u);
+    EXPECT_TRUE(r.resync(kSelf,
+                         {Entry{2, 2, {}, 0, Source::Resync}, Entry{3, 3, {}, 0, Source::Resync}},
+                         60)
+                    .empty());
+}
+
+TEST(Registry, SweepEqualsNaivePurge) {
+    std::mt19937 rng(7);
+    for (int round = 0; round < 50; ++round) {
+        Registry r;
+        auto no = [](Observer, Nsid) {
+            return false;
+        };
+        Batch b{{}, 1, false};
+        const Nsid peers = 200;
+        for (Nsid k = 0; k < peers; ++k)
+            b.ops.push_back({Op::Kind::New, kSelf, k, k});
+        for (Nsid o = 0; o < 40; ++o)
+            for (Nsid k = 0; k < 30; ++k)
+                b.ops.push_back(
+                    {Op::Kind::New, o, k, std::uniform_int_distribution<Nsid>(0, peers - 1)(rng)});
+        r.apply(b, no);
+        auto expected = testing::naive_tables(r);
+        std::set<Nsid> dying;
+        Batch burst{{}, 2, false};
+        for (int i = 0; i < 25; ++i) {
+            const Nsid d = std::uniform_int_distribution<Nsid>(0, peers - 1)(rng);
+            if (dying.insert(d).second)
+                burst.ops.push_back({Op::Kind::Del, kSelf, d, d});
+        }
+        testing::naive_purge(expected, dying);
+        r.apply(burst, no);
+        EXPECT_EQ(testing::naive_tables(r), expected);
+    }
+}
+
+} // namespace
+} // namespace nsidd::registry
