@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Purging a burst of dead peers: the registry's one sweep against the naive per-peer scan.
+// Arguments: (dying peers, tables, entries per table).
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <set>
+
+#include <benchmark/benchmark.h>
+
+#include "naive_purge.hpp"
+#include "registry/registry.hpp"
+
+namespace {
+
+using namespace nsidd::registry;
+
+struct Graph {
+    Batch build;
+    Batch burst;
+    std::set<Nsid> dying;
+};
+
+// Self knows `peers` namespaces (ids 0..peers-1); the first `tables` of them are observers
+// whose tables hold `entries` ids each, pointing at random peers. `dying` random peers die.
+Graph make_graph(std::int64_t dying, std::int64_t tables, std::int64_t entries) {
+    const Nsid peers = static_cast<Nsid>(std::max(tables, dying) * 2);
+    std::mt19937 rng(42);
+    Graph g;
+    g.build.now_usec = 1;
+    for (Nsid k = 0; k < peers; ++k)
+        g.build.ops.push_back({Op::Kind::New, kSelf, k, k});
+    for (Nsid o = 0; o < tables; ++o)
+        for (Nsid k = 0; k < entries; ++k)
+            g.build.ops.push_back(
+                {Op::Kind::New, o, k, std::uniform_int_distribution<Nsid>(0, peers - 1)(rng)});
+    std::vector<Nsid> all(static_cast<std::size_t>(peers));
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng);
+    g.burst.now_usec = 2;
+    for (std::int64_t i = 0; i < dying; ++i) {
+        g.burst.ops.push_back({Op::Kind::Del, kSelf, all[i], all[i]});
+        g.dying.insert(all[i]);
+    }
+    return g;
+}
+
+const IsAssigned kNever = [](Observer, Nsid) {
+    return false;
+};
+
+void BM_PurgeBatched(benchmark::State& state) {
+    const auto g = make_graph(state.range(0), state.range(1), state.range(2));
+    Registry base(1024);
+    base.apply(g.build, kNever);
+    for (auto _ : state) {
+        state.PauseTiming();
+        Registry r = base;
+        state.ResumeTiming();
+        auto changes = r.apply(g.burst, kNever);
+        benchmark::DoNotOptimize(changes.data());
+        state.PauseTiming();
+        if (r.counters().sweeps != base.counters().sweeps + 1)
+            state.SkipWithError("expected exactly one sweep");
+        { auto destroy = std::move(r); }
+        state.ResumeTiming();
+    }
+    state.counters["entries"] = static_cast<double>(base.entry_count());
+}
+
+void BM_PurgeNaive(benchmark::State& state) {
+    const auto g = make_graph(state.range(0), state.range(1), state.range(2));
+    Registry base(1024);
+    base.apply(g.build, kNever);
+    const auto tables = testing::naive_tables(base);
+    for (auto _ : state) {
+        state.PauseTiming();
+        auto t = tables;
+        state.ResumeTiming();
+        testing::naive_purge(t, g.dying);
+        benchmark::DoNotOptimize(t.size());
+        state.PauseTiming();
+        { auto destroy = std::move(t); }
+        state.ResumeTiming();
+    }
+    state.counters["entries"] = static_cast<double>(base.entry_count());
+}
+
+void Sizes(benchmark::internal::Benchmark* b) {
+    b->Args({10, 100, 64})
+        ->Args({100, 100, 64})
+        ->Args({100, 1000, 64})
+        ->Args({500, 1000, 64})
+        ->Args({1000, 1000, 64})
+        ->Args({1000, 1000, 16})
+        ->Args({2000, 2000, 16})
+        ->Unit(benchmark::kMillisecond);
+}
+
+BENCHMARK(BM_PurgeBatched)->Apply(Sizes);
+BENCHMARK(BM_PurgeNaive)->Apply(Sizes);
+
+} // namespace
+
+BENCHMARK_MAIN();

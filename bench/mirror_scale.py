@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Bootstrap time and memory of a real nsidd at N existing ids, in a sandbox netns, and
+`nsidctl -j list` against `ip -j netns list-id` (time and completeness).
+Usage (root): python3 bench/mirror_scale.py [N ...]     (default: 3000 10000)"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '../tests/integration'))
+import nsidtest as t  # noqa: E402
+
+t.sandbox()
+sizes = [0] + ([int(a) for a in sys.argv[1:]] or [3000, 10000])
+done = 0
+for n in sizes:
+    if n > done:
+        t.ip_batch(['netns add m%d' % i for i in range(done, n)])
+        t.ip_batch(['netns set m%d auto' % i for i in range(done, n)])
+    done = n
+    d = t.Daemon()
+    t0 = time.monotonic()
+    listed = json.loads(t.nsidctl('-j', 'list', socket_path=d.socket).stdout)
+    ctl = time.monotonic() - t0
+    t0 = time.monotonic()
+    ip = json.loads(subprocess.run(['ip', '-j', 'netns', 'list-id'], capture_output=True,
+                                   text=True).stdout or '[]')
+    iptime = time.monotonic() - t0
+    print('N=%d: ready after %.0f ms (process start to first answer); RSS %d KiB; '
+          'nsidctl -j list %d entries in %.0f ms; ip -j netns list-id %d entries in %.0f ms'
+          % (n, d.ready_after * 1000, d.rss_kib(), len(listed), ctl * 1000, len(ip),
+             iptime * 1000), flush=True)
+    d.stop()
