@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include <malloc.h>
 #include <sys/utsname.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -213,6 +214,13 @@ void Daemon::resync(ResyncReason reason) {
         spdlog::info("Resynced ({}) in {} us with {} probes: {} changes", to_string(reason),
                      st.last_resync_duration_usec, st.last_probes, changes->size());
     publish(std::move(*changes));
+    // A large read's temporaries (probe lists, scan results) would otherwise stay resident.
+    release_memory(st.last_probes);
+}
+
+void Daemon::release_memory(std::size_t items) {
+    if (items >= kTrimThreshold)
+        ::malloc_trim(0);
 }
 
 void Daemon::publish(std::vector<registry::Change> changes) {
@@ -391,6 +399,7 @@ void Daemon::dispatch(Server::Peer& peer, const varlink::Call& call) {
         for (const auto& [nsid, row] : table->rows)
             entries.push_back(to_json(row.entry));
         peer.reply({{"entries", std::move(entries)}});
+        release_memory(table->rows.size());
     } else if (m == "io.nsidd.Registry.Graph") {
         if (!no_params())
             return;
@@ -403,6 +412,7 @@ void Daemon::dispatch(Server::Peer& peer, const varlink::Call& call) {
                 {{"observer", observer_name(observer)}, {"entries", std::move(entries)}});
         }
         peer.reply({{"tables", std::move(tables)}});
+        release_memory(mirror_->registry().entry_count());
     } else if (m == "io.nsidd.Registry.History") {
         std::size_t limit = SIZE_MAX;
         for (auto& [key, value] : params.items()) {

@@ -36,6 +36,9 @@ private:
     std::optional<std::string> reload();
     void arm_resync_timer();
     void notify_status();
+    // Returns freed heap to the system after work on `items` entries, when that was much.
+    static void release_memory(std::size_t items);
+    static constexpr std::size_t kTrimThreshold = 1000;
 
     static int on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept;
     static int on_signal(sd_event_source*, const signalfd_siginfo* si, void* userdata) noexcept;

@@ -67,6 +67,7 @@ void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
 
 void Registry::sweep(std::vector<Change>& changes) {
     ++counters_.sweeps;
+    changes.reserve(changes.size() + dying_.size() * 4);
     // One pass over every row, whatever the number of dead peers: O(entries), not
     // O(dying x entries). A stamp later than the death means the id was reused in this batch.
     auto died = [this](std::optional<Nsid> peer, std::uint64_t stamp) {
