@@ -148,6 +148,8 @@ Result<void> Daemon::start() {
     limits.max_connections = options_.max_connections;
     limits.max_per_uid = options_.max_connections_per_uid;
     limits.connection.max_message = options_.max_request;
+    limits.connection.max_output = options_.max_output;
+    limits.idle_usec = std::uint64_t{options_.idle_timeout} * 1'000'000u;
     server_ = std::make_unique<Server>(
         e, std::move(listener), limits,
         [this](Server::Peer& p, const varlink::Call& c) { dispatch(p, c); });
@@ -330,7 +332,10 @@ void Daemon::dispatch(Server::Peer& peer, const varlink::Call& call) {
     auto privileged = [&]() {
         if (peer.uid() != 0) {
             peer.error(kPermissionDenied);
-            spdlog::warn("Denied {} to uid {}", m, peer.uid());
+            // Rate-limited (powers of two): a client looping on denials cannot flood the log.
+            ++denials_;
+            if ((denials_ & (denials_ - 1)) == 0)
+                spdlog::warn("Denied {} to uid {} ({} denials so far)", m, peer.uid(), denials_);
             return false;
         }
         return true;

@@ -54,6 +54,7 @@ private:
     EventSource resync_timer_;
     std::uint64_t started_usec_ = 0;
     std::uint64_t seq_ = 0; // Watch sequence: one per published change
+    std::uint64_t denials_ = 0;
     bool ns_get_id_ = false;
     bool dump_truncation_ = false;
 };

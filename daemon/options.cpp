@@ -47,6 +47,14 @@ void describe(CLI::App& app, Options& o) {
     app.add_option("--max-request", o.max_request, "Largest Varlink request, bytes")
         ->check(CLI::Range(std::size_t{1024}, std::size_t{64} << 20))
         ->capture_default_str();
+    app.add_option("--max-output", o.max_output,
+                   "Unsent reply bytes per client before it is dropped (slow watchers)")
+        ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
+        ->capture_default_str();
+    app.add_option("--idle-timeout", o.idle_timeout,
+                   "Seconds a half-sent request may wait before the client is dropped")
+        ->check(CLI::Range(1u, 3600u))
+        ->capture_default_str();
 }
 
 } // namespace

@@ -22,6 +22,8 @@ struct Options {
     std::size_t max_connections = 4096;
     std::size_t max_connections_per_uid = 1024;
     std::size_t max_request = 1 << 20;
+    std::size_t max_output = 16 << 20; ///< unsent bytes per client before it is dropped
+    unsigned idle_timeout = 45;        ///< seconds a half-sent request may wait
 };
 
 /// How parsing ended: settings to run with, or an exit code (0 for --help/--version) after a

@@ -209,7 +209,8 @@ void Server::publish(const std::function<std::string()>& make, std::string_view 
             continue;
         if (message.empty())
             message = make();
-        if (peer.conn_.pending_output() + message.size() > limits_.connection.max_output) {
+        if (peer.conn_.pending_output() > 0 &&
+            peer.conn_.pending_output() + message.size() > limits_.connection.max_output) {
             ++stats_.dropped_subscribers;
             // The final error may pass the cap: it is small and the last thing sent.
             peer.closing_ = true;

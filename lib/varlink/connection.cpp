@@ -40,7 +40,8 @@ Result<void> Connection::receive() {
 }
 
 Result<void> Connection::queue(std::string message) {
-    if (pending_output() + message.size() > limits_.max_output)
+    // One reply may exceed the cap (a large List); a backlog of unread ones may not.
+    if (pending_output() > 0 && pending_output() + message.size() > limits_.max_output)
         return fail(Errc::TooLarge);
     if (sent_ == output_.size()) {
         output_.clear();

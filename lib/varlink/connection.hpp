@@ -35,8 +35,8 @@ public:
     /// The next complete request, nullopt if none; Errc::TooLarge past max_message.
     Result<std::optional<std::string>> next_message() { return framer_.next(); }
 
-    /// Queues a reply. Fails with Errc::TooLarge, queuing nothing, once the unsent output would
-    /// pass max_output.
+    /// Queues a reply. Fails with Errc::TooLarge, queuing nothing, when unsent output is already
+    /// waiting and would pass max_output with this message.
     Result<void> queue(std::string message);
     /// Queues a message whatever the cap (a small final error before closing).
     void force_queue(std::string message) { output_ += message; }
