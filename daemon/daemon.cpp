@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include <fcntl.h>
 #include <malloc.h>
 #include <sys/utsname.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "daemon/api.hpp"
+#include "daemon/journal.hpp"
 #include "netns/discovery.hpp"
 #include "util/time.hpp"
 #include "version.hpp"
@@ -64,7 +66,8 @@ Passed take_passed_fds() {
         else {
             spdlog::warn("Ignoring passed file descriptor {} ({}): not a socket nsidd uses", fd,
                          name);
-            ::close(fd);
+            if (::fcntl(fd, F_GETFD) >= 0)
+                ::close(fd);
         }
     }
     if (names) {
@@ -134,8 +137,13 @@ Result<void> Daemon::start() {
     sources_.emplace_back(s);
 
     UniqueFd listener;
+    passed_socket_ = passed.varlink.has_value();
     if (passed.varlink) {
         listener = std::move(*passed.varlink);
+        // Passed sockets may be blocking; accept4() runs until EAGAIN.
+        const int flags = ::fcntl(listener.get(), F_GETFL);
+        if (flags < 0 || ::fcntl(listener.get(), F_SETFL, flags | O_NONBLOCK) < 0)
+            return fail_errno();
     } else {
         auto fd = listen_unix(options_.socket);
         if (!fd) {
@@ -159,9 +167,13 @@ Result<void> Daemon::start() {
     arm_resync_timer();
     sd_event_set_watchdog(e, true);
     const auto& table = *mirror_->registry().table(registry::kSelf);
-    spdlog::info("Mirroring {} nsid entries (bootstrap read {} probes, dump {}); serving {}",
-                 table.rows.size(), mirror_->stats().last_probes,
-                 mirror_->stats().last_dump_truncated ? "truncated" : "complete", options_.socket);
+    log_notable(
+        Notable::Started, spdlog::level::info,
+        fmt::format("Mirroring {} nsid entries (bootstrap read {} probes, dump {}); "
+                    "serving {}",
+                    table.rows.size(), mirror_->stats().last_probes,
+                    mirror_->stats().last_dump_truncated ? "truncated" : "complete",
+                    passed_socket_ ? "the socket passed by the service manager" : options_.socket));
     sd_notify(0, "READY=1");
     notify_status();
     return {};
@@ -177,16 +189,21 @@ int Daemon::run() {
         spdlog::error("Failed to run the event loop: {}", std::strerror(-r));
         return 1;
     }
-    spdlog::info("Stopped");
+    log_notable(Notable::Stopped, spdlog::level::info, "Stopped");
     return r;
 }
 
 void Daemon::notify_status() {
+    // Rate-limited: a storm of batches must not become a storm of notifications.
+    const auto now = monotonic_usec();
+    if (now - last_status_usec_ < kStatusIntervalUsec)
+        return;
+    last_status_usec_ = now;
     const auto& reg = mirror_->registry();
     sd_notifyf(0, "STATUS=Mirroring %zu entries in %zu tables; %llu overruns, %llu resyncs",
                reg.entry_count(), reg.tables().size(),
                static_cast<unsigned long long>(mirror_->stats().overruns),
-               static_cast<unsigned long long>(reg.counters().batches));
+               static_cast<unsigned long long>(resync_total()));
 }
 
 int Daemon::on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept {
@@ -199,9 +216,13 @@ void Daemon::on_netlink() {
     const bool lost = drained.lost;
     publish(std::move(drained.changes));
     if (lost) {
-        spdlog::warn("Lost nsid events (receive buffer overrun or malformed message); resyncing");
+        log_notable(Notable::Overrun, spdlog::level::warn,
+                    fmt::format("Lost nsid events (receive buffer overrun or malformed message, "
+                                "{} overruns so far); resyncing",
+                                mirror_->stats().overruns));
         resync(ResyncReason::Overrun);
     }
+    notify_status();
 }
 
 void Daemon::resync(ResyncReason reason) {
@@ -213,8 +234,10 @@ void Daemon::resync(ResyncReason reason) {
     }
     const auto& st = mirror_->stats();
     if (reason != ResyncReason::Startup)
-        spdlog::info("Resynced ({}) in {} us with {} probes: {} changes", to_string(reason),
-                     st.last_resync_duration_usec, st.last_probes, changes->size());
+        log_notable(Notable::Resync, changes->empty() ? spdlog::level::debug : spdlog::level::info,
+                    fmt::format("Resynced ({}) in {} us with {} probes: {} changes",
+                                to_string(reason), st.last_resync_duration_usec, st.last_probes,
+                                changes->size()));
     publish(std::move(*changes));
     // A large read's temporaries (probe lists, scan results) would otherwise stay resident.
     release_memory(st.last_probes);
@@ -236,8 +259,10 @@ void Daemon::publish(std::vector<registry::Change> changes) {
                              kWatcherTooSlow);
         deaths += c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
     }
-    if (deaths > 1)
-        spdlog::debug("Applied a burst of {} peer deaths in one sweep", deaths);
+    if (deaths >= kBurstToLog)
+        log_notable(
+            Notable::DeathBurst, spdlog::level::info,
+            fmt::format("{} peer namespaces died in one burst, purged in one sweep", deaths));
 }
 
 void Daemon::arm_resync_timer() {
@@ -297,12 +322,17 @@ std::optional<std::string> Daemon::reload() {
     return std::nullopt;
 }
 
+std::uint64_t Daemon::resync_total() const {
+    std::uint64_t n = 0;
+    for (auto r : mirror_->stats().resyncs)
+        n += r;
+    return n;
+}
+
 Json Daemon::status() const {
     const auto& reg = mirror_->registry();
     const auto& st = mirror_->stats();
-    std::uint64_t resyncs = 0;
-    for (auto n : st.resyncs)
-        resyncs += n;
+    const std::uint64_t resyncs = resync_total();
     return {{"version", kVersion},
             {"uptime_usec", monotonic_usec() - started_usec_},
             {"scope", options_.scope == Scope::Host ? "host" : "self"},
@@ -335,7 +365,9 @@ void Daemon::dispatch(Server::Peer& peer, const varlink::Call& call) {
             // Rate-limited (powers of two): a client looping on denials cannot flood the log.
             ++denials_;
             if ((denials_ & (denials_ - 1)) == 0)
-                spdlog::warn("Denied {} to uid {} ({} denials so far)", m, peer.uid(), denials_);
+                log_notable(Notable::PermissionDenied, spdlog::level::warn,
+                            fmt::format("Denied {} to uid {} ({} denials so far)", m, peer.uid(),
+                                        denials_));
             return false;
         }
         return true;

@@ -33,6 +33,7 @@ private:
     void publish(std::vector<registry::Change> changes);
     void dispatch(Server::Peer& peer, const varlink::Call& call);
     varlink::Json status() const;
+    std::uint64_t resync_total() const;
     std::optional<std::string> reload();
     void arm_resync_timer();
     void notify_status();
@@ -55,6 +56,10 @@ private:
     std::uint64_t started_usec_ = 0;
     std::uint64_t seq_ = 0; // Watch sequence: one per published change
     std::uint64_t denials_ = 0;
+    std::uint64_t last_status_usec_ = 0;
+    bool passed_socket_ = false;
+    static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
+    static constexpr std::size_t kBurstToLog = 10;
     bool ns_get_id_ = false;
     bool dump_truncation_ = false;
 };

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/daemon.hpp"
+#include "daemon/journal.hpp"
 #include "daemon/options.hpp"
 
 int main(int argc, char** argv) {
@@ -17,8 +18,13 @@ int main(int argc, char** argv) {
         if (auto* code = std::get_if<int>(&parsed))
             return *code;
         auto& options = std::get<Options>(parsed);
-        auto logger = spdlog::stderr_logger_st("nsidd");
-        logger->set_pattern("%l: %v");
+        std::shared_ptr<spdlog::logger> logger;
+        if (stderr_is_journal()) {
+            logger = std::make_shared<spdlog::logger>("nsidd", make_journal_sink());
+        } else {
+            logger = spdlog::stderr_logger_st("nsidd");
+            logger->set_pattern("%l: %v");
+        }
         spdlog::set_default_logger(logger);
         spdlog::set_level(
             spdlog::level::from_str(options.log_level == "warning" ? "warn" : options.log_level));

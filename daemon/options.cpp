@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "daemon/options.hpp"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+
+#include <unistd.h>
 #include <map>
 #include <sstream>
 
@@ -19,9 +23,11 @@ void describe(CLI::App& app, Options& o) {
     app.set_config("--config", o.config, "Configuration file (TOML)", false);
     app.allow_config_extras(CLI::config_extras_mode::error);
     app.add_option("--socket", o.socket, "Varlink socket path")->capture_default_str();
-    app.add_option("--scope", o.scope, "Tables to mirror: self or host")
-        ->transform(CLI::CheckedTransformer(kScopes, CLI::ignore_case))
-        ->capture_default_str();
+    app.add_option_function<std::string>(
+           "--scope", [&o](const std::string& v) { o.scope = kScopes.at(v); },
+           "Tables to mirror: self or host")
+        ->check(CLI::IsMember({"self", "host"}))
+        ->default_str("self");
     app.add_option("--rcvbuf", o.rcvbuf, "Event socket receive buffer, bytes")
         ->check(CLI::Range(4096, 1 << 30))
         ->capture_default_str();
@@ -57,34 +63,76 @@ void describe(CLI::App& app, Options& o) {
         ->capture_default_str();
 }
 
-} // namespace
-
-ParseResult parse_options(int argc, char** argv) {
+// Parses argv and the config file; on failure returns the message, naming the option or key
+// and, for an error in the file, the file.
+std::variant<Options, std::string> parse(int argc, char** argv, bool with_version, int& exit_code) {
     Options o;
     CLI::App app{"nsidd: a live mirror of the kernel's network-namespace id tables", "nsidd"};
     describe(app, o);
-    app.set_version_flag("--version", std::string(kVersion));
+    if (with_version)
+        app.set_version_flag("--version", std::string(kVersion));
+    exit_code = -1;
+    // Which options the command line gave, and which file: for naming the source of an error.
+    auto given = [argc, argv](const std::string& key) {
+        for (int i = 1; i < argc; ++i)
+            if (argv[i] == key || std::string(argv[i]).rfind(key + "=", 0) == 0)
+                return true;
+        return false;
+    };
+    std::string file = o.config;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--config" && i + 1 < argc)
+            file = argv[i + 1];
+        else if (a.rfind("--config=", 0) == 0)
+            file = a.substr(9);
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::Success& e) {
-        return app.exit(e);
+        exit_code = app.exit(e);
+        return std::string();
+    } catch (const CLI::ConfigError& e) {
+        // CLI11 says "INI was not able to parse KEY" for unknown keys and broken lines.
+        std::string what = e.what();
+        const std::string prefix = "INI was not able to parse ";
+        if (what.rfind(prefix, 0) == 0)
+            what = "unknown key or bad line: " + what.substr(prefix.size());
+        return file + ": " + what;
     } catch (const CLI::ParseError& e) {
-        app.exit(e);
-        return 2;
+        std::string what = e.what();
+        // A value error for an option not on the command line came from the file.
+        for (const char* key :
+             {"--socket", "--scope", "--rcvbuf", "--resync-interval", "--metrics-listen",
+              "--log-level", "--history", "--max-connections", "--max-connections-per-uid",
+              "--max-request", "--max-output", "--idle-timeout"}) {
+            if (what.rfind(std::string(key) + ":", 0) == 0 && !given(key)) {
+                const std::string name = std::string(key).substr(2);
+                return file + ": key '" + name + "'" + what.substr(std::strlen(key));
+            }
+        }
+        return what;
     }
     return o;
 }
 
-std::variant<Options, std::string> reload_options(int argc, char** argv) {
-    Options o;
-    CLI::App app{"nsidd", "nsidd"};
-    describe(app, o);
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return std::string(e.what());
+} // namespace
+
+ParseResult parse_options(int argc, char** argv) {
+    int exit_code = -1;
+    auto r = parse(argc, argv, true, exit_code);
+    if (exit_code >= 0)
+        return exit_code;
+    if (auto* err = std::get_if<std::string>(&r)) {
+        std::fprintf(stderr, "nsidd: %s\n", err->c_str());
+        return 2;
     }
-    return o;
+    return std::get<Options>(r);
+}
+
+std::variant<Options, std::string> reload_options(int argc, char** argv) {
+    int exit_code = -1;
+    return parse(argc, argv, false, exit_code);
 }
 
 } // namespace nsidd::daemon

@@ -11,7 +11,8 @@ import nsidtest as t
 
 t.sandbox()
 t.ip_batch(['netns add p%d' % i for i in range(50)] + ['netns set p%d auto' % i for i in range(50)])
-d = t.Daemon('--max-output', '65536')
+# The cap must hold one burst's changes (the deletion burst: ~350 KB) but not the whole storm.
+d = t.Daemon('--max-output', '524288')
 
 
 def entries():
@@ -43,7 +44,7 @@ slow = t.Varlink(d.socket)
 slow.send('io.nsidd.Registry.Watch', {}, more=True)  # and never read while the storm runs
 rss_before = d.rss_kib()
 
-N = 1500
+N = 3000
 t.ip_batch(['netns add q%d' % i for i in range(N)])
 t.ip_batch(['netns set q%d auto' % i for i in range(N)])
 t.ip_batch(['netns del q%d' % i for i in range(0, N, 2)] + ['netns del p%d' % i for i in range(25)])
