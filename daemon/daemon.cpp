@@ -40,6 +40,16 @@ bool kernel_truncates_dumps() {
     return major > 6 || (major == 6 && minor >= 10);
 }
 
+std::optional<std::uint64_t> read_netns_limit() {
+    std::FILE* f = std::fopen("/proc/sys/user/max_net_namespaces", "re");
+    if (f == nullptr)
+        return std::nullopt;
+    unsigned long long v = 0;
+    const bool ok = std::fscanf(f, "%llu", &v) == 1;
+    std::fclose(f);
+    return ok ? std::optional<std::uint64_t>(v) : std::nullopt;
+}
+
 bool kernel_has_ns_get_id() {
     auto fd = netns::open_namespace("/proc/self/ns/net");
     return fd && netns::namespace_cookie(fd->get()).has_value();
@@ -102,6 +112,13 @@ Result<void> Daemon::start() {
         if (int r = sd_event_add_signal(e, &s, sig, on_signal, this); r < 0)
             return fail_errno(-r);
         sources_.emplace_back(s);
+    }
+
+    if (options_.metrics_listen != "none") {
+        if (auto err = metrics_.listen(options_.metrics_listen)) {
+            spdlog::error("Failed to listen for metrics on {}: {}", options_.metrics_listen, *err);
+            return fail(Errc::Closed);
+        }
     }
 
     Passed passed = take_passed_fds();
@@ -214,6 +231,8 @@ int Daemon::on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexc
 void Daemon::on_netlink() {
     auto drained = mirror_->drain();
     const bool lost = drained.lost;
+    if (drained.events > 0 && !lost)
+        metrics_.observe_batch(drained.events);
     publish(std::move(drained.changes));
     if (lost) {
         log_notable(Notable::Overrun, spdlog::level::warn,
@@ -223,6 +242,7 @@ void Daemon::on_netlink() {
         resync(ResyncReason::Overrun);
     }
     notify_status();
+    metrics_.sync(*mirror_, server_.get(), denials_);
 }
 
 void Daemon::resync(ResyncReason reason) {
@@ -230,9 +250,13 @@ void Daemon::resync(ResyncReason reason) {
     if (!changes) {
         spdlog::error("Failed to resync the nsid table ({}): {}", to_string(reason),
                       reason_text(changes.error()));
+        metrics_.sync(*mirror_, server_.get(), denials_);
         return;
     }
     const auto& st = mirror_->stats();
+    metrics_.observe_resync(st.last_resync_duration_usec);
+    metrics_.set_namespaces(netns::scan().size(), read_netns_limit());
+    metrics_.sync(*mirror_, server_.get(), denials_);
     if (reason != ResyncReason::Startup)
         log_notable(Notable::Resync, changes->empty() ? spdlog::level::debug : spdlog::level::info,
                     fmt::format("Resynced ({}) in {} us with {} probes: {} changes",
@@ -349,7 +373,13 @@ Json Daemon::status() const {
               {"ns_get_id", ns_get_id_}}}};
 }
 
-void Daemon::dispatch(Server::Peer& peer, const varlink::Call& call) {
+void Daemon::dispatch(Server::Peer& peer, const varlink::Call& c) {
+    call(peer, c);
+    metrics_.count_request(c.method, !peer.failed());
+    metrics_.sync(*mirror_, server_.get(), denials_);
+}
+
+void Daemon::call(Server::Peer& peer, const varlink::Call& call) {
     const std::string& m = call.method;
     const auto& params = call.parameters;
     auto no_params = [&]() {
@@ -494,8 +524,10 @@ void Daemon::dispatch(Server::Peer& peer, const varlink::Call& call) {
         else
             peer.reply(Json::object());
     } else if (m == "io.nsidd.Registry.GetMetrics") {
-        if (no_params())
-            peer.error(varlink::kMethodNotImplemented, {{"method", m}});
+        if (no_params()) {
+            metrics_.sync(*mirror_, server_.get(), denials_);
+            peer.reply({{"text", metrics_.text()}});
+        }
     } else {
         peer.error(varlink::kMethodNotFound, {{"method", m}});
     }

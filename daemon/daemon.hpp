@@ -8,6 +8,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "daemon/metrics.hpp"
 #include "daemon/mirror.hpp"
 #include "daemon/options.hpp"
 #include "daemon/server.hpp"
@@ -32,6 +33,7 @@ private:
     void resync(ResyncReason reason);
     void publish(std::vector<registry::Change> changes);
     void dispatch(Server::Peer& peer, const varlink::Call& call);
+    void call(Server::Peer& peer, const varlink::Call& call);
     varlink::Json status() const;
     std::uint64_t resync_total() const;
     std::optional<std::string> reload();
@@ -51,6 +53,7 @@ private:
     Event event_;
     std::unique_ptr<Mirror> mirror_;
     std::unique_ptr<Server> server_;
+    Metrics metrics_;
     std::vector<EventSource> sources_;
     EventSource resync_timer_;
     std::uint64_t started_usec_ = 0;

@@ -252,6 +252,8 @@ Mirror::Drained Mirror::drain(bool reconcile) {
                 continue;
             }
             ++stats_.nsid_events;
+            ++(n->type == RTM_NEWNSID ? stats_.new_events : stats_.del_events);
+            ++out.events;
             using Kind = registry::Op::Kind;
             batch.ops.push_back(registry::Op{n->type == RTM_NEWNSID ? Kind::New : Kind::Del,
                                              registry::kSelf, n->nsid, n->nsid});

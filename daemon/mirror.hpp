@@ -28,6 +28,8 @@ struct MirrorStats {
     std::uint64_t foreign_events =
         0;                         ///< events from other namespaces' tables (self scope: ignored)
     std::uint64_t nsid_events = 0; ///< local RTM_NEWNSID/RTM_DELNSID received
+    std::uint64_t new_events = 0;  ///< of which RTM_NEWNSID
+    std::uint64_t del_events = 0;  ///< of which RTM_DELNSID
     std::array<std::uint64_t, static_cast<std::size_t>(ResyncReason::Count)> resyncs{};
     std::uint64_t resync_failures = 0;
     std::uint64_t last_resync_usec = 0; ///< CLOCK_REALTIME of the last good resync
@@ -62,7 +64,8 @@ public:
     /// Result of draining the event socket.
     struct Drained {
         std::vector<registry::Change> changes;
-        bool lost = false; ///< an overrun or a malformed datagram: resync now
+        bool lost = false;      ///< an overrun or a malformed datagram: resync now
+        std::size_t events = 0; ///< local nsid events read
     };
     /// Reads every queued datagram as one batch and applies it; after a loss applies nothing,
     /// since the resync the caller then runs supersedes it.

@@ -57,6 +57,7 @@ void Server::Peer::reply(const varlink::Json& parameters, bool continues) {
 }
 
 void Server::Peer::error(std::string_view name, const varlink::Json& parameters) {
+    failed_ = true;
     if (!oneway_)
         server_.queue(*this, varlink::encode_error(name, parameters));
 }
@@ -177,6 +178,7 @@ void Server::process(Peer& peer) {
             continue;
         }
         peer.oneway_ = call->oneway;
+        peer.failed_ = false;
         dispatch_(peer, *call);
     }
     peer.partial_since_ = peer.conn_.buffered_input() > 0

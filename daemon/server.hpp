@@ -47,6 +47,8 @@ public:
         /// publish()ed messages until it disconnects or falls behind.
         void subscribe() { subscribed_ = true; }
         bool subscribed() const noexcept { return subscribed_; }
+        /// The current call was answered with an error.
+        bool failed() const noexcept { return failed_; }
 
     private:
         friend class Server;
@@ -57,6 +59,7 @@ public:
         EventSource io_;
         bool oneway_ = false;
         bool subscribed_ = false;
+        bool failed_ = false;
         bool closing_ = false; // close once the output is flushed
         std::uint64_t partial_since_ = 0;
         std::list<std::unique_ptr<Peer>>::iterator self_;

@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "daemon/metrics.hpp"
+
+#include <sstream>
+
+#include <prometheus/text_serializer.h>
+
+#include "util/time.hpp"
+#include "version.hpp"
+
+namespace nsidd::daemon {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+constexpr std::string_view kMethods[] = {
+    "org.varlink.service.GetInfo", "org.varlink.service.GetInterfaceDescription",
+    "io.nsidd.Registry.GetStatus", "io.nsidd.Registry.List",
+    "io.nsidd.Registry.Graph",     "io.nsidd.Registry.History",
+    "io.nsidd.Registry.Watch",     "io.nsidd.Registry.Resync",
+    "io.nsidd.Registry.Reload",    "io.nsidd.Registry.GetMetrics",
+};
+
+prometheus::Gauge& gauge(prometheus::Registry& r, const char* name, const char* help,
+                         const prometheus::Labels& labels = {}) {
+    return BuildGauge().Name(name).Help(help).Register(r).Add(labels);
+}
+prometheus::Counter& counter(prometheus::Registry& r, const char* name, const char* help,
+                             const prometheus::Labels& labels = {}) {
+    return BuildCounter().Name(name).Help(help).Register(r).Add(labels);
+}
+
+} // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      tables_(gauge(*registry_, "nsidd_tables", "Peer-id tables mirrored")),
+      entries_(gauge(*registry_, "nsidd_entries", "Entries in all mirrored tables")),
+      peers_resolved_(gauge(*registry_, "nsidd_peers", "Peers of self by identity state",
+                            {{"state", "resolved"}})),
+      peers_orphaned_(gauge(*registry_, "nsidd_peers", "Peers of self by identity state",
+                            {{"state", "orphaned"}})),
+      peers_unknown_(gauge(*registry_, "nsidd_peers", "Peers of self by identity state",
+                           {{"state", "unknown"}})),
+      events_new_(counter(*registry_, "nsidd_nsid_events_total", "nsid events received",
+                          {{"type", "new"}})),
+      events_del_(counter(*registry_, "nsidd_nsid_events_total", "nsid events received",
+                          {{"type", "del"}})),
+      events_foreign_(counter(*registry_, "nsidd_foreign_events_total",
+                              "nsid events from other namespaces' tables")),
+      batches_(counter(*registry_, "nsidd_batches_total", "Event batches applied")),
+      batch_size_(BuildHistogram()
+                      .Name("nsidd_batch_size_events")
+                      .Help("nsid events per batch (one socket wakeup)")
+                      .Register(*registry_)
+                      .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 5, 10, 50, 100, 500,
+                                                                       1000, 5000, 10000})),
+      purged_peers_(counter(*registry_, "nsidd_purged_peers_total", "Peers found dead")),
+      purged_entries_(
+          counter(*registry_, "nsidd_purged_entries_total", "Entries dropped by purge sweeps")),
+      overruns_(counter(*registry_, "nsidd_overruns_total",
+                        "Event socket overruns (ENOBUFS): events lost and resynced")),
+      malformed_(counter(*registry_, "nsidd_malformed_datagrams_total",
+                         "Event datagrams that failed to parse")),
+      resync_failures_(counter(*registry_, "nsidd_resync_failures_total", "Failed resyncs")),
+      resync_seconds_(BuildHistogram()
+                          .Name("nsidd_resync_duration_seconds")
+                          .Help("Time to read the tables and reconcile")
+                          .Register(*registry_)
+                          .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05,
+                                                                           0.1, 0.5, 1, 5, 10})),
+      last_resync_(gauge(*registry_, "nsidd_last_resync_timestamp_seconds",
+                         "Time of the last successful resync")),
+      connections_(gauge(*registry_, "nsidd_varlink_connections", "Open Varlink connections")),
+      watchers_(gauge(*registry_, "nsidd_varlink_watchers", "Open Watch streams")),
+      refused_(
+          counter(*registry_, "nsidd_varlink_refused_total", "Connections refused by the limits")),
+      denials_(counter(*registry_, "nsidd_varlink_denials_total",
+                       "Privileged calls denied to non-root clients")),
+      dropped_watchers_(counter(*registry_, "nsidd_varlink_dropped_watchers_total",
+                                "Watchers dropped for not reading")),
+      netns_count_(gauge(*registry_, "nsidd_netns_count",
+                         "Network namespaces reachable via /run/netns and /proc at the last "
+                         "resync")),
+      netns_limit_(gauge(*registry_, "nsidd_netns_limit",
+                         "The kernel's limit /proc/sys/user/max_net_namespaces")),
+      requests_(BuildCounter()
+                    .Name("nsidd_varlink_requests_total")
+                    .Help("Varlink requests by method and result")
+                    .Register(*registry_)) {
+    gauge(*registry_, "nsidd_build_info", "nsidd's version", {{"version", std::string(kVersion)}})
+        .Set(1);
+    gauge(*registry_, "nsidd_start_time_seconds", "Start time of nsidd since the epoch")
+        .Set(static_cast<double>(realtime_usec()) / 1e6);
+    auto& resyncs = BuildCounter()
+                        .Name("nsidd_resyncs_total")
+                        .Help("Full reads of the tables, by reason")
+                        .Register(*registry_);
+    for (std::size_t i = 0; i < resyncs_.size(); ++i)
+        resyncs_[i] = &resyncs.Add({{"reason", to_string(static_cast<ResyncReason>(i))}});
+    // Every series up front: the request path then only looks handles up.
+    for (auto m : kMethods)
+        for (const char* r : {"ok", "error"})
+            requests_.Add({{"method", std::string(m)}, {"result", r}});
+    for (const char* r : {"ok", "error"})
+        requests_.Add({{"method", "other"}, {"result", r}});
+}
+
+std::optional<std::string> Metrics::listen(const std::string& address) {
+    try {
+        exposer_ = std::make_unique<prometheus::Exposer>(address, 1);
+        exposer_->RegisterCollectable(registry_);
+    } catch (const std::exception& e) {
+        return std::string(e.what());
+    }
+    return std::nullopt;
+}
+
+void Metrics::advance(prometheus::Counter& c, std::uint64_t value) {
+    const double now = c.Value();
+    if (static_cast<double>(value) > now)
+        c.Increment(static_cast<double>(value) - now);
+}
+
+void Metrics::sync(const Mirror& mirror, const Server* server, std::uint64_t denials) {
+    const auto& reg = mirror.registry();
+    const auto& st = mirror.stats();
+    const auto& c = reg.counters();
+    tables_.Set(static_cast<double>(reg.tables().size()));
+    const auto entries = reg.entry_count();
+    entries_.Set(static_cast<double>(entries));
+    // Identity (names, cookies, processes) is not resolved in self scope: every peer unknown.
+    const auto* self = reg.table(registry::kSelf);
+    peers_unknown_.Set(self ? static_cast<double>(self->rows.size()) : 0);
+    peers_resolved_.Set(0);
+    peers_orphaned_.Set(0);
+    advance(events_new_, st.new_events);
+    advance(events_del_, st.del_events);
+    advance(events_foreign_, st.foreign_events);
+    advance(batches_, c.batches);
+    advance(purged_peers_, c.deaths);
+    advance(purged_entries_, c.purged_entries);
+    advance(overruns_, st.overruns);
+    advance(malformed_, st.malformed);
+    for (std::size_t i = 0; i < resyncs_.size(); ++i)
+        advance(*resyncs_[i], st.resyncs[i]);
+    advance(resync_failures_, st.resync_failures);
+    last_resync_.Set(static_cast<double>(st.last_resync_usec) / 1e6);
+    advance(denials_, denials);
+    if (server != nullptr) {
+        connections_.Set(static_cast<double>(server->connections()));
+        watchers_.Set(static_cast<double>(server->subscribers()));
+        advance(refused_, server->stats().refused);
+        advance(dropped_watchers_, server->stats().dropped_subscribers);
+    }
+}
+
+void Metrics::count_request(std::string_view method, bool ok) {
+    std::string_view name = "other";
+    for (auto m : kMethods)
+        if (m == method)
+            name = m;
+    requests_.Add({{"method", std::string(name)}, {"result", ok ? "ok" : "error"}}).Increment();
+}
+
+void Metrics::set_namespaces(std::size_t count, std::optional<std::uint64_t> limit) {
+    netns_count_.Set(static_cast<double>(count));
+    if (limit)
+        netns_limit_.Set(static_cast<double>(*limit));
+}
+
+std::string Metrics::text() const {
+    std::ostringstream out;
+    prometheus::TextSerializer().Serialize(out, registry_->Collect());
+    return out.str();
+}
+
+} // namespace nsidd::daemon

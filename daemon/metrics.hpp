@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "daemon/mirror.hpp"
+#include "daemon/server.hpp"
+
+namespace nsidd::daemon {
+
+/// nsidd's Prometheus metrics (prometheus-cpp). Every series exists from the start; the event
+/// path only bumps pre-built handles (no allocation, no syscall). Served by the pull exposer on
+/// --metrics-listen and by the Varlink GetMetrics method.
+class Metrics {
+public:
+    Metrics();
+
+    /// Starts the HTTP exposer on "ADDR:PORT". Fails with the listener's message.
+    std::optional<std::string> listen(const std::string& address);
+
+    /// Brings every counter and gauge up to date with the mirror and the server.
+    void sync(const Mirror& mirror, const Server* server, std::uint64_t denials);
+    /// Records one batch of `events` nsid events.
+    void observe_batch(std::size_t events) { batch_size_.Observe(static_cast<double>(events)); }
+    /// Records one resync's duration.
+    void observe_resync(std::uint64_t usec) { resync_seconds_.Observe(usec / 1e6); }
+    /// Counts one Varlink request by method (known methods only, else "other") and result.
+    void count_request(std::string_view method, bool ok);
+    /// Namespace count and the kernel's limit, read at resync time (they cost a /proc scan).
+    void set_namespaces(std::size_t count, std::optional<std::uint64_t> limit);
+
+    /// The text exposition of every metric.
+    std::string text() const;
+
+private:
+    // Increments a counter to `value` (counters only go up; our totals are monotonic).
+    static void advance(prometheus::Counter& c, std::uint64_t value);
+
+    std::shared_ptr<prometheus::Registry> registry_;
+    std::unique_ptr<prometheus::Exposer> exposer_;
+    prometheus::Gauge& tables_;
+    prometheus::Gauge& entries_;
+    prometheus::Gauge& peers_resolved_;
+    prometheus::Gauge& peers_orphaned_;
+    prometheus::Gauge& peers_unknown_;
+    prometheus::Counter& events_new_;
+    prometheus::Counter& events_del_;
+    prometheus::Counter& events_foreign_;
+    prometheus::Counter& batches_;
+    prometheus::Histogram& batch_size_;
+    prometheus::Counter& purged_peers_;
+    prometheus::Counter& purged_entries_;
+    prometheus::Counter& overruns_;
+    prometheus::Counter& malformed_;
+    std::array<prometheus::Counter*, static_cast<std::size_t>(ResyncReason::Count)> resyncs_{};
+    prometheus::Counter& resync_failures_;
+    prometheus::Histogram& resync_seconds_;
+    prometheus::Gauge& last_resync_;
+    prometheus::Gauge& connections_;
+    prometheus::Gauge& watchers_;
+    prometheus::Counter& refused_;
+    prometheus::Counter& denials_;
+    prometheus::Counter& dropped_watchers_;
+    prometheus::Gauge& netns_count_;
+    prometheus::Gauge& netns_limit_;
+    prometheus::Family<prometheus::Counter>& requests_;
+};
+
+} // namespace nsidd::daemon
