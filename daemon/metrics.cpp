@@ -81,7 +81,7 @@ Metrics::Metrics()
                        "Privileged calls denied to non-root clients")),
       dropped_watchers_(counter(*registry_, "nsidd_varlink_dropped_watchers_total",
                                 "Watchers dropped for not reading")),
-      netns_count_(gauge(*registry_, "nsidd_netns_count",
+      netns_count_(gauge(*registry_, "nsidd_netns",
                          "Network namespaces reachable via /run/netns and /proc at the last "
                          "resync")),
       netns_limit_(gauge(*registry_, "nsidd_netns_limit",

@@ -197,16 +197,27 @@ class Varlink:
 
 
 _started = []
+_processes = []
+
+
+def track(proc):
+    """Ends `proc` (by its pid) when the test exits, passed or failed; returns it."""
+    _processes.append(proc)
+    return proc
 
 
 @atexit.register
 def _stop_leftovers():
-    """A failed test still ends the daemons it started (by their pid)."""
+    """A failed test still ends the processes it started (by their pid)."""
     for d in _started:
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
             sys.stderr.write('nsidd log:\n' + d.log())
+    for p in _processes:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 class Daemon:
@@ -214,8 +225,9 @@ class Daemon:
 
     def __init__(self, *args, socket_path='/run/nsidd-test/io.nsidd.Registry'):
         self.socket = socket_path
-        self.args = [NSIDD, '--socket', socket_path, '--metrics-listen', 'none',
-                     '--config', '/dev/null'] + list(args)
+        defaults = [] if '--metrics-listen' in args else ['--metrics-listen', 'none']
+        self.args = [NSIDD, '--socket', socket_path, '--config', '/dev/null'] + defaults + \
+            list(args)
         self.stderr = tempfile.TemporaryFile('w+')
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.stderr)

@@ -26,8 +26,9 @@ conf = '/run/nsidd-test.conf'
 open(conf, 'w').write('log-level = "info"\n')
 sock = '/run/nsidd-notify/io.nsidd.Registry'
 env = dict(os.environ, NOTIFY_SOCKET=notify_path, WATCHDOG_USEC='300000')
-proc = subprocess.Popen([t.NSIDD, '--config', conf, '--socket', sock, '--metrics-listen', 'none'],
-                        env=env, stderr=subprocess.PIPE, text=True)
+proc = t.track(subprocess.Popen([t.NSIDD, '--config', conf, '--socket', sock,
+                                 '--metrics-listen', 'none'],
+                                env=env, stderr=subprocess.PIPE, text=True))
 
 
 # Like the service manager, read every notification as it comes (an unread datagram queue
@@ -113,10 +114,10 @@ def activated():
     # As the service manager does: fds 3 and 4, LISTEN_PID of the exec'd process itself.
     env = dict(os.environ, LISTEN_FDS='2', LISTEN_FDNAMES='varlink:netlink')
     env.pop('NOTIFY_SOCKET', None)
-    p = subprocess.Popen(['sh', '-c', 'exec 3<&8 4<&9 8<&- 9<&-; LISTEN_PID=$$ exec "$0" "$@"',
+    p = t.track(subprocess.Popen(['sh', '-c', 'exec 3<&8 4<&9 8<&- 9<&-; LISTEN_PID=$$ exec "$0" "$@"',
                           t.NSIDD, '--config', '/dev/null', '--socket', '/run/unused.sock',
                           '--metrics-listen', 'none'],
-                         env=env, pass_fds=(8, 9), stderr=open('/run/activated.log', 'a'))
+                         env=env, pass_fds=(8, 9), stderr=open('/run/activated.log', 'a')))
     deadline = time.monotonic() + 20
     while True:
         try:
