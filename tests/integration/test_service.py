@@ -3,7 +3,8 @@
 """nsidd as a systemd service, with the real protocols around it (no systemd as PID 1 here):
 sd_notify (READY=1 only once the mirror is exact, WATCHDOG=1, STATUS=, RELOADING=1/READY=1,
 STOPPING=1) on a datagram socket owned by the test; socket activation with both named fds,
-including a restart while the test holds the netlink socket; bad configuration files."""
+including a restart while the test holds the netlink socket; bad configuration files; journal
+entries (MESSAGE_ID, PRIORITY, CODE_*) through the journal's native socket."""
 import os
 import signal
 import socket
@@ -176,4 +177,41 @@ for text, key in [('bogus = 1\n', 'bogus'), ('rcvbuf = "lots"\n', 'rcvbuf'),
     assert not os.path.exists('/run/bad.sock')
 r = subprocess.run([t.NSIDD, '--no-such-flag'], capture_output=True, text=True)
 assert r.returncode == 2
+
+# --- journald --------------------------------------------------------------------------------
+# With JOURNAL_STREAM naming its stderr, nsidd writes structured entries to the journal socket;
+# here the test owns /run/systemd/journal/socket and reads the native protocol itself.
+os.makedirs('/run/systemd/journal', exist_ok=True)
+journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+journal.bind('/run/systemd/journal/socket')
+journal.settimeout(10)
+err = open('/run/nsidd-journal.err', 'w')
+st = os.fstat(err.fileno())
+env = dict(os.environ, JOURNAL_STREAM='%d:%d' % (st.st_dev, st.st_ino))
+jsock = '/run/nsidd-journal/io.nsidd.Registry'
+proc = t.track(subprocess.Popen([t.NSIDD, '--config', '/dev/null', '--socket', jsock,
+                                 '--metrics-listen', 'none'], env=env, stderr=err))
+
+
+def entry():
+    data = journal.recv(65536)
+    fields = {}
+    for line in data.split(b'\n'):
+        if b'=' in line:
+            k, _, v = line.partition(b'=')
+            fields[k.decode()] = v.decode(errors='replace')
+    return fields
+
+
+first = entry()
+assert first.get('SYSLOG_IDENTIFIER') == 'nsidd', first
+assert first.get('MESSAGE_ID') == '9ed77da3a9d849f8aa9bbc9daf4aa134', first  # started
+assert first.get('PRIORITY') == '6' and 'Mirroring' in first.get('MESSAGE', ''), first
+assert first.get('CODE_FILE', '').endswith('daemon.cpp') and first.get('CODE_LINE'), first
+proc.send_signal(signal.SIGTERM)
+last = entry()
+assert last.get('MESSAGE_ID') == '5fae1031d37948bd81ecc6df6a8c4193', last  # stopped
+assert proc.wait(10) == 0
+assert os.path.getsize('/run/nsidd-journal.err') == 0, 'logged to stderr despite the journal'
+t.log('journal entries: %s / %s' % (first['MESSAGE'], last['MESSAGE']))
 t.log('ok')
