@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '../tests/integration'))
 import nsidtest as t  # noqa: E402
@@ -20,8 +21,18 @@ for n in sizes:
         t.ip_batch(['netns add m%d' % i for i in range(done, n)])
         t.ip_batch(['netns set m%d auto' % i for i in range(done, n)])
     done = n
-    d = t.Daemon()
+    d = t.Daemon('--metrics-listen', '127.0.0.1:19478')
     rss_ready = d.rss_kib()
+    t0 = time.monotonic()
+    for _ in range(200):
+        urllib.request.urlopen('http://127.0.0.1:19478/metrics', timeout=5).read()
+    scrape = (time.monotonic() - t0) / 200
+    c = t.Varlink(d.socket)
+    t0 = time.monotonic()
+    for _ in range(200):
+        c.call('io.nsidd.Registry.GetMetrics')
+    getmetrics = (time.monotonic() - t0) / 200
+    c.close()
     t0 = time.monotonic()
     listed = json.loads(t.nsidctl('-j', 'list', socket_path=d.socket).stdout)
     ctl = time.monotonic() - t0
@@ -34,4 +45,6 @@ for n in sizes:
           'nsidctl -j list %d entries in %.0f ms; ip -j netns list-id %d entries in %.0f ms'
           % (n, d.ready_after * 1000, rss_ready, d.rss_kib(), len(listed), ctl * 1000, len(ip),
              iptime * 1000), flush=True)
+    print('      metrics: HTTP scrape %.2f ms, Varlink GetMetrics %.2f ms (mean of 200, client '
+          'included)' % (scrape * 1000, getmetrics * 1000), flush=True)
     d.stop()
