@@ -175,16 +175,20 @@ Result<std::span<const std::byte>> RequestSocket::receive() {
     }
 }
 
+Result<std::vector<Message>> RequestSocket::receive_messages() {
+    auto bytes = receive();
+    if (!bytes)
+        return fail(bytes.error());
+    return parse_datagram(*bytes);
+}
+
 Result<std::vector<NsidMessage>> RequestSocket::dump(std::optional<std::int32_t> target) {
     const std::uint32_t seq = ++seq_;
     if (auto r = send(build_dump(seq, target)); !r)
         return fail(r.error());
     std::vector<NsidMessage> entries;
     for (;;) {
-        auto bytes = receive();
-        if (!bytes)
-            return fail(bytes.error());
-        auto messages = parse_datagram(*bytes);
+        auto messages = receive_messages();
         if (!messages)
             return fail(messages.error());
         for (auto& m : *messages) {
@@ -221,10 +225,7 @@ Result<std::vector<ProbeReply>> RequestSocket::probe(std::span<const Peer> peers
         // The kernel answers every message of the datagram in order, one reply each.
         std::size_t answered = 0;
         while (answered < count) {
-            auto bytes = receive();
-            if (!bytes)
-                return fail(bytes.error());
-            auto messages = parse_datagram(*bytes);
+            auto messages = receive_messages();
             if (!messages)
                 return fail(messages.error());
             for (auto& m : *messages) {
@@ -266,10 +267,7 @@ Result<void> RequestSocket::assign(std::int32_t nsid, const Peer& peer) {
     if (auto r = send(build_new(seq, nsid, peer)); !r)
         return fail(r.error());
     for (;;) {
-        auto bytes = receive();
-        if (!bytes)
-            return fail(bytes.error());
-        auto messages = parse_datagram(*bytes);
+        auto messages = receive_messages();
         if (!messages)
             return fail(messages.error());
         for (auto& m : *messages)

@@ -102,6 +102,8 @@ private:
     Result<void> send(std::span<const std::byte> bytes);
     // Receives one datagram, waiting up to a few seconds for the kernel.
     Result<std::span<const std::byte>> receive();
+    // receive() and parse_datagram().
+    Result<std::vector<Message>> receive_messages();
 
     MnlSocket sock_;
     std::vector<std::byte> buffer_;

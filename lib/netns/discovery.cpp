@@ -31,22 +31,25 @@ std::optional<std::uint64_t> inode_of(const std::string& path) {
 
 std::vector<Found> scan(const Roots& roots) {
     std::map<std::uint64_t, Found> by_inode;
+    // The entry for the namespace at `path`, by inode; nullptr when it cannot be stat'ed.
+    auto found_at = [&by_inode](const std::string& path) -> Found* {
+        const auto ino = inode_of(path);
+        if (!ino)
+            return nullptr;
+        auto& f = by_inode[*ino];
+        if (f.path.empty()) {
+            f.path = path;
+            f.inode = *ino;
+        }
+        return &f;
+    };
     if (Dir dir{::opendir(roots.netns_dir.c_str())}) {
         while (const dirent* d = ::readdir(dir.get())) {
             const std::string name = d->d_name;
             if (name == "." || name == "..")
                 continue;
-            const std::string path = roots.netns_dir + "/" + name;
-            const auto ino = inode_of(path);
-            // A plain file left by a failed `ip netns add` has a regular inode: nsfs only.
-            if (!ino)
-                continue;
-            auto& f = by_inode[*ino];
-            if (f.path.empty()) {
-                f.path = path;
-                f.inode = *ino;
-            }
-            f.names.push_back(name);
+            if (Found* f = found_at(roots.netns_dir + "/" + name))
+                f->names.push_back(name);
         }
     }
     if (Dir dir{::opendir(roots.proc_dir.c_str())}) {
@@ -55,17 +58,9 @@ std::vector<Found> scan(const Roots& roots) {
             const long pid = std::strtol(d->d_name, &end, 10);
             if (pid <= 0 || *end != '\0')
                 continue;
-            const std::string path = roots.proc_dir + "/" + d->d_name + "/ns/net";
-            const auto ino = inode_of(path);
-            if (!ino)
-                continue;
-            auto& f = by_inode[*ino];
-            if (f.path.empty()) {
-                f.path = path;
-                f.inode = *ino;
-            }
-            if (!f.pid)
-                f.pid = static_cast<pid_t>(pid);
+            Found* f = found_at(roots.proc_dir + "/" + d->d_name + "/ns/net");
+            if (f != nullptr && !f->pid)
+                f->pid = static_cast<pid_t>(pid);
         }
     }
     std::vector<Found> out;
