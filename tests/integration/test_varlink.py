@@ -64,6 +64,9 @@ ok(d.call('io.nsidd.Registry.History', {'limit': 3}), 'History')
 err(d.call('io.nsidd.Registry.History', {'limit': -1}), 'org.varlink.service.InvalidParameter',
     'History with a negative limit')
 ok(d.call('io.nsidd.Registry.Resync'), 'Resync as root')
+ok(d.call('io.nsidd.Registry.Reload'), 'Reload as root')
+metrics = ok(d.call('io.nsidd.Registry.GetMetrics'), 'GetMetrics')['text']
+assert 'nsidd_entries 5' in metrics and 'nsidd_resyncs_total{reason="manual"} 1' in metrics, metrics
 err(d.call('io.nsidd.Registry.Watch'), 'org.varlink.service.ExpectedMore', 'Watch without more')
 err(d.call('io.nsidd.Registry.NoSuchMethod'), 'org.varlink.service.MethodNotFound',
     'unknown method')
@@ -167,6 +170,26 @@ for c in idle:
 
 status = ok(d.call('io.nsidd.Registry.GetStatus'), 'GetStatus after the abuse')
 assert status['entries'] == 15, status
-t.log('nsidd RSS after hostile clients: %d KiB' % d.rss_kib())
+rss = d.rss_kib()
+t.log('nsidd RSS after hostile clients: %d KiB' % rss)
+assert rss < 32 * 1024, rss
 d.stop()
+
+# Connection limits: past --max-connections-per-uid, a connection is closed at once; the
+# clients already connected, and new ones once there is room, are served.
+lim = t.Daemon('--max-connections-per-uid', '5', socket_path='/run/nsidd-lim/io.nsidd.Registry')
+held = [t.Varlink(lim.socket) for _ in range(5)]
+extra = t.Varlink(lim.socket, timeout=5)
+try:
+    extra.send('io.nsidd.Registry.GetStatus')
+    assert extra.receive() is None, 'a 6th connection was served'
+except (ConnectionResetError, BrokenPipeError):
+    pass  # closed by nsidd before or while we sent
+ok(held[0].call('io.nsidd.Registry.GetStatus'), 'a connection within the limit')
+held.pop().close()
+time.sleep(0.1)
+ok(lim.call('io.nsidd.Registry.GetStatus'), 'a new connection once there is room')
+for c in held:
+    c.close()
+lim.stop()
 t.log('ok')
