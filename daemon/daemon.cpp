@@ -125,6 +125,7 @@ Result<void> Daemon::start() {
     Mirror::Config config;
     config.rcvbuf = options_.rcvbuf;
     config.history = options_.history;
+    config.host = options_.scope == Scope::Host;
     auto mirror = Mirror::open(config, std::move(passed.netlink));
     if (!mirror) {
         spdlog::error("Failed to subscribe to nsid events: {}", reason_text(mirror.error()));

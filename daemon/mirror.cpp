@@ -59,7 +59,11 @@ Result<std::unique_ptr<Mirror>> Mirror::open(const Config& config,
     return std::unique_ptr<Mirror>(new Mirror(std::move(*events), std::move(*requests), config));
 }
 
-bool Mirror::is_assigned(Nsid nsid) {
+bool Mirror::is_assigned(registry::Observer observer, Nsid nsid) {
+    if (observer != registry::kSelf) {
+        const auto* t = foreign_table(observer);
+        return t == nullptr || t->count(nsid) != 0; // unreadable: keep, resync settles it
+    }
     auto reply = requests_.get(netlink::ByNsid{nsid}, std::nullopt);
     // On a failed query, keep the entry: the next resync settles it either way.
     return reply || reply.error() != std::error_code(ENOENT, std::system_category());
@@ -76,6 +80,63 @@ std::optional<Nsid> Mirror::nsid_of_name(const std::string& name) {
     if (!reply || reply->nsid < 0)
         return std::nullopt;
     return reply->nsid;
+}
+
+const std::map<Nsid, Nsid>* Mirror::foreign_table(registry::Observer o) {
+    if (auto it = foreign_cache_.find(o); it != foreign_cache_.end())
+        return it->second ? &*it->second : nullptr;
+    auto& slot = foreign_cache_[o];
+    auto dump = requests_.dump(o);
+    if (!dump)
+        return nullptr; // EINVAL: o is gone; EACCES: not ours to read
+    std::map<Nsid, Nsid> table;
+    for (const auto& m : *dump)
+        if (m.nsid >= 0)
+            table[m.nsid] = m.current_nsid.value_or(-1);
+    // A TARGET dump holds at most 901 entries in its one skb (Linux >= 6.10). Past that, ask
+    // o's id for every peer self knows: GET{NSID=self's id, TARGET=o}. Peers self has no id
+    // for stay invisible past the cut.
+    if (dump->size() >= netlink::kTargetDumpCapacity) {
+        std::vector<netlink::Peer> peers;
+        if (const auto* self = registry_.table(registry::kSelf))
+            for (const auto& [nsid, row] : self->rows)
+                peers.push_back(netlink::ByNsid{nsid});
+        auto replies = requests_.probe(peers, o);
+        if (replies) {
+            stats_.last_probes += peers.size();
+            for (std::size_t i = 0; i < replies->size(); ++i) {
+                const auto& r = (*replies)[i];
+                if (r.error == 0 && r.message.nsid >= 0)
+                    table[r.message.nsid] = std::get<netlink::ByNsid>(peers[i]).nsid;
+            }
+        }
+    }
+    slot = std::move(table);
+    return &*slot;
+}
+
+std::vector<Entry> Mirror::foreign_entries(registry::Observer o, registry::Source source) {
+    std::vector<Entry> out;
+    const auto now = realtime_usec();
+    if (const auto* t = foreign_table(o))
+        for (const auto& [nsid, current] : *t)
+            out.push_back(Entry{
+                nsid, current >= 0 ? std::optional<Nsid>(current) : std::nullopt, {}, now, source});
+    return out;
+}
+
+void Mirror::read_new_observers(std::vector<registry::Change>& changes) {
+    std::vector<registry::Observer> fresh;
+    for (const auto& c : changes)
+        if (c.observer == registry::kSelf && !c.removed &&
+            (c.kind == registry::ChangeKind::New || c.kind == registry::ChangeKind::Resync))
+            fresh.push_back(c.entry.nsid);
+    for (registry::Observer o : fresh) {
+        auto diff =
+            registry_.resync(o, foreign_entries(o, registry::Source::Dump), realtime_usec());
+        changes.insert(changes.end(), std::make_move_iterator(diff.begin()),
+                       std::make_move_iterator(diff.end()));
+    }
 }
 
 Result<std::vector<Entry>> Mirror::read_table(registry::Source source) {
@@ -187,9 +248,29 @@ Result<std::vector<registry::Change>> Mirror::resync(ResyncReason reason) {
             ++stats_.resync_failures;
             return fail(table.error());
         }
+        foreign_cache_.clear();
         auto diff = registry_.resync(registry::kSelf, std::move(*table), realtime_usec());
         changes.insert(changes.end(), std::make_move_iterator(diff.begin()),
                        std::make_move_iterator(diff.end()));
+        if (config_.host) {
+            // Every observer self has an id for, and only those.
+            std::vector<registry::Observer> observers, stale;
+            for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
+                observers.push_back(nsid);
+            for (const auto& [o, t] : registry_.tables())
+                if (o != registry::kSelf && !registry_.table(registry::kSelf)->rows.count(o))
+                    stale.push_back(o);
+            for (registry::Observer o : stale)
+                observers.push_back(o); // emptied below: its netns is gone
+            for (registry::Observer o : observers) {
+                auto truth = std::find(stale.begin(), stale.end(), o) != stale.end()
+                                 ? std::vector<Entry>{}
+                                 : foreign_entries(o, source);
+                auto d = registry_.resync(o, std::move(truth), realtime_usec());
+                changes.insert(changes.end(), std::make_move_iterator(d.begin()),
+                               std::make_move_iterator(d.end()));
+            }
+        }
         // Events queued while we read may be older than what we read: reconcile them. A NEW
         // for an id the snapshot holds is undecidable (repeat or replacement): read again.
         const auto ambiguous = registry_.counters().ambiguous;
@@ -211,6 +292,7 @@ Mirror::Drained Mirror::drain(bool reconcile) {
     Drained out;
     registry::Batch batch;
     batch.reconcile = reconcile;
+    foreign_cache_.clear();
     for (;;) {
         auto d = events_.receive();
         if (!d) {
@@ -247,16 +329,19 @@ Mirror::Drained Mirror::drain(bool reconcile) {
             const auto* n = std::get_if<netlink::NsidMessage>(&m);
             if (n == nullptr || n->nsid < 0)
                 continue;
+            using Kind = registry::Op::Kind;
+            const Kind kind = n->type == RTM_NEWNSID ? Kind::New : Kind::Del;
             if (!local) {
+                // The origin is self's id for the namespace whose table changed.
                 ++stats_.foreign_events;
+                if (config_.host)
+                    batch.ops.push_back(registry::Op{kind, *d->origin, n->nsid, std::nullopt});
                 continue;
             }
             ++stats_.nsid_events;
-            ++(n->type == RTM_NEWNSID ? stats_.new_events : stats_.del_events);
+            ++(kind == Kind::New ? stats_.new_events : stats_.del_events);
             ++out.events;
-            using Kind = registry::Op::Kind;
-            batch.ops.push_back(registry::Op{n->type == RTM_NEWNSID ? Kind::New : Kind::Del,
-                                             registry::kSelf, n->nsid, n->nsid});
+            batch.ops.push_back(registry::Op{kind, registry::kSelf, n->nsid, n->nsid});
         }
     }
     // After a loss every event read is older than the snapshot the caller takes next, which
@@ -264,8 +349,18 @@ Mirror::Drained Mirror::drain(bool reconcile) {
     if (out.lost)
         return out;
     batch.now_usec = realtime_usec();
+    // Events never name the peer: a foreign NEW learns self's id for it from o's table.
+    for (auto& op : batch.ops) {
+        if (op.observer == registry::kSelf || op.kind != registry::Op::Kind::New)
+            continue;
+        if (const auto* t = foreign_table(op.observer))
+            if (auto it = t->find(op.nsid); it != t->end() && it->second >= 0)
+                op.current_nsid = it->second;
+    }
     out.changes = registry_.apply(
-        batch, [this](registry::Observer, registry::Nsid nsid) { return is_assigned(nsid); });
+        batch, [this](registry::Observer o, registry::Nsid nsid) { return is_assigned(o, nsid); });
+    if (config_.host)
+        read_new_observers(out.changes);
     return out;
 }
 

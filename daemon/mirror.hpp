@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -46,6 +47,8 @@ public:
         int rcvbuf = 8 << 20;
         netns::Roots roots;
         std::size_t history = 1024;
+        /// Also mirror the table of every namespace that self has an id for.
+        bool host = false;
     };
 
     /// Subscribes to RTNLGRP_NSID first (on `event_fd` when the service manager passed one),
@@ -81,7 +84,14 @@ private:
     Mirror(netlink::EventSocket events, netlink::RequestSocket requests, const Config& config);
     // The kernel's current self table.
     Result<std::vector<registry::Entry>> read_table(registry::Source source);
-    bool is_assigned(registry::Nsid nsid);
+    // Host scope: observer `o`'s table as nsid -> self's id for the same peer (-1: none),
+    // read once per batch (TARGET_NSID dump, and probes when the dump may be cut); nullptr when
+    // it cannot be read (the observer died, or no CAP_NET_ADMIN over it).
+    const std::map<registry::Nsid, registry::Nsid>* foreign_table(registry::Observer o);
+    std::vector<registry::Entry> foreign_entries(registry::Observer o, registry::Source source);
+    // Host scope: reads the tables of observers that self gained an id for in `changes`.
+    void read_new_observers(std::vector<registry::Change>& changes);
+    bool is_assigned(registry::Observer observer, registry::Nsid nsid);
 
     netlink::EventSocket events_;
     netlink::RequestSocket requests_;
@@ -89,6 +99,8 @@ private:
     registry::Registry registry_;
     MirrorStats stats_;
     std::optional<std::int32_t> self_id_; // our own netns's id in its own table, if any
+    std::map<registry::Observer, std::optional<std::map<registry::Nsid, registry::Nsid>>>
+        foreign_cache_; // per batch
 };
 
 } // namespace nsidd::daemon

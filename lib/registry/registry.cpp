@@ -41,6 +41,14 @@ void Registry::add_table(Observer observer) {
     table_for(observer);
 }
 
+bool Registry::purged_later(Observer observer, const Row& row) const {
+    const auto peer = peer_of(observer, row.entry);
+    if (!peer)
+        return false;
+    const auto d = dying_.find(*peer);
+    return d != dying_.end() && row.stamp < d->second;
+}
+
 Registry::Table& Registry::live_table(Observer observer, std::vector<Change>& changes) {
     // An observer that died earlier in this batch, its id already given to a new netns: the
     // old table goes now, so that the new observer's rows do not share its fate in the sweep.
@@ -128,6 +136,22 @@ std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_ass
                 continue;
             }
             Row& row = it->second;
+            if (op.observer != kSelf && purged_later(op.observer, row)) {
+                // The row's peer died in this batch and the sweep would drop it; the id now
+                // names a new peer. The old row goes now, the new one takes its place.
+                changes.push_back(Change{ChangeKind::Purge, op.observer, row.entry});
+                ++counters_.purged_entries;
+                row =
+                    Row{Entry{op.nsid, current, {}, batch.now_usec, Source::Event}, stamp_, false};
+                changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
+                continue;
+            }
+            if (op.observer != kSelf && row.entry.current_nsid == current) {
+                // The same mapping again (our read of a new observer's table raced its event):
+                // a repeat, not a new holder.
+                ++counters_.stale;
+                continue;
+            }
             if (batch.reconcile) {
                 // Either a repeat of what the snapshot already holds, or a new holder whose
                 // predecessor died after the snapshot: nothing here tells which. The caller
@@ -150,7 +174,9 @@ std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_ass
             continue;
         }
         if (it == table.rows.end()) {
-            ++counters_.stale; // already gone: purged with its peer, or never seen
+            // Already gone: purged with its peer (the kernel's later DEL confirms it), or
+            // never seen.
+            ++(op.observer != kSelf ? counters_.confirmed : counters_.stale);
             continue;
         }
         if (batch.reconcile) {
@@ -171,6 +197,14 @@ std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_ass
             it->second.unsure = false;
             ++counters_.stale;
             continue;
+        }
+        if (op.observer != kSelf) {
+            // A survivor's DEL for a peer that died earlier in this batch: the kernel confirms
+            // what the sweep is about to purge. Leave it to the sweep (one pass, one record).
+            if (purged_later(op.observer, it->second)) {
+                ++counters_.confirmed;
+                continue;
+            }
         }
         Entry dead = std::move(it->second.entry);
         table.rows.erase(it);

@@ -89,6 +89,7 @@ struct Counters {
     std::uint64_t purged_entries = 0; ///< entries dropped by sweeps, dead peers' tables included
     std::uint64_t confirmations = 0;  ///< IsAssigned queries made
     std::uint64_t stale = 0;          ///< ops that changed nothing (repeats, DELs of absent ids)
+    std::uint64_t confirmed = 0;      ///< survivors' DELs for entries purged with their peer
     std::uint64_t resync_changes = 0; ///< entries added or dropped by resync()
     /// Reconcile-batch NEWs for ids the snapshot already held: a repeat or a replacement,
     /// undecidable from the stream. When this grows, read the tables again.
@@ -143,6 +144,8 @@ private:
     // Drops every table of a dying observer and every row that points at a dying peer.
     void sweep(std::vector<Change>& changes);
     Table& table_for(Observer observer);
+    // The row points at a peer that died earlier in this batch: the sweep will drop it.
+    bool purged_later(Observer observer, const Row& row) const;
     // table_for() that first drops the table of a dead observer whose id was reused.
     Table& live_table(Observer observer, std::vector<Change>& changes);
 

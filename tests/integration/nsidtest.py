@@ -68,6 +68,16 @@ def ip_batch(lines):
         os.unlink(f.name)
 
 
+def ip_batch_in(netns, lines):
+    """`ip -n NETNS -batch`: the commands run in that namespace."""
+    with tempfile.NamedTemporaryFile('w', suffix='.batch', delete=False) as f:
+        f.write('\n'.join(lines) + '\n')
+    try:
+        subprocess.run(['ip', '-n', netns, '-batch', f.name], check=True)
+    finally:
+        os.unlink(f.name)
+
+
 def netns_names():
     try:
         return sorted(os.listdir('/run/netns'))
@@ -119,6 +129,50 @@ class Kernel:
                         out[idx] = None
                         got += 1
                     off += (length + 3) & ~3
+        return out
+
+    def target_dump(self, target):
+        """Observer `target`'s table (TARGET_NSID dump): {nsid: self's id for the peer or -1}.
+        Raises OSError if the kernel refuses (unknown target)."""
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        try:
+            sock.setsockopt(SOL_NETLINK, 12, 1)  # NETLINK_GET_STRICT_CHK: parse TARGET_NSID
+            sock.bind((0, 0))
+            sock.settimeout(5)
+            body = struct.pack('=Bxxx', 0) + struct.pack('=HHi', 8, 4, target)
+            sock.send(struct.pack('=IHHII', 16 + len(body), RTM_GETNSID,
+                                  NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body)
+            out = {}
+            while True:
+                buf = sock.recv(65536)
+                off = 0
+                while off + 16 <= len(buf):
+                    length, mtype = struct.unpack_from('=IH', buf, off)
+                    if mtype == NLMSG_DONE or mtype == NLMSG_ERROR:
+                        err = struct.unpack_from('=i', buf, off + 16)[0] if length >= 20 else 0
+                        if err < 0:
+                            raise OSError(-err, 'TARGET dump of %d' % target)
+                        return out
+                    attrs, a = {}, off + 20
+                    while a + 8 <= off + length:
+                        alen, atype = struct.unpack_from('=HH', buf, a)
+                        attrs[atype] = struct.unpack_from('=i', buf, a + 4)[0]
+                        a += (alen + 3) & ~3
+                    out[attrs[NETNSA_NSID]] = attrs.get(5, -1)
+                    off += (length + 3) & ~3
+        finally:
+            sock.close()
+
+    def graph(self, hint=()):
+        """Every table: {"self": {nsid: nsid}, observer: {nsid: current}} for each observer
+        self has an id for (small tables: one TARGET dump each)."""
+        own = self.table(hint)
+        out = {'self': {k: k for k in own}}
+        for o in own:
+            try:
+                out[o] = self.target_dump(o)
+            except OSError:
+                pass  # died since
         return out
 
     def by_nsid(self, ids):

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Host scope: every namespace's table that self has an id for, kept equal to the kernel
+(TARGET_NSID dumps), with cross-table purge in one sweep when peers die.
+1. A, B, C with ids in self; A->B 3, A->C 4, B->C 9, C->A 17: the graph equals the kernel.
+   Delete C: C's table and A's and B's entries for C go in one batch; history shows C once.
+2. 300 namespaces, each with ids for 10 others; 150 deleted in one burst: graph equals kernel."""
+import json
+import subprocess
+import time
+
+import nsidtest as t
+
+t.sandbox()
+kernel = t.Kernel()
+
+
+def mirror_graph(sock):
+    g = json.loads(t.nsidctl('-j', 'graph', socket_path=sock).stdout)
+    out = {}
+    for table in g:
+        entries = {e['nsid']: (e['current-nsid'] if e['current-nsid'] is not None else -1)
+                   for e in table['entries']}
+        if entries or table['observer'] == 'self':
+            out[table['observer']] = entries
+    return out
+
+
+def kernel_graph():
+    return {o: tab for o, tab in kernel.graph().items() if tab or o == 'self'}
+
+
+def settle(sock, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        got, want = mirror_graph(sock), kernel_graph()
+        if got == want or time.monotonic() > deadline:
+            return got, want
+        time.sleep(0.2)
+
+
+def check(got, want, what):
+    assert got == want, '%s:\nmirror %s\nkernel %s' % (what, got, want)
+    t.log('%s: graph equals the kernel (%d tables, %d entries)'
+          % (what, len(want), sum(len(v) for v in want.values())))
+
+
+for n in ('A', 'B', 'C'):
+    t.ip_batch(['netns add ' + n, 'netns set %s auto' % n])
+for cmd in (['-n', 'A', 'netns', 'set', 'B', '3'], ['-n', 'A', 'netns', 'set', 'C', '4'],
+            ['-n', 'B', 'netns', 'set', 'C', '9'], ['-n', 'C', 'netns', 'set', 'A', '17']):
+    subprocess.run(['ip'] + cmd, check=True)
+d = t.Daemon('--scope', 'host')
+assert d.status()['scope'] == 'host'
+got, want = settle(d.socket)
+check(got, want, 'A, B, C')
+ids = {n: v for n, v in kernel.by_name().items()}
+assert got[ids['A']] == {3: ids['B'], 4: ids['C']}, got
+assert got[ids['B']] == {9: ids['C']} and got[ids['C']] == {17: ids['A']}, got
+
+w = t.Varlink(d.socket)
+w.send('io.nsidd.Registry.Watch', {}, more=True)
+w.receive()
+subprocess.run(['ip', 'netns', 'del', 'C'], check=True)
+got, want = settle(d.socket)
+check(got, want, 'after deleting C')
+assert ids['C'] not in got and 4 not in got[ids['A']] and got.get(ids['B'], {}) == {}, got
+# The purge of C: its own DEL in self, then A's and B's entries for C, with no other change
+# between them (one batch, one sweep); the kernel's own DELs for those entries that follow are
+# already applied and change nothing.
+changes = []
+while True:
+    m = w.receive()
+    p = m['parameters']
+    changes.append((p['kind'], p['observer'], p['entry']['nsid']))
+    if sum(1 for c in changes if c[0] == 'purge') >= 3 or len(changes) > 10:
+        break
+t.log('changes: %s' % changes)
+c_id = str(ids['C'])
+assert changes[0] == ('del', 'self', ids['C']), changes
+assert set(changes[1:4]) == {('purge', c_id, 17), ('purge', str(ids['A']), 4),
+                             ('purge', str(ids['B']), 9)}, changes
+w.close()
+history = d.call('io.nsidd.Registry.History')['parameters']['deaths']
+assert [h['nsid'] for h in history] == [ids['C']], history
+d.stop()
+subprocess.run(['ip', 'netns', 'del', 'A'], check=True)
+subprocess.run(['ip', 'netns', 'del', 'B'], check=True)
+
+# 2. 300 namespaces with cross ids, 150 deleted in one burst.
+N, K = 300, 10
+names = ['h%d' % i for i in range(N)]
+t.ip_batch(['netns add ' + n for n in names] + ['netns set %s auto' % n for n in names])
+for i, n in enumerate(names):
+    t.ip_batch_in(n, ['netns set %s auto' % names[(i + j) % N] for j in range(1, K + 1)])
+d = t.Daemon('--scope', 'host')
+t.log('host scope ready after %.3f s with %d tables' % (d.ready_after, N + 1))
+got, want = settle(d.socket, 30)
+check(got, want, '%d namespaces x %d cross ids' % (N, K))
+before = d.status()
+t.ip_batch(['netns del ' + n for n in names[::2]])
+got, want = settle(d.socket, 30)
+check(got, want, 'after deleting %d in one burst' % (N // 2))
+after = d.status()
+t.log('batches %d -> %d, entries %d -> %d' % (before['batches'], after['batches'],
+                                               before['entries'], after['entries']))
+d.stop()
+t.log('ok')
