@@ -8,17 +8,12 @@
 #include <benchmark/benchmark.h>
 
 #include "netlink/codec.hpp"
+#include "test_data.hpp"
 
 namespace {
 
 std::vector<std::byte> load(const std::string& name) {
-    std::ifstream in(std::string(NSIDD_TEST_DATA) + "/" + name + ".hex");
-    std::string hex;
-    in >> hex;
-    std::vector<std::byte> out;
-    for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
-        out.push_back(static_cast<std::byte>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-    return out;
+    return nsidd::testing::load_hex(name);
 }
 
 void BM_ParseEvent(benchmark::State& state) {

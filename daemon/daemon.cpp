@@ -256,7 +256,9 @@ void Daemon::resync(ResyncReason reason) {
     }
     const auto& st = mirror_->stats();
     metrics_.observe_resync(st.last_resync_duration_usec);
-    metrics_.set_namespaces(netns::scan().size(), read_netns_limit());
+    // The namespace count costs a /proc scan: not on overrun resyncs, which come in storms.
+    if (reason != ResyncReason::Overrun)
+        metrics_.set_namespaces(netns::scan().size(), read_netns_limit());
     metrics_.sync(*mirror_, server_.get(), denials_);
     if (reason != ResyncReason::Startup)
         log_notable(Notable::Resync, changes->empty() ? spdlog::level::debug : spdlog::level::info,

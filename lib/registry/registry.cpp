@@ -37,10 +37,6 @@ Registry::Table& Registry::table_for(Observer observer) {
     return it->second;
 }
 
-void Registry::add_table(Observer observer) {
-    table_for(observer);
-}
-
 bool Registry::purged_later(Observer observer, const Row& row) const {
     const auto peer = peer_of(observer, row.entry);
     if (!peer)

@@ -127,9 +127,6 @@ public:
     /// as deaths and are purged everywhere. Returns the changes, all of kind Resync.
     std::vector<Change> resync(Observer observer, std::vector<Entry> truth, std::uint64_t now_usec);
 
-    /// Adds an empty table for `observer` if there is none (host scope: a newly known netns).
-    void add_table(Observer observer);
-
     const std::map<Observer, Table>& tables() const noexcept { return tables_; }
     /// The table of `observer`, or nullptr.
     const Table* table(Observer observer) const;

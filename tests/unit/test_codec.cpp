@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "netlink/codec.hpp"
+#include "test_data.hpp"
 
 #include <cstring>
 #include <fstream>
@@ -14,14 +15,9 @@ namespace nsidd::netlink {
 namespace {
 
 std::vector<std::byte> load(const std::string& name) {
-    std::ifstream in(std::string(NSIDD_TEST_DATA) + "/" + name + ".hex");
-    std::string hex;
-    in >> hex;
-    EXPECT_FALSE(hex.empty()) << name;
-    std::vector<std::byte> out;
-    for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
-        out.push_back(static_cast<std::byte>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-    return out;
+    auto bytes = nsidd::testing::load_hex(name);
+    EXPECT_FALSE(bytes.empty()) << name;
+    return bytes;
 }
 
 std::vector<Message> parse_ok(const std::vector<std::byte>& bytes) {
