@@ -42,6 +42,7 @@ Json cli_entry(const Json& e) {
     if (peer.contains("names") && peer["names"].is_array() && !peer["names"].empty())
         out["name"] = peer["names"][0];
     out["peer"] = peer;
+    out["state"] = e.value("state", Json(nullptr));
     out["since"] = e.value("since", Json(nullptr));
     out["source"] = e.value("source", Json(nullptr));
     return out;
@@ -116,10 +117,12 @@ void print_entries(const Settings& s, const Json& entries) {
         const Json peer = e.value("peer", Json::object());
         rows.push_back({cell(e["nsid"]), cell(e.value("current_nsid", Json(nullptr))),
                         peer_label(peer), cell(peer.value("cookie", Json(nullptr))),
-                        cell(peer.value("inode", Json(nullptr))), age(e.value("since", Json())),
+                        cell(peer.value("inode", Json(nullptr))),
+                        cell(e.value("state", Json(nullptr))), age(e.value("since", Json())),
                         cell(e.value("source", Json(nullptr)))});
     }
-    print_table(s, {"NSID", "CURRENT", "PEER", "COOKIE", "INODE", "SINCE", "SOURCE"}, rows);
+    print_table(s, {"NSID", "CURRENT", "PEER", "COOKIE", "INODE", "STATE", "SINCE", "SOURCE"},
+                rows);
     if (!s.no_legend)
         std::cout << '\n' << entries.size() << " entries listed.\n";
 }
@@ -258,10 +261,12 @@ public:
         for (const auto& d : deaths) {
             const auto life = d.value("lifetime_usec", std::uint64_t{0});
             const std::string lifetime = nsidd::format_duration(life);
-            rows.push_back({cell(d["nsid"]), peer_label(d.value("peer", Json::object())),
-                            age(d.value("died", Json())), lifetime});
+            const Json peer = d.value("peer", Json::object());
+            rows.push_back({cell(d["nsid"]), peer_label(peer),
+                            cell(peer.value("cookie", Json(nullptr))), age(d.value("died", Json())),
+                            lifetime});
         }
-        print_table(s_, {"NSID", "PEER", "DIED", "LIFETIME"}, rows);
+        print_table(s_, {"NSID", "PEER", "COOKIE", "DIED", "LIFETIME"}, rows);
         return Ok;
     }
 

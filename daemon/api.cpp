@@ -23,10 +23,11 @@ std::string observer_name(registry::Observer observer) {
     return observer == registry::kSelf ? "self" : std::to_string(observer);
 }
 
-varlink::Json to_json(const registry::Entry& e) {
+varlink::Json to_json(const registry::Entry& e, const char* state) {
     return {{"nsid", e.nsid},
             {"current_nsid", or_null(e.current_nsid)},
             {"peer", peer_json(e.peer)},
+            {"state", state},
             {"since", format_iso8601(e.since_usec)},
             {"source", registry::to_string(e.source)}};
 }
@@ -39,11 +40,11 @@ varlink::Json to_json(const registry::Death& d) {
             {"lifetime_usec", d.died_usec > d.since_usec ? d.died_usec - d.since_usec : 0}};
 }
 
-varlink::Json to_json(std::uint64_t seq, const registry::Change& c) {
+varlink::Json to_json(std::uint64_t seq, const registry::Change& c, const char* state) {
     return {{"seq", seq},
             {"kind", registry::to_string(c.kind)},
             {"observer", observer_name(c.observer)},
-            {"entry", to_json(c.entry)},
+            {"entry", to_json(c.entry, state)},
             {"removed", c.kind == registry::ChangeKind::Del ||
                             c.kind == registry::ChangeKind::Purge || c.removed}};
 }

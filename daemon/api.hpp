@@ -19,9 +19,10 @@ inline constexpr std::string_view kInvalidConfiguration = "io.nsidd.Registry.Inv
 /// "self" or the observer's nsid in decimal.
 std::string observer_name(registry::Observer observer);
 /// An Entry as the interface describes it; unknown parts are null or [].
-varlink::Json to_json(const registry::Entry& entry);
+/// `state`: the peer's PeerState name.
+varlink::Json to_json(const registry::Entry& entry, const char* state);
 varlink::Json to_json(const registry::Death& death);
 /// One Watch reply.
-varlink::Json to_json(std::uint64_t seq, const registry::Change& change);
+varlink::Json to_json(std::uint64_t seq, const registry::Change& change, const char* state);
 
 } // namespace nsidd::daemon

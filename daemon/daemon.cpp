@@ -126,6 +126,8 @@ Result<void> Daemon::start() {
     config.rcvbuf = options_.rcvbuf;
     config.history = options_.history;
     config.host = options_.scope == Scope::Host;
+    config.assign_ids = options_.assign_ids;
+    config.orphan_grace_usec = std::uint64_t{options_.orphan_grace} * 1'000'000u;
     auto mirror = Mirror::open(config, std::move(passed.netlink));
     if (!mirror) {
         spdlog::error("Failed to subscribe to nsid events: {}", reason_text(mirror.error()));
@@ -183,6 +185,8 @@ Result<void> Daemon::start() {
         return fail(r.error());
 
     arm_resync_timer();
+    if (auto r = start_discovery(); !r)
+        return fail(r.error());
     sd_event_set_watchdog(e, true);
     const auto& table = *mirror_->registry().table(registry::kSelf);
     log_notable(
@@ -256,9 +260,6 @@ void Daemon::resync(ResyncReason reason) {
     }
     const auto& st = mirror_->stats();
     metrics_.observe_resync(st.last_resync_duration_usec);
-    // The namespace count costs a /proc scan: not on overrun resyncs, which come in storms.
-    if (reason != ResyncReason::Overrun)
-        metrics_.set_namespaces(netns::scan().size(), read_netns_limit());
     metrics_.sync(*mirror_, server_.get(), denials_);
     if (reason != ResyncReason::Startup)
         log_notable(Notable::Resync, changes->empty() ? spdlog::level::debug : spdlog::level::info,
@@ -282,14 +283,88 @@ void Daemon::publish(std::vector<registry::Change> changes) {
     for (const auto& c : changes) {
         const std::uint64_t seq = ++seq_;
         if (server_)
-            server_->publish([&] { return varlink::encode_reply(to_json(seq, c), true); },
-                             kWatcherTooSlow);
+            server_->publish(
+                [&] {
+                    return varlink::encode_reply(
+                        to_json(seq,
+                                registry::Change{c.kind, c.observer,
+                                                 mirror_->view(c.observer, c.entry), c.removed},
+                                to_string(mirror_->state(c.observer, c.entry))),
+                        true);
+                },
+                kWatcherTooSlow);
         deaths += c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
     }
     if (deaths >= kBurstToLog)
         log_notable(
             Notable::DeathBurst, spdlog::level::info,
             fmt::format("{} peer namespaces died in one burst, purged in one sweep", deaths));
+}
+
+Result<void> Daemon::start_discovery() {
+    // The mount table signals every change with EPOLLPRI on an open mountinfo; `ip netns add`
+    // and `del` are mount changes. They come in bursts: one rescan per burst, a little later.
+    mountinfo_.reset(::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC));
+    sd_event_source* s = nullptr;
+    if (mountinfo_) {
+        if (int r = sd_event_add_io(event_.get(), &s, mountinfo_.get(), EPOLLPRI, on_mounts, this);
+            r < 0)
+            return fail_errno(-r);
+        sources_.emplace_back(s);
+    } else {
+        spdlog::warn("Cannot watch /proc/self/mountinfo ({}): named namespaces are found by "
+                     "the periodic pass only",
+                     std::strerror(errno));
+    }
+    if (int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, kMountDelayUsec,
+                                           kMountDelayUsec / 2, on_mounts_timer, this);
+        r < 0)
+        return fail_errno(-r);
+    mounts_timer_.reset(s);
+    // The first pass starts at once, after READY=1: identities follow the ids shortly.
+    if (int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, 0, 0,
+                                           on_discovery_timer, this);
+        r < 0)
+        return fail_errno(-r);
+    discovery_timer_.reset(s);
+    return {};
+}
+
+int Daemon::on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    // Armed once per burst: a pending rescan already covers this change.
+    int enabled = SD_EVENT_OFF;
+    sd_event_source_get_enabled(self->mounts_timer_.get(), &enabled);
+    if (enabled == SD_EVENT_OFF) {
+        sd_event_source_set_time_relative(self->mounts_timer_.get(), kMountDelayUsec);
+        sd_event_source_set_enabled(self->mounts_timer_.get(), SD_EVENT_ONESHOT);
+    }
+    return 0;
+}
+
+int Daemon::on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    self->mirror_->discover_mounts();
+    self->metrics_.sync(*self->mirror_, self->server_.get(), self->denials_);
+    return 0;
+}
+
+int Daemon::on_discovery_timer(sd_event_source* s, uint64_t, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    // A bounded slice of the /proc walk per wakeup: a host with 100k processes does not stall
+    // the loop; the rest follows at once, after whatever else is pending.
+    const bool done = self->mirror_->discover_processes(kProcessesPerSlice);
+    const auto delay = done ? static_cast<std::uint64_t>(self->options_.discovery_interval * 1e6)
+                            : std::uint64_t{0};
+    sd_event_source_set_time_relative(s, delay);
+    sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+    if (done) {
+        self->metrics_.set_namespaces(self->mirror_->catalog().namespaces().size(),
+                                      read_netns_limit());
+        self->metrics_.sync(*self->mirror_, self->server_.get(), self->denials_);
+        release_memory(self->mirror_->catalog().namespaces().size());
+    }
+    return 0;
 }
 
 void Daemon::arm_resync_timer() {
@@ -467,7 +542,8 @@ void Daemon::call(Server::Peer& peer, const varlink::Call& call) {
         }
         Json entries = Json::array();
         for (const auto& [nsid, row] : table->rows)
-            entries.push_back(to_json(row.entry));
+            entries.push_back(to_json(mirror_->view(observer, row.entry),
+                                      to_string(mirror_->state(observer, row.entry))));
         peer.reply({{"entries", std::move(entries)}});
         release_memory(table->rows.size());
     } else if (m == "io.nsidd.Registry.Graph") {
@@ -477,7 +553,8 @@ void Daemon::call(Server::Peer& peer, const varlink::Call& call) {
         for (const auto& [observer, table] : mirror_->registry().tables()) {
             Json entries = Json::array();
             for (const auto& [nsid, row] : table.rows)
-                entries.push_back(to_json(row.entry));
+                entries.push_back(to_json(mirror_->view(observer, row.entry),
+                                          to_string(mirror_->state(observer, row.entry))));
             tables.push_back(
                 {{"observer", observer_name(observer)}, {"entries", std::move(entries)}});
         }

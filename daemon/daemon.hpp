@@ -46,6 +46,13 @@ private:
     static int on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept;
     static int on_signal(sd_event_source*, const signalfd_siginfo* si, void* userdata) noexcept;
     static int on_resync_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
+    // Discovery: mount changes (rescanned once per burst) and the periodic /proc pass.
+    Result<void> start_discovery();
+    static int on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept;
+    static int on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
+    static int on_discovery_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
+    static constexpr std::uint64_t kMountDelayUsec = 50'000;
+    static constexpr std::size_t kProcessesPerSlice = 2048;
 
     Options options_;
     int argc_;
@@ -54,8 +61,11 @@ private:
     std::unique_ptr<Mirror> mirror_;
     std::unique_ptr<Server> server_;
     Metrics metrics_;
+    UniqueFd mountinfo_; // watched for mount changes (before sources_: outlives its source)
     std::vector<EventSource> sources_;
     EventSource resync_timer_;
+    EventSource mounts_timer_;
+    EventSource discovery_timer_;
     std::uint64_t started_usec_ = 0;
     std::uint64_t seq_ = 0; // Watch sequence: one per published change
     std::uint64_t denials_ = 0;

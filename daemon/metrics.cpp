@@ -131,11 +131,17 @@ void Metrics::sync(const Mirror& mirror, const Server* server, std::uint64_t den
     tables_.Set(static_cast<double>(reg.tables().size()));
     const auto entries = reg.entry_count();
     entries_.Set(static_cast<double>(entries));
-    // Identity (names, cookies, processes) is not resolved in self scope: every peer unknown.
-    const auto* self = reg.table(registry::kSelf);
-    peers_unknown_.Set(self ? static_cast<double>(self->rows.size()) : 0);
-    peers_resolved_.Set(0);
-    peers_orphaned_.Set(0);
+    // Peers by state cost a pass over self's table: at most once a second.
+    if (const auto now = monotonic_usec(); states_usec_ == 0 || now - states_usec_ >= 1'000'000) {
+        states_usec_ = now;
+        const auto states = mirror.state_counts();
+        auto count = [&states](PeerState s) {
+            return static_cast<double>(states[static_cast<std::size_t>(s)]);
+        };
+        peers_resolved_.Set(count(PeerState::Resolved));
+        peers_orphaned_.Set(count(PeerState::Orphaned));
+        peers_unknown_.Set(count(PeerState::Unknown));
+    }
     advance(events_new_, st.new_events);
     advance(events_del_, st.del_events);
     advance(events_foreign_, st.foreign_events);

@@ -43,6 +43,7 @@ public:
     std::string text() const;
 
 private:
+    std::uint64_t states_usec_ = 0; // when peers by state were last counted
     // Increments a counter to `value` (counters only go up; our totals are monotonic).
     static void advance(prometheus::Counter& c, std::uint64_t value);
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <utility>
 
 #include <unistd.h>
 
@@ -21,8 +22,8 @@ using registry::Nsid;
 constexpr Nsid kProbeSlack = 512;
 constexpr std::size_t kProbeStep = 4096;
 constexpr int kResyncAttempts = 4;
-// Namespaces opened at once for GET by FD; each open fd pins its netns, so keep it brief.
-constexpr std::size_t kFdChunk = 128;
+// Namespaces without an id asked again when an id shows up that no known namespace explains.
+constexpr std::size_t kRefreshBudget = 256;
 
 } // namespace
 
@@ -42,9 +43,21 @@ const char* to_string(ResyncReason reason) noexcept {
     return "unknown";
 }
 
+const char* to_string(PeerState state) noexcept {
+    switch (state) {
+    case PeerState::Resolved:
+        return "resolved";
+    case PeerState::Orphaned:
+        return "orphaned";
+    case PeerState::Unknown:
+        break;
+    }
+    return "unknown";
+}
+
 Mirror::Mirror(netlink::EventSocket events, netlink::RequestSocket requests, const Config& config)
     : events_(std::move(events)), requests_(std::move(requests)), config_(config),
-      registry_(config.history) {}
+      registry_(config.history), catalog_(config.roots, requests_, config.assign_ids) {}
 
 Result<std::unique_ptr<Mirror>> Mirror::open(const Config& config,
                                              std::optional<UniqueFd> event_fd) {
@@ -208,32 +221,21 @@ Result<std::vector<Entry>> Mirror::read_table(registry::Source source) {
             if (r.error == 0 && r.message.nsid >= 0)
                 add_found(r.message.nsid);
     }
-    // Every namespace we can open: its id, whatever its value. Open, ask, close.
-    const auto found = netns::scan(config_.roots);
-    for (std::size_t start = 0; start < found.size(); start += kFdChunk) {
-        std::vector<UniqueFd> fds;
-        std::vector<std::size_t> index;
-        peers.clear();
-        for (std::size_t i = start; i < std::min(found.size(), start + kFdChunk); ++i) {
-            auto fd = netns::open_namespace(found[i].path);
-            if (!fd)
-                continue; // gone since the scan, or not ours to open
-            peers.push_back(netlink::ByFd{fd->get()});
-            index.push_back(i);
-            fds.push_back(std::move(*fd));
-        }
-        auto replies = requests_.probe(peers, std::nullopt);
-        fds.clear();
-        if (!replies)
-            return fail(replies.error());
-        stats_.last_probes += peers.size();
-        for (std::size_t k = 0; k < replies->size(); ++k) {
-            const auto& r = (*replies)[k];
-            if (r.error != 0 || r.message.nsid < 0)
-                continue;
-            add_found(r.message.nsid);
-        }
+    // Every namespace we can reach: its id, whatever its value. A fresh discovery pass (open,
+    // ask, close); an id never changes while its namespace lives, so only namespaces met for the
+    // first time or without an id so far are asked.
+    const auto before = catalog_.stats().queried;
+    catalog_.restart_pass();
+    catalog_.scan_mounts(now, true);
+    pass_started_usec_ = now;
+    while (!catalog_.scan_proc(SIZE_MAX, now)) {
     }
+    catalog_.refresh_unassigned(SIZE_MAX);
+    stats_.last_probes += catalog_.stats().queried - before;
+    verdicts_due_ = true;
+    for (const auto& [cookie, ns] : catalog_.namespaces())
+        if (ns.nsid)
+            add_found(*ns.nsid);
     return values();
 }
 
@@ -250,6 +252,9 @@ Result<std::vector<registry::Change>> Mirror::resync(ResyncReason reason) {
         }
         foreign_cache_.clear();
         auto diff = registry_.resync(registry::kSelf, std::move(*table), realtime_usec());
+        identify(diff);
+        if (std::exchange(verdicts_due_, false))
+            renew_verdicts();
         changes.insert(changes.end(), std::make_move_iterator(diff.begin()),
                        std::make_move_iterator(diff.end()));
         if (config_.host) {
@@ -359,8 +364,144 @@ Mirror::Drained Mirror::drain(bool reconcile) {
     }
     out.changes = registry_.apply(
         batch, [this](registry::Observer o, registry::Nsid nsid) { return is_assigned(o, nsid); });
+    identify(out.changes);
     if (config_.host)
         read_new_observers(out.changes);
+    return out;
+}
+
+registry::Identity Mirror::identity_of(const netns::Namespace& ns) {
+    registry::Identity id;
+    if (!ns.cookie_is_inode)
+        id.cookie = ns.cookie;
+    id.inode = ns.inode;
+    id.names = ns.names;
+    if (ns.pid)
+        id.pid = *ns.pid;
+    return id;
+}
+
+void Mirror::attach_updated() {
+    const auto* self = registry_.table(registry::kSelf);
+    for (const auto cookie : catalog_.take_updated()) {
+        const auto it = catalog_.namespaces().find(cookie);
+        if (it == catalog_.namespaces().end() || !it->second.nsid)
+            continue;
+        const auto nsid = *it->second.nsid;
+        const auto row = self->rows.find(nsid);
+        if (row == self->rows.end())
+            continue; // its NEW is still on the way; identify() attaches it then
+        registry_.set_peer(nsid, identity_of(it->second));
+        // Found through a process or a mount: held now.
+        verdicts_[nsid] = Verdict{row->second.entry.since_usec, 0};
+    }
+}
+
+void Mirror::identify(const std::vector<registry::Change>& changes) {
+    bool unexplained = false;
+    for (const auto& c : changes) {
+        if (c.observer != registry::kSelf)
+            continue;
+        const auto nsid = c.entry.nsid;
+        const bool gone = c.kind == registry::ChangeKind::Del ||
+                          c.kind == registry::ChangeKind::Purge ||
+                          (c.kind == registry::ChangeKind::Resync && c.removed);
+        if (gone) {
+            // Dead: its cookie is never seen again, and its id may name a new peer at once.
+            if (c.entry.peer.cookie)
+                catalog_.forget(*c.entry.peer.cookie);
+            else if (const auto* ns = catalog_.by_nsid(nsid))
+                catalog_.forget(ns->cookie);
+            if (auto v = verdicts_.find(nsid);
+                v != verdicts_.end() && v->second.row_since == c.entry.since_usec)
+                verdicts_.erase(v);
+            continue;
+        }
+        const auto* self = registry_.table(registry::kSelf);
+        const auto row = self->rows.find(nsid);
+        if (row == self->rows.end() || row->second.entry.peer.cookie)
+            continue;
+        if (const auto* ns = catalog_.by_nsid(nsid)) {
+            registry_.set_peer(nsid, identity_of(*ns));
+            verdicts_[nsid] = Verdict{row->second.entry.since_usec, 0};
+        } else {
+            unexplained = true;
+        }
+    }
+    // A known namespace may have just been given an id: ask those that had none.
+    if (unexplained)
+        catalog_.refresh_unassigned(kRefreshBudget);
+    attach_updated();
+}
+
+void Mirror::discover_mounts() {
+    catalog_.scan_mounts(realtime_usec(), false);
+    attach_updated();
+}
+
+bool Mirror::discover_processes(std::size_t budget) {
+    const auto now = realtime_usec();
+    if (!catalog_.pass_running()) {
+        pass_started_usec_ = now;
+        catalog_.scan_mounts(now, true); // each pass also re-verifies every mount
+    }
+    const bool done = catalog_.scan_proc(budget, now);
+    attach_updated();
+    if (!done)
+        return false;
+    renew_verdicts();
+    return true;
+}
+
+void Mirror::renew_verdicts() {
+    // A row whose peer nothing held in the pass just ended is unheld since that pass began, or
+    // since earlier if it already was.
+    std::map<Nsid, Verdict> next;
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
+        const auto since = row.entry.since_usec;
+        if (catalog_.by_nsid(nsid) != nullptr) {
+            next.emplace(nsid, Verdict{since, 0});
+            continue;
+        }
+        const auto v = verdicts_.find(nsid);
+        const bool still =
+            v != verdicts_.end() && v->second.row_since == since && v->second.unheld_since != 0;
+        next.emplace(nsid, Verdict{since, still ? v->second.unheld_since : pass_started_usec_});
+    }
+    verdicts_ = std::move(next);
+}
+
+registry::Entry Mirror::view(registry::Observer observer, const registry::Entry& entry) const {
+    if (observer == registry::kSelf || !entry.current_nsid)
+        return entry;
+    registry::Entry out = entry;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    if (const auto it = rows.find(*entry.current_nsid); it != rows.end())
+        out.peer = it->second.entry.peer;
+    return out;
+}
+
+PeerState Mirror::state(registry::Observer observer, const registry::Entry& entry) const {
+    const auto peer = registry::peer_of(observer, entry);
+    if (!peer)
+        return PeerState::Unknown;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    const auto row = rows.find(*peer);
+    const auto v = verdicts_.find(*peer);
+    if (row == rows.end() || v == verdicts_.end() ||
+        v->second.row_since != row->second.entry.since_usec)
+        return PeerState::Unknown;
+    if (v->second.unheld_since == 0)
+        return PeerState::Resolved;
+    return realtime_usec() - v->second.unheld_since >= config_.orphan_grace_usec
+               ? PeerState::Orphaned
+               : PeerState::Unknown;
+}
+
+std::array<std::size_t, 3> Mirror::state_counts() const {
+    std::array<std::size_t, 3> out{};
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
+        ++out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
     return out;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "netlink/socket.hpp"
+#include "netns/catalog.hpp"
 #include "netns/discovery.hpp"
 #include "registry/registry.hpp"
 #include "util/result.hpp"
@@ -39,6 +40,11 @@ struct MirrorStats {
     bool last_dump_truncated = false; ///< the last dump filled its one buffer
 };
 
+/// What is known of whatever holds a peer alive (see Mirror::state).
+enum class PeerState : std::uint8_t { Resolved, Orphaned, Unknown };
+/// "resolved", "orphaned", "unknown".
+const char* to_string(PeerState state) noexcept;
+
 /// The self-scope mirror: the event and request sockets around the registry. Glue, not policy:
 /// it returns changes and lets the caller publish and log them.
 class Mirror {
@@ -49,6 +55,10 @@ public:
         std::size_t history = 1024;
         /// Also mirror the table of every namespace that self has an id for.
         bool host = false;
+        /// Give every namespace discovery finds without an id one (changes kernel state).
+        bool assign_ids = false;
+        /// How long a peer may go without a process or a bind mount before it is orphaned.
+        std::uint64_t orphan_grace_usec = 60'000'000;
     };
 
     /// Subscribes to RTNLGRP_NSID first (on `event_fd` when the service manager passed one),
@@ -74,6 +84,23 @@ public:
     /// since the resync the caller then runs supersedes it.
     Drained drain(bool reconcile = false);
 
+    /// Discovery: rereads the nsfs mounts, and attaches what it learned to the entries.
+    void discover_mounts();
+    /// Discovery: walks up to `budget` more processes of the current /proc pass. Returns true
+    /// when the pass ended (then every peer's verdict was renewed).
+    bool discover_processes(std::size_t budget);
+
+    /// The entry as served: a row of another observer's table names its peer through
+    /// current_nsid, so it gets the identity of self's row for that peer.
+    registry::Entry view(registry::Observer observer, const registry::Entry& entry) const;
+    /// Resolved: a process or a bind mount held the peer at the last look. Orphaned: nothing
+    /// that discovery can see has held it for longer than the grace period (an open fd, a
+    /// socket or the kernel keeps it alive). Unknown: not (yet) decided.
+    PeerState state(registry::Observer observer, const registry::Entry& entry) const;
+    /// Peers of self by state.
+    std::array<std::size_t, 3> state_counts() const;
+    const netns::Catalog& catalog() const noexcept { return catalog_; }
+
     /// Self's id for the namespace named `name` under /run/netns, if it has one.
     std::optional<registry::Nsid> nsid_of_name(const std::string& name);
 
@@ -92,6 +119,20 @@ private:
     // Host scope: reads the tables of observers that self gained an id for in `changes`.
     void read_new_observers(std::vector<registry::Change>& changes);
     bool is_assigned(registry::Observer observer, registry::Nsid nsid);
+    // Attaches identities to self's rows: those `changes` added (asking the kernel again for
+    // namespaces without an id when one is unaccounted for), and forgets the dead.
+    void identify(const std::vector<registry::Change>& changes);
+    // Copies what the catalog learned since the last call onto self's rows.
+    void attach_updated();
+    // After a /proc pass: renews every verdict of self's rows.
+    void renew_verdicts();
+    static registry::Identity identity_of(const netns::Namespace& ns);
+
+    // Whether anything held self's row for a peer at the last look.
+    struct Verdict {
+        std::uint64_t row_since = 0;    // the row it is about (ids are reused)
+        std::uint64_t unheld_since = 0; // 0: held; else CLOCK_REALTIME since when not
+    };
 
     netlink::EventSocket events_;
     netlink::RequestSocket requests_;
@@ -101,6 +142,10 @@ private:
     std::optional<std::int32_t> self_id_; // our own netns's id in its own table, if any
     std::map<registry::Observer, std::optional<std::map<registry::Nsid, registry::Nsid>>>
         foreign_cache_; // per batch
+    netns::Catalog catalog_;
+    std::map<registry::Nsid, Verdict> verdicts_;
+    std::uint64_t pass_started_usec_ = 0;
+    bool verdicts_due_ = false; // read_table() ended a pass; renew once the rows are in
 };
 
 } // namespace nsidd::daemon

@@ -61,6 +61,17 @@ void describe(CLI::App& app, Options& o) {
                    "Seconds a half-sent request may wait before the client is dropped")
         ->check(CLI::Range(1u, 3600u))
         ->capture_default_str();
+    app.add_option("--discovery-interval", o.discovery_interval,
+                   "Seconds between discovery passes over /proc")
+        ->check(CLI::Range(0.05, 3600.0))
+        ->capture_default_str();
+    app.add_option("--orphan-grace", o.orphan_grace,
+                   "Seconds a peer may have no process and no bind mount before it is orphaned")
+        ->check(CLI::Range(0u, 86400u * 7))
+        ->capture_default_str();
+    app.add_flag("--assign-ids", o.assign_ids,
+                 "Give every namespace found an id in this namespace's table (changes kernel "
+                 "state)");
 }
 
 // Parses argv and the config file; on failure returns the message, naming the option or key
@@ -105,7 +116,8 @@ std::variant<Options, std::string> parse(int argc, char** argv, bool with_versio
         for (const char* key :
              {"--socket", "--scope", "--rcvbuf", "--resync-interval", "--metrics-listen",
               "--log-level", "--history", "--max-connections", "--max-connections-per-uid",
-              "--max-request", "--max-output", "--idle-timeout"}) {
+              "--max-request", "--max-output", "--idle-timeout", "--discovery-interval",
+              "--orphan-grace", "--assign-ids"}) {
             if (what.rfind(std::string(key) + ":", 0) == 0 && !given(key)) {
                 const std::string name = std::string(key).substr(2);
                 return file + ": key '" + name + "'" + what.substr(std::strlen(key));

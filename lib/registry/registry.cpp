@@ -213,6 +213,15 @@ std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_ass
     return changes;
 }
 
+bool Registry::set_peer(Nsid nsid, const Identity& peer) {
+    auto& rows = tables_[kSelf].rows;
+    auto it = rows.find(nsid);
+    if (it == rows.end() || it->second.entry.peer == peer)
+        return false;
+    it->second.entry.peer = peer;
+    return true;
+}
+
 std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth,
                                      std::uint64_t now_usec) {
     std::vector<Change> changes;

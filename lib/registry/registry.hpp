@@ -127,6 +127,10 @@ public:
     /// as deaths and are purged everywhere. Returns the changes, all of kind Resync.
     std::vector<Change> resync(Observer observer, std::vector<Entry> truth, std::uint64_t now_usec);
 
+    /// Sets what is known of the peer self calls `nsid`. Returns false when self has no such
+    /// entry or it already said so. Rows of other tables name the peer through current_nsid.
+    bool set_peer(Nsid nsid, const Identity& peer);
+
     const std::map<Observer, Table>& tables() const noexcept { return tables_; }
     /// The table of `observer`, or nullptr.
     const Table* table(Observer observer) const;

@@ -46,7 +46,8 @@ assert set(status['kernel']) == {'dump_truncation', 'listen_all_nsid', 'ns_get_i
 entries = ok(d.call('io.nsidd.Registry.List'), 'List')['entries']
 assert sorted(e['nsid'] for e in entries) == list(range(5)), entries
 for e in entries:
-    assert set(e) == {'nsid', 'current_nsid', 'peer', 'since', 'source'}, e
+    assert set(e) == {'nsid', 'current_nsid', 'peer', 'state', 'since', 'source'}, e
+    assert e['state'] in ('resolved', 'orphaned', 'unknown'), e
     assert set(e['peer']) == {'cookie', 'inode', 'names', 'pid'}, e
     assert e['source'] == 'dump' and e['current_nsid'] == e['nsid'], e
 ok(d.call('io.nsidd.Registry.List', {'observer': 'self'}), 'List self')

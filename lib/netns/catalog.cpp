@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "netns/catalog.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+namespace nsidd::netns {
+namespace {
+
+// Namespaces held open at once while their ids are asked: each open fd pins its namespace.
+constexpr std::size_t kChunk = 128;
+
+// Undoes mountinfo's octal escapes (\040 for a space, \011, \012, \134).
+std::string unescape(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    const auto octal = [](char c) {
+        return c >= '0' && c <= '7';
+    };
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size() && octal(s[i + 1]) && octal(s[i + 2]) &&
+            octal(s[i + 3])) {
+            out.push_back(static_cast<char>(((s[i + 1] - '0') << 6) | ((s[i + 2] - '0') << 3) |
+                                            (s[i + 3] - '0')));
+            i += 3;
+            continue;
+        }
+        out.push_back(s[i]);
+    }
+    return out;
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd)
+        return std::nullopt;
+    std::string out;
+    char buf[65536];
+    for (;;) {
+        const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return std::nullopt;
+        if (n == 0)
+            return out;
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+}
+
+} // namespace
+
+std::vector<NsfsMount> parse_nsfs_mounts(std::string_view text) {
+    std::vector<NsfsMount> out;
+    while (!text.empty()) {
+        const auto eol = text.find('\n');
+        std::string_view line = text.substr(0, eol);
+        text = eol == std::string_view::npos ? std::string_view{} : text.substr(eol + 1);
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
+        std::vector<std::string_view> f;
+        for (std::size_t pos = 0; pos <= line.size();) {
+            const auto sp = std::min(line.find(' ', pos), line.size());
+            if (sp > pos)
+                f.push_back(line.substr(pos, sp - pos));
+            pos = sp + 1;
+        }
+        if (f.size() < 7)
+            continue;
+        const auto dash = std::find(f.begin() + 6, f.end(), std::string_view("-"));
+        if (dash == f.end() || dash + 1 == f.end() || *(dash + 1) != "nsfs")
+            continue;
+        const std::string_view root = f[3];
+        constexpr std::string_view kPrefix = "net:[";
+        if (root.size() <= kPrefix.size() + 1 || root.substr(0, kPrefix.size()) != kPrefix ||
+            root.back() != ']')
+            continue;
+        const std::string digits(root.substr(kPrefix.size(), root.size() - kPrefix.size() - 1));
+        if (digits.empty() ||
+            !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            continue;
+        errno = 0;
+        const unsigned long long inode = std::strtoull(digits.c_str(), nullptr, 10);
+        if (errno != 0 || inode == 0)
+            continue;
+        out.push_back(NsfsMount{inode, unescape(f[4])});
+    }
+    return out;
+}
+
+Catalog::Catalog(Roots roots, netlink::RequestSocket& requests, bool assign_ids)
+    : roots_(std::move(roots)), requests_(requests), assign_ids_(assign_ids) {}
+
+std::optional<Catalog::Met> Catalog::meet(const std::string& path, std::optional<pid_t> pid) {
+    auto fd = open_namespace(path);
+    if (!fd)
+        return std::nullopt; // gone, or not ours to open
+    ++stats_.opened;
+    struct stat st {};
+    if (::fstat(fd->get(), &st) < 0)
+        return std::nullopt;
+    Met m{std::move(*fd), path, static_cast<std::uint64_t>(st.st_ino), 0, pid};
+    if (auto cookie = namespace_cookie(m.fd.get())) {
+        m.cookie = *cookie;
+        cookies_ = true;
+    } else {
+        m.cookie = m.inode; // Linux < 6.18: the inode is the best key there is
+    }
+    return m;
+}
+
+void Catalog::set_nsid(Namespace& ns, std::optional<std::int32_t> nsid) {
+    if (ns.nsid == nsid)
+        return;
+    if (ns.nsid) {
+        if (auto it = by_nsid_.find(*ns.nsid); it != by_nsid_.end() && it->second == ns.cookie)
+            by_nsid_.erase(it);
+    }
+    ns.nsid = nsid;
+    if (nsid) {
+        // Ids are unique among live peers: a namespace that held this one before is dead.
+        auto [it, inserted] = by_nsid_.try_emplace(*nsid, ns.cookie);
+        if (!inserted && it->second != ns.cookie) {
+            if (auto old = namespaces_.find(it->second); old != namespaces_.end())
+                old->second.nsid.reset();
+            it->second = ns.cookie;
+        }
+    }
+    updated_.push_back(ns.cookie);
+}
+
+void Catalog::learn(std::vector<Met>& met, std::uint64_t now_usec, bool from_proc) {
+    std::vector<netlink::Peer> ask;
+    std::vector<Namespace*> asked;
+    std::vector<int> fds;
+    for (auto& m : met) {
+        auto [it, inserted] = namespaces_.try_emplace(m.cookie);
+        Namespace& ns = it->second;
+        if (inserted) {
+            ns.cookie = m.cookie;
+            ns.cookie_is_inode = !cookies_;
+            ns.first_seen_usec = now_usec;
+            ask.push_back(netlink::ByFd{m.fd.get()});
+            asked.push_back(&ns);
+            fds.push_back(m.fd.get());
+            updated_.push_back(ns.cookie);
+        }
+        ns.inode = m.inode;
+        ns.path = m.path;
+        if (from_proc) {
+            if (ns.seen_pass != pass_ && ns.pid != m.pid) {
+                ns.pid = m.pid;
+                updated_.push_back(ns.cookie);
+            }
+            ns.seen_pass = pass_;
+        }
+    }
+    auto ask_ids = [&] {
+        if (ask.empty())
+            return;
+        stats_.queried += ask.size();
+        auto replies = requests_.probe(ask, std::nullopt);
+        if (!replies)
+            return; // asked again by refresh_unassigned when an unknown id shows up
+        for (std::size_t i = 0; i < replies->size(); ++i) {
+            const auto& r = (*replies)[i];
+            if (r.error == 0 && r.message.nsid >= 0)
+                set_nsid(*asked[i], r.message.nsid);
+        }
+    };
+    ask_ids();
+    if (assign_ids_) {
+        // --assign-ids: give the namespaces found without an id one (auto), then ask again.
+        std::vector<netlink::Peer> again;
+        std::vector<Namespace*> again_ns;
+        for (std::size_t i = 0; i < asked.size(); ++i) {
+            if (asked[i]->nsid)
+                continue;
+            if (requests_.assign(-1, netlink::ByFd{fds[i]})) {
+                ++stats_.assigned;
+                again.push_back(netlink::ByFd{fds[i]});
+                again_ns.push_back(asked[i]);
+            } else {
+                ++stats_.assign_failures;
+            }
+        }
+        ask = std::move(again);
+        asked = std::move(again_ns);
+        ask_ids();
+    }
+    met.clear(); // closes every fd
+}
+
+void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
+    const auto text = read_file(roots_.proc_dir + "/self/mountinfo");
+    if (!text)
+        return;
+    std::vector<Met> met;
+    decltype(mounts_) seen;
+    for (const auto& mount : parse_nsfs_mounts(*text)) {
+        if (seen.count(mount.path))
+            continue; // over-mounted: the top one is what the path opens; met below
+        const auto old = mounts_.find(mount.path);
+        if (!full && old != mounts_.end() && old->second.first == mount.inode &&
+            namespaces_.count(old->second.second)) {
+            seen.emplace(mount.path, old->second);
+            continue;
+        }
+        auto m = meet(mount.path, std::nullopt);
+        if (!m)
+            continue;
+        seen.emplace(mount.path, std::make_pair(m->inode, m->cookie));
+        met.push_back(std::move(*m));
+        if (met.size() == kChunk)
+            learn(met, now_usec, false);
+    }
+    learn(met, now_usec, false);
+    mounts_ = std::move(seen);
+    std::unordered_map<std::uint64_t, std::vector<std::string>> names; // cookie -> names
+    for (const auto& [path, at] : mounts_) {
+        auto& n = names[at.second];
+        const auto slash = path.rfind('/');
+        if (slash != std::string::npos && path.compare(0, slash, roots_.netns_dir) == 0 &&
+            slash == roots_.netns_dir.size())
+            n.push_back(path.substr(slash + 1));
+    }
+    for (auto& [cookie, ns] : namespaces_) {
+        const auto it = names.find(cookie);
+        ns.mounted = it != names.end();
+        if (!ns.mounted)
+            continue; // keeps the names it had: where it was last seen
+        std::sort(it->second.begin(), it->second.end());
+        if (it->second != ns.names) {
+            ns.names = std::move(it->second);
+            updated_.push_back(cookie);
+        }
+    }
+}
+
+void Catalog::restart_pass() {
+    proc_.reset();
+    pass_inodes_.clear();
+    ++pass_;
+}
+
+bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
+    if (!proc_) {
+        proc_.reset(::opendir(roots_.proc_dir.c_str()));
+        pass_inodes_.clear();
+        if (!proc_)
+            return false;
+    }
+    std::vector<Met> met;
+    for (std::size_t n = 0; n < budget; ++n) {
+        errno = 0;
+        const dirent* d = ::readdir(proc_.get());
+        if (d == nullptr) {
+            proc_.reset();
+            // The pass is over: what no process and no mount held during it is out of reach.
+            learn(met, now_usec, true);
+            for (auto it = namespaces_.begin(); it != namespaces_.end();) {
+                auto next = std::next(it);
+                if (it->second.seen_pass != pass_ && !it->second.mounted)
+                    drop(it);
+                it = next;
+            }
+            ++pass_;
+            ++stats_.passes;
+            return true;
+        }
+        char* end = nullptr;
+        const long pid = std::strtol(d->d_name, &end, 10);
+        if (pid <= 0 || *end != '\0')
+            continue;
+        const std::string path = roots_.proc_dir + "/" + d->d_name + "/ns/net";
+        struct stat st {};
+        if (::stat(path.c_str(), &st) < 0)
+            continue;
+        const auto inode = static_cast<std::uint64_t>(st.st_ino);
+        if (auto known = pass_inodes_.find(inode); known != pass_inodes_.end()) {
+            // Met already in this pass: its cookie is known, no need to open it again.
+            continue;
+        }
+        auto m = meet(path, static_cast<pid_t>(pid));
+        if (!m)
+            continue;
+        pass_inodes_.emplace(m->inode, m->cookie);
+        met.push_back(std::move(*m));
+        if (met.size() == kChunk)
+            learn(met, now_usec, true);
+    }
+    learn(met, now_usec, true);
+    return false;
+}
+
+void Catalog::refresh_unassigned(std::size_t budget) {
+    std::vector<UniqueFd> fds;
+    std::vector<netlink::Peer> ask;
+    std::vector<std::uint64_t> cookies;
+    std::vector<Met> other;
+    auto flush = [&] {
+        if (ask.empty())
+            return;
+        stats_.queried += ask.size();
+        auto replies = requests_.probe(ask, std::nullopt);
+        if (replies)
+            for (std::size_t i = 0; i < replies->size(); ++i) {
+                const auto& r = (*replies)[i];
+                auto it = namespaces_.find(cookies[i]);
+                if (r.error == 0 && r.message.nsid >= 0 && it != namespaces_.end())
+                    set_nsid(it->second, r.message.nsid);
+            }
+        fds.clear();
+        ask.clear();
+        cookies.clear();
+    };
+    for (auto& [cookie, ns] : namespaces_) {
+        if (ns.nsid)
+            continue;
+        if (budget-- == 0)
+            break;
+        auto m = meet(ns.path, std::nullopt);
+        if (!m)
+            continue;
+        if (m->cookie != cookie) {
+            // The path leads to another namespace now (the inode was reused): meet that one.
+            other.push_back(std::move(*m));
+            continue;
+        }
+        ask.push_back(netlink::ByFd{m->fd.get()});
+        cookies.push_back(cookie);
+        fds.push_back(std::move(m->fd));
+        if (ask.size() == kChunk)
+            flush();
+    }
+    flush();
+    learn(other, 0, false);
+}
+
+void Catalog::forget(std::uint64_t cookie) {
+    if (auto it = namespaces_.find(cookie); it != namespaces_.end())
+        drop(it);
+}
+
+void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
+    if (it->second.nsid)
+        if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)
+            by_nsid_.erase(n);
+    namespaces_.erase(it);
+}
+
+const Namespace* Catalog::by_nsid(std::int32_t nsid) const {
+    auto it = by_nsid_.find(nsid);
+    if (it == by_nsid_.end())
+        return nullptr;
+    auto ns = namespaces_.find(it->second);
+    return ns == namespaces_.end() ? nullptr : &ns->second;
+}
+
+std::vector<std::uint64_t> Catalog::take_updated() {
+    std::vector<std::uint64_t> out;
+    out.swap(updated_);
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+} // namespace nsidd::netns
