@@ -9,6 +9,7 @@ The kernel side is read here with raw netlink, independently of nsidd's code: pe
 probes (by NSID over the dense range and the known sparse ids, and by FD for every name).
 """
 import atexit
+import fcntl
 import json
 import os
 import signal
@@ -182,18 +183,23 @@ class Kernel:
         res = self._request([struct.pack('=HHi', 8, NETNSA_NSID, k) for k in ids])
         return {ids[i] for i, v in res.items() if v is not None}
 
-    def by_name(self):
-        """{name: nsid or None} for every /run/netns name."""
-        names = netns_names()
+    def by_path(self, paths):
+        """{path: nsid or None} for namespace files (/run/netns/NAME, /proc/PID/ns/net)."""
         fds = []
         try:
-            for n in names:
-                fds.append(os.open('/run/netns/' + n, os.O_RDONLY))
+            for p in paths:
+                fds.append(os.open(p, os.O_RDONLY))
             res = self._request([struct.pack('=HHi', 8, NETNSA_FD, fd) for fd in fds])
         finally:
             for fd in fds:
                 os.close(fd)
-        return {names[i]: v for i, v in res.items()}
+        return {paths[i]: v for i, v in res.items()}
+
+    def by_name(self):
+        """{name: nsid or None} for every /run/netns name."""
+        names = netns_names()
+        res = self.by_path(['/run/netns/' + n for n in names])
+        return {n: res['/run/netns/' + n] for n in names}
 
     def table(self, hint=()):
         """The whole table: dense range by NSID (until 1024 misses past the last hit), the
@@ -209,6 +215,31 @@ class Kernel:
         found |= self.by_nsid(set(hint) - found)
         found |= {v for v in self.by_name().values() if v is not None}
         return found
+
+
+NS_GET_ID = 0x8008b70d  # _IOR(0xb7, 13, __u64)
+
+
+def identity(path):
+    """(cookie, inode) of the namespace at `path`: NS_GET_ID and the nsfs inode."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        cookie = struct.unpack('=Q', fcntl.ioctl(fd, NS_GET_ID, bytes(8)))[0]
+        return cookie, os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
+def wait_for(what, check, timeout=20, interval=0.1):
+    """Polls `check()` until it returns a true value, which it returns; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out waiting for ' + what)
+        time.sleep(interval)
 
 
 class Varlink:

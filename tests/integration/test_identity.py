@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Identity: every entry names its peer (NS_GET_ID cookie, nsfs inode, /run/netns names, one
+pid) and says what holds it alive (resolved | orphaned | unknown).
+1. Named namespaces and a process's unnamed one: cookie and inode equal what NS_GET_ID and
+   fstat say; --assign-ids gives the unnamed one an id; all resolved.
+2. A namespace added after start is named within moments (the mount watch), with no pass due.
+3. A namespace kept alive by an open fd after `ip netns del` is orphaned after the grace
+   period; when the fd closes it is dead, in history with its cookie and names.
+4. The kernel reuses an nsfs inode for a new namespace: the new entry has the new cookie, the
+   history keeps the old one."""
+import os
+import subprocess
+import time
+
+import nsidtest as t
+
+t.sandbox()
+kernel = t.Kernel()
+
+
+def entries(d):
+    return {e['nsid']: e for e in d.call('io.nsidd.Registry.List')['parameters']['entries']}
+
+
+def history(d):
+    return d.call('io.nsidd.Registry.History')['parameters']['deaths']
+
+
+def peers_metric(d, state):
+    text = d.call('io.nsidd.Registry.GetMetrics')['parameters']['text']
+    for line in text.splitlines():
+        if line.startswith('nsidd_peers{state="%s"}' % state):
+            return float(line.split()[-1])
+    raise AssertionError('no nsidd_peers for ' + state)
+
+
+def named(d, name, state='resolved'):
+    """The entry for /run/netns/NAME once nsidd shows it with its identity, else None."""
+    nsid = kernel.by_name().get(name)
+    e = entries(d).get(nsid) if nsid is not None else None
+    if e is None or e['peer']['names'] != [name] or e['state'] != state:
+        return None
+    return e
+
+
+# 1. At start: red (id 5), green (auto), blue (no id), and a process's unnamed namespace.
+t.ip_batch(['netns add red', 'netns set red 5', 'netns add green', 'netns set green auto',
+            'netns add blue'])
+sleeper = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
+own = os.stat('/proc/self/ns/net').st_ino
+t.wait_for('the unshared process', lambda: os.stat(
+    '/proc/%d/ns/net' % sleeper.pid).st_ino != own)
+d = t.Daemon('--discovery-interval', '0.2', '--orphan-grace', '1', '--assign-ids')
+for name in ('red', 'green', 'blue'):
+    e = t.wait_for(name + ' resolved', lambda: named(d, name))
+    cookie, inode = t.identity('/run/netns/' + name)
+    assert e['peer']['cookie'] == cookie and e['peer']['inode'] == inode, (name, e, cookie)
+    t.log('%s: nsid %d, cookie %d, inode %d, resolved' % (name, e['nsid'], cookie, inode))
+assert named(d, 'red')['nsid'] == 5
+sleeper_ns = '/proc/%d/ns/net' % sleeper.pid
+
+
+def sleeper_entry():
+    nsid = kernel.by_path([sleeper_ns])[sleeper_ns]
+    e = entries(d).get(nsid) if nsid is not None else None
+    return e if e and e['state'] == 'resolved' and e['peer']['pid'] is not None else None
+
+
+e = t.wait_for('the process namespace, given an id', sleeper_entry)
+cookie, inode = t.identity(sleeper_ns)
+assert e['peer']['cookie'] == cookie and e['peer']['inode'] == inode and e['peer']['names'] == []
+# The pid is one process inside it: the sleeper (or unshare before its exec), not ours.
+assert os.stat('/proc/%d/ns/net' % e['peer']['pid']).st_ino == inode, e
+t.log('unnamed namespace of pid %d: nsid %d (assigned), cookie %d' % (sleeper.pid, e['nsid'],
+                                                                       cookie))
+status = d.status()
+assert status['kernel']['ns_get_id'] is True, status
+
+# 2. Added later: named through the mount watch, long before the next pass would run.
+d2 = t.Daemon('--discovery-interval', '3600', socket_path='/run/nsidd-test/second')
+t.wait_for('the first pass of the second daemon', lambda: named(d2, 'red'))
+t.ip_batch(['netns add late', 'netns set late auto'])
+started = time.monotonic()
+t.wait_for('late named', lambda: named(d2, 'late'), timeout=5, interval=0.02)
+t.log('a namespace added after start was named in %.0f ms (no /proc pass due for an hour)'
+      % ((time.monotonic() - started) * 1000))
+d2.stop()
+
+# 3. Orphaned: kept alive by an fd after `ip netns del`.
+t.ip_batch(['netns add held', 'netns set held 40'])
+e = t.wait_for('held resolved', lambda: named(d, 'held'))
+held_cookie = e['peer']['cookie']
+fd = os.open('/run/netns/held', os.O_RDONLY)
+subprocess.run(['ip', 'netns', 'del', 'held'], check=True)
+assert 40 in kernel.by_nsid([40]), 'the fd keeps the namespace and its id'
+unheld = time.monotonic()
+e = t.wait_for('held orphaned', lambda: (entries(d).get(40) or {}).get('state') == 'orphaned'
+               and entries(d)[40], timeout=20)
+took = time.monotonic() - unheld
+assert took >= 1.0, 'orphaned before the 1 s grace period: %.2f s' % took
+assert e['peer']['cookie'] == held_cookie, e
+t.wait_for('the orphan counted', lambda: peers_metric(d, 'orphaned') == 1)
+t.log('held by an fd only: orphaned after %.1f s (grace 1 s); nsidd_peers{orphaned} = 1' % took)
+os.close(fd)
+t.wait_for('held dead', lambda: 40 not in entries(d))
+deaths = [x for x in history(d) if x['peer']['cookie'] == held_cookie]
+assert len(deaths) == 1 and deaths[0]['nsid'] == 40 and deaths[0]['peer']['names'] == ['held'], \
+    deaths
+assert deaths[0]['lifetime_usec'] >= 1_000_000, deaths
+t.wait_for('no orphan left', lambda: peers_metric(d, 'orphaned') == 0)
+t.log('fd closed: dead, in history once with cookie %d, lifetime %.1f s'
+      % (held_cookie, deaths[0]['lifetime_usec'] / 1e6))
+
+# 4. Inode reuse: delete a namespace and create another until the kernel hands out the same
+# nsfs inode; the entries and the history must follow the cookie, not the inode.
+reused = None
+for attempt in range(40):
+    t.ip_batch(['netns add re', 'netns set re auto'])
+    old = t.wait_for('re named', lambda: named(d, 're'))
+    old_cookie, old_inode = t.identity('/run/netns/re')
+    assert old['peer']['cookie'] == old_cookie
+    subprocess.run(['ip', 'netns', 'del', 're'], check=True)
+    t.wait_for('re dead', lambda: any(x['peer']['cookie'] == old_cookie for x in history(d)))
+    # The DEL comes from the namespace's cleanup; its inode is freed a little after.
+    time.sleep(0.2 * (attempt % 4))
+    t.ip_batch(['netns add re', 'netns set re auto'])
+    new_cookie, new_inode = t.identity('/run/netns/re')
+    new = t.wait_for('the new re named',
+                     lambda: (named(d, 're') or {}).get('peer', {}).get('cookie') == new_cookie
+                     and named(d, 're'))
+    assert new_cookie != old_cookie
+    assert new['peer']['inode'] == new_inode, new
+    if new_inode == old_inode:
+        reused = (old_inode, old_cookie, new_cookie, attempt + 1)
+        break
+    subprocess.run(['ip', 'netns', 'del', 're'], check=True)
+    t.wait_for('re dead', lambda: any(x['peer']['cookie'] == new_cookie for x in history(d)))
+assert reused, 'the kernel never reused an nsfs inode in 40 tries'
+dead = [x for x in history(d) if x['peer']['cookie'] == reused[1]]
+assert len(dead) == 1 and dead[0]['peer']['inode'] == reused[0], dead
+t.log('inode %d reused (try %d): the old namespace (cookie %d) is dead in history, the new '
+      'one has cookie %d' % (reused[0], reused[3], reused[1], reused[2]))
+d.stop()
+t.log('ok')

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include <gtest/gtest.h>
+
+#include "netns/catalog.hpp"
+
+using nsidd::netns::parse_nsfs_mounts;
+
+// Lines as Linux 6.18 writes them in /proc/self/mountinfo after `ip netns add`.
+TEST(Mountinfo, FindsNetworkNamespaceMounts) {
+    const auto mounts = parse_nsfs_mounts(
+        "24 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        "412 30 0:25 / /run/netns rw,nosuid,nodev shared:5 - tmpfs tmpfs rw,mode=755\n"
+        "415 412 0:4 net:[4026532201] /run/netns/blue rw shared:5 - nsfs nsfs rw\n"
+        "416 412 0:4 net:[4026532316] /var/run/docker/netns/a\\040b rw - nsfs nsfs rw\n"
+        "417 412 0:4 mnt:[4026532400] /run/mnt-ns rw - nsfs nsfs rw\n");
+    ASSERT_EQ(mounts.size(), 2u);
+    EXPECT_EQ(mounts[0].inode, 4026532201u);
+    EXPECT_EQ(mounts[0].path, "/run/netns/blue");
+    EXPECT_EQ(mounts[1].inode, 4026532316u);
+    EXPECT_EQ(mounts[1].path, "/var/run/docker/netns/a b"); // \040 is a space
+}
+
+TEST(Mountinfo, OptionalFieldsBeforeTheSeparator) {
+    // Zero or more optional fields (shared:, master:, propagate_from:, unbindable) come
+    // before the "-"; the filesystem type is the field after it.
+    const auto mounts = parse_nsfs_mounts(
+        "415 412 0:4 net:[7] /a rw shared:5 master:3 propagate_from:2 - nsfs nsfs rw\n"
+        "416 412 0:4 net:[8] /b rw - nsfs nsfs rw");
+    ASSERT_EQ(mounts.size(), 2u);
+    EXPECT_EQ(mounts[0].path, "/a");
+    EXPECT_EQ(mounts[1].inode, 8u);
+}
+
+TEST(Mountinfo, SkipsMalformedLines) {
+    for (const char* bad : {
+             "",
+             "\n\n",
+             "415 412 0:4 net:[4026532201] /run/netns/x rw nsfs nsfs rw\n", // no separator
+             "415 412 0:4 net:[] /x rw - nsfs nsfs rw\n",
+             "415 412 0:4 net:[12x] /x rw - nsfs nsfs rw\n",
+             "415 412 0:4 net:[0] /x rw - nsfs nsfs rw\n",
+             "415 412 0:4 net:[99999999999999999999999] /x rw - nsfs nsfs rw\n",
+             "415 412 0:4 net:[5 /x rw - nsfs nsfs rw\n",
+             "415 412 0:4 net:[5] /x rw -\n",
+             "415 412 0:4 net:[5] /x rw - tmpfs tmpfs rw\n",
+             "415 412 0:4 net:[5]\n",
+             "- - - - - - - -\n",
+         })
+        EXPECT_TRUE(parse_nsfs_mounts(bad).empty()) << bad;
+}
+
+TEST(Mountinfo, EscapesAtTheEndOfAPath) {
+    const auto mounts = parse_nsfs_mounts("1 1 0:4 net:[9] /x\\04 rw - nsfs nsfs rw\n"
+                                          "1 1 0:4 net:[9] /y\\134 rw - nsfs nsfs rw\n");
+    ASSERT_EQ(mounts.size(), 2u);
+    EXPECT_EQ(mounts[0].path, "/x\\04"); // incomplete escape: kept as written
+    EXPECT_EQ(mounts[1].path, "/y\\");
+}
