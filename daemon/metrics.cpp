@@ -51,6 +51,8 @@ Metrics::Metrics()
       events_foreign_(counter(*registry_, "nsidd_foreign_events_total",
                               "nsid events from other namespaces' tables")),
       batches_(counter(*registry_, "nsidd_batches_total", "Event batches applied")),
+      sweeps_(counter(*registry_, "nsidd_purge_sweeps_total",
+                      "Purge sweeps run (at most one per batch or resync, whatever the deaths)")),
       batch_size_(BuildHistogram()
                       .Name("nsidd_batch_size_events")
                       .Help("nsid events per batch (one socket wakeup)")
@@ -146,6 +148,7 @@ void Metrics::sync(const Mirror& mirror, const Server* server, std::uint64_t den
     advance(events_del_, st.del_events);
     advance(events_foreign_, st.foreign_events);
     advance(batches_, c.batches);
+    advance(sweeps_, c.sweeps);
     advance(purged_peers_, c.deaths);
     advance(purged_entries_, c.purged_entries);
     advance(overruns_, st.overruns);

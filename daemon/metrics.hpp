@@ -58,6 +58,7 @@ private:
     prometheus::Counter& events_del_;
     prometheus::Counter& events_foreign_;
     prometheus::Counter& batches_;
+    prometheus::Counter& sweeps_;
     prometheus::Histogram& batch_size_;
     prometheus::Counter& purged_peers_;
     prometheus::Counter& purged_entries_;

@@ -58,6 +58,22 @@ ids = {n: v for n, v in kernel.by_name().items()}
 assert got[ids['A']] == {3: ids['B'], 4: ids['C']}, got
 assert got[ids['B']] == {9: ids['C']} and got[ids['C']] == {17: ids['A']}, got
 
+
+# Rows of other tables name their peer through self's row for it: C's entry 17 is A.
+def peer_names(observer, nsid):
+    for table in json.loads(t.nsidctl('-j', 'graph', socket_path=d.socket).stdout):
+        if table['observer'] == observer:
+            for e in table['entries']:
+                if e['nsid'] == nsid:
+                    return e['peer']['names'], e['state']
+    return None
+
+
+t.wait_for('identities in other tables',
+           lambda: peer_names(ids['C'], 17) == (['A'], 'resolved') and
+           peer_names(ids['A'], 3) == (['B'], 'resolved'))
+t.log("C's id 17 and A's id 3 are named A and B, resolved")
+
 w = t.Varlink(d.socket)
 w.send('io.nsidd.Registry.Watch', {}, more=True)
 w.receive()
@@ -83,6 +99,7 @@ assert set(changes[1:4]) == {('purge', c_id, 17), ('purge', str(ids['A']), 4),
 w.close()
 history = d.call('io.nsidd.Registry.History')['parameters']['deaths']
 assert [h['nsid'] for h in history] == [ids['C']], history
+assert history[0]['peer']['names'] == ['C'] and history[0]['peer']['cookie'], history
 d.stop()
 subprocess.run(['ip', 'netns', 'del', 'A'], check=True)
 subprocess.run(['ip', 'netns', 'del', 'B'], check=True)
@@ -97,12 +114,25 @@ d = t.Daemon('--scope', 'host')
 t.log('host scope ready after %.3f s with %d tables' % (d.ready_after, N + 1))
 got, want = settle(d.socket, 30)
 check(got, want, '%d namespaces x %d cross ids' % (N, K))
-before = d.status()
+
+
+def sweeps():
+    text = d.call('io.nsidd.Registry.GetMetrics')['parameters']['text']
+    return int(float(next(line.split()[-1] for line in text.splitlines()
+                          if line.startswith('nsidd_purge_sweeps_total'))))
+
+
+before, sweeps_before = d.status(), sweeps()
 t.ip_batch(['netns del ' + n for n in names[::2]])
 got, want = settle(d.socket, 30)
 check(got, want, 'after deleting %d in one burst' % (N // 2))
-after = d.status()
-t.log('batches %d -> %d, entries %d -> %d' % (before['batches'], after['batches'],
-                                               before['entries'], after['entries']))
+after, sweeps_after = d.status(), sweeps()
+batches, swept = after['batches'] - before['batches'], sweeps_after - sweeps_before
+t.log('%d deaths: %d batches, %d sweeps; entries %d -> %d'
+      % (N // 2, batches, swept, before['entries'], after['entries']))
+# One sweep per batch that carried deaths (batches of only survivors' DELs need none), never
+# one per dead peer.
+assert after['resyncs'] == before['resyncs'], 'a resync would hide the batching'
+assert 1 <= swept <= batches < N // 2, (swept, batches)
 d.stop()
 t.log('ok')
