@@ -80,32 +80,33 @@ assert status['kernel']['ns_get_id'] is True, status
 # 2. Added later: named through the mount watch, long before the next pass would run.
 d2 = t.Daemon('--discovery-interval', '3600', socket_path='/run/nsidd-test/second')
 t.wait_for('the first pass of the second daemon', lambda: named(d2, 'red'))
-t.ip_batch(['netns add late', 'netns set late auto'])
+subprocess.run(['ip', 'netns', 'add', 'late'], check=True)  # the first nsidd gives it an id
 started = time.monotonic()
 t.wait_for('late named', lambda: named(d2, 'late'), timeout=5, interval=0.02)
 t.log('a namespace added after start was named in %.0f ms (no /proc pass due for an hour)'
       % ((time.monotonic() - started) * 1000))
 d2.stop()
 
-# 3. Orphaned: kept alive by an fd after `ip netns del`.
-t.ip_batch(['netns add held', 'netns set held 40'])
+# 3. Orphaned: kept alive by an fd after `ip netns del`. From here on the ids come from
+# --assign-ids (setting one by hand would race nsidd's assignment).
+subprocess.run(['ip', 'netns', 'add', 'held'], check=True)
 e = t.wait_for('held resolved', lambda: named(d, 'held'))
-held_cookie = e['peer']['cookie']
+held_cookie, held = e['peer']['cookie'], e['nsid']
 fd = os.open('/run/netns/held', os.O_RDONLY)
 subprocess.run(['ip', 'netns', 'del', 'held'], check=True)
-assert 40 in kernel.by_nsid([40]), 'the fd keeps the namespace and its id'
+assert held in kernel.by_nsid([held]), 'the fd keeps the namespace and its id'
 unheld = time.monotonic()
-e = t.wait_for('held orphaned', lambda: (entries(d).get(40) or {}).get('state') == 'orphaned'
-               and entries(d)[40], timeout=20)
+e = t.wait_for('held orphaned', lambda: (entries(d).get(held) or {}).get('state') == 'orphaned'
+               and entries(d)[held], timeout=20)
 took = time.monotonic() - unheld
 assert took >= 1.0, 'orphaned before the 1 s grace period: %.2f s' % took
 assert e['peer']['cookie'] == held_cookie, e
 t.wait_for('the orphan counted', lambda: peers_metric(d, 'orphaned') == 1)
 t.log('held by an fd only: orphaned after %.1f s (grace 1 s); nsidd_peers{orphaned} = 1' % took)
 os.close(fd)
-t.wait_for('held dead', lambda: 40 not in entries(d))
+t.wait_for('held dead', lambda: held not in entries(d))
 deaths = [x for x in history(d) if x['peer']['cookie'] == held_cookie]
-assert len(deaths) == 1 and deaths[0]['nsid'] == 40 and deaths[0]['peer']['names'] == ['held'], \
+assert len(deaths) == 1 and deaths[0]['nsid'] == held and deaths[0]['peer']['names'] == ['held'], \
     deaths
 assert deaths[0]['lifetime_usec'] >= 1_000_000, deaths
 t.wait_for('no orphan left', lambda: peers_metric(d, 'orphaned') == 0)
@@ -116,7 +117,7 @@ t.log('fd closed: dead, in history once with cookie %d, lifetime %.1f s'
 # nsfs inode; the entries and the history must follow the cookie, not the inode.
 reused = None
 for attempt in range(40):
-    t.ip_batch(['netns add re', 'netns set re auto'])
+    subprocess.run(['ip', 'netns', 'add', 're'], check=True)
     old = t.wait_for('re named', lambda: named(d, 're'))
     old_cookie, old_inode = t.identity('/run/netns/re')
     assert old['peer']['cookie'] == old_cookie
@@ -124,7 +125,7 @@ for attempt in range(40):
     t.wait_for('re dead', lambda: any(x['peer']['cookie'] == old_cookie for x in history(d)))
     # The DEL comes from the namespace's cleanup; its inode is freed a little after.
     time.sleep(0.2 * (attempt % 4))
-    t.ip_batch(['netns add re', 'netns set re auto'])
+    subprocess.run(['ip', 'netns', 'add', 're'], check=True)
     new_cookie, new_inode = t.identity('/run/netns/re')
     new = t.wait_for('the new re named',
                      lambda: (named(d, 're') or {}).get('peer', {}).get('cookie') == new_cookie
