@@ -181,20 +181,39 @@ Result<std::vector<Entry>> Mirror::read_table(registry::Source source) {
         return values();
 
     const auto probe_source = source == registry::Source::Dump ? registry::Source::Probe : source;
-    Nsid highest = truth.empty() ? 0 : truth.rbegin()->first;
-    if (const auto* self = registry_.table(registry::kSelf); self && !self->rows.empty())
-        highest = std::max(highest, self->rows.rbegin()->first);
+    const Nsid dump_highest = truth.empty() ? 0 : truth.rbegin()->first;
     std::vector<netlink::Peer> peers;
     auto add_found = [&](Nsid nsid) {
         truth.emplace(nsid, Entry{nsid, nsid, {}, now, probe_source});
     };
-    std::int64_t limit = static_cast<std::int64_t>(highest) + kProbeSlack;
+    // Every GET costs the kernel a walk of the table up to the peer (peernet2id), so ask as
+    // little as possible. First every namespace we can reach: a fresh discovery pass (open,
+    // ask, close). An id never changes while its namespace lives, so only namespaces met for
+    // the first time, or without an id so far, are asked; the others' ids are certain.
+    const auto before = catalog_.stats().queried;
+    catalog_.restart_pass();
+    catalog_.scan_mounts(now, true);
+    pass_started_usec_ = now;
+    while (!catalog_.scan_proc(SIZE_MAX, now)) {
+    }
+    catalog_.refresh_unassigned(SIZE_MAX);
+    stats_.last_probes += catalog_.stats().queried - before;
+    verdicts_due_ = true;
+    for (const auto& [cookie, ns] : catalog_.namespaces())
+        if (ns.nsid)
+            add_found(*ns.nsid);
+    // Then by NSID over the dense range (auto ids are dense from 0), for ids not known yet:
+    // those of namespaces nothing visible holds. An absent id costs the kernel nothing.
+    std::int64_t limit = std::int64_t{dump_highest} + kProbeSlack;
     for (std::int64_t next = 0; next <= limit;) {
         peers.clear();
         const std::int64_t end = std::min<std::int64_t>(next + kProbeStep, limit + 1);
-        for (; next < end; ++next)
-            if (!truth.count(static_cast<Nsid>(next)))
+        for (; next < end; ++next) {
+            if (truth.count(static_cast<Nsid>(next)))
+                limit = std::max<std::int64_t>(limit, next + kProbeSlack);
+            else
                 peers.push_back(netlink::ByNsid{static_cast<Nsid>(next)});
+        }
         auto replies = requests_.probe(peers, std::nullopt);
         if (!replies)
             return fail(replies.error());
@@ -210,7 +229,7 @@ Result<std::vector<Entry>> Mirror::read_table(registry::Source source) {
     peers.clear();
     if (const auto* self = registry_.table(registry::kSelf))
         for (const auto& [nsid, row] : self->rows)
-            if (nsid > limit)
+            if (nsid > limit && !truth.count(nsid))
                 peers.push_back(netlink::ByNsid{nsid});
     if (!peers.empty()) {
         auto replies = requests_.probe(peers, std::nullopt);
@@ -221,21 +240,6 @@ Result<std::vector<Entry>> Mirror::read_table(registry::Source source) {
             if (r.error == 0 && r.message.nsid >= 0)
                 add_found(r.message.nsid);
     }
-    // Every namespace we can reach: its id, whatever its value. A fresh discovery pass (open,
-    // ask, close); an id never changes while its namespace lives, so only namespaces met for the
-    // first time or without an id so far are asked.
-    const auto before = catalog_.stats().queried;
-    catalog_.restart_pass();
-    catalog_.scan_mounts(now, true);
-    pass_started_usec_ = now;
-    while (!catalog_.scan_proc(SIZE_MAX, now)) {
-    }
-    catalog_.refresh_unassigned(SIZE_MAX);
-    stats_.last_probes += catalog_.stats().queried - before;
-    verdicts_due_ = true;
-    for (const auto& [cookie, ns] : catalog_.namespaces())
-        if (ns.nsid)
-            add_found(*ns.nsid);
     return values();
 }
 
