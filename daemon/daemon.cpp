@@ -238,7 +238,11 @@ void Daemon::on_netlink() {
     const bool lost = drained.lost;
     if (drained.events > 0 && !lost)
         metrics_.observe_batch(drained.events);
+    const auto work = drained.changes.size();
     publish(std::move(drained.changes));
+    release_memory(work);
+    if (mirror_->refresh_due())
+        schedule_discovery();
     if (lost) {
         log_notable(Notable::Overrun, spdlog::level::warn,
                     fmt::format("Lost nsid events (receive buffer overrun or malformed message, "
@@ -331,15 +335,18 @@ Result<void> Daemon::start_discovery() {
 }
 
 int Daemon::on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept {
-    auto* self = static_cast<Daemon*>(userdata);
+    static_cast<Daemon*>(userdata)->schedule_discovery();
+    return 0;
+}
+
+void Daemon::schedule_discovery() {
     // Armed once per burst: a pending rescan already covers this change.
     int enabled = SD_EVENT_OFF;
-    sd_event_source_get_enabled(self->mounts_timer_.get(), &enabled);
+    sd_event_source_get_enabled(mounts_timer_.get(), &enabled);
     if (enabled == SD_EVENT_OFF) {
-        sd_event_source_set_time_relative(self->mounts_timer_.get(), kMountDelayUsec);
-        sd_event_source_set_enabled(self->mounts_timer_.get(), SD_EVENT_ONESHOT);
+        sd_event_source_set_time_relative(mounts_timer_.get(), kMountDelayUsec);
+        sd_event_source_set_enabled(mounts_timer_.get(), SD_EVENT_ONESHOT);
     }
-    return 0;
 }
 
 int Daemon::on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept {

@@ -49,6 +49,8 @@ private:
     // Discovery: mount changes (rescanned once per burst) and the periodic /proc pass.
     Result<void> start_discovery();
     static int on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept;
+    // Runs the mount rescan (and the deferred id refresh) shortly, once per burst.
+    void schedule_discovery();
     static int on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_discovery_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static constexpr std::uint64_t kMountDelayUsec = 50'000;

@@ -23,7 +23,7 @@ constexpr Nsid kProbeSlack = 512;
 constexpr std::size_t kProbeStep = 4096;
 constexpr int kResyncAttempts = 4;
 // Namespaces without an id asked again when an id shows up that no known namespace explains.
-constexpr std::size_t kRefreshBudget = 256;
+constexpr std::size_t kRefreshBudget = 4096;
 
 } // namespace
 
@@ -191,6 +191,7 @@ Result<std::vector<Entry>> Mirror::read_table(registry::Source source) {
     // ask, close). An id never changes while its namespace lives, so only namespaces met for
     // the first time, or without an id so far, are asked; the others' ids are certain.
     const auto before = catalog_.stats().queried;
+    catalog_.set_asking(true);
     catalog_.restart_pass();
     catalog_.scan_mounts(now, true);
     pass_started_usec_ = now;
@@ -432,19 +433,29 @@ void Mirror::identify(const std::vector<registry::Change>& changes) {
             unexplained = true;
         }
     }
-    // A known namespace may have just been given an id: ask those that had none.
-    if (unexplained)
-        catalog_.refresh_unassigned(kRefreshBudget);
+    // A known namespace may have just been given an id: ask those that had none, soon.
+    refresh_due_ = refresh_due_ || unexplained;
     attach_updated();
 }
 
+bool Mirror::unexplained_rows() const {
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
+        if (!row.entry.peer.cookie && !row.entry.peer.inode)
+            return true;
+    return false;
+}
+
 void Mirror::discover_mounts() {
+    catalog_.set_asking(unexplained_rows());
     catalog_.scan_mounts(realtime_usec(), false);
+    if (std::exchange(refresh_due_, false))
+        catalog_.refresh_unassigned(kRefreshBudget);
     attach_updated();
 }
 
 bool Mirror::discover_processes(std::size_t budget) {
     const auto now = realtime_usec();
+    catalog_.set_asking(unexplained_rows());
     if (!catalog_.pass_running()) {
         pass_started_usec_ = now;
         catalog_.scan_mounts(now, true); // each pass also re-verifies every mount

@@ -84,8 +84,12 @@ public:
     /// since the resync the caller then runs supersedes it.
     Drained drain(bool reconcile = false);
 
-    /// Discovery: rereads the nsfs mounts, and attaches what it learned to the entries.
+    /// Discovery: rereads the nsfs mounts, asks the ids of known namespaces that had none when
+    /// ids appeared that none explains (refresh_due()), and attaches what it learned.
     void discover_mounts();
+    /// Ids appeared that no known namespace explains: run discover_mounts() soon. Deferred so
+    /// that a burst of NEWs costs one round of GETs, not one per batch.
+    bool refresh_due() const noexcept { return refresh_due_; }
     /// Discovery: walks up to `budget` more processes of the current /proc pass. Returns true
     /// when the pass ended (then every peer's verdict was renewed).
     bool discover_processes(std::size_t budget);
@@ -122,6 +126,9 @@ private:
     // Attaches identities to self's rows: those `changes` added (asking the kernel again for
     // namespaces without an id when one is unaccounted for), and forgets the dead.
     void identify(const std::vector<registry::Change>& changes);
+    // Whether some row of self's table has no identity yet: only then must namespaces met for
+    // the first time be asked for their id.
+    bool unexplained_rows() const;
     // Copies what the catalog learned since the last call onto self's rows.
     void attach_updated();
     // After a /proc pass: renews every verdict of self's rows.
@@ -145,6 +152,7 @@ private:
     netns::Catalog catalog_;
     std::map<registry::Nsid, Verdict> verdicts_;
     std::uint64_t pass_started_usec_ = 0;
+    bool refresh_due_ = false;
     bool verdicts_due_ = false; // read_table() ended a pass; renew once the rows are in
 };
 

@@ -143,9 +143,11 @@ void Catalog::learn(std::vector<Met>& met, std::uint64_t now_usec, bool from_pro
             ns.cookie = m.cookie;
             ns.cookie_is_inode = !cookies_;
             ns.first_seen_usec = now_usec;
-            ask.push_back(netlink::ByFd{m.fd.get()});
-            asked.push_back(&ns);
-            fds.push_back(m.fd.get());
+            if (asking_) {
+                ask.push_back(netlink::ByFd{m.fd.get()});
+                asked.push_back(&ns);
+                fds.push_back(m.fd.get());
+            }
             updated_.push_back(ns.cookie);
         }
         ns.inode = m.inode;

@@ -73,6 +73,10 @@ public:
     /// Walks up to `budget` more /proc entries of the current pass. When the pass ends, drops the
     /// namespaces that neither a process nor a mount held during it, and returns true.
     bool scan_proc(std::size_t budget, std::uint64_t now_usec);
+    /// Whether a namespace met for the first time is asked for its id at once (the default).
+    /// Needless while every id in self's table is accounted for: a new namespace's id then
+    /// arrives as a NEW that no known namespace explains, and refresh_unassigned() finds it.
+    void set_asking(bool asking) noexcept { asking_ = asking || assign_ids_; }
     /// Asks self's id again for up to `budget` namespaces that had none (after an id appeared
     /// that no known namespace accounts for).
     void refresh_unassigned(std::size_t budget);
@@ -110,6 +114,7 @@ private:
     netlink::RequestSocket& requests_;
     bool assign_ids_;
     bool cookies_ = false;
+    bool asking_ = true;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie
     std::unordered_map<std::int32_t, std::uint64_t> by_nsid_; // self's id -> cookie
     std::vector<std::uint64_t> updated_;

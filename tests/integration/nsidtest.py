@@ -376,6 +376,53 @@ class Daemon:
                                                                    self.log())
 
 
+class Activation:
+    """Sockets held the way the service manager holds them for socket activation (nsidd.socket
+    and nsidd-netlink.socket): a Varlink listener and a netlink socket bound to RTNLGRP_NSID.
+    nsidd started with them gets them as fds 3 and 4; while it is down, the kernel keeps
+    queueing events into the netlink socket."""
+
+    def __init__(self, path, rcvbuf=4 << 20, log_path='/run/activated.log'):
+        self.path, self.log_path = path, log_path
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        self.events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        self.events.bind((0, 1 << 27))  # RTNLGRP_NSID as a bind mask: ListenNetlink=route 134217728
+        self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+
+    def start(self, *args, timeout=30):
+        """Starts nsidd on the held sockets; returns (process, GetStatus parameters)."""
+        env = dict(os.environ, LISTEN_FDS='2', LISTEN_FDNAMES='varlink:netlink')
+        env.pop('NOTIFY_SOCKET', None)
+        a, b = self.listener.fileno(), self.events.fileno()
+        # As the service manager does: fds 3 and 4, LISTEN_PID of the exec'd process itself.
+        p = track(subprocess.Popen(
+            ['sh', '-c', 'exec 3<&%d 4<&%d; LISTEN_PID=$$ exec "$0" "$@"' % (a, b), NSIDD,
+             '--config', '/dev/null', '--socket', '/run/unused.sock', '--metrics-listen',
+             'none'] + list(args),
+            env=env, pass_fds=(a, b), stderr=open(self.log_path, 'a')))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                c = Varlink(self.path)
+                r = c.call('io.nsidd.Registry.GetStatus')
+                c.close()
+                if r and 'parameters' in r:
+                    return p, r['parameters']
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and p.poll() is None, open(self.log_path).read()
+            time.sleep(0.02)
+
+    def call(self, method, parameters=None):
+        c = Varlink(self.path)
+        try:
+            return c.call(method, parameters)['parameters']
+        finally:
+            c.close()
+
+
 def nsidctl(*args, socket_path=None, check=True):
     cmd = [NSIDCTL] + (['--socket', socket_path] if socket_path else []) + list(args)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)

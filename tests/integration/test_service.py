@@ -97,40 +97,9 @@ t.log('notify: READY, WATCHDOG, RELOADING/READY, STOPPING seen; STATUS: %r' % an
 assert any_status, 'no STATUS= notification'
 
 # --- socket activation -----------------------------------------------------------------------
-listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 act_path = '/run/nsidd-act.sock'
-listener.bind(act_path)
-listener.listen(16)
-NETLINK_ROUTE = 0
-events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-events.bind((0, 1 << 27))  # RTNLGRP_NSID as a bind mask, as ListenNetlink=route 134217728
-events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-
-
-os.dup2(listener.fileno(), 8)
-os.dup2(events.fileno(), 9)
-
-
-def activated():
-    # As the service manager does: fds 3 and 4, LISTEN_PID of the exec'd process itself.
-    env = dict(os.environ, LISTEN_FDS='2', LISTEN_FDNAMES='varlink:netlink')
-    env.pop('NOTIFY_SOCKET', None)
-    p = t.track(subprocess.Popen(['sh', '-c', 'exec 3<&8 4<&9 8<&- 9<&-; LISTEN_PID=$$ exec "$0" "$@"',
-                          t.NSIDD, '--config', '/dev/null', '--socket', '/run/unused.sock',
-                          '--metrics-listen', 'none'],
-                         env=env, pass_fds=(8, 9), stderr=open('/run/activated.log', 'a')))
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            c = t.Varlink(act_path)
-            r = c.call('io.nsidd.Registry.GetStatus')
-            c.close()
-            if r and 'parameters' in r:
-                return p, r['parameters']
-        except OSError:
-            pass
-        assert time.monotonic() < deadline and p.poll() is None, open('/run/activated.log').read()
-        time.sleep(0.05)
+held = t.Activation(act_path)
+activated = held.start
 
 
 p, st = activated()

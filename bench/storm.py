@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Storm and soak: cycles of COUNT namespaces created with ids and destroyed in one burst, with a
+real nsidd and `ip monitor nsid` watching side by side, in a sandbox netns.
+
+After each cycle's creation and after its burst of deletions, the mirror must equal the kernel
+(per-id GETNSID probes). Reported per run: events each watcher saw and lost, nsidd's overruns
+and resyncs, CPU seconds of each, and nsidd's RSS after every cycle against its baseline.
+
+Usage (root): python3 bench/storm.py [--cycles 5] [--count 10000] [--rcvbuf BYTES]
+              [--no-monitor]
+tests/integration/test_soak.py runs a short version of the same storm."""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '../tests/integration'))
+import nsidtest as t  # noqa: E402
+
+TICK = os.sysconf('SC_CLK_TCK')
+
+
+def cpu_seconds(pid):
+    """utime + stime of a live process, in seconds."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def wait_idle(pid, quiet=1.0, timeout=600):
+    """Waits until a process has used no CPU for `quiet` seconds (it drained its queue)."""
+    deadline = time.monotonic() + timeout
+    last, since = cpu_seconds(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = cpu_seconds(pid)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+    raise AssertionError('pid %d still busy after %ds' % (pid, timeout))
+
+
+class Monitor:
+    """`ip monitor nsid`, its output in a file so that it never blocks on a pipe."""
+
+    def __init__(self):
+        self.out = tempfile.TemporaryFile('w+')
+        self.proc = t.track(subprocess.Popen(['ip', 'monitor', 'nsid'], stdout=self.out,
+                                             stderr=subprocess.STDOUT))
+        time.sleep(0.2)  # subscribed
+
+    def seen(self):
+        """(NEW lines, DEL lines) printed so far."""
+        self.out.flush()
+        self.out.seek(0)
+        new = dels = 0
+        for line in self.out:
+            if line.startswith('Deleted nsid '):
+                dels += 1
+            elif line.startswith('nsid '):
+                new += 1
+        return new, dels
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def run(cycles, count, nsidd_args=(), monitor=True, log=t.log):
+    """Runs the storm; returns a dict of results. Raises if the mirror is ever inexact."""
+    kernel = t.Kernel()
+    d = t.Daemon(*nsidd_args)
+    baseline = d.rss_kib()
+    mon = Monitor() if monitor else None
+    mcpu0 = cpu_seconds(mon.proc.pid) if mon else 0
+    st0 = d.status()
+    rss = []
+    nsidd_cpu = 0.0
+    started = time.monotonic()
+
+    def storm(lines):
+        # nsidd's CPU for the storm itself, until it is idle again; the List calls that check
+        # the mirror afterwards are not counted.
+        nonlocal nsidd_cpu
+        before = cpu_seconds(d.proc.pid)
+        t.ip_batch(lines)
+        wait_idle(d.proc.pid, quiet=0.5)
+        nsidd_cpu += cpu_seconds(d.proc.pid) - before
+
+    for c in range(cycles):
+        names = ['s%d_%d' % (c, i) for i in range(count)]
+        storm(['netns add ' + n for n in names])
+        storm(['netns set %s auto' % n for n in names])
+        got, want = t.settle(d, kernel, timeout=120)
+        t.check_equal(got, want, 'cycle %d: %d created' % (c + 1, count))
+        assert len(want) == count, len(want)
+        storm(['netns del ' + n for n in names])
+        got, want = t.settle(d, kernel, timeout=120)
+        t.check_equal(got, want, 'cycle %d: %d destroyed in one burst' % (c + 1, count))
+        assert not want, want
+        rss.append(d.rss_kib())
+        log('cycle %d: RSS %d KiB (baseline %d KiB)' % (c + 1, rss[-1], baseline))
+    elapsed = time.monotonic() - started
+    wait_idle(d.proc.pid)
+    st = d.status()
+    result = {
+        'cycles': cycles, 'count': count, 'expected_events': 2 * cycles * count,
+        'nsidd_events': st['events'] - st0['events'], 'overruns': st['overruns'] - st0['overruns'],
+        'resyncs': st['resyncs'] - st0['resyncs'], 'nsidd_cpu': nsidd_cpu,
+        'rss_baseline': baseline, 'rss': rss, 'elapsed': elapsed,
+    }
+    if mon:
+        wait_idle(mon.proc.pid)  # let ip monitor print what it still holds
+        result['monitor_cpu'] = cpu_seconds(mon.proc.pid) - mcpu0
+        result['monitor_new'], result['monitor_del'] = mon.seen()
+        mon.stop()
+    d.stop()
+    return result
+
+
+def report(r, log=t.log):
+    exp = r['expected_events']
+    log('%d cycles x %d namespaces, %d nsid events in %.1f s' % (r['cycles'], r['count'], exp,
+                                                                r['elapsed']))
+    log('  nsidd:      saw %d events (%d lost to %d overruns, recovered by %d resyncs); mirror '
+        'exact after every step; CPU %.2f s (storms only, not the checks); RSS baseline %d KiB, after each cycle %s KiB'
+        % (r['nsidd_events'], exp - r['nsidd_events'], r['overruns'], r['resyncs'],
+           r['nsidd_cpu'], r['rss_baseline'], r['rss']))
+    if 'monitor_cpu' in r:
+        seen = r['monitor_new'] + r['monitor_del']
+        log('  ip monitor: printed %d events (%d NEW, %d DEL), lost %d; CPU %.2f s'
+            % (seen, r['monitor_new'], r['monitor_del'], exp - seen, r['monitor_cpu']))
+        if r['monitor_cpu'] > 0:
+            log('  nsidd CPU / ip monitor CPU = %.3f' % (r['nsidd_cpu'] / r['monitor_cpu']))
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--cycles', type=int, default=5)
+    ap.add_argument('--count', type=int, default=10000)
+    ap.add_argument('--rcvbuf', type=int)
+    ap.add_argument('--no-monitor', action='store_true')
+    a = ap.parse_args()
+    t.sandbox()
+    args = ['--rcvbuf', str(a.rcvbuf)] if a.rcvbuf else []
+    report(run(a.cycles, a.count, args, monitor=not a.no_monitor))
