@@ -39,8 +39,8 @@ private:
     std::optional<std::string> reload();
     void arm_resync_timer();
     void notify_status();
-    // Returns freed heap to the system after work on `items` entries, when that was much.
-    static void release_memory(std::size_t items);
+    // Returns freed heap to the system once work on many entries has added up.
+    void release_memory(std::size_t items);
     static constexpr std::size_t kTrimThreshold = 1000;
 
     static int on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept;
@@ -53,7 +53,8 @@ private:
     void schedule_discovery();
     static int on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_discovery_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
-    static constexpr std::uint64_t kMountDelayUsec = 50'000;
+    static constexpr std::uint64_t kMountDelayUsec = 50'000; // the shortest
+    std::uint64_t mount_delay_usec_ = kMountDelayUsec;
     static constexpr std::size_t kProcessesPerSlice = 2048;
 
     Options options_;
@@ -71,6 +72,7 @@ private:
     std::uint64_t started_usec_ = 0;
     std::uint64_t seq_ = 0; // Watch sequence: one per published change
     std::uint64_t denials_ = 0;
+    std::size_t trim_debt_ = 0; // entries worked on since the last malloc_trim
     std::uint64_t last_status_usec_ = 0;
     bool passed_socket_ = false;
     static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;

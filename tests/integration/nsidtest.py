@@ -26,6 +26,11 @@ SANITIZED = os.environ.get('NSIDD_SANITIZED') == '1'
 BUILD = os.environ.get('NSIDD_BUILD', os.path.join(os.path.dirname(__file__), '../../build'))
 NSIDD = os.path.join(BUILD, 'daemon/nsidd')
 NSIDCTL = os.path.join(BUILD, 'cli/nsidctl')
+# NSIDD_VALGRIND=1: nsidd and nsidctl run under valgrind's memcheck, and any error it reports
+# (invalid access, uninitialised value, definite leak) fails the run with exit status 99.
+VALGRIND = ['valgrind', '--quiet', '--error-exitcode=99', '--leak-check=full',
+            '--errors-for-leak-kinds=definite', '--show-leak-kinds=definite'] \
+    if os.environ.get('NSIDD_VALGRIND') == '1' else []
 
 RTM_NEWNSID, RTM_GETNSID = 88, 90
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -313,15 +318,15 @@ class Daemon:
     def __init__(self, *args, socket_path='/run/nsidd-test/io.nsidd.Registry'):
         self.socket = socket_path
         defaults = [] if '--metrics-listen' in args else ['--metrics-listen', 'none']
-        self.args = [NSIDD, '--socket', socket_path, '--config', '/dev/null'] + defaults + \
-            list(args)
+        self.args = VALGRIND + [NSIDD, '--socket', socket_path, '--config', '/dev/null'] + \
+            defaults + list(args)
         self.stderr = tempfile.TemporaryFile('w+')
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.stderr)
         _started.append(self)
         self.wait_ready()
 
-    def wait_ready(self, timeout=30):
+    def wait_ready(self, timeout=120 if VALGRIND else 30):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -424,7 +429,7 @@ class Activation:
 
 
 def nsidctl(*args, socket_path=None, check=True):
-    cmd = [NSIDCTL] + (['--socket', socket_path] if socket_path else []) + list(args)
+    cmd = VALGRIND + [NSIDCTL] + (['--socket', socket_path] if socket_path else []) + list(args)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if check and r.returncode != 0:
         raise AssertionError('%s: exit %d: %s' % (' '.join(cmd), r.returncode, r.stderr))
