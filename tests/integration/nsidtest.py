@@ -51,6 +51,8 @@ def skip(why):
 def sandbox():
     """Re-runs the calling script inside a private network and mount namespace."""
     if os.environ.get('NSIDD_SANDBOX') == '1':
+        if VALGRIND:
+            log('nsidd and nsidctl run under valgrind memcheck')
         subprocess.run(['mount', '-t', 'tmpfs', 'tmpfs', '/run'], check=True)
         subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)
         return
