@@ -236,6 +236,11 @@ int Daemon::on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexc
 }
 
 void Daemon::on_netlink() {
+    if (resync_timer_pending_) {
+        // An overrun resync is due: the snapshot it takes supersedes whatever is read now.
+        mirror_->discard();
+        return;
+    }
     auto drained = mirror_->drain();
     const bool lost = drained.lost;
     if (drained.events > 0 && !lost)
@@ -250,14 +255,56 @@ void Daemon::on_netlink() {
                     fmt::format("Lost nsid events (receive buffer overrun or malformed message, "
                                 "{} overruns so far); resyncing",
                                 mirror_->stats().overruns));
-        resync(ResyncReason::Overrun);
+        overrun_resync();
     }
     notify_status();
     metrics_.sync(*mirror_, server_.get(), denials_);
 }
 
+void Daemon::overrun_resync() {
+    // Overruns come in storms, and reading a large table costs: resync at once, or, if the
+    // last one ended recently, once it has been idle ten times as long as it took. The mirror
+    // is exact again shortly after the storm, without resyncing through all of it.
+    const auto& st = mirror_->stats();
+    const auto now = monotonic_usec();
+    const auto earliest =
+        last_resync_end_usec_ +
+        std::min<std::uint64_t>(st.last_resync_duration_usec * 10, kMaxResyncBackoffUsec);
+    if (last_resync_end_usec_ == 0 || now >= earliest) {
+        resync(ResyncReason::Overrun);
+        return;
+    }
+    resync_timer_pending_ = true;
+    sd_event_source* s = nullptr;
+    if (!overrun_timer_) {
+        if (sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, earliest - now, 1000,
+                                       on_overrun_timer, this) < 0) {
+            resync_timer_pending_ = false;
+            resync(ResyncReason::Overrun);
+            return;
+        }
+        overrun_timer_.reset(s);
+    } else {
+        sd_event_source_set_time_relative(overrun_timer_.get(), earliest - now);
+        sd_event_source_set_enabled(overrun_timer_.get(), SD_EVENT_ONESHOT);
+    }
+}
+
+int Daemon::on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    self->mirror_->discard();
+    self->resync(ResyncReason::Overrun);
+    self->notify_status();
+    return 0;
+}
+
 void Daemon::resync(ResyncReason reason) {
+    // Whatever the reason, this snapshot supersedes a deferred overrun resync.
+    resync_timer_pending_ = false;
+    if (overrun_timer_)
+        sd_event_source_set_enabled(overrun_timer_.get(), SD_EVENT_OFF);
     auto changes = mirror_->resync(reason);
+    last_resync_end_usec_ = monotonic_usec();
     if (!changes) {
         spdlog::error("Failed to resync the nsid table ({}): {}", to_string(reason),
                       reason_text(changes.error()));

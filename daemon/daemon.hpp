@@ -31,6 +31,10 @@ private:
     Result<void> start();
     void on_netlink();
     void resync(ResyncReason reason);
+    // After an overrun: resync now, or later if the last one was recent (see .cpp).
+    void overrun_resync();
+    static int on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
+    static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
     void publish(std::vector<registry::Change> changes);
     void dispatch(Server::Peer& peer, const varlink::Call& call);
     void call(Server::Peer& peer, const varlink::Call& call);
@@ -68,6 +72,9 @@ private:
     std::vector<EventSource> sources_;
     EventSource resync_timer_;
     EventSource mounts_timer_;
+    EventSource overrun_timer_;
+    bool resync_timer_pending_ = false;
+    std::uint64_t last_resync_end_usec_ = 0; // CLOCK_MONOTONIC
     EventSource discovery_timer_;
     std::uint64_t started_usec_ = 0;
     std::uint64_t seq_ = 0; // Watch sequence: one per published change

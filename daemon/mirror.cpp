@@ -298,6 +298,22 @@ Result<std::vector<registry::Change>> Mirror::resync(ResyncReason reason) {
     return fail(Errc::Timeout);
 }
 
+std::size_t Mirror::discard() {
+    std::size_t n = 0;
+    for (;;) {
+        auto d = events_.receive();
+        if (d) {
+            ++stats_.datagrams;
+            ++n;
+            continue;
+        }
+        if (d.error() == std::error_code(ENOBUFS, std::system_category()))
+            ++stats_.overruns;
+        else if (d.error() != std::error_code(EINTR, std::system_category()))
+            return n; // EAGAIN, or an error the resync will meet again
+    }
+}
+
 Mirror::Drained Mirror::drain(bool reconcile) {
     Drained out;
     registry::Batch batch;
@@ -458,7 +474,7 @@ bool Mirror::discover_processes(std::size_t budget) {
     catalog_.set_asking(unexplained_rows());
     if (!catalog_.pass_running()) {
         pass_started_usec_ = now;
-        catalog_.scan_mounts(now, true); // each pass also re-verifies every mount
+        catalog_.scan_mounts(now, false);
     }
     const bool done = catalog_.scan_proc(budget, now);
     attach_updated();

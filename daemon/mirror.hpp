@@ -105,6 +105,10 @@ public:
     std::array<std::size_t, 3> state_counts() const;
     const netns::Catalog& catalog() const noexcept { return catalog_; }
 
+    /// Reads and drops every queued datagram (a resync that supersedes them is due). Returns
+    /// how many were read.
+    std::size_t discard();
+
     /// Self's id for the namespace named `name` under /run/netns, if it has one.
     std::optional<registry::Nsid> nsid_of_name(const std::string& name);
 

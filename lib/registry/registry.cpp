@@ -90,6 +90,13 @@ void Registry::sweep(std::vector<Change>& changes) {
             t = tables_.erase(t);
             continue;
         }
+        if (observer == kSelf) {
+            // Self's row for a dead peer is the one its death removed (a DEL, a replacing NEW
+            // or a resync): nothing else in self's table points at it. Skipping it keeps a
+            // self-scope sweep O(1), however many small batches a long burst arrives in.
+            ++t;
+            continue;
+        }
         for (auto r = table.rows.begin(); r != table.rows.end();) {
             if (died(peer_of(observer, r->second.entry), r->second.stamp)) {
                 changes.push_back(Change{ChangeKind::Purge, observer, std::move(r->second.entry)});

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Event latency from the kernel to a Watch client: an id is assigned (RTM_NEWNSID, sent here
+on a raw netlink socket; the kernel emits the event before it answers), and the time until a
+Varlink Watch client holds the matching `new` change is measured, Python client included.
+Usage (root): python3 bench/latency.py [SAMPLES] [BACKGROUND_IDS]     (default: 500 0)"""
+import os
+import socket
+import statistics
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '../tests/integration'))
+import nsidtest as t  # noqa: E402
+
+t.sandbox()
+samples = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+background = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+if background:
+    t.ip_batch(['netns add bg%d' % i for i in range(background)] +
+               ['netns set bg%d auto' % i for i in range(background)])
+t.ip_batch(['netns add l%d' % i for i in range(samples)])
+d = t.Daemon()
+w = t.Varlink(d.socket)
+w.send('io.nsidd.Registry.Watch', {}, more=True)
+w.receive()  # the start marker
+
+nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+nl.bind((0, 0))
+RTM_NEWNSID, NLM_F_ACK = 88, 4
+
+
+def assign(fd, seq):
+    body = struct.pack('=Bxxx', 0) + struct.pack('=HHi', 8, t.NETNSA_NSID, -1) + \
+        struct.pack('=HHi', 8, t.NETNSA_FD, fd)
+    nl.send(struct.pack('=IHHII', 16 + len(body), RTM_NEWNSID, t.NLM_F_REQUEST | NLM_F_ACK,
+                        seq, 0) + body)
+
+
+lat = []
+for i in range(samples):
+    fd = os.open('/run/netns/l%d' % i, os.O_RDONLY)
+    t0 = time.perf_counter()
+    assign(fd, i + 1)
+    while True:
+        p = w.receive()['parameters']
+        if p['kind'] == 'new':
+            break
+    lat.append((time.perf_counter() - t0) * 1e6)
+    nl.recv(4096)  # the ACK
+    os.close(fd)
+lat.sort()
+print('%d NEW events with %d other ids in the table: kernel -> nsidd -> Watch client latency '
+      'p50 %.0f us, p90 %.0f us, p99 %.0f us, max %.0f us (mean %.0f us)'
+      % (samples, background, lat[len(lat) // 2], lat[len(lat) * 9 // 10],
+         lat[len(lat) * 99 // 100], lat[-1], statistics.mean(lat)))
+w.close()
+d.stop()
