@@ -147,9 +147,13 @@ Result<void> Daemon::start() {
     ns_get_id_ = kernel_has_ns_get_id();
     dump_truncation_ = kernel_truncates_dumps();
 
+    // Ids saved by an earlier nsidd in this boot spare the kernel a GET per namespace.
+    if (options_.id_cache != "none" && mirror_->load_ids(options_.id_cache))
+        spdlog::debug("Loaded the namespace ids saved in {}", options_.id_cache);
     // Bootstrap: the event socket already queues changes; resync reads the table and then
     // applies what queued meanwhile.
     resync(ResyncReason::Startup);
+    save_ids();
     if (mirror_->stats().resyncs[static_cast<std::size_t>(ResyncReason::Startup)] == 0)
         return fail(Errc::Timeout);
 
@@ -208,6 +212,7 @@ int Daemon::run() {
         return 1;
     const int r = sd_event_loop(event_.get());
     sd_notify(0, "STOPPING=1");
+    save_ids();
     server_.reset();
     if (r < 0) {
         spdlog::error("Failed to run the event loop: {}", std::strerror(-r));
@@ -259,6 +264,16 @@ void Daemon::on_netlink() {
     }
     notify_status();
     metrics_.sync(*mirror_, server_.get(), denials_);
+}
+
+void Daemon::save_ids() {
+    if (options_.id_cache == "none" || mirror_->save_ids(options_.id_cache))
+        return;
+    // Once per run: a missing directory stays missing.
+    if (!id_cache_warned_)
+        spdlog::warn("Cannot save namespace ids to {} ({}); restarts will ask the kernel again",
+                     options_.id_cache, std::strerror(errno));
+    id_cache_warned_ = true;
 }
 
 void Daemon::overrun_resync() {
@@ -425,6 +440,7 @@ int Daemon::on_discovery_timer(sd_event_source* s, uint64_t, void* userdata) noe
     sd_event_source_set_time_relative(s, delay);
     sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
     if (done) {
+        self->save_ids();
         self->metrics_.set_namespaces(self->mirror_->catalog().namespaces().size(),
                                       read_netns_limit());
         self->metrics_.sync(*self->mirror_, self->server_.get(), self->denials_);

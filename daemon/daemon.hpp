@@ -33,6 +33,9 @@ private:
     void resync(ResyncReason reason);
     // After an overrun: resync now, or later if the last one was recent (see .cpp).
     void overrun_resync();
+    // Saves the catalog's ids for a restart (--id-cache), when they changed.
+    void save_ids();
+    bool id_cache_warned_ = false;
     static int on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
     void publish(std::vector<registry::Change> changes);

@@ -105,6 +105,14 @@ public:
     std::array<std::size_t, 3> state_counts() const;
     const netns::Catalog& catalog() const noexcept { return catalog_; }
 
+    /// Takes the ids a previous nsidd saved at `path` (same boot, same namespace) as hints, so
+    /// that the bootstrap need not ask the kernel for them. Returns false when there is no
+    /// such file or it does not apply (then nothing changes).
+    bool load_ids(const std::string& path);
+    /// Saves the ids the catalog knows to `path` (atomically, mode 0600) if they changed since
+    /// the last save. Returns false when it could not be written.
+    bool save_ids(const std::string& path);
+
     /// Reads and drops every queued datagram (a resync that supersedes them is due). Returns
     /// how many were read.
     std::size_t discard();
@@ -157,6 +165,11 @@ private:
     std::map<registry::Nsid, Verdict> verdicts_;
     std::uint64_t pass_started_usec_ = 0;
     bool refresh_due_ = false;
+    std::uint64_t saved_ids_version_ = UINT64_MAX;
+    // What ties saved ids to this boot and this observer (see Catalog::export_ids).
+    std::string boot_id_;
+    std::uint64_t self_cookie_ = 0;
+    void read_origin();
     bool verdicts_due_ = false; // read_table() ended a pass; renew once the rows are in
 };
 

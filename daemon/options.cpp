@@ -69,6 +69,9 @@ void describe(CLI::App& app, Options& o) {
                    "Seconds a peer may have no process and no bind mount before it is orphaned")
         ->check(CLI::Range(0u, 86400u * 7))
         ->capture_default_str();
+    app.add_option("--id-cache", o.id_cache,
+                   "File that keeps namespace ids across restarts (this boot only), or none")
+        ->capture_default_str();
     app.add_flag("--assign-ids", o.assign_ids,
                  "Give every namespace found an id in this namespace's table (changes kernel "
                  "state)");
@@ -117,7 +120,7 @@ std::variant<Options, std::string> parse(int argc, char** argv, bool with_versio
              {"--socket", "--scope", "--rcvbuf", "--resync-interval", "--metrics-listen",
               "--log-level", "--history", "--max-connections", "--max-connections-per-uid",
               "--max-request", "--max-output", "--idle-timeout", "--discovery-interval",
-              "--orphan-grace", "--assign-ids"}) {
+              "--orphan-grace", "--assign-ids", "--id-cache"}) {
             if (what.rfind(std::string(key) + ":", 0) == 0 && !given(key)) {
                 const std::string name = std::string(key).substr(2);
                 return file + ": key '" + name + "'" + what.substr(std::strlen(key));

@@ -115,6 +115,7 @@ std::optional<Catalog::Met> Catalog::meet(const std::string& path, std::optional
 void Catalog::set_nsid(Namespace& ns, std::optional<std::int32_t> nsid) {
     if (ns.nsid == nsid)
         return;
+    ++ids_version_;
     if (ns.nsid) {
         if (auto it = by_nsid_.find(*ns.nsid); it != by_nsid_.end() && it->second == ns.cookie)
             by_nsid_.erase(it);
@@ -143,12 +144,15 @@ void Catalog::learn(std::vector<Met>& met, std::uint64_t now_usec, bool from_pro
             ns.cookie = m.cookie;
             ns.cookie_is_inode = !cookies_;
             ns.first_seen_usec = now_usec;
-            if (asking_) {
+            updated_.push_back(ns.cookie);
+            if (auto h = hints_.find(m.cookie); h != hints_.end() && !ns.cookie_is_inode) {
+                set_nsid(ns, h->second); // known from before a restart: no need to ask
+                hints_.erase(h);
+            } else if (asking_) {
                 ask.push_back(netlink::ByFd{m.fd.get()});
                 asked.push_back(&ns);
                 fds.push_back(m.fd.get());
             }
-            updated_.push_back(ns.cookie);
         }
         ns.inode = m.inode;
         ns.path = m.path;
@@ -271,6 +275,7 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
             }
             ++pass_;
             ++stats_.passes;
+            hints_.clear(); // a namespace the pass did not meet is gone
             return true;
         }
         char* end = nullptr;
@@ -342,12 +347,67 @@ void Catalog::refresh_unassigned(std::size_t budget) {
     learn(other, 0, false);
 }
 
+std::string Catalog::export_ids(std::string_view boot_id, std::uint64_t self_cookie) const {
+    std::string out =
+        "nsidd-ids 1 " + std::string(boot_id) + " " + std::to_string(self_cookie) + "\n";
+    for (const auto& [cookie, ns] : namespaces_)
+        if (ns.nsid && !ns.cookie_is_inode)
+            out += std::to_string(cookie) + " " + std::to_string(*ns.nsid) + "\n";
+    return out;
+}
+
+bool Catalog::import_ids(std::string_view text, std::string_view boot_id, std::uint64_t self_cookie,
+                         std::size_t max_lines) {
+    auto number = [](std::string_view s, std::uint64_t max) -> std::optional<std::uint64_t> {
+        if (s.empty() || s.size() > 20)
+            return std::nullopt;
+        std::uint64_t v = 0;
+        for (char c : s) {
+            if (c < '0' || c > '9')
+                return std::nullopt;
+            const std::uint64_t d = static_cast<std::uint64_t>(c - '0');
+            if (v > (max - d) / 10)
+                return std::nullopt;
+            v = v * 10 + d;
+        }
+        return v;
+    };
+    auto next_line = [&text]() -> std::optional<std::string_view> {
+        const auto eol = text.find('\n');
+        if (eol == std::string_view::npos)
+            return std::nullopt; // every line ends with one: a cut file is rejected
+        auto line = text.substr(0, eol);
+        text.remove_prefix(eol + 1);
+        return line;
+    };
+    const std::string header =
+        "nsidd-ids 1 " + std::string(boot_id) + " " + std::to_string(self_cookie);
+    if (boot_id.empty() || next_line() != std::optional<std::string_view>(header))
+        return false;
+    std::unordered_map<std::uint64_t, std::int32_t> hints;
+    for (std::size_t n = 0; !text.empty(); ++n) {
+        const auto line = next_line();
+        if (!line || n == max_lines)
+            return false;
+        const auto sp = line->find(' ');
+        if (sp == std::string_view::npos)
+            return false;
+        const auto cookie = number(line->substr(0, sp), UINT64_MAX);
+        const auto nsid = number(line->substr(sp + 1), INT32_MAX);
+        if (!cookie || !nsid || !hints.emplace(*cookie, static_cast<std::int32_t>(*nsid)).second)
+            return false;
+    }
+    hints_ = std::move(hints);
+    return true;
+}
+
 void Catalog::forget(std::uint64_t cookie) {
     if (auto it = namespaces_.find(cookie); it != namespaces_.end())
         drop(it);
 }
 
 void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
+    ++ids_version_;
     if (it->second.nsid)
         if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)
             by_nsid_.erase(n);

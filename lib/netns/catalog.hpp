@@ -83,6 +83,19 @@ public:
     /// The namespace is dead (its id was deleted): forget it.
     void forget(std::uint64_t cookie);
 
+    /// The ids of namespaces that have one, as text for a restarted nsidd (import_ids): an id
+    /// never changes while its namespace lives and a cookie is never reused within a boot, so
+    /// a namespace met again with the same cookie still has the same id, and need not be asked.
+    /// Only real cookies are written, with the boot and the observer they hold for.
+    std::string export_ids(std::string_view boot_id, std::uint64_t self_cookie) const;
+    /// Takes ids written by export_ids() as hints for namespaces met from now on. Rejects the
+    /// whole text (returns false, changes nothing) when it is malformed, over `max_lines`, or
+    /// from another boot or observer.
+    bool import_ids(std::string_view text, std::string_view boot_id, std::uint64_t self_cookie,
+                    std::size_t max_lines = 1u << 22);
+    /// Bumped whenever a namespace's id is learned or forgotten: export when it moved.
+    std::uint64_t ids_version() const noexcept { return ids_version_; }
+
     const Namespace* by_nsid(std::int32_t nsid) const;
     const std::unordered_map<std::uint64_t, Namespace>& namespaces() const noexcept {
         return namespaces_;
@@ -115,6 +128,8 @@ private:
     bool assign_ids_;
     bool cookies_ = false;
     bool asking_ = true;
+    std::unordered_map<std::uint64_t, std::int32_t> hints_; // cookie -> id, from import_ids
+    std::uint64_t ids_version_ = 0;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie
     std::unordered_map<std::int32_t, std::uint64_t> by_nsid_; // self's id -> cookie
     std::vector<std::uint64_t> updated_;

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <string_view>
+
 #include "netns/catalog.hpp"
 
 using nsidd::netns::parse_nsfs_mounts;
@@ -55,4 +58,47 @@ TEST(Mountinfo, EscapesAtTheEndOfAPath) {
     ASSERT_EQ(mounts.size(), 2u);
     EXPECT_EQ(mounts[0].path, "/x\\04"); // incomplete escape: kept as written
     EXPECT_EQ(mounts[1].path, "/y\\");
+}
+
+// Saved ids: the text a restarted nsidd trusts must be exactly what export_ids() writes, for
+// this boot and this observer; anything else is rejected whole.
+class SavedIds : public ::testing::Test {
+protected:
+    void SetUp() override {
+        auto r = nsidd::netlink::RequestSocket::open();
+        ASSERT_TRUE(r) << r.error().message();
+        requests_.emplace(std::move(*r));
+        catalog_.emplace(nsidd::netns::Roots{"/nonexistent", "/nonexistent"}, *requests_, false);
+    }
+    bool import(std::string_view text) { return catalog_->import_ids(text, "b00t", 7, 4); }
+    std::optional<nsidd::netlink::RequestSocket> requests_;
+    std::optional<nsidd::netns::Catalog> catalog_;
+};
+
+TEST_F(SavedIds, AcceptsWhatExportWrites) {
+    EXPECT_EQ(catalog_->export_ids("b00t", 7), "nsidd-ids 1 b00t 7\n");
+    EXPECT_TRUE(import("nsidd-ids 1 b00t 7\n"));
+    EXPECT_TRUE(import("nsidd-ids 1 b00t 7\n4101 0\n18446744073709551615 2147483647\n"));
+}
+
+TEST_F(SavedIds, RejectsAnythingElse) {
+    for (const char* bad : {
+             "",
+             "nsidd-ids 1 b00t 7",                            // cut: no newline
+             "nsidd-ids 1 other-boot 7\n4101 0\n",            // another boot
+             "nsidd-ids 1 b00t 8\n4101 0\n",                  // another observer
+             "nsidd-ids 2 b00t 7\n",                          // another format
+             "nsidd-ids 1 b00t 7\n4101 0",                    // cut line
+             "nsidd-ids 1 b00t 7\n4101\n",                    // no id
+             "nsidd-ids 1 b00t 7\n4101 -1\n",                 // negative id
+             "nsidd-ids 1 b00t 7\n4101 2147483648\n",         // id past INT32_MAX
+             "nsidd-ids 1 b00t 7\n18446744073709551616 1\n",  // cookie past 2^64-1
+             "nsidd-ids 1 b00t 7\n4101  1\n",                 // two spaces
+             "nsidd-ids 1 b00t 7\n4101 1\n4101 2\n",          // a cookie twice
+             "nsidd-ids 1 b00t 7\n1 1\n2 2\n3 3\n4 4\n5 5\n", // over max_lines (4)
+             "nsidd-ids 1 b00t 7\n\n",                        // empty line
+         })
+        EXPECT_FALSE(import(bad)) << bad;
+    // An empty boot id never matches.
+    EXPECT_FALSE(catalog_->import_ids("nsidd-ids 1  7\n", "", 7));
 }
