@@ -422,10 +422,10 @@ int Daemon::on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept
     const auto started = monotonic_usec();
     self->mirror_->discover_mounts();
     // Rereading the mount table costs O(mounts) in the kernel and here: during a long burst of
-    // `ip netns add`, rescan at most ~5% of the time, so that a host with 10000 bind mounts
+    // `ip netns add`, rescan at most ~2% of the time, so that a host with 10000 bind mounts
     // is not kept busy by its own mount table.
     self->mount_delay_usec_ =
-        std::clamp<std::uint64_t>((monotonic_usec() - started) * 20, kMountDelayUsec, 2'000'000);
+        std::clamp<std::uint64_t>((monotonic_usec() - started) * 50, kMountDelayUsec, 2'000'000);
     self->metrics_.sync(*self->mirror_, self->server_.get(), self->denials_);
     return 0;
 }
