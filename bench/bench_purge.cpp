@@ -49,8 +49,9 @@ const IsAssigned kNever = [](Observer, Nsid) {
     return false;
 };
 
-void BM_PurgeBatched(benchmark::State& state) {
-    const auto g = make_graph(state.range(0), state.range(1), state.range(2));
+void purge_batched(benchmark::State& state, std::int64_t dying, std::int64_t tables,
+                   std::int64_t entries) {
+    const auto g = make_graph(dying, tables, entries);
     Registry base(1024);
     base.apply(g.build, kNever);
     for (auto _ : state) {
@@ -68,8 +69,9 @@ void BM_PurgeBatched(benchmark::State& state) {
     state.counters["entries"] = static_cast<double>(base.entry_count());
 }
 
-void BM_PurgeNaive(benchmark::State& state) {
-    const auto g = make_graph(state.range(0), state.range(1), state.range(2));
+void purge_naive(benchmark::State& state, std::int64_t dying, std::int64_t tables,
+                 std::int64_t entries) {
+    const auto g = make_graph(dying, tables, entries);
     Registry base(1024);
     base.apply(g.build, kNever);
     // The same tables, rows and self-table DELs as the batched run; only the purge differs.
@@ -89,6 +91,14 @@ void BM_PurgeNaive(benchmark::State& state) {
     state.counters["entries"] = static_cast<double>(base.entry_count());
 }
 
+void BM_PurgeBatched(benchmark::State& state) {
+    purge_batched(state, state.range(0), state.range(1), state.range(2));
+}
+
+void BM_PurgeNaive(benchmark::State& state) {
+    purge_naive(state, state.range(0), state.range(1), state.range(2));
+}
+
 void Sizes(benchmark::internal::Benchmark* b) {
     b->Args({10, 100, 64})
         ->Args({100, 100, 64})
@@ -102,6 +112,21 @@ void Sizes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_PurgeBatched)->Apply(Sizes);
 BENCHMARK(BM_PurgeNaive)->Apply(Sizes);
+
+// The complexity curve: a host graph of n tables of 16 entries in which n/2 peers die at once.
+// The sweep is linear in the entries; the per-peer scan is quadratic (n/2 scans of 16n rows).
+template <auto Purge> void BM_Curve(benchmark::State& state) {
+    const auto n = state.range(0);
+    Purge(state, n / 2, n, 16);
+    state.SetComplexityN(n);
+}
+
+void Curve(benchmark::internal::Benchmark* b) {
+    b->RangeMultiplier(2)->Range(128, 2048)->Unit(benchmark::kMillisecond)->Complexity();
+}
+
+BENCHMARK_TEMPLATE(BM_Curve, purge_batched)->Name("BM_CurveBatched")->Apply(Curve);
+BENCHMARK_TEMPLATE(BM_Curve, purge_naive)->Name("BM_CurveNaive")->Apply(Curve);
 
 } // namespace
 
