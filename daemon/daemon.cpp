@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <malloc.h>
 #include <sys/utsname.h>
 #include <sys/socket.h>
@@ -153,7 +154,6 @@ Result<void> Daemon::start() {
     // Bootstrap: the event socket already queues changes; resync reads the table and then
     // applies what queued meanwhile.
     resync(ResyncReason::Startup);
-    save_ids();
     if (mirror_->stats().resyncs[static_cast<std::size_t>(ResyncReason::Startup)] == 0)
         return fail(Errc::Timeout);
 
@@ -267,7 +267,12 @@ void Daemon::on_netlink() {
 }
 
 void Daemon::save_ids() {
-    if (options_.id_cache == "none" || mirror_->save_ids(options_.id_cache))
+    if (options_.id_cache == "none")
+        return;
+    // Its directory is the service's RuntimeDirectory; run by hand, nsidd makes it.
+    if (const auto slash = options_.id_cache.rfind('/'); slash != std::string::npos && slash > 0)
+        ::mkdir(options_.id_cache.substr(0, slash).c_str(), 0755);
+    if (mirror_->save_ids(options_.id_cache))
         return;
     // Once per run: a missing directory stays missing.
     if (!id_cache_warned_)
@@ -393,6 +398,9 @@ Result<void> Daemon::start_discovery() {
         r < 0)
         return fail_errno(-r);
     mounts_timer_.reset(s);
+    // Armed by mount changes and unexplained ids; first, right after start, for the mounts
+    // that exist already.
+    mounts_changed_ = true;
     // The first pass starts at once, after READY=1: identities follow the ids shortly.
     if (int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, 0, 0,
                                            on_discovery_timer, this);
@@ -403,7 +411,9 @@ Result<void> Daemon::start_discovery() {
 }
 
 int Daemon::on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept {
-    static_cast<Daemon*>(userdata)->schedule_discovery();
+    auto* self = static_cast<Daemon*>(userdata);
+    self->mounts_changed_ = true;
+    self->schedule_discovery();
     return 0;
 }
 
@@ -419,13 +429,24 @@ void Daemon::schedule_discovery() {
 
 int Daemon::on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
     auto* self = static_cast<Daemon*>(userdata);
-    const auto started = monotonic_usec();
-    self->mirror_->discover_mounts();
-    // Rereading the mount table costs O(mounts) in the kernel and here: during a long burst of
-    // `ip netns add`, rescan at most ~2% of the time, so that a host with 10000 bind mounts
-    // is not kept busy by its own mount table.
-    self->mount_delay_usec_ =
-        std::clamp<std::uint64_t>((monotonic_usec() - started) * 50, kMountDelayUsec, 2'000'000);
+    if (std::exchange(self->mounts_changed_, false)) {
+        const auto started = monotonic_usec();
+        self->mirror_->discover_mounts();
+        // Rereading the mount table costs O(mounts) in the kernel and here: during a long
+        // burst of `ip netns add`, reread at most ~2% of the time, so that a host with 10000
+        // bind mounts is not kept busy by its own mount table.
+        const auto took = monotonic_usec() - started;
+        spdlog::debug("Mount table reread in {} us", took);
+        self->mount_delay_usec_ = std::clamp<std::uint64_t>(took * 50, kMountDelayUsec, 2'000'000);
+    }
+    if (self->mirror_->refresh_due()) {
+        // One slice of the round, then the loop serves events and clients again.
+        self->mirror_->refresh_ids(monotonic_usec() + kRefreshSliceUsec);
+        if (self->mirror_->refresh_due()) {
+            sd_event_source_set_time_relative(self->mounts_timer_.get(), kRefreshSliceUsec);
+            sd_event_source_set_enabled(self->mounts_timer_.get(), SD_EVENT_ONESHOT);
+        }
+    }
     self->metrics_.sync(*self->mirror_, self->server_.get(), self->denials_);
     return 0;
 }
@@ -434,7 +455,12 @@ int Daemon::on_discovery_timer(sd_event_source* s, uint64_t, void* userdata) noe
     auto* self = static_cast<Daemon*>(userdata);
     // A bounded slice of the /proc walk per wakeup: a host with 100k processes does not stall
     // the loop; the rest follows at once, after whatever else is pending.
-    const bool done = self->mirror_->discover_processes(kProcessesPerSlice);
+    const auto started = monotonic_usec();
+    // The mount table is reread on its own changes; only without that watch does a pass
+    // reread it too.
+    const bool done =
+        self->mirror_->discover_processes(kProcessesPerSlice, !self->mountinfo_.is_valid());
+    const auto walked = monotonic_usec();
     const auto delay = done ? static_cast<std::uint64_t>(self->options_.discovery_interval * 1e6)
                             : std::uint64_t{0};
     sd_event_source_set_time_relative(s, delay);
@@ -445,6 +471,10 @@ int Daemon::on_discovery_timer(sd_event_source* s, uint64_t, void* userdata) noe
                                       read_netns_limit());
         self->metrics_.sync(*self->mirror_, self->server_.get(), self->denials_);
         self->release_memory(self->mirror_->catalog().namespaces().size());
+        spdlog::debug("Discovery pass ended: {} namespaces; last slice {} us, saving and "
+                      "metrics {} us",
+                      self->mirror_->catalog().namespaces().size(), walked - started,
+                      monotonic_usec() - walked);
     }
     return 0;
 }

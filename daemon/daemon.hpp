@@ -62,6 +62,9 @@ private:
     static int on_discovery_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static constexpr std::uint64_t kMountDelayUsec = 50'000; // the shortest
     std::uint64_t mount_delay_usec_ = kMountDelayUsec;
+    bool mounts_changed_ = false;
+    // Longest stretch of GETs for unexplained ids before the loop serves others again.
+    static constexpr std::uint64_t kRefreshSliceUsec = 5'000;
     static constexpr std::size_t kProcessesPerSlice = 2048;
 
     Options options_;

@@ -27,8 +27,6 @@ using registry::Nsid;
 constexpr Nsid kProbeSlack = 512;
 constexpr std::size_t kProbeStep = 4096;
 constexpr int kResyncAttempts = 4;
-// Namespaces without an id asked again when an id shows up that no known namespace explains.
-constexpr std::size_t kRefreshBudget = 4096;
 
 } // namespace
 
@@ -202,7 +200,8 @@ Result<std::vector<Entry>> Mirror::read_table(registry::Source source) {
     pass_started_usec_ = now;
     while (!catalog_.scan_proc(SIZE_MAX, now)) {
     }
-    catalog_.refresh_unassigned(SIZE_MAX);
+    catalog_.begin_refresh();
+    catalog_.refresh_unassigned();
     stats_.last_probes += catalog_.stats().queried - before;
     verdicts_due_ = true;
     for (const auto& [cookie, ns] : catalog_.namespaces())
@@ -512,7 +511,15 @@ void Mirror::identify(const std::vector<registry::Change>& changes) {
         }
     }
     // A known namespace may have just been given an id: ask those that had none, soon.
-    refresh_due_ = refresh_due_ || unexplained;
+    if (unexplained) {
+        // A round in progress may already have asked the namespace that got the id: another
+        // round follows it (one, however many ids arrive meanwhile).
+        if (!refresh_due_)
+            catalog_.begin_refresh();
+        else
+            another_round_ = true;
+        refresh_due_ = true;
+    }
     attach_updated();
 }
 
@@ -526,17 +533,29 @@ bool Mirror::unexplained_rows() const {
 void Mirror::discover_mounts() {
     catalog_.set_asking(unexplained_rows());
     catalog_.scan_mounts(realtime_usec(), false);
-    if (std::exchange(refresh_due_, false))
-        catalog_.refresh_unassigned(kRefreshBudget);
     attach_updated();
 }
 
-bool Mirror::discover_processes(std::size_t budget) {
+void Mirror::refresh_ids(std::uint64_t deadline_usec) {
+    const auto explained = [this] {
+        attach_updated();
+        return !unexplained_rows();
+    };
+    if (refresh_due_ && catalog_.refresh_unassigned(deadline_usec, explained)) {
+        refresh_due_ = std::exchange(another_round_, false);
+        if (refresh_due_)
+            catalog_.begin_refresh();
+    }
+    attach_updated();
+}
+
+bool Mirror::discover_processes(std::size_t budget, bool mounts) {
     const auto now = realtime_usec();
     catalog_.set_asking(unexplained_rows());
     if (!catalog_.pass_running()) {
         pass_started_usec_ = now;
-        catalog_.scan_mounts(now, false);
+        if (mounts)
+            catalog_.scan_mounts(now, false);
     }
     const bool done = catalog_.scan_proc(budget, now);
     attach_updated();

@@ -84,15 +84,18 @@ public:
     /// since the resync the caller then runs supersedes it.
     Drained drain(bool reconcile = false);
 
-    /// Discovery: rereads the nsfs mounts, asks the ids of known namespaces that had none when
-    /// ids appeared that none explains (refresh_due()), and attaches what it learned.
+    /// Discovery: rereads the nsfs mounts and attaches what it learned to the entries.
     void discover_mounts();
-    /// Ids appeared that no known namespace explains: run discover_mounts() soon. Deferred so
+    /// Ids appeared that no known namespace explains: call refresh_ids() soon. Deferred so
     /// that a burst of NEWs costs one round of GETs, not one per batch.
     bool refresh_due() const noexcept { return refresh_due_; }
+    /// Asks the namespaces that had no id for it again, until `deadline_usec`
+    /// (CLOCK_MONOTONIC); refresh_due() stays true while some are left to ask.
+    void refresh_ids(std::uint64_t deadline_usec);
     /// Discovery: walks up to `budget` more processes of the current /proc pass. Returns true
-    /// when the pass ended (then every peer's verdict was renewed).
-    bool discover_processes(std::size_t budget);
+    /// when the pass ended (then every peer's verdict was renewed). `mounts`: reread the mount
+    /// table as the pass begins (needed only where its changes are not watched).
+    bool discover_processes(std::size_t budget, bool mounts);
 
     /// The entry as served: a row of another observer's table names its peer through
     /// current_nsid, so it gets the identity of self's row for that peer.
@@ -165,6 +168,7 @@ private:
     std::map<registry::Nsid, Verdict> verdicts_;
     std::uint64_t pass_started_usec_ = 0;
     bool refresh_due_ = false;
+    bool another_round_ = false; // ids arrived unexplained while a round was under way
     std::uint64_t saved_ids_version_ = UINT64_MAX;
     // What ties saved ids to this boot and this observer (see Catalog::export_ids).
     std::string boot_id_;

@@ -8,11 +8,15 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "util/time.hpp"
+
 namespace nsidd::netns {
 namespace {
 
 // Namespaces held open at once while their ids are asked: each open fd pins its namespace.
 constexpr std::size_t kChunk = 128;
+// GETs sent together by a refresh, between looks at its deadline.
+constexpr std::size_t kRefreshChunk = 16;
 
 // Undoes mountinfo's octal escapes (\040 for a space, \011, \012, \134).
 std::string unescape(std::string_view s) {
@@ -56,37 +60,45 @@ std::optional<std::string> read_file(const std::string& path) {
 
 std::vector<NsfsMount> parse_nsfs_mounts(std::string_view text) {
     std::vector<NsfsMount> out;
+    // Splits off the next space-separated field of `line` (empty when none is left).
+    auto field = [](std::string_view& line) {
+        while (!line.empty() && line.front() == ' ')
+            line.remove_prefix(1);
+        const auto sp = std::min(line.find(' '), line.size());
+        const auto f = line.substr(0, sp);
+        line.remove_prefix(sp);
+        return f;
+    };
     while (!text.empty()) {
-        const auto eol = text.find('\n');
+        const auto eol = std::min(text.find('\n'), text.size());
         std::string_view line = text.substr(0, eol);
-        text = eol == std::string_view::npos ? std::string_view{} : text.substr(eol + 1);
+        text.remove_prefix(std::min(eol + 1, text.size()));
         // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
-        std::vector<std::string_view> f;
-        for (std::size_t pos = 0; pos <= line.size();) {
-            const auto sp = std::min(line.find(' ', pos), line.size());
-            if (sp > pos)
-                f.push_back(line.substr(pos, sp - pos));
-            pos = sp + 1;
-        }
-        if (f.size() < 7)
+        field(line);
+        field(line);
+        field(line);
+        const std::string_view root = field(line);
+        const std::string_view mount_point = field(line);
+        if (field(line).empty()) // options
             continue;
-        const auto dash = std::find(f.begin() + 6, f.end(), std::string_view("-"));
-        if (dash == f.end() || dash + 1 == f.end() || *(dash + 1) != "nsfs")
+        std::string_view f;
+        do
+            f = field(line);
+        while (!f.empty() && f != "-");
+        if (f != "-" || field(line) != "nsfs")
             continue;
-        const std::string_view root = f[3];
         constexpr std::string_view kPrefix = "net:[";
         if (root.size() <= kPrefix.size() + 1 || root.substr(0, kPrefix.size()) != kPrefix ||
             root.back() != ']')
             continue;
-        const std::string digits(root.substr(kPrefix.size(), root.size() - kPrefix.size() - 1));
-        if (digits.empty() ||
-            !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        const auto digits = root.substr(kPrefix.size(), root.size() - kPrefix.size() - 1);
+        std::uint64_t inode = 0;
+        bool ok = digits.size() <= 19;
+        for (char c : digits)
+            ok = ok && c >= '0' && c <= '9' && ((inode = inode * 10 + (c - '0')), true);
+        if (!ok || inode == 0)
             continue;
-        errno = 0;
-        const unsigned long long inode = std::strtoull(digits.c_str(), nullptr, 10);
-        if (errno != 0 || inode == 0)
-            continue;
-        out.push_back(NsfsMount{inode, unescape(f[4])});
+        out.push_back(NsfsMount{inode, unescape(mount_point)});
     }
     return out;
 }
@@ -303,7 +315,7 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
     return false;
 }
 
-void Catalog::refresh_unassigned(std::size_t budget) {
+bool Catalog::refresh_unassigned(std::uint64_t deadline_usec, const std::function<bool()>& enough) {
     std::vector<UniqueFd> fds;
     std::vector<netlink::Peer> ask;
     std::vector<std::uint64_t> cookies;
@@ -324,11 +336,24 @@ void Catalog::refresh_unassigned(std::size_t budget) {
         ask.clear();
         cookies.clear();
     };
-    for (auto& [cookie, ns] : namespaces_) {
-        if (ns.nsid)
-            continue;
-        if (budget-- == 0)
+    std::vector<Namespace*> todo;
+    for (auto& [cookie, ns] : namespaces_)
+        if (!ns.nsid && ns.asked_round != round_)
+            todo.push_back(&ns);
+    std::sort(todo.begin(), todo.end(), [](const Namespace* a, const Namespace* b) {
+        return a->first_seen_usec > b->first_seen_usec;
+    });
+    bool done = true;
+    for (Namespace* next : todo) {
+        auto& ns = *next;
+        const auto cookie = ns.cookie;
+        if (monotonic_usec() >= deadline_usec) {
+            done = false;
             break;
+        }
+        if (ask.empty() && enough && enough())
+            break; // every id is explained: the rest of the round would find nothing
+        ns.asked_round = round_;
         auto m = meet(ns.path, std::nullopt);
         if (!m)
             continue;
@@ -340,11 +365,13 @@ void Catalog::refresh_unassigned(std::size_t budget) {
         ask.push_back(netlink::ByFd{m->fd.get()});
         cookies.push_back(cookie);
         fds.push_back(std::move(m->fd));
-        if (ask.size() == kChunk)
+        // Small chunks: at 10000 ids one GET that finds nothing costs ~0.2 ms.
+        if (ask.size() == kRefreshChunk)
             flush();
     }
     flush();
     learn(other, 0, false);
+    return done;
 }
 
 std::string Catalog::export_ids(std::string_view boot_id, std::uint64_t self_cookie) const {

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,6 +43,7 @@ struct Namespace {
     std::string path;                  ///< where it was last reached
     std::uint64_t first_seen_usec = 0; ///< CLOCK_REALTIME
     std::uint64_t seen_pass = 0;       ///< the last /proc pass that met a process in it
+    std::uint64_t asked_round = 0;     ///< the last refresh round that asked for its id
 };
 
 /// What discovery did, for status and metrics.
@@ -77,9 +79,16 @@ public:
     /// Needless while every id in self's table is accounted for: a new namespace's id then
     /// arrives as a NEW that no known namespace explains, and refresh_unassigned() finds it.
     void set_asking(bool asking) noexcept { asking_ = asking || assign_ids_; }
-    /// Asks self's id again for up to `budget` namespaces that had none (after an id appeared
-    /// that no known namespace accounts for).
-    void refresh_unassigned(std::size_t budget);
+    /// Starts a round of asking the namespaces without an id for it again (ids appeared that
+    /// no known namespace accounts for).
+    void begin_refresh() noexcept { ++round_; }
+    /// Asks the namespaces without an id that this round has not asked yet, until the round is
+    /// done (returns true) or `deadline_usec` (CLOCK_MONOTONIC) has passed: each such GET costs
+    /// the kernel a walk of the whole table, so the caller spreads a large round out.
+    /// Newest namespaces first: a fresh id most often belongs to a fresh namespace. After
+    /// every few GETs, `enough()` may end the round early (true: every id is explained now).
+    bool refresh_unassigned(std::uint64_t deadline_usec = UINT64_MAX,
+                            const std::function<bool()>& enough = {});
     /// The namespace is dead (its id was deleted): forget it.
     void forget(std::uint64_t cookie);
 
@@ -139,6 +148,7 @@ private:
     // The last mount scan: mount point -> (inode, cookie).
     std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> mounts_;
     std::uint64_t pass_ = 1;
+    std::uint64_t round_ = 1; // refresh rounds
     CatalogStats stats_;
 };
 
