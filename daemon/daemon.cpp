@@ -294,18 +294,22 @@ void Daemon::overrun_resync() {
         resync(ResyncReason::Overrun);
         return;
     }
+    defer_resync(earliest - now);
+}
+
+void Daemon::defer_resync(std::uint64_t delay_usec) {
+    // Until it runs, events read are dropped: the snapshot it takes supersedes them.
     resync_timer_pending_ = true;
     sd_event_source* s = nullptr;
     if (!overrun_timer_) {
-        if (sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, earliest - now, 1000,
+        if (sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, delay_usec, 1000,
                                        on_overrun_timer, this) < 0) {
             resync_timer_pending_ = false;
-            resync(ResyncReason::Overrun);
-            return;
+            return; // the next overrun or the periodic resync tries again
         }
         overrun_timer_.reset(s);
     } else {
-        sd_event_source_set_time_relative(overrun_timer_.get(), earliest - now);
+        sd_event_source_set_time_relative(overrun_timer_.get(), delay_usec);
         sd_event_source_set_enabled(overrun_timer_.get(), SD_EVENT_ONESHOT);
     }
 }
@@ -326,9 +330,13 @@ void Daemon::resync(ResyncReason reason) {
     auto changes = mirror_->resync(reason);
     last_resync_end_usec_ = monotonic_usec();
     if (!changes) {
-        spdlog::error("Failed to resync the nsid table ({}): {}", to_string(reason),
-                      reason_text(changes.error()));
+        // Events kept overflowing while the table was read (a storm still going), or the
+        // kernel did not answer: the mirror is not exact, so try again until it is.
+        spdlog::warn("Failed to resync the nsid table ({}): {}; trying again", to_string(reason),
+                     reason_text(changes.error()));
         metrics_.sync(*mirror_, server_.get(), denials_);
+        if (event_ && reason != ResyncReason::Startup)
+            defer_resync(kRetryResyncUsec);
         return;
     }
     const auto& st = mirror_->stats();

@@ -38,6 +38,9 @@ private:
     bool id_cache_warned_ = false;
     static int on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
+    static constexpr std::uint64_t kRetryResyncUsec = 200'000;
+    // Runs an overrun resync after `delay_usec`, dropping the events read until then.
+    void defer_resync(std::uint64_t delay_usec);
     void publish(std::vector<registry::Change> changes);
     void dispatch(Server::Peer& peer, const varlink::Call& call);
     void call(Server::Peer& peer, const varlink::Call& call);
