@@ -12,6 +12,9 @@ t.sandbox()
 t.ip_batch(['netns add c%d' % i for i in range(8)] + ['netns set c%d auto' % i for i in range(8)])
 d = t.Daemon()
 sock = d.socket
+# Identities follow the ids shortly after start; compare outputs once they are in.
+t.wait_for('every peer resolved', lambda: all(
+    e['state'] == 'resolved' for e in json.loads(t.nsidctl('-j', 'list', socket_path=sock).stdout)))
 
 listed = json.loads(t.nsidctl('-j', 'list', socket_path=sock).stdout)
 ip_listed = json.loads(subprocess.run(['ip', '-j', 'netns', 'list-id'], capture_output=True,
