@@ -2,6 +2,7 @@
 #include "daemon/daemon.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include <csignal>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
@@ -266,6 +268,40 @@ void Daemon::on_netlink() {
     metrics_.sync(*mirror_, server_.get(), denials_);
 }
 
+void Daemon::report_orphans() {
+    // Each orphan once (by id and first-seen time: ids are reused), the first few by name.
+    std::set<std::pair<registry::Nsid, std::uint64_t>> now;
+    std::size_t told = 0, more = 0;
+    for (const auto& [nsid, row] : mirror_->registry().table(registry::kSelf)->rows) {
+        if (mirror_->state(registry::kSelf, row.entry) != PeerState::Orphaned)
+            continue;
+        const auto key = std::make_pair(nsid, row.entry.since_usec);
+        now.insert(key);
+        if (orphans_.count(key))
+            continue;
+        if (told == kOrphansToLog) {
+            ++more;
+            continue;
+        }
+        ++told;
+        const auto& p = row.entry.peer;
+        const std::string names =
+            p.names.empty() ? "" : fmt::format("was {}, ", fmt::join(p.names, ","));
+        log_notable(Notable::Orphaned, spdlog::level::warn,
+                    fmt::format("Peer namespace nsid {} ({}cookie {}, inode {}) has had no "
+                                "process and no bind mount for {} s or more: an open fd, a "
+                                "socket or the kernel keeps it alive",
+                                nsid, names, p.cookie ? std::to_string(*p.cookie) : "unknown",
+                                p.inode ? std::to_string(*p.inode) : "unknown",
+                                options_.orphan_grace));
+    }
+    if (more > 0)
+        log_notable(
+            Notable::Orphaned, spdlog::level::warn,
+            fmt::format("{} more peer namespaces orphaned (nsidctl list shows them)", more));
+    orphans_ = std::move(now);
+}
+
 void Daemon::save_ids() {
     if (options_.id_cache == "none")
         return;
@@ -474,6 +510,7 @@ int Daemon::on_discovery_timer(sd_event_source* s, uint64_t, void* userdata) noe
     sd_event_source_set_time_relative(s, delay);
     sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
     if (done) {
+        self->report_orphans();
         self->save_ids();
         self->metrics_.set_namespaces(self->mirror_->catalog().namespaces().size(),
                                       read_netns_limit());

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include <systemd/sd-event.h>
@@ -35,6 +36,10 @@ private:
     void overrun_resync();
     // Saves the catalog's ids for a restart (--id-cache), when they changed.
     void save_ids();
+    // After a discovery pass: warns once of each peer newly orphaned.
+    void report_orphans();
+    std::set<std::pair<registry::Nsid, std::uint64_t>> orphans_; // reported: (nsid, since)
+    static constexpr std::size_t kOrphansToLog = 10;
     bool id_cache_warned_ = false;
     static int on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;

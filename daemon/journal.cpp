@@ -72,6 +72,8 @@ std::string_view message_id(Notable event) noexcept {
         return "c7f6f255177a45178938aee8730bf970";
     case Notable::PermissionDenied:
         return "3d5ebd27cb7645ecb46343c490e787f5";
+    case Notable::Orphaned:
+        return "985b24c07b514ee29cfa7346be0371fa";
     case Notable::Stopped:
         return "5fae1031d37948bd81ecc6df6a8c4193";
     }

@@ -10,7 +10,7 @@
 namespace nsidd::daemon {
 
 /// Events an operator may want to find or alert on; each has a journal MESSAGE_ID.
-enum class Notable { Started, Overrun, Resync, DeathBurst, PermissionDenied, Stopped };
+enum class Notable { Started, Overrun, Resync, DeathBurst, PermissionDenied, Orphaned, Stopped };
 
 /// The MESSAGE_ID of a notable event (32 hex digits).
 std::string_view message_id(Notable event) noexcept;

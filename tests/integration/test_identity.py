@@ -103,6 +103,8 @@ assert took >= 1.0, 'orphaned before the 1 s grace period: %.2f s' % took
 assert e['peer']['cookie'] == held_cookie, e
 t.wait_for('the orphan counted', lambda: peers_metric(d, 'orphaned') == 1)
 t.log('held by an fd only: orphaned after %.1f s (grace 1 s); nsidd_peers{orphaned} = 1' % took)
+t.wait_for('the orphan in the log', lambda: 'Peer namespace nsid %d (was held, cookie %d'
+           % (held, held_cookie) in d.log())
 os.close(fd)
 t.wait_for('held dead', lambda: held not in entries(d))
 deaths = [x for x in history(d) if x['peer']['cookie'] == held_cookie]
