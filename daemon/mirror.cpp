@@ -315,9 +315,7 @@ void Mirror::read_origin() {
         }
         std::fclose(f);
     }
-    if (auto fd = netns::open_namespace(config_.roots.proc_dir + "/self/ns/net"))
-        if (auto cookie = netns::namespace_cookie(fd->get()))
-            self_cookie_ = *cookie;
+    self_cookie_ = catalog_.self_cookie();
 }
 
 bool Mirror::load_ids(const std::string& path) {

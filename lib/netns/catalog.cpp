@@ -104,7 +104,10 @@ std::vector<NsfsMount> parse_nsfs_mounts(std::string_view text) {
 }
 
 Catalog::Catalog(Roots roots, netlink::RequestSocket& requests, bool assign_ids)
-    : roots_(std::move(roots)), requests_(requests), assign_ids_(assign_ids) {}
+    : roots_(std::move(roots)), requests_(requests), assign_ids_(assign_ids) {
+    if (auto self = meet(roots_.proc_dir + "/self/ns/net", std::nullopt))
+        self_cookie_ = self->cookie;
+}
 
 std::optional<Catalog::Met> Catalog::meet(const std::string& path, std::optional<pid_t> pid) {
     auto fd = open_namespace(path);
@@ -195,8 +198,8 @@ void Catalog::learn(std::vector<Met>& met, std::uint64_t now_usec, bool from_pro
         std::vector<netlink::Peer> again;
         std::vector<Namespace*> again_ns;
         for (std::size_t i = 0; i < asked.size(); ++i) {
-            if (asked[i]->nsid)
-                continue;
+            if (asked[i]->nsid || asked[i]->cookie == self_cookie_)
+                continue; // an id for our own namespace in its own table serves nothing
             if (requests_.assign(-1, netlink::ByFd{fds[i]})) {
                 ++stats_.assigned;
                 again.push_back(netlink::ByFd{fds[i]});
@@ -220,7 +223,7 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     decltype(mounts_) seen;
     for (const auto& mount : parse_nsfs_mounts(*text)) {
         if (seen.count(mount.path))
-            continue; // over-mounted: the top one is what the path opens; met below
+            continue; // mounted over: one entry per path (meet() opens the topmost)
         const auto old = mounts_.find(mount.path);
         if (!full && old != mounts_.end() && old->second.first == mount.inode &&
             namespaces_.count(old->second.second)) {

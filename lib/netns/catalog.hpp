@@ -111,6 +111,8 @@ public:
     }
     /// Cookies of namespaces found, changed or given an id since the last call.
     std::vector<std::uint64_t> take_updated();
+    /// Our own namespace's cookie (0 when NS_GET_ID is missing).
+    std::uint64_t self_cookie() const noexcept { return cookies_ ? self_cookie_ : 0; }
     /// NS_GET_ID worked (false until a namespace was opened, and on kernels without it).
     bool cookies() const noexcept { return cookies_; }
     const CatalogStats& stats() const noexcept { return stats_; }
@@ -137,6 +139,7 @@ private:
     bool assign_ids_;
     bool cookies_ = false;
     bool asking_ = true;
+    std::uint64_t self_cookie_ = 0; // our own namespace: never given an id by --assign-ids
     std::unordered_map<std::uint64_t, std::int32_t> hints_; // cookie -> id, from import_ids
     std::uint64_t ids_version_ = 0;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie
