@@ -308,12 +308,13 @@ void Daemon::save_ids() {
     // Its directory is the service's RuntimeDirectory; run by hand, nsidd makes it.
     if (const auto slash = options_.id_cache.rfind('/'); slash != std::string::npos && slash > 0)
         ::mkdir(options_.id_cache.substr(0, slash).c_str(), 0755);
-    if (mirror_->save_ids(options_.id_cache))
+    auto saved = mirror_->save_ids(options_.id_cache);
+    if (saved)
         return;
     // Once per run: a missing directory stays missing.
     if (!id_cache_warned_)
         spdlog::warn("Cannot save namespace ids to {} ({}); restarts will ask the kernel again",
-                     options_.id_cache, std::strerror(errno));
+                     options_.id_cache, reason_text(saved.error()));
     id_cache_warned_ = true;
 }
 

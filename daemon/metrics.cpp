@@ -31,6 +31,10 @@ prometheus::Counter& counter(prometheus::Registry& r, const char* name, const ch
                              const prometheus::Labels& labels = {}) {
     return BuildCounter().Name(name).Help(help).Register(r).Add(labels);
 }
+prometheus::Histogram& histogram(prometheus::Registry& r, const char* name, const char* help,
+                                 prometheus::Histogram::BucketBoundaries buckets) {
+    return BuildHistogram().Name(name).Help(help).Register(r).Add({}, std::move(buckets));
+}
 
 } // namespace
 
@@ -53,12 +57,9 @@ Metrics::Metrics()
       batches_(counter(*registry_, "nsidd_batches_total", "Event batches applied")),
       sweeps_(counter(*registry_, "nsidd_purge_sweeps_total",
                       "Purge sweeps run (at most one per batch or resync, whatever the deaths)")),
-      batch_size_(BuildHistogram()
-                      .Name("nsidd_batch_size_events")
-                      .Help("nsid events per batch (one socket wakeup)")
-                      .Register(*registry_)
-                      .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 5, 10, 50, 100, 500,
-                                                                       1000, 5000, 10000})),
+      batch_size_(histogram(*registry_, "nsidd_batch_size_events",
+                            "nsid events per batch (one socket wakeup)",
+                            {1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000})),
       purged_peers_(counter(*registry_, "nsidd_purged_peers_total", "Peers found dead")),
       purged_entries_(
           counter(*registry_, "nsidd_purged_entries_total", "Entries dropped by purge sweeps")),
@@ -67,12 +68,9 @@ Metrics::Metrics()
       malformed_(counter(*registry_, "nsidd_malformed_datagrams_total",
                          "Event datagrams that failed to parse")),
       resync_failures_(counter(*registry_, "nsidd_resync_failures_total", "Failed resyncs")),
-      resync_seconds_(BuildHistogram()
-                          .Name("nsidd_resync_duration_seconds")
-                          .Help("Time to read the tables and reconcile")
-                          .Register(*registry_)
-                          .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05,
-                                                                           0.1, 0.5, 1, 5, 10})),
+      resync_seconds_(histogram(*registry_, "nsidd_resync_duration_seconds",
+                                "Time to read the tables and reconcile",
+                                {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10})),
       last_resync_(gauge(*registry_, "nsidd_last_resync_timestamp_seconds",
                          "Time of the last successful resync")),
       connections_(gauge(*registry_, "nsidd_varlink_connections", "Open Varlink connections")),
@@ -84,8 +82,8 @@ Metrics::Metrics()
       dropped_watchers_(counter(*registry_, "nsidd_varlink_dropped_watchers_total",
                                 "Watchers dropped for not reading")),
       netns_count_(gauge(*registry_, "nsidd_netns",
-                         "Network namespaces reachable via /run/netns and /proc at the last "
-                         "resync")),
+                         "Network namespaces reachable through nsfs mounts and /proc at the "
+                         "last discovery pass")),
       netns_limit_(gauge(*registry_, "nsidd_netns_limit",
                          "The kernel's limit /proc/sys/user/max_net_namespaces")),
       requests_(BuildCounter()

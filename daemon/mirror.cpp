@@ -3,18 +3,14 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <utility>
-
-#include <fcntl.h>
 
 #include <unistd.h>
 
 #include <linux/rtnetlink.h>
 
+#include "util/file.hpp"
 #include "util/time.hpp"
 
 namespace nsidd::daemon {
@@ -305,15 +301,10 @@ Result<std::vector<registry::Change>> Mirror::resync(ResyncReason reason) {
 void Mirror::read_origin() {
     if (!boot_id_.empty())
         return;
-    if (std::FILE* f =
-            std::fopen((config_.roots.proc_dir + "/sys/kernel/random/boot_id").c_str(), "re")) {
-        char buf[64] = {};
-        if (std::fgets(buf, sizeof buf, f) != nullptr) {
-            boot_id_ = buf;
-            while (!boot_id_.empty() && (boot_id_.back() == '\n' || boot_id_.back() == ' '))
-                boot_id_.pop_back();
-        }
-        std::fclose(f);
+    if (auto id = read_file(config_.roots.proc_dir + "/sys/kernel/random/boot_id", 64)) {
+        boot_id_ = std::move(*id);
+        while (!boot_id_.empty() && (boot_id_.back() == '\n' || boot_id_.back() == ' '))
+            boot_id_.pop_back();
     }
     self_cookie_ = catalog_.self_cookie();
 }
@@ -322,39 +313,18 @@ bool Mirror::load_ids(const std::string& path) {
     read_origin();
     if (boot_id_.empty() || self_cookie_ == 0)
         return false; // no NS_GET_ID: inodes are no key across a restart
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return false;
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return catalog_.import_ids(text, boot_id_, self_cookie_);
+    const auto text = read_file(path);
+    return text && catalog_.import_ids(*text, boot_id_, self_cookie_);
 }
 
-bool Mirror::save_ids(const std::string& path) {
+Result<void> Mirror::save_ids(const std::string& path) {
     read_origin();
     if (boot_id_.empty() || self_cookie_ == 0 || catalog_.ids_version() == saved_ids_version_)
-        return true;
-    const std::string text = catalog_.export_ids(boot_id_, self_cookie_);
-    const std::string tmp = path + ".tmp";
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd)
-        return false;
-    for (std::size_t off = 0; off < text.size();) {
-        const ssize_t n = ::write(fd.get(), text.data() + off, text.size() - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            ::unlink(tmp.c_str());
-            return false;
-        }
-        off += static_cast<std::size_t>(n);
-    }
-    fd.reset();
-    if (::rename(tmp.c_str(), path.c_str()) < 0) {
-        ::unlink(tmp.c_str());
-        return false;
-    }
-    saved_ids_version_ = catalog_.ids_version();
-    return true;
+        return {};
+    auto written = write_file_atomic(path, catalog_.export_ids(boot_id_, self_cookie_), 0600);
+    if (written)
+        saved_ids_version_ = catalog_.ids_version();
+    return written;
 }
 
 std::size_t Mirror::discard() {

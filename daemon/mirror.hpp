@@ -113,8 +113,8 @@ public:
     /// such file or it does not apply (then nothing changes).
     bool load_ids(const std::string& path);
     /// Saves the ids the catalog knows to `path` (atomically, mode 0600) if they changed since
-    /// the last save. Returns false when it could not be written.
-    bool save_ids(const std::string& path);
+    /// the last save.
+    Result<void> save_ids(const std::string& path);
 
     /// Reads and drops every queued datagram (a resync that supersedes them is due). Returns
     /// how many were read.
