@@ -22,7 +22,7 @@ using nsidd::varlink::Json;
 enum Exit { Ok = 0, DaemonError = 1, Usage = 2, Unreachable = 3 };
 
 struct Settings {
-    std::string socket = "/run/nsidd/io.nsidd.Registry";
+    std::string socket{nsidd::kDefaultSocket};
     std::string json; // "", "short" or "pretty"
     bool no_legend = false;
 };

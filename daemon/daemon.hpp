@@ -9,97 +9,111 @@
 
 #include <systemd/sd-event.h>
 
+#include "daemon/activation.hpp"
+#include "daemon/kernel.hpp"
 #include "daemon/metrics.hpp"
-#include "daemon/mirror.hpp"
 #include "daemon/options.hpp"
 #include "daemon/server.hpp"
+#include "daemon/varlink_api.hpp"
+#include "mirror/engine.hpp"
 
 namespace nsidd::daemon {
 
 using Event = std::unique_ptr<sd_event, FnDeleter<sd_event_unref>>;
 
-/// nsidd: the mirror, the Varlink server, signals and timers on one sd-event loop.
+/// nsidd: the engine, the Varlink server, signals and timers on one sd-event loop. Glue: what to
+/// do about the kernel's tables is the engine's; what a call means is the API's.
 class Daemon {
 public:
     Daemon(Options options, int argc, char** argv);
     ~Daemon();
 
     /// Starts (subscribe, bootstrap, listen, READY=1), runs until SIGTERM/SIGINT and returns
-    /// the exit code: 0 clean stop, 1 runtime failure.
+    /// the exit code: 0 clean stop, 1 runtime failure (logged with its reason).
     int run();
 
 private:
+    // Start-up, in order; each failure is logged where it happens (daemon.cpp).
     Result<void> start();
+    Result<void> start_loop();
+    Result<void> start_engine(std::optional<UniqueFd> netlink);
+    Result<void> start_server(std::optional<UniqueFd> varlink);
+    void log_started();
+
+    // Events and resyncs (daemon.cpp).
     void on_netlink();
-    void resync(ResyncReason reason);
-    // After an overrun: resync now, or later if the last one was recent (see .cpp).
+    void resync(mirror::ResyncReason reason);
+    // After an overrun: resync now, or later if the last one was recent.
     void overrun_resync();
-    // Saves the catalog's ids for a restart (--id-cache), when they changed.
-    void save_ids();
-    // After a discovery pass: warns once of each peer newly orphaned.
-    void report_orphans();
-    std::set<std::pair<registry::Nsid, std::uint64_t>> orphans_; // reported: (nsid, since)
-    static constexpr std::size_t kOrphansToLog = 10;
-    bool id_cache_warned_ = false;
-    static int on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
-    static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
-    static constexpr std::uint64_t kRetryResyncUsec = 200'000;
     // Runs an overrun resync after `delay_usec`, dropping the events read until then.
     void defer_resync(std::uint64_t delay_usec);
     void publish(std::vector<registry::Change> changes);
-    void dispatch(Server::Peer& peer, const varlink::Call& call);
-    void call(Server::Peer& peer, const varlink::Call& call);
-    varlink::Json status() const;
-    std::uint64_t resync_total() const;
     std::optional<std::string> reload();
+    varlink::Json status() const;
     void arm_resync_timer();
     void notify_status();
     // Returns freed heap to the system once work on many entries has added up.
     void release_memory(std::size_t items);
-    static constexpr std::size_t kTrimThreshold = 1000;
+    void sync_metrics();
+
+    // Discovery (discovery.cpp): mount changes (rescanned once per burst), the periodic /proc
+    // pass, orphan reports and the id cache.
+    Result<void> start_discovery();
+    void schedule_discovery();
+    void on_mounts_due();
+    void on_discovery_slice(sd_event_source* s);
+    void resync_if_replaced();
+    // After a discovery pass: warns once of each peer newly orphaned.
+    void report_orphans();
+    // Saves the catalog's ids for a restart (--id-cache), when they changed.
+    void save_ids();
 
     static int on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept;
     static int on_signal(sd_event_source*, const signalfd_siginfo* si, void* userdata) noexcept;
     static int on_resync_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
-    // Discovery: mount changes (rescanned once per burst) and the periodic /proc pass.
-    Result<void> start_discovery();
+    static int on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept;
-    // Runs the mount rescan (and the deferred id refresh) shortly, once per burst.
-    void schedule_discovery();
     static int on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_discovery_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
+    static int on_post(sd_event_source*, void* userdata) noexcept;
+
+    static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
+    static constexpr std::uint64_t kRetryResyncUsec = 200'000;
+    static constexpr std::size_t kTrimThreshold = 1000;
     static constexpr std::uint64_t kMountDelayUsec = 50'000; // the shortest
-    std::uint64_t mount_delay_usec_ = kMountDelayUsec;
-    bool mounts_changed_ = false;
-    // Longest stretch of GETs for unexplained ids before the loop serves others again.
+    // Longest stretch of questions for unexplained ids before the loop serves others again.
     static constexpr std::uint64_t kRefreshSliceUsec = 5'000;
     static constexpr std::size_t kProcessesPerSlice = 2048;
+    static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
+    static constexpr std::size_t kBurstToLog = 10;
+    static constexpr std::size_t kOrphansToLog = 10;
 
     Options options_;
     int argc_;
     char** argv_;
     Event event_;
-    std::unique_ptr<Mirror> mirror_;
+    std::unique_ptr<NetlinkKernel> kernel_;
+    std::unique_ptr<mirror::Engine> engine_;
+    std::unique_ptr<VarlinkApi> api_;
     std::unique_ptr<Server> server_;
     Metrics metrics_;
+    KernelFeatures features_;
     UniqueFd mountinfo_; // watched for mount changes (before sources_: outlives its source)
     std::vector<EventSource> sources_;
     EventSource resync_timer_;
     EventSource mounts_timer_;
     EventSource overrun_timer_;
+    EventSource discovery_timer_;
     bool resync_timer_pending_ = false;
     std::uint64_t last_resync_end_usec_ = 0; // CLOCK_MONOTONIC
-    EventSource discovery_timer_;
+    std::uint64_t mount_delay_usec_ = kMountDelayUsec;
+    bool mounts_changed_ = false;
     std::uint64_t started_usec_ = 0;
-    std::uint64_t seq_ = 0; // Watch sequence: one per published change
-    std::uint64_t denials_ = 0;
     std::size_t trim_debt_ = 0; // entries worked on since the last malloc_trim
     std::uint64_t last_status_usec_ = 0;
     bool passed_socket_ = false;
-    static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
-    static constexpr std::size_t kBurstToLog = 10;
-    bool ns_get_id_ = false;
-    bool dump_truncation_ = false;
+    bool id_cache_warned_ = false;
+    std::set<std::pair<registry::Nsid, std::uint64_t>> orphans_; // reported: (nsid, since)
 };
 
 } // namespace nsidd::daemon

@@ -5,6 +5,8 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <spdlog/spdlog.h>
+
 #include "util/time.hpp"
 #include "version.hpp"
 
@@ -14,14 +16,6 @@ namespace {
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
-
-constexpr std::string_view kMethods[] = {
-    "org.varlink.service.GetInfo", "org.varlink.service.GetInterfaceDescription",
-    "io.nsidd.Registry.GetStatus", "io.nsidd.Registry.List",
-    "io.nsidd.Registry.Graph",     "io.nsidd.Registry.History",
-    "io.nsidd.Registry.Watch",     "io.nsidd.Registry.Resync",
-    "io.nsidd.Registry.Reload",    "io.nsidd.Registry.GetMetrics",
-};
 
 prometheus::Gauge& gauge(prometheus::Registry& r, const char* name, const char* help,
                          const prometheus::Labels& labels = {}) {
@@ -38,8 +32,8 @@ prometheus::Histogram& histogram(prometheus::Registry& r, const char* name, cons
 
 } // namespace
 
-Metrics::Metrics()
-    : registry_(std::make_shared<prometheus::Registry>()),
+Metrics::Metrics(std::vector<std::string_view> methods)
+    : methods_(std::move(methods)), registry_(std::make_shared<prometheus::Registry>()),
       tables_(gauge(*registry_, "nsidd_tables", "Peer-id tables mirrored")),
       entries_(gauge(*registry_, "nsidd_entries", "Entries in all mirrored tables")),
       peers_resolved_(gauge(*registry_, "nsidd_peers", "Peers of self by identity state",
@@ -101,21 +95,22 @@ Metrics::Metrics()
     for (std::size_t i = 0; i < resyncs_.size(); ++i)
         resyncs_[i] = &resyncs.Add({{"reason", to_string(static_cast<ResyncReason>(i))}});
     // Every series up front: the request path then only looks handles up.
-    for (auto m : kMethods)
+    for (auto m : methods_)
         for (const char* r : {"ok", "error"})
             requests_.Add({{"method", std::string(m)}, {"result", r}});
     for (const char* r : {"ok", "error"})
         requests_.Add({{"method", "other"}, {"result", r}});
 }
 
-std::optional<std::string> Metrics::listen(const std::string& address) {
+Result<void> Metrics::listen(const std::string& address) {
     try {
         exposer_ = std::make_unique<prometheus::Exposer>(address, 1);
         exposer_->RegisterCollectable(registry_);
     } catch (const std::exception& e) {
-        return std::string(e.what());
+        spdlog::error("Failed to listen for metrics on {}: {}", address, e.what());
+        return fail(Errc::Unavailable);
     }
-    return std::nullopt;
+    return {};
 }
 
 void Metrics::advance(prometheus::Counter& c, std::uint64_t value) {
@@ -124,9 +119,10 @@ void Metrics::advance(prometheus::Counter& c, std::uint64_t value) {
         c.Increment(static_cast<double>(value) - now);
 }
 
-void Metrics::sync(const Mirror& mirror, const Server* server, std::uint64_t denials) {
-    const auto& reg = mirror.registry();
-    const auto& st = mirror.stats();
+void Metrics::sync(const Sources& from) {
+    const auto& reg = from.engine.registry();
+    const auto& st = from.engine.stats();
+    const auto& ev = from.events;
     const auto& c = reg.counters();
     tables_.Set(static_cast<double>(reg.tables().size()));
     const auto entries = reg.entry_count();
@@ -134,7 +130,7 @@ void Metrics::sync(const Mirror& mirror, const Server* server, std::uint64_t den
     // Peers by state cost a pass over self's table: at most once a second.
     if (const auto now = monotonic_usec(); states_usec_ == 0 || now - states_usec_ >= 1'000'000) {
         states_usec_ = now;
-        const auto states = mirror.state_counts();
+        const auto states = from.engine.state_counts();
         auto count = [&states](PeerState s) {
             return static_cast<double>(states[static_cast<std::size_t>(s)]);
         };
@@ -142,31 +138,31 @@ void Metrics::sync(const Mirror& mirror, const Server* server, std::uint64_t den
         peers_orphaned_.Set(count(PeerState::Orphaned));
         peers_unknown_.Set(count(PeerState::Unknown));
     }
-    advance(events_new_, st.new_events);
-    advance(events_del_, st.del_events);
-    advance(events_foreign_, st.foreign_events);
+    advance(events_new_, ev.new_events);
+    advance(events_del_, ev.del_events);
+    advance(events_foreign_, ev.foreign_events);
     advance(batches_, c.batches);
     advance(sweeps_, c.sweeps);
     advance(purged_peers_, c.deaths);
     advance(purged_entries_, c.purged_entries);
-    advance(overruns_, st.overruns);
-    advance(malformed_, st.malformed);
+    advance(overruns_, ev.overruns);
+    advance(malformed_, ev.malformed);
     for (std::size_t i = 0; i < resyncs_.size(); ++i)
         advance(*resyncs_[i], st.resyncs[i]);
     advance(resync_failures_, st.resync_failures);
     last_resync_.Set(static_cast<double>(st.last_resync_usec) / 1e6);
-    advance(denials_, denials);
-    if (server != nullptr) {
-        connections_.Set(static_cast<double>(server->connections()));
-        watchers_.Set(static_cast<double>(server->subscribers()));
-        advance(refused_, server->stats().refused);
-        advance(dropped_watchers_, server->stats().dropped_subscribers);
+    advance(denials_, from.denials);
+    if (from.server != nullptr) {
+        connections_.Set(static_cast<double>(from.server->connections()));
+        watchers_.Set(static_cast<double>(from.server->subscribers()));
+        advance(refused_, from.server->stats().refused);
+        advance(dropped_watchers_, from.server->stats().dropped_subscribers);
     }
 }
 
 void Metrics::count_request(std::string_view method, bool ok) {
     std::string_view name = "other";
-    for (auto m : kMethods)
+    for (auto m : methods_)
         if (m == method)
             name = m;
     requests_.Add({{"method", std::string(name)}, {"result", ok ? "ok" : "error"}}).Increment();

@@ -13,23 +13,36 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
-#include "daemon/mirror.hpp"
+#include "daemon/kernel.hpp"
 #include "daemon/server.hpp"
+#include "mirror/engine.hpp"
 
 namespace nsidd::daemon {
+
+using mirror::PeerState;
+using mirror::ResyncReason;
 
 /// nsidd's Prometheus metrics (prometheus-cpp). Every series exists from the start; the event
 /// path only bumps pre-built handles (no allocation, no syscall). Served by the pull exposer on
 /// --metrics-listen and by the Varlink GetMetrics method.
 class Metrics {
 public:
-    Metrics();
+    /// `methods`: the Varlink method names that get their own request series.
+    explicit Metrics(std::vector<std::string_view> methods);
 
-    /// Starts the HTTP exposer on "ADDR:PORT". Fails with the listener's message.
-    std::optional<std::string> listen(const std::string& address);
+    /// Starts the HTTP exposer on "ADDR:PORT". Logs why it could not and fails with
+    /// Errc::Unavailable.
+    Result<void> listen(const std::string& address);
 
-    /// Brings every counter and gauge up to date with the mirror and the server.
-    void sync(const Mirror& mirror, const Server* server, std::uint64_t denials);
+    /// What the metrics are read from.
+    struct Sources {
+        const mirror::Engine& engine;
+        const EventStats& events;
+        const Server* server;
+        std::uint64_t denials;
+    };
+    /// Brings every counter and gauge up to date.
+    void sync(const Sources& from);
     /// Records one batch of `events` nsid events.
     void observe_batch(std::size_t events) { batch_size_.Observe(static_cast<double>(events)); }
     /// Records one resync's duration.
@@ -43,6 +56,7 @@ public:
     std::string text() const;
 
 private:
+    std::vector<std::string_view> methods_;
     std::uint64_t states_usec_ = 0; // when peers by state were last counted
     // Increments a counter to `value` (counters only go up; our totals are monotonic).
     static void advance(prometheus::Counter& c, std::uint64_t value);

@@ -5,14 +5,16 @@
 #include <string>
 #include <variant>
 
+#include "version.hpp"
+
 namespace nsidd::daemon {
 
 enum class Scope : std::uint8_t { Self, Host };
 
 /// nsidd's settings, from defaults, then the config file, then the command line.
 struct Options {
-    std::string config = "/etc/nsidd/nsidd.conf";
-    std::string socket = "/run/nsidd/io.nsidd.Registry";
+    std::string config{kDefaultConfig};
+    std::string socket{kDefaultSocket};
     Scope scope = Scope::Self;
     int rcvbuf = 8 << 20;
     unsigned resync_interval = 300; ///< seconds; 0 disables the periodic resync

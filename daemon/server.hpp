@@ -27,11 +27,12 @@ Result<UniqueFd> listen_unix(const std::string& path);
 /// live here; what a call means is the dispatcher's business.
 class Server {
 public:
+    /// Set from the options (their defaults are nsidd's; docs in nsidd(8)).
     struct Limits {
-        std::size_t max_connections = 4096;
-        std::size_t max_per_uid = 1024;
+        std::size_t max_connections = 0;
+        std::size_t max_per_uid = 0;
         varlink::ConnectionLimits connection;
-        std::uint64_t idle_usec = 45'000'000; ///< a half-sent request older than this is dropped
+        std::uint64_t idle_usec = 0; ///< a half-sent request older than this is dropped
     };
 
     /// One connected client, as the dispatcher sees it.

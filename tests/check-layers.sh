@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# Fails on an include that points up the layers of STYLE.md:
+# Fails on an include that points up the layers of docs/design.md:
 #   util <- netlink <- netns;  util <- registry;  util <- varlink;  daemon uses all;
 #   cli uses varlink + util only (never libmnl).
 set -u

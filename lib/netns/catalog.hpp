@@ -4,30 +4,21 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include <dirent.h>
 #include <sys/types.h>
 
-#include "netlink/socket.hpp"
 #include "netns/discovery.hpp"
+#include "netns/id_cache.hpp"
+#include "netns/queries.hpp"
 #include "util/unique_fd.hpp"
 
 namespace nsidd::netns {
-
-/// An nsfs mount of a network namespace, from a mountinfo line.
-struct NsfsMount {
-    std::uint64_t inode = 0; ///< from the mount's root, "net:[INODE]"
-    std::string path;        ///< the mount point, unescaped
-};
-
-/// The network-namespace nsfs mounts in /proc/PID/mountinfo text. Lines that are not nsfs
-/// mounts of a network namespace, or that are malformed, are skipped.
-std::vector<NsfsMount> parse_nsfs_mounts(std::string_view mountinfo);
 
 /// One live namespace, as discovery last saw it.
 struct Namespace {
@@ -50,20 +41,20 @@ struct Namespace {
 struct CatalogStats {
     std::uint64_t passes = 0;   ///< /proc passes completed
     std::uint64_t opened = 0;   ///< namespace files opened (each closed at once)
-    std::uint64_t queried = 0;  ///< GETNSID-by-FD requests
+    std::uint64_t queried = 0;  ///< ids asked of the kernel (one table walk each)
     std::uint64_t assigned = 0; ///< ids given by --assign-ids
     std::uint64_t assign_failures = 0;
 };
 
 /// The namespaces reachable from here, keyed by cookie: found through nsfs mounts (all of them at
 /// each mount change) and /proc/PID/ns/net (a bounded number of processes per step, so a host with
-/// 100k processes is not stalled). Each namespace is opened, asked (NS_GET_ID, and GETNSID by FD
-/// for self's id the first time), and closed at once: no fd is kept into a watched namespace.
+/// 100k processes is not stalled). Each namespace is opened, asked (its cookie, and self's id for
+/// it the first time), and closed at once: no fd is kept into a watched namespace.
 class Catalog {
 public:
-    /// `requests` answers GETNSID in self's namespace; `assign_ids` gives every namespace found
-    /// without an id one (RTM_NEWNSID, auto), changing the kernel's state.
-    Catalog(Roots roots, netlink::RequestSocket& requests, bool assign_ids);
+    /// `queries` answers for opened namespaces; `assign_ids` gives every namespace found
+    /// without an id one, changing the kernel's state.
+    Catalog(Roots roots, Queries& queries, bool assign_ids);
 
     /// Rereads the nsfs mounts (roots.proc_dir/self/mountinfo). Opens only mounts that are new
     /// (by path and inode) unless `full`: a mounted namespace cannot die, so an unchanged mount
@@ -75,34 +66,32 @@ public:
     /// Walks up to `budget` more /proc entries of the current pass. When the pass ends, drops the
     /// namespaces that neither a process nor a mount held during it, and returns true.
     bool scan_proc(std::size_t budget, std::uint64_t now_usec);
-    /// Whether a namespace met for the first time is asked for its id at once (the default).
+    /// Whether a namespace found for the first time is asked for its id at once (the default).
     /// Needless while every id in self's table is accounted for: a new namespace's id then
-    /// arrives as a NEW that no known namespace explains, and refresh_unassigned() finds it.
-    void set_asking(bool asking) noexcept { asking_ = asking || assign_ids_; }
+    /// arrives as a NEW that no known namespace explains, and ask_unassigned() finds it.
+    void set_ask_new(bool ask) noexcept { ask_new_ = ask || assign_ids_; }
     /// Starts a round of asking the namespaces without an id for it again (ids appeared that
     /// no known namespace accounts for).
-    void begin_refresh() noexcept { ++round_; }
+    void begin_round() noexcept { ++round_; }
     /// Asks the namespaces without an id that this round has not asked yet, until the round is
-    /// done (returns true) or `deadline_usec` (CLOCK_MONOTONIC) has passed: each such GET costs
-    /// the kernel a walk of the whole table, so the caller spreads a large round out.
-    /// Newest namespaces first: a fresh id most often belongs to a fresh namespace. After
-    /// every few GETs, `enough()` may end the round early (true: every id is explained now).
-    bool refresh_unassigned(std::uint64_t deadline_usec = UINT64_MAX,
-                            const std::function<bool()>& enough = {});
+    /// done (returns true) or `out_of_time()` says stop: each such question costs the kernel a
+    /// walk of the whole table, so the caller spreads a large round out. Newest namespaces
+    /// first: a fresh id most often belongs to a fresh namespace. After every few questions,
+    /// `enough()` may end the round early (true: every id is explained now).
+    bool ask_unassigned(const std::function<bool()>& out_of_time = {},
+                        const std::function<bool()>& enough = {});
+    /// Whether the namespace is still where it was last reached (opened again: same cookie).
+    /// Asks the kernel nothing.
+    bool is_reachable(std::uint64_t cookie);
     /// The namespace is dead (its id was deleted): forget it.
     void forget(std::uint64_t cookie);
 
-    /// The ids of namespaces that have one, as text for a restarted nsidd (import_ids): an id
-    /// never changes while its namespace lives and a cookie is never reused within a boot, so
-    /// a namespace met again with the same cookie still has the same id, and need not be asked.
-    /// Only real cookies are written, with the boot and the observer they hold for.
-    std::string export_ids(std::string_view boot_id, std::uint64_t self_cookie) const;
-    /// Takes ids written by export_ids() as hints for namespaces met from now on. Rejects the
-    /// whole text (returns false, changes nothing) when it is malformed, over `max_lines`, or
-    /// from another boot or observer.
-    bool import_ids(std::string_view text, std::string_view boot_id, std::uint64_t self_cookie,
-                    std::size_t max_lines = 1u << 22);
-    /// Bumped whenever a namespace's id is learned or forgotten: export when it moved.
+    /// Self's ids of the namespaces that have one, by real cookie (for the id cache).
+    SavedIds saved_ids() const;
+    /// Takes saved ids as hints for namespaces found from now on: such a namespace is not asked.
+    /// The hints are dropped when the next /proc pass ends (what it did not meet is gone).
+    void use_saved_ids(SavedIds ids) { hints_ = std::move(ids); }
+    /// Bumped whenever a namespace's id is learned or forgotten: save when it moved.
     std::uint64_t ids_version() const noexcept { return ids_version_; }
 
     const Namespace* by_nsid(std::int32_t nsid) const;
@@ -110,48 +99,52 @@ public:
         return namespaces_;
     }
     /// Cookies of namespaces found, changed or given an id since the last call.
-    std::vector<std::uint64_t> take_updated();
+    std::vector<std::uint64_t> take_changed();
     /// Our own namespace's cookie (0 when NS_GET_ID is missing).
     std::uint64_t self_cookie() const noexcept { return cookies_ ? self_cookie_ : 0; }
-    /// NS_GET_ID worked (false until a namespace was opened, and on kernels without it).
-    bool cookies() const noexcept { return cookies_; }
     const CatalogStats& stats() const noexcept { return stats_; }
-    /// True once a /proc pass has completed: absence from the catalog then means unheld.
-    bool complete() const noexcept { return stats_.passes > 0; }
 
 private:
-    // A namespace file met on this scan: opened, its cookie read.
-    struct Met {
+    // A namespace file opened on this scan, its cookie read.
+    struct Opened {
         UniqueFd fd;
         std::string path;
         std::uint64_t inode = 0;
         std::uint64_t cookie = 0;
         std::optional<pid_t> pid;
     };
-    std::optional<Met> meet(const std::string& path, std::optional<pid_t> pid);
-    // Records the met namespaces; the new ones are asked for self's id in one batch.
-    void learn(std::vector<Met>& met, std::uint64_t now_usec, bool from_proc);
+    std::optional<Opened> open_ns(const std::string& path, std::optional<pid_t> pid);
+    // Records the opened namespaces and closes them; new ones are asked for self's id together.
+    void record(std::vector<Opened>& opened, std::uint64_t now_usec, bool from_proc);
+    // Asks self's ids of `ns` (open as `fds`) and records the answers.
+    void ask_ids(const std::vector<Namespace*>& ns, const std::vector<int>& fds);
+    // --assign-ids: gives each asked namespace still without an id one, then asks again.
+    void assign_missing(const std::vector<Namespace*>& asked, const std::vector<int>& fds);
+    // The /proc pass is over: drops what neither a process nor a mount held during it.
+    void end_pass();
     void set_nsid(Namespace& ns, std::optional<std::int32_t> nsid);
     void drop(std::unordered_map<std::uint64_t, Namespace>::iterator it);
+    // Names (under the netns directory) and mounted flags from the mounts just scanned.
+    void update_names();
 
     Roots roots_;
-    netlink::RequestSocket& requests_;
+    Queries& queries_;
     bool assign_ids_;
     bool cookies_ = false;
-    bool asking_ = true;
+    bool ask_new_ = true;
     std::uint64_t self_cookie_ = 0; // our own namespace: never given an id by --assign-ids
-    std::unordered_map<std::uint64_t, std::int32_t> hints_; // cookie -> id, from import_ids
+    SavedIds hints_;                // cookie -> id, from a saved id cache
     std::uint64_t ids_version_ = 0;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie
     std::unordered_map<std::int32_t, std::uint64_t> by_nsid_; // self's id -> cookie
-    std::vector<std::uint64_t> updated_;
+    std::vector<std::uint64_t> changed_;
     // The /proc walk: the open directory and the inodes met in this pass (-> cookie).
     std::unique_ptr<DIR, FnDeleter<closedir>> proc_;
     std::unordered_map<std::uint64_t, std::uint64_t> pass_inodes_;
     // The last mount scan: mount point -> (inode, cookie).
     std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> mounts_;
     std::uint64_t pass_ = 1;
-    std::uint64_t round_ = 1; // refresh rounds
+    std::uint64_t round_ = 1; // rounds of ask_unassigned()
     CatalogStats stats_;
 };
 

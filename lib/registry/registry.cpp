@@ -120,104 +120,112 @@ std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_ass
         ++counters_.events;
         ++stamp_;
         Table& table = live_table(op.observer, changes);
-        auto it = table.rows.find(op.nsid);
-        if (op.kind == Op::Kind::New) {
-            const auto current =
-                op.observer == kSelf ? std::optional<Nsid>(op.nsid) : op.current_nsid;
-            if (it == table.rows.end()) {
-                if (batch.reconcile) {
-                    // Older than the snapshot, which lacks the id: gone again since?
-                    ++counters_.confirmations;
-                    if (!is_assigned(op.observer, op.nsid)) {
-                        ++counters_.stale;
-                        continue;
-                    }
-                }
-                Entry e{op.nsid, current, {}, batch.now_usec, Source::Event};
-                table.rows.emplace(op.nsid, Row{e, stamp_, false});
-                changes.push_back(Change{ChangeKind::New, op.observer, std::move(e)});
-                continue;
-            }
-            Row& row = it->second;
-            if (op.observer != kSelf && purged_later(op.observer, row)) {
-                // The row's peer died in this batch and the sweep would drop it; the id now
-                // names a new peer. The old row goes now, the new one takes its place.
-                changes.push_back(Change{ChangeKind::Purge, op.observer, row.entry});
-                ++counters_.purged_entries;
-                row =
-                    Row{Entry{op.nsid, current, {}, batch.now_usec, Source::Event}, stamp_, false};
-                changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
-                continue;
-            }
-            if (op.observer != kSelf && row.entry.current_nsid == current) {
-                // The same mapping again (our read of a new observer's table raced its event):
-                // a repeat, not a new holder.
-                ++counters_.stale;
-                continue;
-            }
-            if (batch.reconcile) {
-                // Either a repeat of what the snapshot already holds, or a new holder whose
-                // predecessor died after the snapshot: nothing here tells which. The caller
-                // reads the table again (see Counters::ambiguous).
-                ++counters_.ambiguous;
-                row.unsure = false;
-                continue;
-            }
-            // The DEL of the previous holder is still in flight (NEW k can overtake DEL k,
-            // KERNEL-NSID.md §3.3): skip it when it comes.
-            row.unsure = true;
-            // Ids are only freed by the peer's death, so the old peer is dead.
-            changes.push_back(Change{ChangeKind::Del, op.observer, row.entry});
-            if (op.observer == kSelf)
-                record_death(row.entry, batch.now_usec);
-            ++stamp_;
-            row.entry = Entry{op.nsid, current, {}, batch.now_usec, Source::Event};
-            row.stamp = stamp_;
-            changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
-            continue;
-        }
-        if (it == table.rows.end()) {
-            // Already gone: purged with its peer (the kernel's later DEL confirms it), or
-            // never seen.
-            ++(op.observer != kSelf ? counters_.confirmed : counters_.stale);
-            continue;
-        }
-        if (batch.reconcile) {
-            // Maybe older than the snapshot that holds the id: ask whether it is still there.
-            ++counters_.confirmations;
-            if (is_assigned(op.observer, op.nsid)) {
-                it->second.unsure = false;
-                ++counters_.stale;
-                continue;
-            }
-        } else if (it->second.unsure) {
-            // This row replaced a holder whose DEL was still in flight (NEW k overtook DEL k,
-            // KERNEL-NSID.md §3.3). That DEL comes before the new holder's own: the kernel
-            // sends the old holder's from the same cleanup run that freed the id, and the new
-            // holder can only die in a later run. So this DEL is the old holder's, already
-            // accounted for. (A GET would answer for the present, not for this event, and
-            // could remove the new holder before its own table's events were applied.)
-            it->second.unsure = false;
-            ++counters_.stale;
-            continue;
-        }
-        if (op.observer != kSelf) {
-            // A survivor's DEL for a peer that died earlier in this batch: the kernel confirms
-            // what the sweep is about to purge. Leave it to the sweep (one pass, one record).
-            if (purged_later(op.observer, it->second)) {
-                ++counters_.confirmed;
-                continue;
-            }
-        }
-        Entry dead = std::move(it->second.entry);
-        table.rows.erase(it);
-        if (op.observer == kSelf)
-            record_death(dead, batch.now_usec);
-        changes.push_back(Change{ChangeKind::Del, op.observer, std::move(dead)});
+        if (op.kind == Op::Kind::New)
+            apply_new(op, table, batch, is_assigned, changes);
+        else
+            apply_del(op, table, batch, is_assigned, changes);
     }
     if (!dying_.empty())
         sweep(changes);
     return changes;
+}
+
+void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
+                         const IsAssigned& is_assigned, std::vector<Change>& changes) {
+    auto it = table.rows.find(op.nsid);
+    const auto current = op.observer == kSelf ? std::optional<Nsid>(op.nsid) : op.current_nsid;
+    if (it == table.rows.end()) {
+        if (batch.reconcile) {
+            // Older than the snapshot, which lacks the id: gone again since?
+            ++counters_.confirmations;
+            if (!is_assigned(op.observer, op.nsid)) {
+                ++counters_.stale;
+                return;
+            }
+        }
+        Entry e{op.nsid, current, {}, batch.now_usec, Source::Event};
+        table.rows.emplace(op.nsid, Row{e, stamp_, false});
+        changes.push_back(Change{ChangeKind::New, op.observer, std::move(e)});
+        return;
+    }
+    Row& row = it->second;
+    if (op.observer != kSelf && purged_later(op.observer, row)) {
+        // The row's peer died in this batch and the sweep would drop it; the id now
+        // names a new peer. The old row goes now, the new one takes its place.
+        changes.push_back(Change{ChangeKind::Purge, op.observer, row.entry});
+        ++counters_.purged_entries;
+        row = Row{Entry{op.nsid, current, {}, batch.now_usec, Source::Event}, stamp_, false};
+        changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
+        return;
+    }
+    if (op.observer != kSelf && row.entry.current_nsid == current) {
+        // The same mapping again (our read of a new observer's table raced its event):
+        // a repeat, not a new holder.
+        ++counters_.stale;
+        return;
+    }
+    if (batch.reconcile) {
+        // Either a repeat of what the snapshot already holds, or a new holder whose
+        // predecessor died after the snapshot: nothing here tells which. The caller
+        // reads the table again (see Counters::ambiguous).
+        ++counters_.ambiguous;
+        row.unsure = false;
+        return;
+    }
+    // The DEL of the previous holder is still in flight (NEW k can overtake DEL k,
+    // docs/kernel.md, "Events"): skip it when it comes.
+    row.unsure = true;
+    // Ids are only freed by the peer's death, so the old peer is dead.
+    changes.push_back(Change{ChangeKind::Del, op.observer, row.entry});
+    if (op.observer == kSelf)
+        record_death(row.entry, batch.now_usec);
+    ++stamp_;
+    row.entry = Entry{op.nsid, current, {}, batch.now_usec, Source::Event};
+    row.stamp = stamp_;
+    changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
+}
+
+void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
+                         const IsAssigned& is_assigned, std::vector<Change>& changes) {
+    auto it = table.rows.find(op.nsid);
+    if (it == table.rows.end()) {
+        // Already gone: purged with its peer (the kernel's later DEL confirms it), or
+        // never seen.
+        ++(op.observer != kSelf ? counters_.confirmed : counters_.stale);
+        return;
+    }
+    if (batch.reconcile) {
+        // Maybe older than the snapshot that holds the id: ask whether it is still there.
+        ++counters_.confirmations;
+        if (is_assigned(op.observer, op.nsid)) {
+            it->second.unsure = false;
+            ++counters_.stale;
+            return;
+        }
+    } else if (it->second.unsure) {
+        // This row replaced a holder whose DEL was still in flight (NEW k overtook DEL k,
+        // docs/kernel.md, "Events"). That DEL comes before the new holder's own: the kernel
+        // sends the old holder's from the same cleanup run that freed the id, and the new
+        // holder can only die in a later run. So this DEL is the old holder's, already
+        // accounted for. (A GET would answer for the present, not for this event, and
+        // could remove the new holder before its own table's events were applied.)
+        it->second.unsure = false;
+        ++counters_.stale;
+        return;
+    }
+    if (op.observer != kSelf) {
+        // A survivor's DEL for a peer that died earlier in this batch: the kernel confirms
+        // what the sweep is about to purge. Leave it to the sweep (one pass, one record).
+        if (purged_later(op.observer, it->second)) {
+            ++counters_.confirmed;
+            return;
+        }
+    }
+    Entry dead = std::move(it->second.entry);
+    table.rows.erase(it);
+    if (op.observer == kSelf)
+        record_death(dead, batch.now_usec);
+    changes.push_back(Change{ChangeKind::Del, op.observer, std::move(dead)});
 }
 
 bool Registry::set_peer(Nsid nsid, const Identity& peer) {

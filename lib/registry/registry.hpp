@@ -117,7 +117,7 @@ public:
     };
 
     /// `history_capacity`: deaths kept, oldest dropped first.
-    explicit Registry(std::size_t history_capacity = 1024);
+    explicit Registry(std::size_t history_capacity);
 
     /// Applies a batch in order and then purges every dead peer in one sweep. Returns the changes.
     std::vector<Change> apply(const Batch& batch, const IsAssigned& is_assigned);
@@ -140,6 +140,11 @@ public:
     const Counters& counters() const noexcept { return counters_; }
 
 private:
+    // One op of a batch, in order.
+    void apply_new(const Op& op, Table& table, const Batch& batch, const IsAssigned& is_assigned,
+                   std::vector<Change>& changes);
+    void apply_del(const Op& op, Table& table, const Batch& batch, const IsAssigned& is_assigned,
+                   std::vector<Change>& changes);
     // A peer `self` called `nsid` died: history, counters and the dying set.
     void record_death(const Entry& dead, std::uint64_t now_usec);
     // Drops every table of a dying observer and every row that points at a dying peer.

@@ -15,14 +15,16 @@ public:
             return "truncated input";
         case Errc::TooLarge:
             return "input too large";
-        case Errc::BadSequence:
-            return "unexpected sequence number";
         case Errc::Timeout:
             return "timed out";
         case Errc::Closed:
             return "connection closed";
         case Errc::Protocol:
             return "protocol violation";
+        case Errc::Unavailable:
+            return "unavailable";
+        case Errc::Usage:
+            return "bad usage or configuration";
         }
         return "unknown error";
     }

@@ -15,10 +15,11 @@ enum class Errc {
     Malformed = 1, ///< input bytes violate their format (netlink frame, JSON, config)
     Truncated,     ///< input ends before a length it announced
     TooLarge,      ///< input exceeds a configured or protocol bound
-    BadSequence,   ///< a netlink reply carried an unexpected sequence number
     Timeout,       ///< the peer did not answer in time
     Closed,        ///< the peer closed the connection
     Protocol,      ///< the peer answered something the protocol does not allow
+    Unavailable,   ///< a listener or service could not be started (the log says why)
+    Usage,         ///< bad command-line usage or configuration (a message said which)
 };
 
 /// The category of Errc values.

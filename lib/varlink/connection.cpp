@@ -12,10 +12,8 @@ Connection::Connection(UniqueFd fd, ConnectionLimits limits)
     ucred cred{};
     socklen_t len = sizeof cred;
     // Credentials as of connect(): the only basis for authorization (never the pid alone).
-    if (::getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    if (::getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
         uid_ = cred.uid;
-        pid_ = cred.pid;
-    }
 }
 
 Result<void> Connection::receive() {

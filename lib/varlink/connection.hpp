@@ -15,8 +15,8 @@ namespace nsidd::varlink {
 
 /// Bounds that keep one client from growing the server's memory.
 struct ConnectionLimits {
-    std::size_t max_message = 1 << 20; ///< largest request, NUL excluded
-    std::size_t max_output = 16 << 20; ///< unsent reply bytes before the client counts as stuck
+    std::size_t max_message = 0; ///< largest request, NUL excluded
+    std::size_t max_output = 0;  ///< unsent reply bytes before the client counts as stuck
 };
 
 /// The server side of one client connection: input framing and buffered, non-blocking output.
@@ -28,7 +28,6 @@ public:
 
     int fd() const noexcept { return fd_.get(); }
     uid_t uid() const noexcept { return uid_; }
-    pid_t pid() const noexcept { return pid_; }
 
     /// Reads what the socket holds. Fails with Errc::Closed at end of stream.
     Result<void> receive();
@@ -52,7 +51,6 @@ private:
     std::string output_;
     std::size_t sent_ = 0;
     uid_t uid_ = static_cast<uid_t>(-1);
-    pid_t pid_ = 0;
 };
 
 } // namespace nsidd::varlink

@@ -19,10 +19,7 @@ using Json = nlohmann::json;
 /// Standard errors of the org.varlink.service interface.
 inline constexpr std::string_view kInterfaceNotFound = "org.varlink.service.InterfaceNotFound";
 inline constexpr std::string_view kMethodNotFound = "org.varlink.service.MethodNotFound";
-inline constexpr std::string_view kMethodNotImplemented =
-    "org.varlink.service.MethodNotImplemented";
 inline constexpr std::string_view kInvalidParameter = "org.varlink.service.InvalidParameter";
-inline constexpr std::string_view kPermissionDenied = "org.varlink.service.PermissionDenied";
 inline constexpr std::string_view kExpectedMore = "org.varlink.service.ExpectedMore";
 
 /// Largest JSON nesting accepted in a message; deeper input is rejected before parsing.

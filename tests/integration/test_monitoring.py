@@ -19,7 +19,7 @@ import nsidtest as t
 RULES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '../../conf/prometheus')
 for tool in ('promtool', 'prometheus'):
     if not shutil.which(tool):
-        t.skip('%s not installed (Debian package prometheus)' % tool)
+        t.cannot_run('%s not installed (Debian package prometheus)' % tool)
 t.sandbox()
 
 

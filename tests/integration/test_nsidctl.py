@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """nsidctl against a real nsidd: output formats, diffing against `ip -j netns list-id`,
-privileges, and the exit codes of DESIGN.md §4 (0 ok, 1 daemon error, 2 usage, 3 unreachable)."""
+privileges, and the exit codes of nsidctl(1) (0 ok, 1 daemon error, 2 usage, 3 unreachable)."""
 import json
 import os
 import subprocess

@@ -14,8 +14,8 @@ BUILD = os.environ.get('NSIDD_BUILD', os.path.join(SOURCE, 'build'))
 
 for tool in ('systemd-analyze', 'man', 'meson'):
     if not shutil.which(tool):
-        print('SKIP: %s not installed' % tool)
-        sys.exit(77)
+        print('CANNOT RUN: %s not installed' % tool)
+        sys.exit(1)
 
 with tempfile.TemporaryDirectory() as dest:
     subprocess.run(['meson', 'install', '-C', BUILD, '--destdir', dest, '--quiet',

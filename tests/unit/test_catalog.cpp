@@ -4,7 +4,8 @@
 #include <optional>
 #include <string_view>
 
-#include "netns/catalog.hpp"
+#include "netns/id_cache.hpp"
+#include "netns/mountinfo.hpp"
 
 using nsidd::netns::parse_nsfs_mounts;
 
@@ -60,28 +61,31 @@ TEST(Mountinfo, EscapesAtTheEndOfAPath) {
     EXPECT_EQ(mounts[1].path, "/y\\");
 }
 
-// Saved ids: the text a restarted nsidd trusts must be exactly what export_ids() writes, for
-// this boot and this observer; anything else is rejected whole.
-class SavedIds : public ::testing::Test {
-protected:
-    void SetUp() override {
-        auto r = nsidd::netlink::RequestSocket::open();
-        ASSERT_TRUE(r) << r.error().message();
-        requests_.emplace(std::move(*r));
-        catalog_.emplace(nsidd::netns::Roots{"/nonexistent", "/nonexistent"}, *requests_, false);
-    }
-    bool import(std::string_view text) { return catalog_->import_ids(text, "b00t", 7, 4); }
-    std::optional<nsidd::netlink::RequestSocket> requests_;
-    std::optional<nsidd::netns::Catalog> catalog_;
-};
+// Saved ids: the text a restarted nsidd trusts must be exactly what format_id_cache() writes,
+// for this boot and this observer; anything else is rejected whole.
+namespace {
+const nsidd::netns::IdCacheOrigin kOrigin{"b00t", 7};
+bool parses(std::string_view text) {
+    return nsidd::netns::parse_id_cache(text, kOrigin, 4).has_value();
+}
+} // namespace
 
-TEST_F(SavedIds, AcceptsWhatExportWrites) {
-    EXPECT_EQ(catalog_->export_ids("b00t", 7), "nsidd-ids 1 b00t 7\n");
-    EXPECT_TRUE(import("nsidd-ids 1 b00t 7\n"));
-    EXPECT_TRUE(import("nsidd-ids 1 b00t 7\n4101 0\n18446744073709551615 2147483647\n"));
+TEST(SavedIds, AcceptsWhatFormatWrites) {
+    using nsidd::netns::format_id_cache;
+    EXPECT_EQ(format_id_cache(kOrigin, {}), "nsidd-ids 1 b00t 7\n");
+    EXPECT_EQ(format_id_cache(kOrigin, {{9, 1}, {4101, 0}}), "nsidd-ids 1 b00t 7\n9 1\n4101 0\n");
+    EXPECT_TRUE(parses("nsidd-ids 1 b00t 7\n"));
+    const auto ids = nsidd::netns::parse_id_cache(
+        "nsidd-ids 1 b00t 7\n4101 0\n18446744073709551615 2147483647\n", kOrigin);
+    ASSERT_TRUE(ids);
+    EXPECT_EQ(ids->size(), 2u);
+    EXPECT_EQ(ids->at(4101), 0);
+    EXPECT_EQ(ids->at(18446744073709551615u), 2147483647);
+    // Round trip.
+    EXPECT_EQ(nsidd::netns::parse_id_cache(format_id_cache(kOrigin, *ids), kOrigin), ids);
 }
 
-TEST_F(SavedIds, RejectsAnythingElse) {
+TEST(SavedIds, RejectsAnythingElse) {
     for (const char* bad : {
              "",
              "nsidd-ids 1 b00t 7",                            // cut: no newline
@@ -98,7 +102,7 @@ TEST_F(SavedIds, RejectsAnythingElse) {
              "nsidd-ids 1 b00t 7\n1 1\n2 2\n3 3\n4 4\n5 5\n", // over max_lines (4)
              "nsidd-ids 1 b00t 7\n\n",                        // empty line
          })
-        EXPECT_FALSE(import(bad)) << bad;
+        EXPECT_FALSE(parses(bad)) << bad;
     // An empty boot id never matches.
-    EXPECT_FALSE(catalog_->import_ids("nsidd-ids 1  7\n", "", 7));
+    EXPECT_FALSE(nsidd::netns::parse_id_cache("nsidd-ids 1  7\n", {"", 7}));
 }

@@ -37,7 +37,8 @@ TEST(Codec, KernelNewEvent) {
     EXPECT_EQ(n.type, RTM_NEWNSID);
     EXPECT_EQ(n.nsid, 5);
     EXPECT_FALSE(n.current_nsid);
-    // Caused by `ip netns set`: the requester's port and sequence, not 0 (KERNEL-NSID.md §2.1).
+    // Caused by `ip netns set`: the requester's port and sequence, not 0 (docs/kernel.md,
+    // "Events").
     EXPECT_NE(n.portid, 0u);
 }
 

@@ -276,7 +276,7 @@ TEST(Registry, MatchesKernelThroughOverruns) {
 }
 
 TEST(Registry, NewBeforeDelKeepsTheNewPeer) {
-    Registry r;
+    Registry r(1024);
     auto yes = [](Observer, Nsid) -> bool {
         ADD_FAILURE() << "a lossless stream needs no query";
         return true;
@@ -299,7 +299,7 @@ TEST(Registry, NewBeforeDelKeepsTheNewPeer) {
 }
 
 TEST(Registry, BurstCostsOneSweepAndNoQueries) {
-    Registry r;
+    Registry r(1024);
     auto never = [](Observer, Nsid) -> bool {
         ADD_FAILURE() << "no query expected";
         return false;
@@ -345,7 +345,7 @@ TEST(Registry, HistoryIsBounded) {
 }
 
 TEST(Registry, ResyncDiffsAndKeepsFirstSeen) {
-    Registry r;
+    Registry r(1024);
     auto no = [](Observer, Nsid) {
         return false;
     };
@@ -369,7 +369,7 @@ TEST(Registry, ResyncDiffsAndKeepsFirstSeen) {
 TEST(Registry, SweepEqualsNaivePurge) {
     std::mt19937 rng(7);
     for (int round = 0; round < 50; ++round) {
-        Registry r;
+        Registry r(1024);
         auto no = [](Observer, Nsid) {
             return false;
         };

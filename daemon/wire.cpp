@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-#include "daemon/api.hpp"
+#include "daemon/wire.hpp"
 
 #include "util/time.hpp"
 

@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The daemon's discovery timers: mount changes, the /proc pass in slices, orphan reports and
+// the id cache. What discovery finds and what it means is the engine's (lib/mirror).
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+
+#include "daemon/daemon.hpp"
+#include "daemon/journal.hpp"
+#include "util/time.hpp"
+
+namespace nsidd::daemon {
+
+Result<void> Daemon::start_discovery() {
+    // The mount table signals every change with EPOLLPRI on an open mountinfo; `ip netns add`
+    // and `del` are mount changes. They come in bursts: one rescan per burst, a little later.
+    mountinfo_.reset(::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC));
+    sd_event_source* s = nullptr;
+    if (!mountinfo_) {
+        spdlog::warn("Cannot watch /proc/self/mountinfo ({}): named namespaces are found by "
+                     "the periodic pass only",
+                     std::strerror(errno));
+    } else if (int r =
+                   sd_event_add_io(event_.get(), &s, mountinfo_.get(), EPOLLPRI, on_mounts, this);
+               r < 0) {
+        spdlog::error("Failed to watch the mount table: {}", std::strerror(-r));
+        return fail_errno(-r);
+    } else {
+        sources_.emplace_back(s);
+    }
+    // Armed by mount changes and unexplained ids; first, right after start, for the mounts
+    // that exist already.
+    mounts_changed_ = true;
+    int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, kMountDelayUsec,
+                                       kMountDelayUsec / 2, on_mounts_timer, this);
+    if (r >= 0) {
+        mounts_timer_.reset(s);
+        // The first pass starts at once, after READY=1: identities follow the ids shortly.
+        r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, 0, 0, on_discovery_timer,
+                                       this);
+    }
+    if (r < 0) {
+        spdlog::error("Failed to add the discovery timers: {}", std::strerror(-r));
+        return fail_errno(-r);
+    }
+    discovery_timer_.reset(s);
+    return {};
+}
+
+int Daemon::on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    self->mounts_changed_ = true;
+    self->schedule_discovery();
+    return 0;
+}
+
+void Daemon::schedule_discovery() {
+    // Armed once per burst: a pending rescan already covers this change.
+    int enabled = SD_EVENT_OFF;
+    sd_event_source_get_enabled(mounts_timer_.get(), &enabled);
+    if (enabled == SD_EVENT_OFF) {
+        sd_event_source_set_time_relative(mounts_timer_.get(), mount_delay_usec_);
+        sd_event_source_set_enabled(mounts_timer_.get(), SD_EVENT_ONESHOT);
+    }
+}
+
+int Daemon::on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
+    static_cast<Daemon*>(userdata)->on_mounts_due();
+    return 0;
+}
+
+void Daemon::on_mounts_due() {
+    if (std::exchange(mounts_changed_, false)) {
+        const auto started = monotonic_usec();
+        engine_->discover_mounts();
+        // Rereading the mount table costs O(mounts) in the kernel and here: during a long
+        // burst of `ip netns add`, reread at most ~2% of the time, so that a host with 10000
+        // bind mounts is not kept busy by its own mount table.
+        const auto took = monotonic_usec() - started;
+        spdlog::debug("Mount table reread in {} us", took);
+        mount_delay_usec_ = std::clamp<std::uint64_t>(took * 50, kMountDelayUsec, 2'000'000);
+    }
+    if (engine_->refresh_due()) {
+        // One slice of the round, then the loop serves events and clients again.
+        engine_->refresh_ids(monotonic_usec() + kRefreshSliceUsec);
+        if (engine_->refresh_due()) {
+            sd_event_source_set_time_relative(mounts_timer_.get(), kRefreshSliceUsec);
+            sd_event_source_set_enabled(mounts_timer_.get(), SD_EVENT_ONESHOT);
+        }
+    }
+    resync_if_replaced();
+}
+
+void Daemon::resync_if_replaced() {
+    // Discovery met a row's peer replaced under its id: the events saying so were lost, or are
+    // still queued; the resync tells which.
+    if (engine_->resync_due())
+        resync(mirror::ResyncReason::Replaced);
+}
+
+int Daemon::on_discovery_timer(sd_event_source* s, uint64_t, void* userdata) noexcept {
+    static_cast<Daemon*>(userdata)->on_discovery_slice(s);
+    return 0;
+}
+
+void Daemon::on_discovery_slice(sd_event_source* s) {
+    // A bounded slice of the /proc walk per wakeup: a host with 100k processes does not stall
+    // the loop; the rest follows at once, after whatever else is pending. The mount table is
+    // reread on its own changes; only without that watch does a pass reread it too.
+    const auto started = monotonic_usec();
+    const bool done = engine_->discover_processes(kProcessesPerSlice, !mountinfo_.is_valid());
+    const auto walked = monotonic_usec();
+    const auto delay =
+        done ? static_cast<std::uint64_t>(options_.discovery_interval * 1e6) : std::uint64_t{0};
+    sd_event_source_set_time_relative(s, delay);
+    sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+    resync_if_replaced();
+    if (!done)
+        return;
+    report_orphans();
+    save_ids();
+    const auto namespaces = engine_->catalog().namespaces().size();
+    metrics_.set_namespaces(namespaces, read_netns_limit());
+    release_memory(namespaces);
+    spdlog::debug("Discovery pass ended: {} namespaces; last slice {} us, saving and metrics {} us",
+                  namespaces, walked - started, monotonic_usec() - walked);
+}
+
+void Daemon::report_orphans() {
+    // Each orphan once (by id and first-seen time: ids are reused), the first few by name.
+    std::set<std::pair<registry::Nsid, std::uint64_t>> now;
+    std::size_t told = 0, more = 0;
+    for (const auto& [nsid, row] : engine_->registry().table(registry::kSelf)->rows) {
+        if (engine_->state(registry::kSelf, row.entry) != mirror::PeerState::Orphaned)
+            continue;
+        const auto key = std::make_pair(nsid, row.entry.since_usec);
+        now.insert(key);
+        if (orphans_.count(key))
+            continue;
+        if (told == kOrphansToLog) {
+            ++more;
+            continue;
+        }
+        ++told;
+        const auto& p = row.entry.peer;
+        const std::string names =
+            p.names.empty() ? "" : fmt::format("was {}, ", fmt::join(p.names, ","));
+        log_notable(Notable::Orphaned, spdlog::level::warn,
+                    fmt::format("Peer namespace nsid {} ({}cookie {}, inode {}) has had no "
+                                "process and no bind mount for {} s or more: an open fd, a "
+                                "socket or the kernel keeps it alive",
+                                nsid, names, p.cookie ? std::to_string(*p.cookie) : "unknown",
+                                p.inode ? std::to_string(*p.inode) : "unknown",
+                                options_.orphan_grace));
+    }
+    if (more > 0)
+        log_notable(
+            Notable::Orphaned, spdlog::level::warn,
+            fmt::format("{} more peer namespaces orphaned (nsidctl list shows them)", more));
+    orphans_ = std::move(now);
+}
+
+void Daemon::save_ids() {
+    if (options_.id_cache == "none" || !engine_)
+        return;
+    // Its directory is the service's RuntimeDirectory; run by hand, nsidd makes it.
+    if (const auto slash = options_.id_cache.rfind('/'); slash != std::string::npos && slash > 0)
+        ::mkdir(options_.id_cache.substr(0, slash).c_str(), 0755);
+    auto saved = engine_->save_ids(options_.id_cache);
+    if (saved)
+        return;
+    // Once per run: a missing directory stays missing.
+    if (!id_cache_warned_)
+        spdlog::warn("Cannot save namespace ids to {} ({}); restarts will ask the kernel again",
+                     options_.id_cache, saved.error().message());
+    id_cache_warned_ = true;
+}
+
+} // namespace nsidd::daemon

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "daemon/varlink_api.hpp"
+
+#include <array>
+#include <cstdlib>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "daemon/journal.hpp"
+#include "daemon/wire.hpp"
+#include "version.hpp"
+
+namespace nsidd::daemon {
+
+extern const char kServiceDescription[]; // org.varlink.service.varlink, embedded at build time
+
+namespace {
+
+using varlink::Json;
+constexpr std::string_view kService = "org.varlink.service";
+
+} // namespace
+
+struct VarlinkApi::Method {
+    std::string_view name;
+    void (VarlinkApi::*handler)(Server::Peer&, const varlink::Call&);
+    std::string_view parameter; ///< the one parameter it takes, or "" for none
+    bool privileged = false;    ///< uid 0 only
+    bool streaming = false;     ///< requires `more`
+};
+
+std::span<const VarlinkApi::Method> VarlinkApi::methods() {
+    static const std::array<Method, 10> table{{
+        {"org.varlink.service.GetInfo", &VarlinkApi::get_info, "", false, false},
+        {"org.varlink.service.GetInterfaceDescription", &VarlinkApi::get_interface_description,
+         "interface", false, false},
+        {"io.nsidd.Registry.GetStatus", &VarlinkApi::get_status, "", false, false},
+        {"io.nsidd.Registry.List", &VarlinkApi::list, "observer", false, false},
+        {"io.nsidd.Registry.Graph", &VarlinkApi::graph, "", false, false},
+        {"io.nsidd.Registry.History", &VarlinkApi::history, "limit", false, false},
+        {"io.nsidd.Registry.Watch", &VarlinkApi::watch, "", false, true},
+        {"io.nsidd.Registry.Resync", &VarlinkApi::resync, "", true, false},
+        {"io.nsidd.Registry.Reload", &VarlinkApi::reload, "", true, false},
+        {"io.nsidd.Registry.GetMetrics", &VarlinkApi::get_metrics, "", false, false},
+    }};
+    return table;
+}
+
+std::vector<std::string_view> VarlinkApi::method_names() {
+    std::vector<std::string_view> out;
+    for (const auto& m : methods())
+        out.push_back(m.name);
+    return out;
+}
+
+VarlinkApi::VarlinkApi(const mirror::Engine& engine, Hooks hooks)
+    : engine_(engine), hooks_(std::move(hooks)) {}
+
+void VarlinkApi::call(Server::Peer& peer, const varlink::Call& call) {
+    const auto& name = call.method;
+    const Method* found = nullptr;
+    for (const auto& m : methods())
+        if (m.name == name)
+            found = &m;
+    if (found == nullptr) {
+        const auto interface = name.substr(0, name.rfind('.'));
+        if (interface == kInterface || interface == kService)
+            peer.error(varlink::kMethodNotFound, {{"method", name}});
+        else
+            peer.error(varlink::kInterfaceNotFound, {{"interface", interface}});
+    } else if (allowed(peer, *found, call)) {
+        (this->*found->handler)(peer, call);
+    }
+    if (hooks_.counted)
+        hooks_.counted(name, !peer.failed());
+}
+
+// What every method shares: no parameter it does not take, uid 0 where privileged, `more`
+// where it streams.
+bool VarlinkApi::allowed(Server::Peer& peer, const Method& m, const varlink::Call& call) {
+    for (const auto& [key, value] : call.parameters.items())
+        if (key != m.parameter) {
+            peer.error(varlink::kInvalidParameter, {{"parameter", key}});
+            return false;
+        }
+    if (m.privileged && peer.uid() != 0) {
+        peer.error(kPermissionDenied);
+        // Rate-limited (powers of two): a client looping on denials cannot flood the log.
+        ++denials_;
+        if ((denials_ & (denials_ - 1)) == 0)
+            log_notable(Notable::PermissionDenied, spdlog::level::warn,
+                        fmt::format("Denied {} to uid {} ({} denials so far)", m.name, peer.uid(),
+                                    denials_));
+        return false;
+    }
+    if (m.streaming && !call.more) {
+        peer.error(varlink::kExpectedMore);
+        return false;
+    }
+    return true;
+}
+
+void VarlinkApi::get_info(Server::Peer& peer, const varlink::Call&) {
+    peer.reply({{"vendor", "nsidd"},
+                {"product", "nsidd"},
+                {"version", kVersion},
+                {"url", "https://github.com/nsidd/nsidd"},
+                {"interfaces", Json::array({std::string(kService), std::string(kInterface)})}});
+}
+
+void VarlinkApi::get_interface_description(Server::Peer& peer, const varlink::Call& call) {
+    const auto it = call.parameters.find("interface");
+    if (it == call.parameters.end() || !it->is_string())
+        peer.error(varlink::kInvalidParameter, {{"parameter", "interface"}});
+    else if (*it == kInterface)
+        peer.reply({{"description", std::string(kInterfaceDescription)}});
+    else if (*it == kService)
+        peer.reply({{"description", std::string(kServiceDescription)}});
+    else
+        peer.error(varlink::kInterfaceNotFound, {{"interface", *it}});
+}
+
+void VarlinkApi::get_status(Server::Peer& peer, const varlink::Call&) {
+    peer.reply(hooks_.status());
+}
+
+Json VarlinkApi::entries(registry::Observer observer, const registry::Registry::Table& t) const {
+    Json out = Json::array();
+    for (const auto& [nsid, row] : t.rows)
+        out.push_back(to_json(engine_.view(observer, row.entry),
+                              to_string(engine_.state(observer, row.entry))));
+    return out;
+}
+
+void VarlinkApi::list(Server::Peer& peer, const varlink::Call& call) {
+    const auto it = call.parameters.find("observer");
+    if (it != call.parameters.end() && !it->is_string() && !it->is_null()) {
+        peer.error(varlink::kInvalidParameter, {{"parameter", "observer"}}); // ?string
+        return;
+    }
+    const std::string name =
+        it == call.parameters.end() || it->is_null() ? "self" : it->get<std::string>();
+    std::optional<registry::Observer> observer = registry::kSelf;
+    if (name != "self") {
+        char* end = nullptr;
+        const long v = std::strtol(name.c_str(), &end, 10);
+        if (!name.empty() && *end == '\0' && v >= 0 && v <= INT32_MAX)
+            observer = static_cast<registry::Observer>(v);
+        else
+            observer = hooks_.nsid_of_name(name);
+    }
+    const auto* table = observer ? engine_.registry().table(*observer) : nullptr;
+    if (table == nullptr) {
+        peer.error(kNoSuchObserver, {{"observer", name}});
+        return;
+    }
+    peer.reply({{"entries", entries(*observer, *table)}});
+    hooks_.rendered(table->rows.size());
+}
+
+void VarlinkApi::graph(Server::Peer& peer, const varlink::Call&) {
+    Json tables = Json::array();
+    for (const auto& [observer, table] : engine_.registry().tables())
+        tables.push_back(
+            {{"observer", observer_name(observer)}, {"entries", entries(observer, table)}});
+    peer.reply({{"tables", std::move(tables)}});
+    hooks_.rendered(engine_.registry().entry_count());
+}
+
+void VarlinkApi::history(Server::Peer& peer, const varlink::Call& call) {
+    std::size_t limit = SIZE_MAX;
+    if (const auto it = call.parameters.find("limit"); it != call.parameters.end()) {
+        if (!it->is_null() && !(it->is_number_integer() && it->get<std::int64_t>() >= 0)) {
+            peer.error(varlink::kInvalidParameter, {{"parameter", "limit"}});
+            return;
+        }
+        if (!it->is_null())
+            limit = it->get<std::size_t>();
+    }
+    const auto& deaths = engine_.registry().history();
+    Json out = Json::array();
+    const std::size_t skip = deaths.size() > limit ? deaths.size() - limit : 0;
+    for (std::size_t i = skip; i < deaths.size(); ++i)
+        out.push_back(to_json(deaths[i]));
+    peer.reply({{"deaths", std::move(out)}});
+}
+
+void VarlinkApi::watch(Server::Peer& peer, const varlink::Call&) {
+    peer.reply({{"seq", seq_},
+                {"kind", "resync"},
+                {"observer", "self"},
+                {"entry", nullptr},
+                {"removed", false}},
+               true);
+    peer.subscribe();
+}
+
+void VarlinkApi::resync(Server::Peer& peer, const varlink::Call&) {
+    hooks_.resync();
+    peer.reply(Json::object());
+}
+
+void VarlinkApi::reload(Server::Peer& peer, const varlink::Call&) {
+    if (auto err = hooks_.reload())
+        peer.error(kInvalidConfiguration, {{"message", *err}});
+    else
+        peer.reply(Json::object());
+}
+
+void VarlinkApi::get_metrics(Server::Peer& peer, const varlink::Call&) {
+    peer.reply({{"text", hooks_.metrics_text()}});
+}
+
+void VarlinkApi::publish(Server& server, const std::vector<registry::Change>& changes) {
+    for (const auto& c : changes) {
+        const std::uint64_t seq = ++seq_;
+        server.publish(
+            [&] {
+                const registry::Change shown{c.kind, c.observer, engine_.view(c.observer, c.entry),
+                                             c.removed};
+                return varlink::encode_reply(
+                    to_json(seq, shown, to_string(engine_.state(c.observer, c.entry))), true);
+            },
+            kWatcherTooSlow);
+    }
+}
+
+} // namespace nsidd::daemon

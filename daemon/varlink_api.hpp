@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "daemon/server.hpp"
+#include "mirror/engine.hpp"
+#include "varlink/protocol.hpp"
+
+namespace nsidd::daemon {
+
+/// The Varlink API: org.varlink.service and io.nsidd.Registry as a table of methods, each a row
+/// (name, parameters, privileged, streaming) and a handler. The table checks what every method
+/// shares (unknown parameters, uid 0, `more`); a handler does only its own work.
+class VarlinkApi {
+public:
+    /// What the handlers need beyond a const view of the engine.
+    struct Hooks {
+        std::function<varlink::Json()> status;
+        std::function<void()> resync;
+        /// Re-reads the configuration; the error text on failure.
+        std::function<std::optional<std::string>()> reload;
+        std::function<std::string()> metrics_text;
+        /// Self's id for a /run/netns name (asks the kernel).
+        std::function<std::optional<registry::Nsid>(const std::string&)> nsid_of_name;
+        /// `n` entries were rendered: memory may be worth returning to the system.
+        std::function<void(std::size_t)> rendered;
+        /// A method was called; `ok`: answered without an error.
+        std::function<void(std::string_view method, bool ok)> counted;
+    };
+
+    VarlinkApi(const mirror::Engine& engine, Hooks hooks);
+
+    /// Answers one call (the server's dispatch function).
+    void call(Server::Peer& peer, const varlink::Call& call);
+    /// Sends each change to every watcher, in order, each with the next sequence number.
+    void publish(Server& server, const std::vector<registry::Change>& changes);
+
+    std::uint64_t denials() const noexcept { return denials_; }
+    /// Every method's name (for metrics labels).
+    static std::vector<std::string_view> method_names();
+
+private:
+    struct Method;
+    static std::span<const Method> methods();
+    bool allowed(Server::Peer& peer, const Method& m, const varlink::Call& call);
+
+    void get_info(Server::Peer& peer, const varlink::Call& call);
+    void get_interface_description(Server::Peer& peer, const varlink::Call& call);
+    void get_status(Server::Peer& peer, const varlink::Call& call);
+    void list(Server::Peer& peer, const varlink::Call& call);
+    void graph(Server::Peer& peer, const varlink::Call& call);
+    void history(Server::Peer& peer, const varlink::Call& call);
+    void watch(Server::Peer& peer, const varlink::Call& call);
+    void resync(Server::Peer& peer, const varlink::Call& call);
+    void reload(Server::Peer& peer, const varlink::Call& call);
+    void get_metrics(Server::Peer& peer, const varlink::Call& call);
+
+    varlink::Json entries(registry::Observer observer, const registry::Registry::Table& t) const;
+
+    const mirror::Engine& engine_;
+    Hooks hooks_;
+    std::uint64_t seq_ = 0; // Watch sequence: one per published change
+    std::uint64_t denials_ = 0;
+};
+
+} // namespace nsidd::daemon

@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "mirror/engine.hpp"
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "util/time.hpp"
+
+namespace nsidd::mirror {
+namespace {
+
+using registry::Change;
+using registry::Entry;
+
+constexpr int kResyncAttempts = 4;
+
+void append(std::vector<Change>& to, std::vector<Change>&& from) {
+    to.insert(to.end(), std::make_move_iterator(from.begin()), std::make_move_iterator(from.end()));
+}
+
+} // namespace
+
+const char* to_string(ResyncReason reason) noexcept {
+    switch (reason) {
+    case ResyncReason::Startup:
+        return "startup";
+    case ResyncReason::Overrun:
+        return "overrun";
+    case ResyncReason::Periodic:
+        return "periodic";
+    case ResyncReason::Manual:
+        return "manual";
+    case ResyncReason::Replaced:
+        return "replaced";
+    case ResyncReason::Count:
+        break;
+    }
+    return "unknown";
+}
+
+const char* to_string(PeerState state) noexcept {
+    switch (state) {
+    case PeerState::Resolved:
+        return "resolved";
+    case PeerState::Orphaned:
+        return "orphaned";
+    case PeerState::Unknown:
+    case PeerState::Count:
+        break;
+    }
+    return "unknown";
+}
+
+Clock Clock::system() {
+    return Clock{realtime_usec, monotonic_usec};
+}
+
+std::uint64_t EngineStats::resyncs_total() const noexcept {
+    std::uint64_t n = 0;
+    for (auto r : resyncs)
+        n += r;
+    return n;
+}
+
+Engine::Engine(Kernel& kernel, Config config, Clock clock)
+    : kernel_(kernel), config_(std::move(config)), clock_(std::move(clock)),
+      registry_(config_.history), catalog_(config_.roots, kernel_, config_.assign_ids) {}
+
+Result<std::vector<Change>> Engine::resync(ResyncReason reason) {
+    const auto started = clock_.monotonic();
+    resync_due_ = false;
+    std::vector<Change> changes;
+    const auto source =
+        reason == ResyncReason::Startup ? registry::Source::Dump : registry::Source::Resync;
+    for (int attempt = 0; attempt < kResyncAttempts; ++attempt) {
+        auto table = read_self(source);
+        if (!table) {
+            ++stats_.resync_failures;
+            return fail(table.error());
+        }
+        foreign_cache_.clear();
+        find_replaced(*table, changes);
+        auto diff = registry_.resync(registry::kSelf, std::move(*table), clock_.realtime());
+        identify(diff);
+        if (std::exchange(verdicts_due_, false))
+            renew_verdicts();
+        append(changes, std::move(diff));
+        if (config_.host)
+            resync_foreign(source, changes);
+        // Events queued while we read may be older than what we read: reconcile them. A NEW
+        // for an id the snapshot holds is undecidable (repeat or replacement): read again.
+        const auto ambiguous = registry_.counters().ambiguous;
+        auto queued = apply_events(true);
+        append(changes, std::move(queued.changes));
+        if (!queued.lost && registry_.counters().ambiguous == ambiguous) {
+            ++stats_.resyncs[static_cast<std::size_t>(reason)];
+            stats_.last_resync_usec = clock_.realtime();
+            stats_.last_resync_duration_usec = clock_.monotonic() - started;
+            return changes;
+        }
+    }
+    ++stats_.resync_failures;
+    return fail(Errc::Timeout);
+}
+
+// A snapshot keeps a row whose id it still holds, but events lost in an overrun may have
+// hidden a death and the reuse of the id by a new peer (DEL and NEW both lost). Ids are unique
+// among live peers and never change while a peer lives, so a row whose namespace is still
+// there under its cookie is kept; one whose namespace is gone is checked against the reachable
+// namespaces: when another one holds the id now, the row's peer died and is recorded so.
+void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>& changes) {
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    std::set<Nsid> gone;
+    for (const auto& e : truth) {
+        const auto row = rows.find(e.nsid);
+        if (row == rows.end() || !row->second.entry.peer.cookie)
+            continue;
+        const auto cookie = *row->second.entry.peer.cookie;
+        if (!catalog_.is_reachable(cookie))
+            gone.insert(e.nsid);
+    }
+    if (gone.empty())
+        return;
+    // Who holds those ids now: new mounts first, then the namespaces known without an id, and
+    // only then a pass over /proc, each until every doubtful id is claimed.
+    const auto claimed = [&] {
+        return std::all_of(gone.begin(), gone.end(), [&](Nsid k) {
+            const auto* ns = catalog_.by_nsid(k);
+            return ns != nullptr && ns->cookie != *rows.at(k).entry.peer.cookie;
+        });
+    };
+    const auto now = clock_.realtime();
+    catalog_.set_ask_new(true);
+    catalog_.scan_mounts(now, false);
+    catalog_.begin_round();
+    catalog_.ask_unassigned({}, claimed);
+    if (!claimed()) {
+        catalog_.restart_pass();
+        pass_started_usec_ = now;
+        while (!catalog_.scan_proc(SIZE_MAX, now)) {
+        }
+        verdicts_due_ = true;
+        catalog_.begin_round();
+        catalog_.ask_unassigned({}, claimed);
+    }
+    std::vector<Entry> kept;
+    for (const auto& e : truth) {
+        const auto* ns = gone.count(e.nsid) ? catalog_.by_nsid(e.nsid) : nullptr;
+        if (ns != nullptr && !ns->cookie_is_inode &&
+            ns->cookie != *rows.at(e.nsid).entry.peer.cookie) {
+            ++stats_.replaced;
+            continue; // dropped first, so its peer's death is recorded; then added anew
+        }
+        kept.push_back(e);
+    }
+    if (kept.size() == truth.size())
+        return;
+    auto diff = registry_.resync(registry::kSelf, std::move(kept), clock_.realtime());
+    identify(diff);
+    append(changes, std::move(diff));
+}
+
+Engine::Applied Engine::apply_events(bool reconcile) {
+    Applied out;
+    foreign_cache_.clear();
+    auto events = kernel_.receive();
+    // After a loss every event read is older than the snapshot the caller takes next, which
+    // supersedes them: applying them across the hole could only invent deaths.
+    if (events.lost) {
+        out.lost = true;
+        return out;
+    }
+    registry::Batch batch;
+    batch.reconcile = reconcile;
+    batch.now_usec = clock_.realtime();
+    for (auto& op : events.ops) {
+        if (op.observer == registry::kSelf) {
+            ++out.events;
+        } else if (!config_.host) {
+            continue;
+        } else if (op.kind == registry::Op::Kind::New) {
+            // Events never name the peer: a foreign NEW learns self's id for it from o's table.
+            if (const auto* t = foreign_table(op.observer))
+                if (auto it = t->find(op.nsid); it != t->end() && it->second >= 0)
+                    op.current_nsid = it->second;
+        }
+        batch.ops.push_back(op);
+    }
+    out.changes =
+        registry_.apply(batch, [this](Observer o, Nsid nsid) { return is_assigned(o, nsid); });
+    // Tables read before the batch named only the peers self knew then: read new ones anew.
+    foreign_cache_.clear();
+    identify(out.changes);
+    if (config_.host)
+        read_new_observers(out.changes);
+    return out;
+}
+
+std::optional<Nsid> Engine::nsid_of_name(const std::string& name) {
+    // A name is one path component: no traversal out of the netns directory.
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+        return std::nullopt;
+    auto fd = netns::open_namespace(config_.roots.netns_dir + "/" + name);
+    if (!fd)
+        return std::nullopt;
+    const int raw = fd->get();
+    auto ids = kernel_.ids_of(std::span<const int>(&raw, 1));
+    if (!ids || ids->empty())
+        return std::nullopt;
+    return (*ids)[0];
+}
+
+} // namespace nsidd::mirror

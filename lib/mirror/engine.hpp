@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mirror/kernel.hpp"
+#include "netns/catalog.hpp"
+#include "registry/registry.hpp"
+#include "util/result.hpp"
+
+namespace nsidd::mirror {
+
+enum class ResyncReason : std::uint8_t { Startup, Overrun, Periodic, Manual, Replaced, Count };
+/// "startup", "overrun", "periodic", "manual", "replaced".
+const char* to_string(ResyncReason reason) noexcept;
+
+/// What is known of whatever holds a peer alive (see Engine::state).
+enum class PeerState : std::uint8_t { Resolved, Orphaned, Unknown, Count };
+/// "resolved", "orphaned", "unknown".
+const char* to_string(PeerState state) noexcept;
+
+/// The engine's clocks, in microseconds: the wall clock (first-seen, death and verdict times)
+/// and a monotonic one (durations, deadlines). Tests pass their own.
+struct Clock {
+    std::function<std::uint64_t()> realtime;
+    std::function<std::uint64_t()> monotonic;
+    /// CLOCK_REALTIME and CLOCK_MONOTONIC.
+    static Clock system();
+};
+
+/// What the engine did, for status and metrics.
+struct EngineStats {
+    std::array<std::uint64_t, static_cast<std::size_t>(ResyncReason::Count)> resyncs{};
+    std::uint64_t resync_failures = 0;
+    std::uint64_t last_resync_usec = 0; ///< wall clock of the last good resync
+    std::uint64_t last_resync_duration_usec = 0;
+    std::uint64_t last_probes = 0;    ///< questions the last table read needed
+    bool last_dump_truncated = false; ///< the last dump of self's table may have been cut
+    std::uint64_t replaced = 0;       ///< peers a resync found replaced under a kept id
+    std::uint64_t resyncs_total() const noexcept;
+};
+
+/// The engine: keeps the registry equal to the kernel's tables (self's, and in host scope every
+/// table self has an id for) and attaches what discovery learns of each peer. It reads tables
+/// (dump, then probes where the dump may be cut), applies event batches, reconciles the events
+/// queued during a read, tells a replaced peer from a kept one, and renders verdicts on what
+/// holds each peer alive. docs/design.md describes the flow and its invariants.
+class Engine {
+public:
+    /// Set from the daemon's options, where the defaults live.
+    struct Config {
+        netns::Roots roots;
+        std::size_t history = 0; ///< deaths kept
+        /// Also mirror the table of every namespace that self has an id for.
+        bool host = false;
+        /// Give every namespace discovery finds without an id one (changes kernel state).
+        bool assign_ids = false;
+        /// How long a peer may go without a process or a bind mount before it is orphaned.
+        std::uint64_t orphan_grace_usec = 0;
+    };
+
+    /// `kernel` must outlive the engine. Nothing is read until resync().
+    Engine(Kernel& kernel, Config config, Clock clock = Clock::system());
+
+    /// Reads self's table (dump, and probes when the dump may be cut), applies the difference,
+    /// then the events queued meanwhile in reconcile mode. Repeats when events were lost during
+    /// the read or a queued event is undecidable; fails with Errc::Timeout after a few tries.
+    Result<std::vector<registry::Change>> resync(ResyncReason reason);
+
+    /// Result of one batch of events.
+    struct Applied {
+        std::vector<registry::Change> changes;
+        bool lost = false;      ///< events were lost: resync now
+        std::size_t events = 0; ///< self's events in the batch
+    };
+    /// Reads every queued event as one batch and applies it; after a loss applies nothing,
+    /// since the resync the caller then runs supersedes it.
+    Applied apply_events(bool reconcile = false);
+
+    /// Rereads the nsfs mounts and attaches what it learned to the rows.
+    void discover_mounts();
+    /// Ids appeared that no known namespace explains: call refresh_ids() soon. Deferred so
+    /// that a burst of NEWs costs one round of questions, not one per batch.
+    bool refresh_due() const noexcept { return refresh_due_; }
+    /// Discovery found a row's peer replaced under its id (another namespace holds it now):
+    /// call resync(ResyncReason::Replaced), which records the death if its events were lost.
+    bool resync_due() const noexcept { return resync_due_; }
+    /// Asks the namespaces that had no id for it again, until the monotonic clock passes
+    /// `deadline_usec`; refresh_due() stays true while some are left to ask.
+    void refresh_ids(std::uint64_t deadline_usec);
+    /// Walks up to `budget` more processes of the current /proc pass. Returns true when the
+    /// pass ended (then every verdict was renewed). `mounts`: reread the mount table as the
+    /// pass begins (needed only where its changes are not watched).
+    bool discover_processes(std::size_t budget, bool mounts);
+
+    /// The entry as served: a row of another observer's table names its peer through
+    /// current_nsid, so it gets the identity of self's row for that peer.
+    registry::Entry view(registry::Observer observer, const registry::Entry& entry) const;
+    /// Resolved: a process or a bind mount held the peer at the last look. Orphaned: nothing
+    /// that discovery can see has held it for longer than the grace period (an open fd, a
+    /// socket or the kernel keeps it alive). Unknown: not (yet) decided.
+    PeerState state(registry::Observer observer, const registry::Entry& entry) const;
+    /// Self's peers by state.
+    std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> state_counts() const;
+
+    /// Takes the ids saved at `path` for this boot and this namespace as hints, so that the
+    /// bootstrap need not ask the kernel for them. False when there is no such file or it does
+    /// not apply (then nothing changes).
+    bool load_ids(const std::string& path);
+    /// Saves the ids the catalog knows to `path` (atomically, mode 0600) when they changed
+    /// since the last save.
+    Result<void> save_ids(const std::string& path);
+
+    /// Self's id for the namespace named `name` under the netns directory, if it has one.
+    std::optional<Nsid> nsid_of_name(const std::string& name);
+
+    const registry::Registry& registry() const noexcept { return registry_; }
+    const netns::Catalog& catalog() const noexcept { return catalog_; }
+    const EngineStats& stats() const noexcept { return stats_; }
+
+private:
+    // Table reading (table.cpp).
+    Result<std::vector<registry::Entry>> read_self(registry::Source source);
+    std::size_t learn_reachable(std::map<Nsid, registry::Entry>& truth, registry::Source source);
+    Result<Nsid> probe_dense(std::map<Nsid, registry::Entry>& truth, Nsid dump_highest,
+                             registry::Source source);
+    Result<void> probe_sparse(std::map<Nsid, registry::Entry>& truth, Nsid probed_to,
+                              registry::Source source);
+    const std::map<Nsid, Nsid>* foreign_table(Observer o);
+    std::vector<registry::Entry> foreign_entries(Observer o, registry::Source source);
+    void resync_foreign(registry::Source source, std::vector<registry::Change>& changes);
+    void read_new_observers(std::vector<registry::Change>& changes);
+    bool is_assigned(Observer observer, Nsid nsid);
+    // Rows the snapshot kept whose peer was replaced under the same id (engine.cpp).
+    void find_replaced(const std::vector<registry::Entry>& truth,
+                       std::vector<registry::Change>& changes);
+
+    // Identity and verdicts (identity.cpp).
+    void identify(const std::vector<registry::Change>& changes);
+    void forget_dead(const registry::Change& change);
+    bool unexplained_rows() const;
+    void attach_changed();
+    void renew_verdicts();
+    static registry::Identity identity_of(const netns::Namespace& ns);
+    netns::IdCacheOrigin origin();
+
+    // Whether anything held self's row for a peer at the last look.
+    struct Verdict {
+        std::uint64_t row_since = 0;    // the row it is about (ids are reused)
+        std::uint64_t unheld_since = 0; // 0: held; else wall clock since when not
+    };
+
+    Kernel& kernel_;
+    Config config_;
+    Clock clock_;
+    registry::Registry registry_;
+    EngineStats stats_;
+    // Host scope: observer -> (its id -> self's id for the same peer, -1: none), per batch.
+    std::map<Observer, std::optional<std::map<Nsid, Nsid>>> foreign_cache_;
+    netns::Catalog catalog_;
+    std::map<Nsid, Verdict> verdicts_;
+    std::uint64_t pass_started_usec_ = 0;
+    bool verdicts_due_ = false; // a table read ended a pass; renew once the rows are in
+    bool refresh_due_ = false;
+    bool resync_due_ = false;
+    bool another_round_ = false; // ids arrived unexplained while a round was under way
+    std::uint64_t saved_ids_version_ = UINT64_MAX;
+    std::string boot_id_;
+};
+
+} // namespace nsidd::mirror

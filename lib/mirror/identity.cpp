@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// What discovery learns of each peer: identities onto self's rows, verdicts on what holds each
+// peer alive, and the saved ids that spare a restart most questions.
+#include "mirror/engine.hpp"
+
+#include "util/file.hpp"
+
+namespace nsidd::mirror {
+
+registry::Identity Engine::identity_of(const netns::Namespace& ns) {
+    registry::Identity id;
+    if (!ns.cookie_is_inode)
+        id.cookie = ns.cookie;
+    id.inode = ns.inode;
+    id.names = ns.names;
+    if (ns.pid)
+        id.pid = *ns.pid;
+    return id;
+}
+
+void Engine::attach_changed() {
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    for (const auto cookie : catalog_.take_changed()) {
+        const auto it = catalog_.namespaces().find(cookie);
+        if (it == catalog_.namespaces().end() || !it->second.nsid)
+            continue;
+        const auto nsid = *it->second.nsid;
+        const auto row = rows.find(nsid);
+        if (row == rows.end())
+            continue; // its NEW is still on the way; identify() attaches it then
+        if (const auto& had = row->second.entry.peer.cookie; had && *had != cookie) {
+            // The row is the previous holder's, which is dead (ids are unique among live
+            // peers). Its DEL and the new NEW may still be on the way, or were lost: a resync
+            // settles which, and records the death if they were.
+            resync_due_ = true;
+            continue;
+        }
+        registry_.set_peer(nsid, identity_of(it->second));
+        // Found through a process or a mount: held now.
+        verdicts_[nsid] = Verdict{row->second.entry.since_usec, 0};
+    }
+}
+
+void Engine::forget_dead(const registry::Change& c) {
+    // Dead: its cookie is never seen again, and its id may name a new peer at once.
+    if (c.entry.peer.cookie)
+        catalog_.forget(*c.entry.peer.cookie);
+    else if (const auto* ns = catalog_.by_nsid(c.entry.nsid))
+        catalog_.forget(ns->cookie);
+    if (auto v = verdicts_.find(c.entry.nsid);
+        v != verdicts_.end() && v->second.row_since == c.entry.since_usec)
+        verdicts_.erase(v);
+}
+
+void Engine::identify(const std::vector<registry::Change>& changes) {
+    bool unexplained = false;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    for (const auto& c : changes) {
+        if (c.observer != registry::kSelf)
+            continue;
+        if (c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Purge ||
+            (c.kind == registry::ChangeKind::Resync && c.removed)) {
+            forget_dead(c);
+            continue;
+        }
+        const auto row = rows.find(c.entry.nsid);
+        if (row == rows.end() || row->second.entry.peer.cookie)
+            continue;
+        if (const auto* ns = catalog_.by_nsid(c.entry.nsid)) {
+            registry_.set_peer(c.entry.nsid, identity_of(*ns));
+            verdicts_[c.entry.nsid] = Verdict{row->second.entry.since_usec, 0};
+        } else {
+            unexplained = true;
+        }
+    }
+    // A known namespace may have just been given an id: ask those that had none, soon.
+    if (unexplained) {
+        // A round in progress may already have asked the namespace that got the id: another
+        // round follows it (one, however many ids arrive meanwhile).
+        if (!refresh_due_)
+            catalog_.begin_round();
+        else
+            another_round_ = true;
+        refresh_due_ = true;
+    }
+    attach_changed();
+}
+
+bool Engine::unexplained_rows() const {
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
+        if (!row.entry.peer.cookie && !row.entry.peer.inode)
+            return true;
+    return false;
+}
+
+void Engine::discover_mounts() {
+    catalog_.set_ask_new(unexplained_rows());
+    catalog_.scan_mounts(clock_.realtime(), false);
+    attach_changed();
+}
+
+void Engine::refresh_ids(std::uint64_t deadline_usec) {
+    const auto out_of_time = [this, deadline_usec] {
+        return clock_.monotonic() >= deadline_usec;
+    };
+    const auto explained = [this] {
+        attach_changed();
+        return !unexplained_rows();
+    };
+    if (refresh_due_ && catalog_.ask_unassigned(out_of_time, explained)) {
+        refresh_due_ = std::exchange(another_round_, false);
+        if (refresh_due_)
+            catalog_.begin_round();
+    }
+    attach_changed();
+}
+
+bool Engine::discover_processes(std::size_t budget, bool mounts) {
+    const auto now = clock_.realtime();
+    catalog_.set_ask_new(unexplained_rows());
+    if (!catalog_.pass_running()) {
+        pass_started_usec_ = now;
+        if (mounts)
+            catalog_.scan_mounts(now, false);
+    }
+    const bool done = catalog_.scan_proc(budget, now);
+    attach_changed();
+    if (!done)
+        return false;
+    renew_verdicts();
+    return true;
+}
+
+void Engine::renew_verdicts() {
+    // A row whose peer nothing held in the pass just ended is unheld since that pass began, or
+    // since earlier if it already was.
+    std::map<Nsid, Verdict> next;
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
+        const auto since = row.entry.since_usec;
+        if (catalog_.by_nsid(nsid) != nullptr) {
+            next.emplace(nsid, Verdict{since, 0});
+            continue;
+        }
+        const auto v = verdicts_.find(nsid);
+        const bool still =
+            v != verdicts_.end() && v->second.row_since == since && v->second.unheld_since != 0;
+        next.emplace(nsid, Verdict{since, still ? v->second.unheld_since : pass_started_usec_});
+    }
+    verdicts_ = std::move(next);
+}
+
+registry::Entry Engine::view(Observer observer, const registry::Entry& entry) const {
+    if (observer == registry::kSelf || !entry.current_nsid)
+        return entry;
+    registry::Entry out = entry;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    if (const auto it = rows.find(*entry.current_nsid); it != rows.end())
+        out.peer = it->second.entry.peer;
+    return out;
+}
+
+PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
+    const auto peer = registry::peer_of(observer, entry);
+    if (!peer)
+        return PeerState::Unknown;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    const auto row = rows.find(*peer);
+    const auto v = verdicts_.find(*peer);
+    if (row == rows.end() || v == verdicts_.end() ||
+        v->second.row_since != row->second.entry.since_usec)
+        return PeerState::Unknown;
+    if (v->second.unheld_since == 0)
+        return PeerState::Resolved;
+    return clock_.realtime() - v->second.unheld_since >= config_.orphan_grace_usec
+               ? PeerState::Orphaned
+               : PeerState::Unknown;
+}
+
+std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> Engine::state_counts() const {
+    std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> out{};
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
+        ++out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
+    return out;
+}
+
+netns::IdCacheOrigin Engine::origin() {
+    if (boot_id_.empty()) {
+        if (auto id = read_file(config_.roots.proc_dir + "/sys/kernel/random/boot_id", 64)) {
+            boot_id_ = std::move(*id);
+            while (!boot_id_.empty() && (boot_id_.back() == '\n' || boot_id_.back() == ' '))
+                boot_id_.pop_back();
+        }
+    }
+    return {boot_id_, catalog_.self_cookie()};
+}
+
+bool Engine::load_ids(const std::string& path) {
+    auto key = origin();
+    if (key.boot_id.empty() || key.self_cookie == 0)
+        return false; // no NS_GET_ID: inodes are no key across a restart
+    const auto text = read_file(path);
+    if (!text)
+        return false;
+    auto ids = netns::parse_id_cache(*text, key);
+    if (!ids)
+        return false;
+    catalog_.use_saved_ids(std::move(*ids));
+    return true;
+}
+
+Result<void> Engine::save_ids(const std::string& path) {
+    auto key = origin();
+    if (key.boot_id.empty() || key.self_cookie == 0 || catalog_.ids_version() == saved_ids_version_)
+        return {};
+    auto written = write_file_atomic(path, netns::format_id_cache(key, catalog_.saved_ids()), 0600);
+    if (written)
+        saved_ids_version_ = catalog_.ids_version();
+    return written;
+}
+
+} // namespace nsidd::mirror

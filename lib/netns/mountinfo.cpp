@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "netns/mountinfo.hpp"
+
+#include <algorithm>
+
+namespace nsidd::netns {
+namespace {
+
+// Undoes mountinfo's octal escapes (\040 for a space, \011, \012, \134).
+std::string unescape(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    const auto octal = [](char c) {
+        return c >= '0' && c <= '7';
+    };
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size() && octal(s[i + 1]) && octal(s[i + 2]) &&
+            octal(s[i + 3])) {
+            out.push_back(static_cast<char>(((s[i + 1] - '0') << 6) | ((s[i + 2] - '0') << 3) |
+                                            (s[i + 3] - '0')));
+            i += 3;
+            continue;
+        }
+        out.push_back(s[i]);
+    }
+    return out;
+}
+
+} // namespace
+
+std::vector<NsfsMount> parse_nsfs_mounts(std::string_view text) {
+    std::vector<NsfsMount> out;
+    // Splits off the next space-separated field of `line` (empty when none is left).
+    auto field = [](std::string_view& line) {
+        while (!line.empty() && line.front() == ' ')
+            line.remove_prefix(1);
+        const auto sp = std::min(line.find(' '), line.size());
+        const auto f = line.substr(0, sp);
+        line.remove_prefix(sp);
+        return f;
+    };
+    while (!text.empty()) {
+        const auto eol = std::min(text.find('\n'), text.size());
+        std::string_view line = text.substr(0, eol);
+        text.remove_prefix(std::min(eol + 1, text.size()));
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
+        field(line);
+        field(line);
+        field(line);
+        const std::string_view root = field(line);
+        const std::string_view mount_point = field(line);
+        if (field(line).empty()) // options
+            continue;
+        std::string_view f;
+        do
+            f = field(line);
+        while (!f.empty() && f != "-");
+        if (f != "-" || field(line) != "nsfs")
+            continue;
+        constexpr std::string_view kPrefix = "net:[";
+        if (root.size() <= kPrefix.size() + 1 || root.substr(0, kPrefix.size()) != kPrefix ||
+            root.back() != ']')
+            continue;
+        const auto digits = root.substr(kPrefix.size(), root.size() - kPrefix.size() - 1);
+        std::uint64_t inode = 0;
+        bool ok = digits.size() <= 19;
+        for (char c : digits)
+            ok = ok && c >= '0' && c <= '9' && ((inode = inode * 10 + (c - '0')), true);
+        if (!ok || inode == 0)
+            continue;
+        out.push_back(NsfsMount{inode, unescape(mount_point)});
+    }
+    return out;
+}
+
+} // namespace nsidd::netns

@@ -1,0 +1,21 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nsidd::netns {
+
+/// An nsfs mount of a network namespace, from a mountinfo line.
+struct NsfsMount {
+    std::uint64_t inode = 0; ///< from the mount's root, "net:[INODE]"
+    std::string path;        ///< the mount point, unescaped
+};
+
+/// The network-namespace nsfs mounts in /proc/PID/mountinfo text. Lines that are not nsfs
+/// mounts of a network namespace, or that are malformed, are skipped. Pure.
+std::vector<NsfsMount> parse_nsfs_mounts(std::string_view mountinfo);
+
+} // namespace nsidd::netns
