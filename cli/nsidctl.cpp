@@ -4,7 +4,6 @@
 #include <cstring>
 #include <iostream>
 #include <string>
-#include <variant>
 #include <vector>
 
 #include <unistd.h>
@@ -127,49 +126,56 @@ void print_entries(const Settings& s, const Json& entries) {
         std::cout << '\n' << entries.size() << " entries listed.\n";
 }
 
+// The exit code for an error of Session::call(): the daemon refused (1), or is out of reach (3).
+int exit_code(const std::error_code& ec) {
+    return ec == nsidd::Errc::Rejected ? DaemonError : Unreachable;
+}
+
 class Session {
 public:
     explicit Session(Settings s) : s_(std::move(s)) {}
 
-    // Connects; on failure prints one line naming the socket and returns false.
-    bool connect() {
+    // Connects; on failure prints one line naming the socket.
+    nsidd::Result<void> connect() {
         auto c = nsidd::varlink::Client::connect(s_.socket);
         if (!c) {
             std::fprintf(stderr, "nsidctl: cannot reach nsidd at %s: %s\n", s_.socket.c_str(),
                          c.error().message().c_str());
-            return false;
+            return nsidd::fail(c.error());
         }
         client_.emplace(std::move(*c));
-        return true;
+        return {};
     }
 
-    // One call; returns the reply's parameters or an exit code.
-    std::variant<Json, int> call(const std::string& method, const Json& params = Json::object()) {
-        if (!client_ && !connect())
-            return Unreachable;
+    // One call: the reply's parameters, Errc::Rejected for an error reply (printed), or the
+    // reason nsidd could not be reached (printed).
+    nsidd::Result<Json> call(const std::string& method, const Json& params = Json::object()) {
+        if (!client_)
+            if (auto c = connect(); !c)
+                return nsidd::fail(c.error());
         auto reply = client_->call(method, params);
         return check(reply);
     }
 
-    std::variant<Json, int> check(const nsidd::Result<nsidd::varlink::Reply>& reply) {
+    nsidd::Result<Json> check(const nsidd::Result<nsidd::varlink::Reply>& reply) {
         if (!reply) {
             std::fprintf(stderr, "nsidctl: lost connection to nsidd at %s: %s\n", s_.socket.c_str(),
                          reply.error().message().c_str());
-            return Unreachable;
+            return nsidd::fail(nsidd::Errc::Closed);
         }
         if (!reply->error.empty()) {
             std::string detail = reply->parameters.empty() ? "" : " " + reply->parameters.dump();
             std::fprintf(stderr, "nsidctl: %s%s\n", reply->error.c_str(), detail.c_str());
-            return DaemonError;
+            return nsidd::fail(nsidd::Errc::Rejected);
         }
         return reply->parameters;
     }
 
     int status() {
         auto r = call("io.nsidd.Registry.GetStatus");
-        if (auto* code = std::get_if<int>(&r))
-            return *code;
-        const Json& j = std::get<Json>(r);
+        if (!r)
+            return exit_code(r.error());
+        const Json& j = (*r);
         if (!s_.json.empty()) {
             print_json(s_, j);
             return Ok;
@@ -201,9 +207,9 @@ public:
         if (!observer.empty())
             params["observer"] = observer;
         auto r = call("io.nsidd.Registry.List", params);
-        if (auto* code = std::get_if<int>(&r))
-            return *code;
-        const Json& entries = std::get<Json>(r)["entries"];
+        if (!r)
+            return exit_code(r.error());
+        const Json& entries = (*r)["entries"];
         if (!s_.json.empty()) {
             Json out = Json::array();
             for (const auto& e : entries)
@@ -217,9 +223,9 @@ public:
 
     int graph() {
         auto r = call("io.nsidd.Registry.Graph");
-        if (auto* code = std::get_if<int>(&r))
-            return *code;
-        const Json& tables = std::get<Json>(r)["tables"];
+        if (!r)
+            return exit_code(r.error());
+        const Json& tables = (*r)["tables"];
         if (!s_.json.empty()) {
             Json out = Json::array();
             for (const auto& t : tables) {
@@ -250,9 +256,9 @@ public:
         if (limit >= 0)
             params["limit"] = limit;
         auto r = call("io.nsidd.Registry.History", params);
-        if (auto* code = std::get_if<int>(&r))
-            return *code;
-        const Json& deaths = std::get<Json>(r)["deaths"];
+        if (!r)
+            return exit_code(r.error());
+        const Json& deaths = (*r)["deaths"];
         if (!s_.json.empty()) {
             print_json(s_, deaths);
             return Ok;
@@ -271,8 +277,8 @@ public:
     }
 
     int watch() {
-        if (!connect())
-            return Unreachable;
+        if (auto c = connect(); !c)
+            return exit_code(c.error());
         if (auto sent = client_->send("io.nsidd.Registry.Watch", Json::object(), true); !sent) {
             std::fprintf(stderr, "nsidctl: cannot send to nsidd at %s: %s\n", s_.socket.c_str(),
                          sent.error().message().c_str());
@@ -280,9 +286,9 @@ public:
         }
         for (bool first = true;; first = false) {
             auto r = check(client_->receive());
-            if (auto* code = std::get_if<int>(&r))
-                return *code;
-            const Json& j = std::get<Json>(r);
+            if (!r)
+                return exit_code(r.error());
+            const Json& j = (*r);
             if (first && j.value("entry", Json()).is_null())
                 continue; // the start marker
             if (!s_.json.empty()) {
@@ -304,16 +310,16 @@ public:
 
     int simple(const std::string& method) {
         auto r = call(method);
-        if (auto* code = std::get_if<int>(&r))
-            return *code;
+        if (!r)
+            return exit_code(r.error());
         return Ok;
     }
 
     int metrics() {
         auto r = call("io.nsidd.Registry.GetMetrics");
-        if (auto* code = std::get_if<int>(&r))
-            return *code;
-        std::cout << cell(std::get<Json>(r)["text"]);
+        if (!r)
+            return exit_code(r.error());
+        std::cout << cell((*r)["text"]);
         return Ok;
     }
 

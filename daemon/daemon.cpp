@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -115,10 +116,17 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
     } else {
         auto fd = listen_unix(options_.socket);
         if (!fd) {
-            spdlog::error("Failed to listen on {}: {}", options_.socket, fd.error().message());
-            return fail(fd.error());
+            const auto& ec = fd.error();
+            const char* why = ec == std::errc::address_in_use ? " (another nsidd serves it)"
+                              : ec == std::errc::file_exists  ? " (not a socket: left alone)"
+                                                              : "";
+            spdlog::error("Failed to listen on {}: {}{}", options_.socket, ec.message(), why);
+            return fail(ec);
         }
         listener = std::move(*fd);
+        struct stat st {};
+        if (::lstat(options_.socket.c_str(), &st) == 0)
+            socket_inode_ = st.st_ino;
     }
     VarlinkApi::Hooks hooks{[this] { return status(); },
                             [this] { resync(ResyncReason::Manual); },
@@ -169,12 +177,13 @@ Result<void> Daemon::start() {
 }
 
 void Daemon::log_started() {
-    const auto& table = *engine_->registry().table(registry::kSelf);
+    const auto& reg = engine_->registry();
     const auto& st = engine_->stats();
     log_notable(
         Notable::Started, spdlog::level::info,
-        fmt::format("Mirroring {} nsid entries (bootstrap read {} probes, dump {}); serving {}",
-                    table.rows.size(), st.last_probes,
+        fmt::format("Mirroring {} nsid entries in {} tables (bootstrap read {} probes, dump {}); "
+                    "serving {}",
+                    reg.entry_count(), reg.tables().size(), st.last_probes,
                     st.last_dump_truncated ? "truncated" : "complete",
                     passed_socket_ ? "the socket passed by the service manager" : options_.socket));
 }
@@ -187,12 +196,22 @@ int Daemon::run() {
     sd_notify(0, "STOPPING=1");
     save_ids();
     server_.reset();
+    remove_socket();
     if (r < 0) {
         spdlog::error("Failed to run the event loop: {}", std::strerror(-r));
         return 1;
     }
     log_notable(Notable::Stopped, spdlog::level::info, "Stopped");
     return r;
+}
+
+void Daemon::remove_socket() {
+    // Our own socket file only: not a passed one (the service manager owns it), and not one that
+    // another process put there since.
+    struct stat st {};
+    if (socket_inode_ != 0 && ::lstat(options_.socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) &&
+        st.st_ino == socket_inode_)
+        ::unlink(options_.socket.c_str());
 }
 
 void Daemon::notify_status() {

@@ -39,6 +39,8 @@ private:
     Result<void> start_engine(std::optional<UniqueFd> netlink);
     Result<void> start_server(std::optional<UniqueFd> varlink);
     void log_started();
+    // Removes the socket file that start_server() created, if it is still ours.
+    void remove_socket();
 
     // Events and resyncs (daemon.cpp).
     void on_netlink();
@@ -112,6 +114,7 @@ private:
     std::size_t trim_debt_ = 0; // entries worked on since the last malloc_trim
     std::uint64_t last_status_usec_ = 0;
     bool passed_socket_ = false;
+    ino_t socket_inode_ = 0; // the socket file we bound, 0: none (passed, or not yet)
     bool id_cache_warned_ = false;
     std::set<std::pair<registry::Nsid, std::uint64_t>> orphans_; // reported: (nsid, since)
 };

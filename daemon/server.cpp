@@ -37,7 +37,21 @@ Result<UniqueFd> listen_unix(const std::string& path) {
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd)
         return fail_errno();
-    ::unlink(path.c_str()); // a stale socket from an earlier run
+    // Replace only a stale socket: never another file, never one that someone serves.
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return fail_errno(EEXIST);
+        UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        if (!probe)
+            return fail_errno();
+        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 ||
+            errno == EAGAIN || errno == EINPROGRESS)
+            return fail_errno(EADDRINUSE);
+        if (errno != ECONNREFUSED && errno != ENOENT)
+            return fail_errno();
+        ::unlink(path.c_str()); // stale: nobody listens there
+    }
     const mode_t old = ::umask(0117);
     const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     ::umask(old);
@@ -214,9 +228,15 @@ void Server::publish(const std::function<std::string()>& make, std::string_view 
         if (peer.conn_.pending_output() > 0 &&
             peer.conn_.pending_output() + message.size() > limits_.connection.max_output) {
             ++stats_.dropped_subscribers;
-            // The final error may pass the cap: it is small and the last thing sent.
+            // The error replaces the backlog, so that the client reads it next and not after
+            // megabytes it is too slow for; it is the last thing sent.
             peer.closing_ = true;
-            peer.conn_.force_queue(varlink::encode_error(too_slow));
+            peer.conn_.replace_output(varlink::encode_error(too_slow));
+            // Rate-limited: a flood of slow watchers must not flood the journal.
+            if ((stats_.dropped_subscribers & (stats_.dropped_subscribers - 1)) == 0)
+                spdlog::warn("Dropped a Watch client of uid {} that did not read its stream "
+                             "({} dropped so far)",
+                             peer.uid(), stats_.dropped_subscribers);
         } else {
             (void)peer.conn_.queue(message);
         }
@@ -240,8 +260,13 @@ int Server::on_sweep(sd_event_source* source, uint64_t, void* userdata) noexcept
         // A request that stays half-sent holds memory: drop the client.
         const bool stale_partial =
             peer.partial_since_ != 0 && now - peer.partial_since_ > self->limits_.idle_usec;
-        // A closing client that has not read its last reply by the next sweep: give up on it.
-        if (stale_partial || peer.closing_)
+        // A closing client (its output is bounded: at most a last error after a finished
+        // message) gets the idle timeout to read what is left, then is given up on.
+        if (peer.closing_ && peer.closing_since_ == 0)
+            peer.closing_since_ = now;
+        const bool stale_closing =
+            peer.closing_ && now - peer.closing_since_ > self->limits_.idle_usec;
+        if (stale_partial || stale_closing)
             self->drop(peer);
     }
     sd_event_source_set_time_relative(source, kSweepUsec);

@@ -20,7 +20,8 @@ namespace nsidd::daemon {
 using EventSource = std::unique_ptr<sd_event_source, FnDeleter<sd_event_source_disable_unref>>;
 
 /// Creates, binds and listens on a Unix stream socket at `path` (mode 0660, group `nsidd` when
-/// that group exists), replacing a stale socket file.
+/// that group exists). Replaces only a stale socket: fails with EEXIST when something other
+/// than a socket is there, and with EADDRINUSE when something answers on it.
 Result<UniqueFd> listen_unix(const std::string& path);
 
 /// The Varlink listener and its connections on sd-event. Framing, limits and output buffering
@@ -61,7 +62,8 @@ public:
         bool oneway_ = false;
         bool subscribed_ = false;
         bool failed_ = false;
-        bool closing_ = false; // close once the output is flushed
+        bool closing_ = false;            // close once the output is flushed
+        std::uint64_t closing_since_ = 0; // when a sweep first saw it closing
         std::uint64_t partial_since_ = 0;
         std::list<std::unique_ptr<Peer>>::iterator self_;
     };

@@ -98,6 +98,11 @@ bool VarlinkApi::allowed(Server::Peer& peer, const Method& m, const varlink::Cal
         peer.error(varlink::kExpectedMore);
         return false;
     }
+    if (call.more && call.oneway) {
+        // Replies wanted and not wanted: nothing is done (and, oneway, nothing is sent).
+        peer.error(varlink::kInvalidParameter, {{"parameter", "oneway"}});
+        return false;
+    }
     return true;
 }
 

@@ -166,7 +166,8 @@ private:
     netns::Catalog catalog_;
     std::map<Nsid, Verdict> verdicts_;
     std::uint64_t pass_started_usec_ = 0;
-    bool verdicts_due_ = false; // a table read ended a pass; renew once the rows are in
+    bool verdicts_due_ = false;   // a table read ended a pass; renew once the rows are in
+    bool mounts_scanned_ = false; // the mount table was read at least once
     bool refresh_due_ = false;
     bool resync_due_ = false;
     bool another_round_ = false; // ids arrived unexplained while a round was under way

@@ -94,6 +94,7 @@ bool Engine::unexplained_rows() const {
 }
 
 void Engine::discover_mounts() {
+    mounts_scanned_ = true;
     catalog_.set_ask_new(unexplained_rows());
     catalog_.scan_mounts(clock_.realtime(), false);
     attach_changed();
@@ -120,8 +121,10 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
     catalog_.set_ask_new(unexplained_rows());
     if (!catalog_.pass_running()) {
         pass_started_usec_ = now;
-        if (mounts)
+        // The first pass reads the mounts too: a verdict needs both kinds of holder.
+        if (mounts || !mounts_scanned_)
             catalog_.scan_mounts(now, false);
+        mounts_scanned_ = true;
     }
     const bool done = catalog_.scan_proc(budget, now);
     attach_changed();
@@ -139,6 +142,13 @@ void Engine::renew_verdicts() {
         const auto since = row.entry.since_usec;
         if (catalog_.by_nsid(nsid) != nullptr) {
             next.emplace(nsid, Verdict{since, 0});
+            continue;
+        }
+        if (since > pass_started_usec_) {
+            // Newer than the pass: it may have walked past the holder before the row existed.
+            // No verdict until a pass covers it.
+            if (auto v = verdicts_.find(nsid); v != verdicts_.end() && v->second.row_since == since)
+                next.emplace(nsid, v->second);
             continue;
         }
         const auto v = verdicts_.find(nsid);

@@ -2,6 +2,7 @@
 #include "util/file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/unique_fd.hpp"
@@ -9,7 +10,7 @@
 namespace nsidd {
 
 Result<std::string> read_file(const std::string& path, std::size_t max_bytes) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!fd)
         return fail_errno();
     std::string out;
@@ -30,8 +31,10 @@ Result<std::string> read_file(const std::string& path, std::size_t max_bytes) {
 
 Result<void> write_file_atomic(const std::string& path, std::string_view text, mode_t mode) {
     const std::string tmp = path + ".tmp";
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-    if (!fd)
+    // Whatever lies at PATH.tmp (a stale file, a planted symlink) is removed, never followed.
+    ::unlink(tmp.c_str());
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
+    if (!fd || ::fchmod(fd.get(), mode) < 0)
         return fail_errno();
     for (std::size_t off = 0; off < text.size();) {
         const ssize_t n = ::write(fd.get(), text.data() + off, text.size() - off);

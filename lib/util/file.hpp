@@ -11,12 +11,12 @@
 
 namespace nsidd {
 
-/// The whole file (procfs files included, which report no size). Fails with Errc::TooLarge
-/// past `max_bytes`.
+/// The whole file (procfs files included, which report no size). Never follows a symlink as
+/// the last component (ELOOP). Fails with Errc::TooLarge past `max_bytes`.
 Result<std::string> read_file(const std::string& path, std::size_t max_bytes = 64u << 20);
 
-/// Writes `text` to PATH.tmp (created with `mode`) and renames it over `path`: a reader sees
-/// the old file or the new one, never a part.
+/// Writes `text` to PATH.tmp (created anew with exactly `mode`, never through a symlink) and
+/// renames it over `path`: a reader sees the old file or the new one, never a part.
 Result<void> write_file_atomic(const std::string& path, std::string_view text, mode_t mode);
 
 } // namespace nsidd

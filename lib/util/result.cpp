@@ -23,8 +23,8 @@ public:
             return "protocol violation";
         case Errc::Unavailable:
             return "unavailable";
-        case Errc::Usage:
-            return "bad usage or configuration";
+        case Errc::Rejected:
+            return "request rejected";
         }
         return "unknown error";
     }

@@ -19,7 +19,7 @@ enum class Errc {
     Closed,        ///< the peer closed the connection
     Protocol,      ///< the peer answered something the protocol does not allow
     Unavailable,   ///< a listener or service could not be started (the log says why)
-    Usage,         ///< bad command-line usage or configuration (a message said which)
+    Rejected,      ///< the peer answered the request with an error
 };
 
 /// The category of Errc values.

@@ -49,6 +49,19 @@ Result<void> Connection::queue(std::string message) {
     return {};
 }
 
+void Connection::replace_output(std::string message) {
+    // The message being sent is finished (up to its NUL): a client must never see half of one.
+    std::size_t keep = sent_;
+    if (sent_ > 0 && sent_ < output_.size() && output_[sent_ - 1] != '\0') {
+        const auto end = output_.find('\0', sent_);
+        keep = end == std::string::npos ? output_.size() : end + 1;
+    }
+    output_.resize(keep);
+    output_.erase(0, sent_);
+    sent_ = 0;
+    output_ += message;
+}
+
 Result<void> Connection::flush() {
     while (sent_ < output_.size()) {
         const ssize_t n = ::send(fd_.get(), output_.data() + sent_, output_.size() - sent_,

@@ -37,8 +37,9 @@ public:
     /// Queues a reply. Fails with Errc::TooLarge, queuing nothing, when unsent output is already
     /// waiting and would pass max_output with this message.
     Result<void> queue(std::string message);
-    /// Queues a message whatever the cap (a small final error before closing).
-    void force_queue(std::string message) { output_ += message; }
+    /// Drops the unsent backlog (the message being sent is finished first) and queues
+    /// `message` in its place: a last error for a client too slow to read its stream.
+    void replace_output(std::string message);
     /// Writes queued output until done or the socket is full.
     Result<void> flush();
     std::size_t pending_output() const noexcept { return output_.size() - sent_; }

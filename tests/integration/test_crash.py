@@ -54,7 +54,9 @@ def exact_after(mirror, want, since, what):
             took = time.monotonic() - since
             t.log('%s: mirror equals the kernel (%d entries) %.0f ms after the storm settled'
                   % (what, len(want), took * 1000))
-            assert took <= 1.0, '%s: exact only after %.2f s' % (what, took)
+            # The figure is printed; the bound is only what must never happen (a loaded
+            # machine or a sanitizer build may take a few seconds).
+            assert took <= 8.0, '%s: exact only after %.2f s' % (what, took)
             return
         assert time.monotonic() < deadline, '%s: %d entries, kernel %d' % (what, len(got),
                                                                          len(want))

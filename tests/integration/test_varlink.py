@@ -59,6 +59,10 @@ err(d.call('io.nsidd.Registry.List', {'observer': []}), 'org.varlink.service.Inv
     'List with a wrong type')
 err(d.call('io.nsidd.Registry.List', {'bogus': 1}), 'org.varlink.service.InvalidParameter',
     'List with an unknown parameter')
+# The IDL says ?string: a number is a bad parameter, not an unknown observer.
+r = d.call('io.nsidd.Registry.List', {'observer': 0})
+err(r, 'org.varlink.service.InvalidParameter', 'List with a number for the observer')
+assert r['parameters'] == {'parameter': 'observer'}, r
 graph = ok(d.call('io.nsidd.Registry.Graph'), 'Graph')['tables']
 assert [g['observer'] for g in graph] == ['self'] and len(graph[0]['entries']) == 5, graph
 ok(d.call('io.nsidd.Registry.History', {'limit': 3}), 'History')
@@ -102,6 +106,20 @@ for _ in range(50):
 c.send('io.nsidd.Registry.GetStatus', oneway=True)
 c.send('org.varlink.service.GetInfo')
 assert 'interfaces' in ok(c.receive(), 'call after oneway')
+# `more` with `oneway` asks for replies and for none: refused, nothing streamed, and the
+# connection still answers the next call.
+watchers = int(next(
+    l for l in d.call('io.nsidd.Registry.GetMetrics')['parameters']['text'].splitlines()
+    if l.startswith('nsidd_varlink_watchers ')).split()[1])
+c.send('io.nsidd.Registry.Watch', more=True, oneway=True)
+c.send('org.varlink.service.GetInfo')
+assert 'interfaces' in ok(c.receive(), 'call after Watch with more and oneway')
+t.ip_batch(['netns add mo', 'netns set mo auto'])
+c.send('org.varlink.service.GetInfo')
+assert 'interfaces' in ok(c.receive(), 'no stream after Watch with more and oneway')
+assert f'nsidd_varlink_watchers {watchers}' in d.call('io.nsidd.Registry.GetMetrics')[
+    'parameters']['text']
+t.ip_batch(['netns del mo'])
 c.close()
 
 
@@ -165,7 +183,7 @@ for _ in range(100):
 idle = [t.Varlink(d.socket) for _ in range(300)]
 before = time.monotonic()
 ok(d.call('io.nsidd.Registry.GetStatus'), 'GetStatus with 300 idle clients')
-assert time.monotonic() - before < 1.0
+assert time.monotonic() - before < 5.0  # served, not starved (a loaded machine may be slow)
 for c in idle:
     c.close()
 

@@ -42,6 +42,8 @@ def reader():
 threading.Thread(target=reader, daemon=True).start()
 slow = t.Varlink(d.socket)
 slow.send('io.nsidd.Registry.Watch', {}, more=True)  # and never read while the storm runs
+late = t.Varlink(d.socket, timeout=30)
+late.send('io.nsidd.Registry.Watch', {}, more=True)  # reads only after the next sweep
 rss_before = d.rss_kib()
 
 N = 3000
@@ -91,6 +93,21 @@ try:
 except ConnectionResetError:
     pass
 assert last is not None and last.get('error') == 'io.nsidd.Registry.WatcherTooSlow', last
+# One that starts reading only after the next sweep (every 5 s) still gets the error: it replaced
+# the backlog, and it waits for the client.
+time.sleep(6)
+count, last = 0, None
+try:
+    while True:
+        m = late.receive()
+        if m is None:
+            break
+        count, last = count + 1, m
+except ConnectionResetError:
+    pass
+assert last is not None and last.get('error') == 'io.nsidd.Registry.WatcherTooSlow', (count, last)
+t.log('a watcher that read only after 6 s: %d messages, then WatcherTooSlow' % count)
+assert 'Dropped a Watch client' in d.log(), d.log()
 w.close()
 d.stop()
 t.log('ok')
