@@ -146,6 +146,7 @@ private:
     void forget_dead(const registry::Change& change);
     bool unexplained_rows() const;
     void attach_changed();
+    void drop_distrusted();
     void renew_verdicts();
     static registry::Identity identity_of(const netns::Namespace& ns);
     netns::IdCacheOrigin origin();

@@ -3,9 +3,17 @@
 // peer alive, and the saved ids that spare a restart most questions.
 #include "mirror/engine.hpp"
 
+#include <set>
+
 #include "util/file.hpp"
 
 namespace nsidd::mirror {
+namespace {
+
+// Ids taken from saved ids, checked against the kernel after each discovery pass.
+constexpr std::size_t kVerifyPerPass = 16;
+
+} // namespace
 
 registry::Identity Engine::identity_of(const netns::Namespace& ns) {
     registry::Identity id;
@@ -18,7 +26,27 @@ registry::Identity Engine::identity_of(const netns::Namespace& ns) {
     return id;
 }
 
+void Engine::drop_distrusted() {
+    // Saved ids were found wrong: identities attached through them may name the wrong peer.
+    const auto cookies = catalog_.take_distrusted();
+    if (cookies.empty())
+        return;
+    const std::set<std::uint64_t> bad(cookies.begin(), cookies.end());
+    std::vector<Nsid> rows;
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
+        if (row.entry.peer.cookie && bad.count(*row.entry.peer.cookie))
+            rows.push_back(nsid);
+    for (const Nsid nsid : rows) {
+        registry_.set_peer(nsid, {});
+        verdicts_.erase(nsid);
+    }
+    if (!refresh_due_)
+        catalog_.begin_round();
+    refresh_due_ = true;
+}
+
 void Engine::attach_changed() {
+    drop_distrusted();
     const auto& rows = registry_.table(registry::kSelf)->rows;
     for (const auto cookie : catalog_.take_changed()) {
         const auto it = catalog_.namespaces().find(cookie);
@@ -127,6 +155,8 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
         mounts_scanned_ = true;
     }
     const bool done = catalog_.scan_proc(budget, now);
+    if (done)
+        catalog_.verify_saved_ids(kVerifyPerPass);
     attach_changed();
     if (!done)
         return false;

@@ -18,6 +18,8 @@ constexpr std::size_t kChunk = 128;
 // Questions sent together by a round, between looks at the clock: at 10000 ids one that finds
 // nothing costs the kernel ~0.2 ms.
 constexpr std::size_t kRoundChunk = 16;
+// Saved ids checked against the kernel as soon as they are used.
+constexpr std::size_t kVerifyAtOnce = 8;
 
 } // namespace
 
@@ -96,8 +98,8 @@ void Catalog::assign_missing(const std::vector<Namespace*>& asked, const std::ve
 }
 
 void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool from_proc) {
-    std::vector<Namespace*> asked;
-    std::vector<int> fds;
+    std::vector<Namespace*> asked, hinted;
+    std::vector<int> fds, hinted_fds;
     for (auto& m : opened) {
         auto [it, inserted] = namespaces_.try_emplace(m.cookie);
         Namespace& ns = it->second;
@@ -108,7 +110,12 @@ void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool f
             changed_.push_back(ns.cookie);
             if (auto h = hints_.find(m.cookie); h != hints_.end() && !ns.cookie_is_inode) {
                 set_nsid(ns, h->second); // known from before a restart: no need to ask
+                ns.unverified = true;
                 hints_.erase(h);
+                if (stats_.saved_ids_verified + hinted.size() < kVerifyAtOnce) {
+                    hinted.push_back(&ns);
+                    hinted_fds.push_back(m.fd.get());
+                }
             } else if (ask_new_) {
                 asked.push_back(&ns);
                 fds.push_back(m.fd.get());
@@ -124,10 +131,66 @@ void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool f
             ns.seen_pass = pass_;
         }
     }
+    if (!check_hints(hinted, hinted_fds)) {
+        // Every namespace of this batch is asked instead (the fds are still open).
+        for (auto& m : opened)
+            if (auto it = namespaces_.find(m.cookie); it != namespaces_.end() && !it->second.nsid) {
+                asked.push_back(&it->second);
+                fds.push_back(m.fd.get());
+            }
+    }
     ask_ids(asked, fds);
     if (assign_ids_)
         assign_missing(asked, fds);
     opened.clear(); // closes every fd
+}
+
+bool Catalog::check_hints(const std::vector<Namespace*>& ns, const std::vector<int>& fds) {
+    if (ns.empty())
+        return true;
+    stats_.queried += fds.size();
+    auto ids = queries_.ids_of(fds);
+    if (!ids)
+        return true; // unanswered: checked after a later pass
+    stats_.saved_ids_verified += ns.size();
+    for (std::size_t i = 0; i < ids->size() && i < ns.size(); ++i)
+        if ((*ids)[i] != ns[i]->nsid) {
+            distrust_hints();
+            return false;
+        }
+    for (auto* n : ns)
+        n->unverified = false;
+    return true;
+}
+
+void Catalog::distrust_hints() {
+    ++stats_.saved_ids_rejected;
+    hints_.clear();
+    for (auto& [cookie, ns] : namespaces_)
+        if (ns.unverified) {
+            ns.unverified = false;
+            set_nsid(ns, std::nullopt);
+            distrusted_.push_back(cookie);
+        }
+}
+
+void Catalog::verify_saved_ids(std::size_t n) {
+    std::vector<Opened> opened;
+    std::vector<Namespace*> ns;
+    std::vector<int> fds;
+    for (auto& [cookie, entry] : namespaces_) {
+        if (ns.size() == n)
+            break;
+        if (!entry.unverified)
+            continue;
+        auto m = open_ns(entry.path, std::nullopt);
+        if (!m || m->cookie != cookie)
+            continue;
+        ns.push_back(&entry);
+        fds.push_back(m->fd.get());
+        opened.push_back(std::move(*m));
+    }
+    check_hints(ns, fds);
 }
 
 void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {

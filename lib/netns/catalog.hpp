@@ -35,6 +35,7 @@ struct Namespace {
     std::uint64_t first_seen_usec = 0; ///< CLOCK_REALTIME
     std::uint64_t seen_pass = 0;       ///< the last /proc pass that met a process in it
     std::uint64_t asked_round = 0;     ///< the last refresh round that asked for its id
+    bool unverified = false;           ///< the id came from saved ids, not from the kernel
 };
 
 /// What discovery did, for status and metrics.
@@ -44,6 +45,8 @@ struct CatalogStats {
     std::uint64_t queried = 0;  ///< ids asked of the kernel (one table walk each)
     std::uint64_t assigned = 0; ///< ids given by --assign-ids
     std::uint64_t assign_failures = 0;
+    std::uint64_t saved_ids_verified = 0; ///< saved ids checked against the kernel
+    std::uint64_t saved_ids_rejected = 0; ///< times a mismatch discarded every saved id
 };
 
 /// The namespaces reachable from here, keyed by cookie: found through nsfs mounts (all of them at
@@ -89,8 +92,15 @@ public:
     /// Self's ids of the namespaces that have one, by real cookie (for the id cache).
     SavedIds saved_ids() const;
     /// Takes saved ids as hints for namespaces found from now on: such a namespace is not asked.
-    /// The hints are dropped when the next /proc pass ends (what it did not meet is gone).
+    /// The hints are dropped when the next /proc pass ends (what it did not meet is gone). The
+    /// first few used are checked against the kernel at once, and a few more after each pass
+    /// until all were: one mismatch discards every saved id (see take_distrusted()).
     void use_saved_ids(SavedIds ids) { hints_ = std::move(ids); }
+    /// Checks up to `n` ids that came from saved ids against the kernel.
+    void verify_saved_ids(std::size_t n);
+    /// Cookies of namespaces whose id, taken from saved ids found wrong, was forgotten since the
+    /// last call: whatever was attached from them is suspect.
+    std::vector<std::uint64_t> take_distrusted() { return std::exchange(distrusted_, {}); }
     /// Bumped whenever a namespace's id is learned or forgotten: save when it moved.
     std::uint64_t ids_version() const noexcept { return ids_version_; }
 
@@ -126,6 +136,11 @@ private:
     void drop(std::unordered_map<std::uint64_t, Namespace>::iterator it);
     // Names (under the netns directory) and mounted flags from the mounts just scanned.
     void update_names();
+    // Compares what the kernel said of namespaces whose id came from a hint; false on a
+    // mismatch (then every hint is discarded).
+    bool check_hints(const std::vector<Namespace*>& ns, const std::vector<int>& fds);
+    // A saved id was wrong: drops the hints and every id that came from them.
+    void distrust_hints();
 
     Roots roots_;
     Queries& queries_;
@@ -134,6 +149,7 @@ private:
     bool ask_new_ = true;
     std::uint64_t self_cookie_ = 0; // our own namespace: never given an id by --assign-ids
     SavedIds hints_;                // cookie -> id, from a saved id cache
+    std::vector<std::uint64_t> distrusted_;
     std::uint64_t ids_version_ = 0;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie
     std::unordered_map<std::int32_t, std::uint64_t> by_nsid_; // self's id -> cookie

@@ -43,8 +43,10 @@ public:
     };
 
     Sim() {
-        char tmpl[] = "/tmp/nsidd-test-mirror-XXXXXX";
-        root_ = ::mkdtemp(tmpl);
+        // tmpfs where there is one: thousands of files come and go.
+        std::string tmpl = fs::is_directory("/dev/shm") ? "/dev/shm/nsidd-test-mirror-XXXXXX"
+                                                        : "/tmp/nsidd-test-mirror-XXXXXX";
+        root_ = ::mkdtemp(tmpl.data());
         write(root_ / "proc/sys/kernel/random/boot_id", "b00t\n");
         self_ = create();
         place(self_, root_ / "proc/self/ns/net");
@@ -109,10 +111,8 @@ public:
             write_mountinfo();
     }
     std::optional<Nsid> self_id(int n) const {
-        for (const auto& [k, p] : self)
-            if (p == n)
-                return k;
-        return std::nullopt;
+        const auto it = self_ids_.find(n);
+        return it == self_ids_.end() ? std::nullopt : std::optional<Nsid>(it->second);
     }
     static Nsid lowest_free(const std::map<Nsid, int>& t) {
         Nsid k = 0;
@@ -128,6 +128,7 @@ public:
         if (self.count(k) || self_id(n) || n == self_)
             return; // EEXIST, or our own namespace
         self[k] = n;
+        self_ids_[n] = k;
         queue.push_back({registry::Op::Kind::New, kSelf, k, k});
     }
     void assign_foreign(int o, int p) {
@@ -150,6 +151,7 @@ public:
         for (int p : dying) {
             if (auto k = self_id(p)) {
                 self.erase(*k);
+                self_ids_.erase(p);
                 if (race && std::bernoulli_distribution(0.2)(*race))
                     assign_self(create()); // NEW k may come before DEL k
                 queue.push_back({registry::Op::Kind::Del, kSelf, *k, *k});
@@ -278,6 +280,7 @@ private:
     int self_ = 0;
     int next_ = 1;
     std::map<ino_t, int> by_inode_;
+    std::map<int, Nsid> self_ids_; // self's table the other way round
     std::map<fs::path, ino_t> mounts_;
     bool batching_ = false;
 };
@@ -521,6 +524,61 @@ TEST(Mirror, RestartWithSavedIds) {
     write(cache, "nsidd-ids 1 another-boot 4096\n4103 0\n");
     Engine other(sim, config(sim));
     EXPECT_FALSE(other.load_ids(cache));
+}
+
+// A saved id file whose ids were swapped (tampered, or written by a buggy tool) must not be
+// trusted: the first ids used are checked at once, the rest a few per discovery pass, and one
+// mismatch discards them all.
+void tampered_cache(int count, int first_swapped) {
+    SCOPED_TRACE("swapped at " + std::to_string(first_swapped));
+    Sim sim;
+    sim.batch([&] {
+        for (int i = 0; i < count; ++i)
+            sim.assign_self(sim.named("r" + std::to_string(1000 + i)));
+    });
+    sim.queue.clear();
+    const auto cache = (sim.root() / "ids").string();
+    {
+        Engine engine(sim, config(sim));
+        ASSERT_TRUE(engine.resync(ResyncReason::Startup));
+        discover(engine);
+        ASSERT_TRUE(engine.save_ids(cache));
+    }
+    // Swap the ids of two namespaces (met in this order: their names sort so).
+    const auto a = sim.ns.at(sim.self.at(first_swapped)).cookie;
+    const auto b = sim.ns.at(sim.self.at(first_swapped + 1)).cookie;
+    std::string text;
+    {
+        std::ifstream in(cache);
+        for (std::string line; std::getline(in, line);) {
+            const auto sp = line.find(' ');
+            const auto cookie = line.substr(0, sp);
+            if (cookie == std::to_string(a))
+                line = cookie + " " + std::to_string(first_swapped + 1);
+            else if (cookie == std::to_string(b))
+                line = cookie + " " + std::to_string(first_swapped);
+            text += line + "\n";
+        }
+    }
+    write(cache, text);
+    Engine engine(sim, config(sim));
+    ASSERT_TRUE(engine.load_ids(cache));
+    ASSERT_TRUE(engine.resync(ResyncReason::Startup));
+    for (int pass = 0; pass < count / 16 + 2; ++pass) {
+        discover(engine);
+        engine.refresh_ids(UINT64_MAX);
+    }
+    EXPECT_EQ(tables_of(engine.registry()), sim.tables());
+    expect_identities(sim, engine);
+    const auto& rows = engine.registry().table(kSelf)->rows;
+    ASSERT_TRUE(rows.at(first_swapped).entry.peer.cookie);
+    EXPECT_EQ(*rows.at(first_swapped).entry.peer.cookie, a);
+    EXPECT_EQ(engine.catalog().stats().saved_ids_rejected, 1u);
+}
+
+TEST(Mirror, TamperedSavedIdsAreCaught) {
+    tampered_cache(100, 0);  // among the first ids used: checked at once
+    tampered_cache(100, 90); // among the last: checked after a few passes
 }
 
 TEST(Mirror, VerdictsFollowTheClock) {
