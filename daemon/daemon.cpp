@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +31,13 @@ Daemon::Daemon(Options options, int argc, char** argv)
 Daemon::~Daemon() = default;
 
 Result<void> Daemon::start_loop() {
+    // Every client costs an fd: take all the service manager allows (the soft limit is often
+    // 1024 and the hard one far higher).
+    rlimit nofile{};
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     sd_event* e = nullptr;
     if (int r = sd_event_new(&e); r < 0) {
         spdlog::error("Failed to create the event loop: {}", std::strerror(-r));
@@ -78,7 +86,7 @@ Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
                                   options_.history,
                                   options_.scope == Scope::Host,
                                   options_.assign_ids,
-                                  std::uint64_t{options_.orphan_grace} * 1'000'000u};
+                                  static_cast<std::uint64_t>(options_.orphan_grace * 1e6)};
     engine_ = std::make_unique<mirror::Engine>(*kernel_, config);
     // Ids saved by an earlier nsidd in this boot spare the kernel a question per namespace.
     if (options_.id_cache != "none" && engine_->load_ids(options_.id_cache))
@@ -143,7 +151,8 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
     api_ = std::make_unique<VarlinkApi>(*engine_, std::move(hooks));
     Server::Limits limits{options_.max_connections, options_.max_connections_per_uid,
                           varlink::ConnectionLimits{options_.max_request, options_.max_output},
-                          std::uint64_t{options_.idle_timeout} * 1'000'000u};
+                          std::uint64_t{options_.idle_timeout} * 1'000'000u,
+                          options_.max_total_output};
     server_ = std::make_unique<Server>(
         event_.get(), std::move(listener), limits,
         [this](Server::Peer& p, const varlink::Call& c) { api_->call(p, c); });

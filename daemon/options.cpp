@@ -5,9 +5,12 @@
 #include <cstdio>
 #include <cstring>
 
-#include <unistd.h>
 #include <map>
+#include <optional>
 #include <sstream>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
@@ -18,11 +21,20 @@ namespace {
 
 const std::map<std::string, Scope> kScopes{{"self", Scope::Self}, {"host", Scope::Host}};
 
+void describe_limits(CLI::App& app, Options& o);
+
 // Builds the parser over `o`. Every option is also a config-file key of the same name.
 void describe(CLI::App& app, Options& o) {
     app.set_config("--config", o.config, "Configuration file (TOML)", false);
     app.allow_config_extras(CLI::config_extras_mode::error);
-    app.add_option("--socket", o.socket, "Varlink socket path")->capture_default_str();
+    app.add_option("--socket", o.socket, "Varlink socket path")
+        ->check(CLI::Validator(
+            [](const std::string& v) {
+                return !v.empty() && v.front() == '/' ? std::string()
+                                                      : std::string("must be an absolute path");
+            },
+            "PATH"))
+        ->capture_default_str();
     app.add_option_function<std::string>(
            "--scope", [&o](const std::string& v) { o.scope = kScopes.at(v); },
            "Tables to mirror: self or host")
@@ -37,12 +49,17 @@ void describe(CLI::App& app, Options& o) {
         ->capture_default_str();
     app.add_option("--metrics-listen", o.metrics_listen, "Prometheus listener ADDR:PORT or none")
         ->capture_default_str();
-    app.add_option("--log-level", o.log_level, "trace, debug, info, warning, error")
+    app.add_option("--log-level", o.log_level, "trace, debug, info, warning, error, critical")
         ->check(CLI::IsMember({"trace", "debug", "info", "warning", "error", "critical"}))
         ->capture_default_str();
     app.add_option("--history", o.history, "Deaths kept in the history ring")
         ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 20))
         ->capture_default_str();
+    describe_limits(app, o);
+}
+
+// The Varlink server's limits and the discovery settings.
+void describe_limits(CLI::App& app, Options& o) {
     app.add_option("--max-connections", o.max_connections, "Varlink connections in all")
         ->check(CLI::Range(std::size_t{1}, std::size_t{65536}))
         ->capture_default_str();
@@ -57,8 +74,12 @@ void describe(CLI::App& app, Options& o) {
                    "Unsent reply bytes per client before it is dropped (slow watchers)")
         ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 30))
         ->capture_default_str();
+    app.add_option("--max-total-output", o.max_total_output,
+                   "Unsent reply bytes of all clients together; past it the largest are dropped")
+        ->check(CLI::Range(std::size_t{1} << 20, std::size_t{1} << 34))
+        ->capture_default_str();
     app.add_option("--idle-timeout", o.idle_timeout,
-                   "Seconds a half-sent request may wait before the client is dropped")
+                   "Seconds a connection may stay idle or a request half-sent")
         ->check(CLI::Range(1u, 3600u))
         ->capture_default_str();
     app.add_option("--discovery-interval", o.discovery_interval,
@@ -67,7 +88,7 @@ void describe(CLI::App& app, Options& o) {
         ->capture_default_str();
     app.add_option("--orphan-grace", o.orphan_grace,
                    "Seconds a peer may have no process and no bind mount before it is orphaned")
-        ->check(CLI::Range(0u, 86400u * 7))
+        ->check(CLI::Range(0.0, 86400.0 * 7))
         ->capture_default_str();
     app.add_option("--id-cache", o.id_cache,
                    "File that keeps namespace ids across restarts (this boot only), or none")
@@ -75,6 +96,29 @@ void describe(CLI::App& app, Options& o) {
     app.add_flag("--assign-ids", o.assign_ids,
                  "Give every namespace found an id in this namespace's table (changes kernel "
                  "state)");
+}
+
+// An error message quotes what it could not parse: at most this much of it.
+constexpr std::size_t kMaxQuoted = 200;
+constexpr off_t kMaxConfigBytes = 1 << 20;
+
+std::string shorten(std::string what) {
+    if (what.size() > kMaxQuoted)
+        what = what.substr(0, kMaxQuoted) + "... (" + std::to_string(what.size()) + " bytes)";
+    return what;
+}
+
+// The config file must be a regular file of at most 1 MiB (/dev/null: no settings); a missing
+// one means defaults. Returns why it cannot be read.
+std::optional<std::string> check_config_file(const std::string& file) {
+    struct stat st {};
+    if (file == "/dev/null" || ::stat(file.c_str(), &st) < 0)
+        return std::nullopt;
+    if (!S_ISREG(st.st_mode))
+        return file + ": not a regular file";
+    if (st.st_size > kMaxConfigBytes)
+        return file + ": larger than 1 MiB";
+    return std::nullopt;
 }
 
 // Parses argv and the config file; on failure returns the message, naming the option or key
@@ -101,6 +145,8 @@ std::variant<Options, std::string> parse(int argc, char** argv, bool with_versio
         else if (a.rfind("--config=", 0) == 0)
             file = a.substr(9);
     }
+    if (auto bad = check_config_file(file))
+        return *bad;
     try {
         app.parse(argc, argv);
     } catch (const CLI::Success& e) {
@@ -112,15 +158,15 @@ std::variant<Options, std::string> parse(int argc, char** argv, bool with_versio
         const std::string prefix = "INI was not able to parse ";
         if (what.rfind(prefix, 0) == 0)
             what = "unknown key or bad line: " + what.substr(prefix.size());
-        return file + ": " + what;
+        return file + ": " + shorten(what);
     } catch (const CLI::ParseError& e) {
-        std::string what = e.what();
+        std::string what = shorten(e.what());
         // A value error for an option not on the command line came from the file.
         for (const char* key :
              {"--socket", "--scope", "--rcvbuf", "--resync-interval", "--metrics-listen",
               "--log-level", "--history", "--max-connections", "--max-connections-per-uid",
-              "--max-request", "--max-output", "--idle-timeout", "--discovery-interval",
-              "--orphan-grace", "--assign-ids", "--id-cache"}) {
+              "--max-request", "--max-output", "--max-total-output", "--idle-timeout",
+              "--discovery-interval", "--orphan-grace", "--assign-ids", "--id-cache"}) {
             if (what.rfind(std::string(key) + ":", 0) == 0 && !given(key)) {
                 const std::string name = std::string(key).substr(2);
                 return file + ": key '" + name + "'" + what.substr(std::strlen(key));

@@ -25,9 +25,10 @@ struct Options {
     std::size_t max_connections_per_uid = 1024;
     std::size_t max_request = 1 << 20;
     std::size_t max_output = 16 << 20;       ///< unsent bytes per client before it is dropped
+    std::size_t max_total_output = 64 << 20; ///< unsent bytes of all clients together
     unsigned idle_timeout = 45;              ///< seconds a half-sent request may wait
     double discovery_interval = 10;          ///< seconds between discovery passes over /proc
-    unsigned orphan_grace = 60;              ///< seconds a peer may go unheld before it is orphaned
+    double orphan_grace = 60;                ///< seconds a peer may go unheld before it is orphaned
     bool assign_ids = false;                 ///< give every namespace found an id in self's table
     std::string id_cache = "/run/nsidd/ids"; ///< ids kept across restarts; "none": not kept
 };

@@ -19,6 +19,13 @@ namespace nsidd::daemon {
 namespace {
 
 constexpr std::uint64_t kSweepUsec = 5'000'000;
+// Out of file descriptors with nothing idle to close: accepting resumes after this, or as soon
+// as a connection closes.
+constexpr std::uint64_t kAcceptRetryUsec = 250'000;
+constexpr std::uint64_t kOutOfFdsLogUsec = 60'000'000;
+// A client's further requests wait while this much of its output is unsent (backpressure: a
+// client that does not read cannot make nsidd buffer replies for it without bound).
+constexpr std::size_t kBackpressureBytes = 256 << 10;
 
 } // namespace
 
@@ -114,7 +121,9 @@ void Server::accept_all() {
         if (!fd) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN)
+            if ((errno == EMFILE || errno == ENFILE) && make_room(errno))
+                continue;
+            if (errno != EAGAIN && errno != EMFILE && errno != ENFILE)
                 spdlog::warn("Failed to accept Varlink connection: {}", std::strerror(errno));
             return;
         }
@@ -133,6 +142,7 @@ void Server::accept_all() {
         if (sd_event_add_io(event_, &s, peer->conn_.fd(), EPOLLIN, on_io, peer.get()) < 0)
             continue;
         peer->io_.reset(s);
+        peer->active_usec_ = monotonic_usec();
         ++stats_.accepted;
         ++per_uid_[uid];
         peers_.push_back(std::move(peer));
@@ -146,7 +156,56 @@ int Server::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexc
     return 0;
 }
 
+bool Server::make_room(int error) {
+    ++stats_.out_of_fds;
+    // The longest-idle connection (no request in flight, not watching, nothing to send) goes.
+    Peer* idle = nullptr;
+    for (const auto& p : peers_)
+        if (!p->subscribed_ && !p->closing_ && p->conn_.buffered_input() == 0 &&
+            p->conn_.pending_output() == 0 && (!idle || p->active_usec_ < idle->active_usec_))
+            idle = p.get();
+    const auto now = monotonic_usec();
+    if (now - out_of_fds_logged_usec_ >= kOutOfFdsLogUsec) {
+        spdlog::warn("Out of file descriptors accepting Varlink connections ({}): {} times, {} "
+                     "idle connections closed to make room so far",
+                     std::strerror(error), stats_.out_of_fds - out_of_fds_logged_,
+                     stats_.evicted + (idle != nullptr));
+        out_of_fds_logged_usec_ = now;
+        out_of_fds_logged_ = stats_.out_of_fds;
+    }
+    if (idle != nullptr) {
+        ++stats_.evicted;
+        drop(*idle);
+        return true;
+    }
+    // Nothing to close: stop polling the listener (it stays readable, and would spin).
+    accept_paused_ = true;
+    sd_event_source_set_enabled(accept_source_.get(), SD_EVENT_OFF);
+    sd_event_source* s = nullptr;
+    if (accept_retry_) {
+        sd_event_source_set_time_relative(accept_retry_.get(), kAcceptRetryUsec);
+        sd_event_source_set_enabled(accept_retry_.get(), SD_EVENT_ONESHOT);
+    } else if (sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, kAcceptRetryUsec, 0,
+                                          on_accept_retry, this) >= 0) {
+        accept_retry_.reset(s);
+    }
+    return false;
+}
+
+int Server::on_accept_retry(sd_event_source*, uint64_t, void* userdata) noexcept {
+    static_cast<Server*>(userdata)->resume_accepting();
+    return 0;
+}
+
+void Server::resume_accepting() {
+    if (!accept_paused_)
+        return;
+    accept_paused_ = false;
+    sd_event_source_set_enabled(accept_source_.get(), SD_EVENT_ON);
+}
+
 void Server::handle_io(Peer& peer, uint32_t revents) {
+    peer.active_usec_ = monotonic_usec();
     if (revents & EPOLLIN) {
         auto r = peer.conn_.receive();
         if (!r) {
@@ -162,6 +221,15 @@ void Server::handle_io(Peer& peer, uint32_t revents) {
         drop(peer);
         return;
     }
+    // Room again: the requests that waited for it are served.
+    if (!(revents & EPOLLIN) && peer.conn_.buffered_input() > 0 &&
+        peer.conn_.pending_output() <= kBackpressureBytes) {
+        process(peer);
+        if (auto r = peer.conn_.flush(); !r) {
+            drop(peer);
+            return;
+        }
+    }
     if (peer.closing_ && peer.conn_.pending_output() == 0) {
         drop(peer);
         return;
@@ -171,7 +239,9 @@ void Server::handle_io(Peer& peer, uint32_t revents) {
 
 void Server::process(Peer& peer) {
     // A subscriber's connection is busy with its stream: later calls wait (Varlink "more").
-    while (!peer.closing_ && !peer.subscribed_) {
+    // So do the calls of a client that does not read its replies.
+    while (!peer.closing_ && !peer.subscribed_ &&
+           peer.conn_.pending_output() <= kBackpressureBytes) {
         auto message = peer.conn_.next_message();
         if (!message) {
             ++stats_.bad_requests;
@@ -203,15 +273,43 @@ void Server::process(Peer& peer) {
 void Server::queue(Peer& peer, std::string message) {
     if (peer.closing_)
         return;
+    const auto size = message.size();
     if (auto r = peer.conn_.queue(std::move(message)); !r) {
         // Unread output past the cap: drop this client rather than grow without bound.
         peer.closing_ = true;
         return;
     }
+    queued_ += size;
+    if (queued_ > limits_.max_total_output)
+        shed_output();
+}
+
+void Server::shed_output() {
+    // What is really unsent now (the running count only grows between recounts).
+    std::size_t total = 0;
+    for (const auto& p : peers_)
+        total += p->conn_.pending_output();
+    // Past the global bound, the clients with the most unsent output go first.
+    while (total > limits_.max_total_output) {
+        Peer* most = nullptr;
+        for (const auto& p : peers_)
+            if (!p->closing_ && (!most || p->conn_.pending_output() > most->conn_.pending_output()))
+                most = p.get();
+        if (most == nullptr || most->conn_.pending_output() == 0)
+            break;
+        total -= most->conn_.pending_output();
+        ++stats_.shed;
+        most->closing_ = true;
+        most->conn_.replace_output({}); // freed now; the connection closes at its next event
+        update_events(*most);
+    }
+    queued_ = total;
 }
 
 void Server::update_events(Peer& peer) {
-    uint32_t events = peer.closing_ ? 0u : static_cast<uint32_t>(EPOLLIN);
+    uint32_t events = peer.closing_ || peer.conn_.pending_output() > kBackpressureBytes
+                          ? 0u
+                          : static_cast<uint32_t>(EPOLLIN);
     if (peer.conn_.pending_output() > 0)
         events |= EPOLLOUT;
     sd_event_source_set_io_events(peer.io_.get(), events);
@@ -257,9 +355,17 @@ int Server::on_sweep(sd_event_source* source, uint64_t, void* userdata) noexcept
     const auto now = monotonic_usec();
     for (auto it = self->peers_.begin(); it != self->peers_.end();) {
         Peer& peer = **it++;
-        // A request that stays half-sent holds memory: drop the client.
+        // A request that stays half-sent holds memory: drop the client. So does one that sends
+        // nothing at all (an fd is a scarce resource too), unless it watches.
         const bool stale_partial =
             peer.partial_since_ != 0 && now - peer.partial_since_ > self->limits_.idle_usec;
+        const bool idle = !peer.subscribed_ && !peer.closing_ && peer.conn_.pending_output() == 0 &&
+                          now - peer.active_usec_ > self->limits_.idle_usec;
+        if (idle) {
+            ++self->stats_.idle_closed;
+            self->drop(peer);
+            continue;
+        }
         // A closing client (its output is bounded: at most a last error after a finished
         // message) gets the idle timeout to read what is left, then is given up on.
         if (peer.closing_ && peer.closing_since_ == 0)
@@ -278,6 +384,7 @@ void Server::drop(Peer& peer) {
     if (auto u = per_uid_.find(peer.uid()); u != per_uid_.end() && --u->second == 0)
         per_uid_.erase(u);
     peers_.erase(peer.self_);
+    resume_accepting(); // an fd is free again
 }
 
 } // namespace nsidd::daemon

@@ -33,7 +33,8 @@ public:
         std::size_t max_connections = 0;
         std::size_t max_per_uid = 0;
         varlink::ConnectionLimits connection;
-        std::uint64_t idle_usec = 0; ///< a half-sent request older than this is dropped
+        std::uint64_t idle_usec = 0;      ///< a half-sent request older than this is dropped
+        std::size_t max_total_output = 0; ///< unsent bytes of all clients together
     };
 
     /// One connected client, as the dispatcher sees it.
@@ -65,6 +66,7 @@ public:
         bool closing_ = false;            // close once the output is flushed
         std::uint64_t closing_since_ = 0; // when a sweep first saw it closing
         std::uint64_t partial_since_ = 0;
+        std::uint64_t active_usec_ = 0; // last request or reply (CLOCK_MONOTONIC)
         std::list<std::unique_ptr<Peer>>::iterator self_;
     };
 
@@ -88,6 +90,10 @@ public:
         std::uint64_t requests = 0;
         std::uint64_t bad_requests = 0; ///< answered with a protocol error or closed
         std::uint64_t dropped_subscribers = 0;
+        std::uint64_t out_of_fds = 0;  ///< accepts that met EMFILE/ENFILE
+        std::uint64_t evicted = 0;     ///< idle connections closed to make room for new ones
+        std::uint64_t idle_closed = 0; ///< connections closed after --idle-timeout idle
+        std::uint64_t shed = 0;        ///< clients dropped to keep all output under its bound
     };
     const Stats& stats() const noexcept { return stats_; }
     std::size_t connections() const noexcept { return peers_.size(); }
@@ -97,11 +103,18 @@ private:
     static int on_accept(sd_event_source*, int fd, uint32_t revents, void* userdata) noexcept;
     static int on_io(sd_event_source*, int fd, uint32_t revents, void* userdata) noexcept;
     static int on_sweep(sd_event_source*, uint64_t usec, void* userdata) noexcept;
+    static int on_accept_retry(sd_event_source*, uint64_t usec, void* userdata) noexcept;
     void accept_all();
+    // Out of file descriptors: closes the longest-idle connection (true), or pauses accepting
+    // until a connection closes or a short timer fires (false). Logs at most once per period.
+    bool make_room(int error);
+    void resume_accepting();
     void handle_io(Peer& peer, uint32_t revents);
     void process(Peer& peer);
     void queue(Peer& peer, std::string message);
     void update_events(Peer& peer);
+    // All clients' unsent output passed its bound: drops the largest until it fits.
+    void shed_output();
     void drop(Peer& peer);
 
     sd_event* event_;
@@ -110,6 +123,11 @@ private:
     Dispatch dispatch_;
     EventSource accept_source_;
     EventSource sweep_source_;
+    EventSource accept_retry_;
+    bool accept_paused_ = false;
+    std::size_t queued_ = 0; // unsent output of all clients, recounted when it passes the bound
+    std::uint64_t out_of_fds_logged_usec_ = 0;
+    std::uint64_t out_of_fds_logged_ = 0;
     std::list<std::unique_ptr<Peer>> peers_;
     std::map<uid_t, std::size_t> per_uid_;
     Stats stats_;
