@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // nsidctl: queries nsidd over its Varlink socket.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -47,12 +48,42 @@ Json cli_entry(const Json& e) {
     return out;
 }
 
+// A value for a table cell. Strings are printed escaped (\n, \t, \\, \xHH for other control
+// bytes, and spaces as \x20): a namespace name can hold anything but '/' and NUL, and must not
+// move the terminal's cursor or split a row.
 std::string cell(const Json& v) {
     if (v.is_null())
         return "-";
-    if (v.is_string())
-        return v.get<std::string>();
-    return v.dump();
+    if (!v.is_string())
+        return v.dump();
+    std::string out;
+    for (const unsigned char c : v.get<std::string>()) {
+        if (c == '\n')
+            out += "\\n";
+        else if (c == '\t')
+            out += "\\t";
+        else if (c == '\\')
+            out += "\\\\";
+        else if (c < 0x20 || c == 0x7f || c == ' ') {
+            char hex[5];
+            std::snprintf(hex, sizeof hex, "\\x%02x", c);
+            out += hex;
+        } else
+            out += static_cast<char>(c);
+    }
+    return out;
+}
+
+// The array under `key`; a reply without one is malformed (Json::exception, caught in run()).
+const Json& array_at(const Json& j, const char* key) {
+    const Json& v = j.at(key);
+    if (!v.is_array())
+        throw Json::type_error::create(302, std::string(key) + " is not an array", &v);
+    return v;
+}
+
+std::string plural(std::size_t n, const char* one, const char* many) {
+    return std::to_string(n) + " " + (n == 1 ? one : many);
 }
 
 // Parses an RFC 3339 time as nsidd writes it, for relative display.
@@ -114,8 +145,9 @@ void print_entries(const Settings& s, const Json& entries) {
     std::vector<std::vector<std::string>> rows;
     for (const auto& e : entries) {
         const Json peer = e.value("peer", Json::object());
-        rows.push_back({cell(e["nsid"]), cell(e.value("current_nsid", Json(nullptr))),
-                        peer_label(peer), cell(peer.value("cookie", Json(nullptr))),
+        rows.push_back({std::to_string(e.at("nsid").get<std::int64_t>()),
+                        cell(e.value("current_nsid", Json(nullptr))), peer_label(peer),
+                        cell(peer.value("cookie", Json(nullptr))),
                         cell(peer.value("inode", Json(nullptr))),
                         cell(e.value("state", Json(nullptr))), age(e.value("since", Json())),
                         cell(e.value("source", Json(nullptr)))});
@@ -123,7 +155,22 @@ void print_entries(const Settings& s, const Json& entries) {
     print_table(s, {"NSID", "CURRENT", "PEER", "COOKIE", "INODE", "STATE", "SINCE", "SOURCE"},
                 rows);
     if (!s.no_legend)
-        std::cout << '\n' << entries.size() << " entries listed.\n";
+        std::cout << '\n' << plural(entries.size(), "entry", "entries") << " listed.\n";
+}
+
+// What an error reply means, for a person.
+std::string describe_error(const nsidd::varlink::Reply& reply) {
+    const auto& p = reply.parameters;
+    if (reply.error == "io.nsidd.Registry.NoSuchObserver")
+        return reply.error + ": no table for observer " + cell(p.value("observer", Json(nullptr))) +
+               " (nsidctl graph lists the tables; in self scope there is only self)";
+    if (reply.error == "io.nsidd.Registry.PermissionDenied")
+        return reply.error + ": resync and reload are for root";
+    if (reply.error == "io.nsidd.Registry.InvalidConfiguration")
+        return reply.error +
+               ": the configuration was not reloaded: " + cell(p.value("message", Json(nullptr)));
+    return reply.error +
+           (p.empty() ? "" : " " + p.dump(-1, ' ', false, Json::error_handler_t::replace));
 }
 
 // The exit code for an error of Session::call(): the daemon refused (1), or is out of reach (3).
@@ -139,8 +186,10 @@ public:
     nsidd::Result<void> connect() {
         auto c = nsidd::varlink::Client::connect(s_.socket);
         if (!c) {
-            std::fprintf(stderr, "nsidctl: cannot reach nsidd at %s: %s\n", s_.socket.c_str(),
-                         c.error().message().c_str());
+            const bool denied = c.error() == std::errc::permission_denied;
+            std::fprintf(stderr, "nsidctl: cannot reach nsidd at %s: %s%s\n", s_.socket.c_str(),
+                         c.error().message().c_str(),
+                         denied ? " (members of group nsidd may connect)" : "");
             return nsidd::fail(c.error());
         }
         client_.emplace(std::move(*c));
@@ -164,8 +213,7 @@ public:
             return nsidd::fail(nsidd::Errc::Closed);
         }
         if (!reply->error.empty()) {
-            std::string detail = reply->parameters.empty() ? "" : " " + reply->parameters.dump();
-            std::fprintf(stderr, "nsidctl: %s%s\n", reply->error.c_str(), detail.c_str());
+            std::fprintf(stderr, "nsidctl: %s\n", describe_error(*reply).c_str());
             return nsidd::fail(nsidd::Errc::Rejected);
         }
         return reply->parameters;
@@ -209,7 +257,7 @@ public:
         auto r = call("io.nsidd.Registry.List", params);
         if (!r)
             return exit_code(r.error());
-        const Json& entries = (*r)["entries"];
+        const Json& entries = array_at(*r, "entries");
         if (!s_.json.empty()) {
             Json out = Json::array();
             for (const auto& e : entries)
@@ -225,12 +273,12 @@ public:
         auto r = call("io.nsidd.Registry.Graph");
         if (!r)
             return exit_code(r.error());
-        const Json& tables = (*r)["tables"];
+        const Json& tables = array_at(*r, "tables");
         if (!s_.json.empty()) {
             Json out = Json::array();
             for (const auto& t : tables) {
                 Json entries = Json::array();
-                for (const auto& e : t["entries"])
+                for (const auto& e : array_at(t, "entries"))
                     entries.push_back(cli_entry(e));
                 // The observer as nsidd names it: "self", or self's id as a number.
                 const std::string name = cell(t["observer"]);
@@ -246,7 +294,7 @@ public:
                 std::cout << '\n';
             first = false;
             std::cout << "Observer " << cell(t["observer"]) << ":\n";
-            print_entries(s_, t["entries"]);
+            print_entries(s_, array_at(t, "entries"));
         }
         return Ok;
     }
@@ -258,7 +306,7 @@ public:
         auto r = call("io.nsidd.Registry.History", params);
         if (!r)
             return exit_code(r.error());
-        const Json& deaths = (*r)["deaths"];
+        const Json& deaths = array_at(*r, "deaths");
         if (!s_.json.empty()) {
             print_json(s_, deaths);
             return Ok;
@@ -319,7 +367,10 @@ public:
         auto r = call("io.nsidd.Registry.GetMetrics");
         if (!r)
             return exit_code(r.error());
-        std::cout << cell((*r)["text"]);
+        if (!s_.json.empty())
+            print_json(s_, *r);
+        else
+            std::cout << r->at("text").get<std::string>();
         return Ok;
     }
 
@@ -330,11 +381,55 @@ private:
 
 } // namespace
 
+// The first word that is not an option or an option's value: the command.
+std::string command_word(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        const std::string prev = argv[i - 1];
+        if (a.rfind('-', 0) == 0 || prev == "--socket" ||
+            ((prev == "-j" || prev == "--json") && (a == "short" || a == "pretty")))
+            continue;
+        return a;
+    }
+    return {};
+}
+
+// Runs the parsed command. A reply that does not have the shape the interface promises is
+// nsidd's error (exit 1), never a crash.
+int run(Session& session, const CLI::App& app, const std::string& observer, long limit) {
+    try {
+        const auto given = [&app](const char* name) {
+            return app.got_subcommand(name);
+        };
+        if (given("status"))
+            return session.status();
+        if (given("list"))
+            return session.list(observer);
+        if (given("graph"))
+            return session.graph();
+        if (given("history"))
+            return session.history(limit);
+        if (given("watch"))
+            return session.watch();
+        if (given("resync"))
+            return session.simple("io.nsidd.Registry.Resync");
+        if (given("reload"))
+            return session.simple("io.nsidd.Registry.Reload");
+        if (given("metrics"))
+            return session.metrics();
+    } catch (const Json::exception& e) {
+        std::fprintf(stderr, "nsidctl: malformed reply from nsidd (%s)\n", e.what());
+        return DaemonError;
+    }
+    return Usage;
+}
+
 int main(int argc, char** argv) {
     Settings settings;
     CLI::App app{"nsidctl: query nsidd, the nsid table mirror", "nsidctl"};
     app.set_version_flag("--version", std::string(nsidd::kVersion));
     app.require_subcommand(1);
+    app.fallthrough(); // the options may also follow the command: nsidctl status -j
     app.add_option("--socket", settings.socket, "nsidd's Varlink socket")->capture_default_str();
     app.add_option("-j,--json", settings.json, "JSON output: short (default) or pretty")
         ->expected(0, 1)
@@ -344,16 +439,25 @@ int main(int argc, char** argv) {
 
     std::string observer;
     long limit = -1;
-    auto* status = app.add_subcommand("status", "Show the daemon's state");
-    auto* list = app.add_subcommand("list", "List one table (self, an nsid or a netns name)");
-    list->add_option("OBSERVER", observer, "Whose table");
-    auto* graph = app.add_subcommand("graph", "List every mirrored table");
-    auto* history = app.add_subcommand("history", "List dead peers");
-    history->add_option("-n", limit, "At most N, the most recent")->check(CLI::NonNegativeNumber);
-    auto* watch = app.add_subcommand("watch", "Print changes as they happen");
-    auto* resync = app.add_subcommand("resync", "Re-read the tables from the kernel (root)");
-    auto* reload = app.add_subcommand("reload", "Re-read the configuration (root)");
-    auto* metrics = app.add_subcommand("metrics", "Print Prometheus metrics");
+    app.add_subcommand("status", "Show the daemon's state");
+    app.add_subcommand("list", "List one table (self, an nsid or a netns name)")
+        ->add_option("OBSERVER", observer, "Whose table");
+    app.add_subcommand("graph", "List every mirrored table");
+    app.add_subcommand("history", "List dead peers")
+        ->add_option("-n", limit, "At most N, the most recent")
+        ->check(CLI::Range(0L, 1L << 20));
+    app.add_subcommand("watch", "Print changes as they happen");
+    app.add_subcommand("resync", "Re-read the tables from the kernel (root)");
+    app.add_subcommand("reload", "Re-read the configuration (root)");
+    app.add_subcommand("metrics", "Print Prometheus metrics");
+    const std::string word = command_word(argc, argv);
+    const auto commands = app.get_subcommands([](const CLI::App*) { return true; });
+    if (!word.empty() && std::none_of(commands.begin(), commands.end(),
+                                      [&word](const auto* c) { return c->get_name() == word; })) {
+        std::fprintf(stderr, "nsidctl: unknown command '%s' (nsidctl --help lists them)\n",
+                     word.c_str());
+        return Usage;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::Success& e) {
@@ -365,21 +469,5 @@ int main(int argc, char** argv) {
     if (app.count("--json") && settings.json.empty())
         settings.json = "short";
     Session session(settings);
-    if (*status)
-        return session.status();
-    if (*list)
-        return session.list(observer);
-    if (*graph)
-        return session.graph();
-    if (*history)
-        return session.history(limit);
-    if (*watch)
-        return session.watch();
-    if (*resync)
-        return session.simple("io.nsidd.Registry.Resync");
-    if (*reload)
-        return session.simple("io.nsidd.Registry.Reload");
-    if (*metrics)
-        return session.metrics();
-    return Usage;
+    return run(session, app, observer, limit);
 }

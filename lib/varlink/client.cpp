@@ -55,6 +55,8 @@ Result<Reply> Client::receive() {
                 continue;
             return fail_errno();
         }
+        if (framer_.buffered() + static_cast<std::size_t>(n) > kMaxReply)
+            return fail(Errc::TooLarge); // never grow past the bound, whatever the server sends
         framer_.append(std::span<const char>(buf, static_cast<std::size_t>(n)));
     }
 }

@@ -25,7 +25,7 @@ public:
 
 private:
     explicit Client(UniqueFd fd) : fd_(std::move(fd)), framer_(kMaxReply) {}
-    static constexpr std::size_t kMaxReply = 256u << 20;
+    static constexpr std::size_t kMaxReply = 64u << 20; // Errc::TooLarge past it
 
     UniqueFd fd_;
     Framer framer_;
