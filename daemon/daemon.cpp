@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
@@ -29,6 +30,33 @@ Daemon::Daemon(Options options, int argc, char** argv)
 }
 
 Daemon::~Daemon() = default;
+
+// The settings that differ between `running` and `fresh` and take effect only at a restart.
+std::vector<std::string> Daemon::restart_only_changes(const Options& running,
+                                                      const Options& fresh) {
+    std::vector<std::string> out;
+    const auto check = [&out](bool changed, const char* key) {
+        if (changed)
+            out.emplace_back(key);
+    };
+    check(running.socket != fresh.socket, "socket");
+    check(running.scope != fresh.scope, "scope");
+    check(running.rcvbuf != fresh.rcvbuf, "rcvbuf");
+    check(running.metrics_listen != fresh.metrics_listen, "metrics-listen");
+    check(running.history != fresh.history, "history");
+    check(running.max_connections != fresh.max_connections, "max-connections");
+    check(running.max_connections_per_uid != fresh.max_connections_per_uid,
+          "max-connections-per-uid");
+    check(running.max_request != fresh.max_request, "max-request");
+    check(running.max_output != fresh.max_output, "max-output");
+    check(running.max_total_output != fresh.max_total_output, "max-total-output");
+    check(running.idle_timeout != fresh.idle_timeout, "idle-timeout");
+    check(running.discovery_interval != fresh.discovery_interval, "discovery-interval");
+    check(running.orphan_grace != fresh.orphan_grace, "orphan-grace");
+    check(running.assign_ids != fresh.assign_ids, "assign-ids");
+    check(running.id_cache != fresh.id_cache, "id-cache");
+    return out;
+}
 
 Result<void> Daemon::start_loop() {
     // Every client costs an fd: take all the service manager allows (the soft limit is often
@@ -139,6 +167,7 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
     VarlinkApi::Hooks hooks{[this] { return status(); },
                             [this] { resync(ResyncReason::Manual); },
                             [this] { return reload(); },
+                            [this] { return restart_needed_; },
                             [this] {
                                 sync_metrics();
                                 return metrics_.text();
@@ -396,8 +425,7 @@ int Daemon::on_resync_timer(sd_event_source*, uint64_t, void* userdata) noexcept
 int Daemon::on_signal(sd_event_source* s, const signalfd_siginfo* si, void* userdata) noexcept {
     auto* self = static_cast<Daemon*>(userdata);
     if (si->ssi_signo == SIGHUP) {
-        if (auto err = self->reload())
-            spdlog::error("Failed to reload the configuration: {}", *err);
+        self->reload(); // logs its outcome
         return 0;
     }
     sd_event_exit(sd_event_source_get_event(s), 0);
@@ -408,10 +436,16 @@ std::optional<std::string> Daemon::reload() {
     sd_notify(0, "RELOADING=1");
     auto parsed = reload_options(argc_, argv_);
     if (auto* err = std::get_if<std::string>(&parsed)) {
+        // Whoever asked (SIGHUP, Varlink), the running settings stay and the log says why.
+        spdlog::error("Failed to reload the configuration: {}", *err);
         sd_notify(0, "READY=1");
         return *err;
     }
     auto& fresh = std::get<Options>(parsed);
+    restart_needed_ = restart_only_changes(options_, fresh);
+    if (!restart_needed_.empty())
+        spdlog::warn("Reloaded settings that apply only after a restart: {}",
+                     fmt::join(restart_needed_, ", "));
     // Applied live: log level and resync interval. The rest needs a restart.
     spdlog::set_level(
         spdlog::level::from_str(fresh.log_level == "warning" ? "warn" : fresh.log_level));

@@ -51,6 +51,8 @@ private:
     void defer_resync(std::uint64_t delay_usec);
     void publish(std::vector<registry::Change> changes);
     std::optional<std::string> reload();
+    static std::vector<std::string> restart_only_changes(const Options& running,
+                                                         const Options& fresh);
     varlink::Json status() const;
     void arm_resync_timer();
     void notify_status();
@@ -116,6 +118,7 @@ private:
     bool passed_socket_ = false;
     ino_t socket_inode_ = 0; // the socket file we bound, 0: none (passed, or not yet)
     bool id_cache_warned_ = false;
+    std::vector<std::string> restart_needed_; // keys the last reload changed but cannot apply
     std::set<std::pair<registry::Nsid, std::uint64_t>> orphans_; // reported: (nsid, since)
 };
 

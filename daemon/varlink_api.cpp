@@ -210,7 +210,7 @@ void VarlinkApi::reload(Server::Peer& peer, const varlink::Call&) {
     if (auto err = hooks_.reload())
         peer.error(kInvalidConfiguration, {{"message", *err}});
     else
-        peer.reply(Json::object());
+        peer.reply({{"restart_needed", hooks_.restart_needed()}});
 }
 
 void VarlinkApi::get_metrics(Server::Peer& peer, const varlink::Call&) {

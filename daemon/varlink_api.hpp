@@ -26,6 +26,8 @@ public:
         std::function<void()> resync;
         /// Re-reads the configuration; the error text on failure.
         std::function<std::optional<std::string>()> reload;
+        /// The keys the last reload changed that apply only after a restart.
+        std::function<std::vector<std::string>()> restart_needed;
         std::function<std::string()> metrics_text;
         /// Self's id for a /run/netns name (asks the kernel).
         std::function<std::optional<registry::Nsid>(const std::string&)> nsid_of_name;

@@ -44,4 +44,22 @@ d = t.Daemon('--orphan-grace', '1.5', '--id-cache', 'none')
 assert 'version' in d.status()
 d.stop()
 t.log('orphan-grace 1.5 accepted')
+
+# A reload says which changed settings apply only after a restart, and logs every failure.
+conf = write('log-level = "info"\nrcvbuf = 8388608\n')
+d = t.Daemon('--id-cache', 'none')
+d.stop()
+d.args[d.args.index('--config') + 1] = conf
+d.proc = t.track(subprocess.Popen(d.args, stdout=subprocess.DEVNULL, stderr=d.stderr))
+d.wait_ready()
+write('log-level = "debug"\nrcvbuf = 4194304\n')
+r = d.call('io.nsidd.Registry.Reload')
+assert r['parameters'] == {'restart_needed': ['rcvbuf']}, r
+assert 'apply only after a restart: rcvbuf' in d.log(), d.log()
+write('bogus-key = 1\n')
+r = d.call('io.nsidd.Registry.Reload')
+assert r.get('error') == 'io.nsidd.Registry.InvalidConfiguration', r
+assert 'Failed to reload the configuration' in d.log(), d.log()
+d.stop()
+t.log('reload: restart_needed ["rcvbuf"]; a failed reload over Varlink is logged')
 t.log('ok')
