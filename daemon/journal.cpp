@@ -10,6 +10,8 @@
 
 #include <spdlog/details/null_mutex.h>
 #include <spdlog/sinks/base_sink.h>
+// Our own CODE_FILE/CODE_LINE/CODE_FUNC go with each entry: not sd-journal's as well.
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 
 namespace nsidd::daemon {

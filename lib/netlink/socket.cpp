@@ -78,8 +78,16 @@ Result<EventSocket> EventSocket::adopt(UniqueFd fd, int rcvbuf) {
 
 Result<void> EventSocket::configure(int rcvbuf) {
     const int fd = this->fd();
-    rcvbuf_forced_ = set_rcvbuf(fd, rcvbuf);
     socklen_t len = sizeof rcvbuf_;
+    ::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf_, &len);
+    // Only ever grow: a socket passed by the service manager may have a larger buffer
+    // (ReceiveBuffer=), which must stay to carry events across our restarts. The kernel
+    // reports twice what was set.
+    if (rcvbuf_ >= 2 * static_cast<long long>(rcvbuf))
+        rcvbuf_forced_ = true;
+    else
+        rcvbuf_forced_ = set_rcvbuf(fd, rcvbuf);
+    len = sizeof rcvbuf_;
     ::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf_, &len);
     // Needs CAP_NET_BROADCAST; without it only the local table is visible, which self scope
     // mirrors anyway.

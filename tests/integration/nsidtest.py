@@ -396,7 +396,12 @@ class Activation:
         self.listener.listen(16)
         self.events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
         self.events.bind((0, 1 << 27))  # RTNLGRP_NSID as a bind mask: ListenNetlink=route 134217728
-        self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        # As ReceiveBuffer= does: forced, past net.core.rmem_max.
+        self.events.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE
+
+    def rcvbuf(self):
+        """The held netlink socket's receive buffer as the kernel reports it (twice the set)."""
+        return self.events.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
     def start(self, *args, timeout=30):
         """Starts nsidd on the held sockets; returns (process, GetStatus parameters)."""

@@ -90,6 +90,10 @@ t.log('the new nsidd read %d queued and later events, %d overruns' % (st['events
                                                                       st['overruns']))
 p.send_signal(signal.SIGTERM)
 assert p.wait(10) == 0
+# nsidd's own --rcvbuf (8 MiB) is smaller than the held socket's: it must not have shrunk it,
+# or the buffer that carries events across a restart would be gone after the first start.
+assert held.rcvbuf() >= 2 * (32 << 20), held.rcvbuf()
+t.log('the held socket keeps its %d MiB receive buffer' % (held.rcvbuf() >> 20))
 t.ip_batch(['netns del ' + n for n in t.netns_names()])
 
 # 2. Its own sockets: the events of the down time are gone, the bootstrap reads the table.

@@ -168,6 +168,8 @@ def entry():
     for line in data.split(b'\n'):
         if b'=' in line:
             k, _, v = line.partition(b'=')
+            # One of each: sd-journal's own CODE_* must not come on top of nsidd's.
+            assert k.decode() not in fields, ('field twice', k, data)
             fields[k.decode()] = v.decode(errors='replace')
     return fields
 

@@ -37,7 +37,8 @@ with tempfile.TemporaryDirectory() as dest:
     with tempfile.TemporaryDirectory() as unitdir:
         for name, path in units.items():
             text = open(path).read()
-            text = re.sub(r'(?m)^(Exec\w+=)(\S+)',
+            # Exec lines may start with prefixes ("+": full privileges): they stay in front.
+            text = re.sub(r'(?m)^(Exec\w+=[-+!@:]*)(\S+)',
                           lambda m: m.group(1) + dest + m.group(2), text)
             open(os.path.join(unitdir, name), 'w').write(text)
         paths = [os.path.join(unitdir, n) for n in sorted(units)]
