@@ -103,13 +103,23 @@ Metrics::Metrics(std::vector<std::string_view> methods)
 }
 
 Result<void> Metrics::listen(const std::string& address) {
-    try {
-        exposer_ = std::make_unique<prometheus::Exposer>(address, 1);
-        exposer_->RegisterCollectable(registry_);
-    } catch (const std::exception& e) {
-        spdlog::error("Failed to listen for metrics on {}: {}", address, e.what());
-        return fail(Errc::Unavailable);
+    const auto where = parse_listen_address(address);
+    if (!where) {
+        spdlog::error("Failed to listen for metrics on {}: not ADDR:PORT or [ADDR]:PORT", address);
+        return fail(Errc::Malformed);
     }
+    // The exporter's thread only reads the registry, which prometheus-cpp makes thread-safe.
+    auto exporter = HttpExporter::start(*where, [this] { return text(); });
+    if (!exporter) {
+        const bool taken = exporter.error() == std::errc::address_in_use;
+        spdlog::error("Failed to listen for metrics on {}: {}{}", address,
+                      exporter.error().message(),
+                      taken ? " (another process has the port; metrics-listen picks another, or "
+                              "none)"
+                            : "");
+        return fail(exporter.error());
+    }
+    exporter_ = std::move(*exporter);
     return {};
 }
 

@@ -8,11 +8,11 @@
 #include <string_view>
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "daemon/http_exporter.hpp"
 #include "daemon/kernel.hpp"
 #include "daemon/server.hpp"
 #include "mirror/engine.hpp"
@@ -30,8 +30,8 @@ public:
     /// `methods`: the Varlink method names that get their own request series.
     explicit Metrics(std::vector<std::string_view> methods);
 
-    /// Starts the HTTP exposer on "ADDR:PORT". Logs why it could not and fails with
-    /// Errc::Unavailable.
+    /// Serves the metrics over HTTP on "ADDR:PORT" or "[ADDR]:PORT". Logs why it could not and
+    /// fails with the reason (EADDRINUSE: the port is taken).
     Result<void> listen(const std::string& address);
 
     /// What the metrics are read from.
@@ -62,7 +62,7 @@ private:
     static void advance(prometheus::Counter& c, std::uint64_t value);
 
     std::shared_ptr<prometheus::Registry> registry_;
-    std::unique_ptr<prometheus::Exposer> exposer_;
+    std::unique_ptr<HttpExporter> exporter_;
     prometheus::Gauge& tables_;
     prometheus::Gauge& entries_;
     prometheus::Gauge& peers_resolved_;

@@ -9,6 +9,8 @@
 #include <optional>
 #include <sstream>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,7 +49,15 @@ void describe(CLI::App& app, Options& o) {
                    "Seconds between periodic resyncs (0: never)")
         ->check(CLI::Range(0u, 86400u * 7))
         ->capture_default_str();
-    app.add_option("--metrics-listen", o.metrics_listen, "Prometheus listener ADDR:PORT or none")
+    app.add_option("--metrics-listen", o.metrics_listen,
+                   "Prometheus listener ADDR:PORT, [IPv6]:PORT or none")
+        ->check(CLI::Validator(
+            [](const std::string& v) {
+                return v == "none" || parse_listen_address(v)
+                           ? std::string()
+                           : std::string("not ADDR:PORT, [ADDR]:PORT (port 1-65535) or none");
+            },
+            "ADDR:PORT"))
         ->capture_default_str();
     app.add_option("--log-level", o.log_level, "trace, debug, info, warning, error, critical")
         ->check(CLI::IsMember({"trace", "debug", "info", "warning", "error", "critical"}))
@@ -96,6 +106,15 @@ void describe_limits(CLI::App& app, Options& o) {
     app.add_flag("--assign-ids", o.assign_ids,
                  "Give every namespace found an id in this namespace's table (changes kernel "
                  "state)");
+}
+
+std::optional<unsigned> parse_port(const std::string& s) {
+    if (s.empty() || s.size() > 5 || s.find_first_not_of("0123456789") != std::string::npos)
+        return std::nullopt;
+    const unsigned long v = std::strtoul(s.c_str(), nullptr, 10);
+    if (v == 0 || v > 65535)
+        return std::nullopt;
+    return static_cast<unsigned>(v);
 }
 
 // An error message quotes what it could not parse: at most this much of it.
@@ -178,6 +197,33 @@ std::variant<Options, std::string> parse(int argc, char** argv, bool with_versio
 }
 
 } // namespace
+
+std::optional<ListenAddress> parse_listen_address(const std::string& text) {
+    ListenAddress out;
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos)
+        return std::nullopt;
+    const auto port = parse_port(text.substr(colon + 1));
+    if (!port)
+        return std::nullopt;
+    std::string host = text.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&out.addr);
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(static_cast<std::uint16_t>(*port));
+        if (::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &a->sin6_addr) != 1)
+            return std::nullopt;
+        out.len = sizeof *a;
+        return out;
+    }
+    auto* a = reinterpret_cast<sockaddr_in*>(&out.addr);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(static_cast<std::uint16_t>(*port));
+    if (::inet_pton(AF_INET, host.c_str(), &a->sin_addr) != 1)
+        return std::nullopt;
+    out.len = sizeof *a;
+    return out;
+}
 
 ParseResult parse_options(int argc, char** argv) {
     int exit_code = -1;

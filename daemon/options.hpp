@@ -3,7 +3,10 @@
 
 #include <cstdint>
 #include <string>
+#include <optional>
 #include <variant>
+
+#include <sys/socket.h>
 
 #include "version.hpp"
 
@@ -32,6 +35,15 @@ struct Options {
     bool assign_ids = false;                 ///< give every namespace found an id in self's table
     std::string id_cache = "/run/nsidd/ids"; ///< ids kept across restarts; "none": not kept
 };
+
+/// Where to serve: an IPv4 or IPv6 address and a port.
+struct ListenAddress {
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+};
+
+/// Parses "ADDR:PORT" (IPv4) or "[ADDR]:PORT" (IPv6), port 1..65535; nullopt when it is neither.
+std::optional<ListenAddress> parse_listen_address(const std::string& text);
 
 /// How parsing ended: settings to run with, or an exit code (0 for --help/--version) after a
 /// message was printed.
