@@ -454,6 +454,24 @@ def settle(daemon, kernel, hint=(), timeout=20):
         time.sleep(0.2)
 
 
+def entries(daemon):
+    """{nsid: Entry} of self's table as nsidd serves it."""
+    return {e['nsid']: e for e in daemon.call('io.nsidd.Registry.List')['parameters']['entries']}
+
+
+def deaths(daemon):
+    return daemon.call('io.nsidd.Registry.History')['parameters']['deaths']
+
+
+def metric(daemon, series):
+    """The value of one series of GetMetrics, e.g. 'nsidd_peers{state="orphaned"}'."""
+    text = daemon.call('io.nsidd.Registry.GetMetrics')['parameters']['text']
+    for line in text.splitlines():
+        if line.startswith(series + ' ') or (line.startswith(series + '{') and '{' not in series):
+            return float(line.rsplit(' ', 1)[1])
+    raise AssertionError('no metric ' + series)
+
+
 def check_equal(got, want, what):
     if got != want:
         extra, missing = sorted(got - want), sorted(want - got)

@@ -15,20 +15,7 @@ t.sandbox()
 kernel = t.Kernel()
 
 
-def entries(d):
-    return {e['nsid']: e for e in d.call('io.nsidd.Registry.List')['parameters']['entries']}
-
-
-def deaths(d):
-    return d.call('io.nsidd.Registry.History')['parameters']['deaths']
-
-
-def metric(d, name):
-    text = d.call('io.nsidd.Registry.GetMetrics')['parameters']['text']
-    for line in text.splitlines():
-        if line.startswith(name + ' ') or line.startswith(name + '{'):
-            return float(line.rsplit(' ', 1)[1])
-    raise AssertionError('no metric ' + name)
+entries, deaths, metric = t.entries, t.deaths, t.metric
 
 
 def run(count, rcvbuf):

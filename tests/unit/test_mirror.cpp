@@ -22,6 +22,8 @@
 
 #include <gtest/gtest.h>
 
+#include "model_ids.hpp"
+
 namespace nsidd::mirror {
 namespace {
 
@@ -114,17 +116,8 @@ public:
         const auto it = self_ids_.find(n);
         return it == self_ids_.end() ? std::nullopt : std::optional<Nsid>(it->second);
     }
-    static Nsid lowest_free(const std::map<Nsid, int>& t) {
-        Nsid k = 0;
-        for (const auto& [id, p] : t) {
-            if (id != k)
-                break;
-            ++k;
-        }
-        return k;
-    }
     void assign_self(int n, std::optional<Nsid> id = std::nullopt) {
-        const Nsid k = id ? *id : lowest_free(self);
+        const Nsid k = id ? *id : test::lowest_free(self);
         if (self.count(k) || self_id(n) || n == self_)
             return; // EEXIST, or our own namespace
         self[k] = n;
@@ -136,7 +129,7 @@ public:
         for (const auto& [id, q] : t)
             if (q == p)
                 return;
-        const Nsid k = lowest_free(t);
+        const Nsid k = test::lowest_free(t);
         t[k] = p;
         if (auto oid = self_id(o))
             queue.push_back({registry::Op::Kind::New, *oid, k, std::nullopt});

@@ -13,6 +13,8 @@
 
 #include <gtest/gtest.h>
 
+#include "model_ids.hpp"
+
 #include "naive_purge.hpp"
 
 namespace nsidd::registry {
@@ -50,17 +52,8 @@ public:
         alive.insert(next_);
         return next_++;
     }
-    static Nsid lowest_free(const std::map<Nsid, Peer>& t) {
-        Nsid k = 0;
-        for (const auto& [id, p] : t) {
-            if (id != k)
-                break;
-            ++k;
-        }
-        return k;
-    }
     void assign_self(Peer p, std::optional<Nsid> explicit_id) {
-        const Nsid k = explicit_id ? *explicit_id : lowest_free(self);
+        const Nsid k = explicit_id ? *explicit_id : test::lowest_free(self);
         if (self.count(k) || self_id(p))
             return; // EEXIST
         self[k] = p;
@@ -72,7 +65,7 @@ public:
         for (const auto& [id, q] : t)
             if (q == p)
                 return;
-        const Nsid k = lowest_free(t);
+        const Nsid k = test::lowest_free(t);
         t[k] = p;
         queue.push_back(Op{Op::Kind::New, *self_id(o), k, *self_id(p)});
     }
