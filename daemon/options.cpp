@@ -11,11 +11,14 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
+#include "util/unique_fd.hpp"
 #include "version.hpp"
 
 namespace nsidd::daemon {
@@ -140,6 +143,22 @@ std::optional<std::string> check_config_file(const std::string& file) {
     return std::nullopt;
 }
 
+// A copy of `file` without its leading UTF-8 byte order mark, when it has one (else no fd).
+UniqueFd without_bom(const std::string& file) {
+    UniqueFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    char head[3] = {};
+    if (!in || ::read(in.get(), head, 3) != 3 || std::memcmp(head, "\xEF\xBB\xBF", 3) != 0)
+        return UniqueFd();
+    UniqueFd out(::memfd_create("nsidd.conf", MFD_CLOEXEC));
+    if (!out)
+        return UniqueFd();
+    char buf[65536];
+    for (ssize_t n; (n = ::read(in.get(), buf, sizeof buf)) > 0;)
+        if (::write(out.get(), buf, static_cast<std::size_t>(n)) != n)
+            return UniqueFd();
+    return out;
+}
+
 // Parses argv and the config file; on failure returns the message, naming the option or key
 // and, for an error in the file, the file.
 std::variant<Options, std::string> parse(int argc, char** argv, bool with_version, int& exit_code) {
@@ -166,8 +185,27 @@ std::variant<Options, std::string> parse(int argc, char** argv, bool with_versio
     }
     if (auto bad = check_config_file(file))
         return *bad;
+    // A UTF-8 byte order mark (some editors write one) would read as part of the first key:
+    // CLI11 then reads a copy without it.
+    std::vector<std::string> args(argv, argv + argc);
+    const UniqueFd copy = without_bom(file);
+    if (copy) {
+        const std::string path = "/proc/self/fd/" + std::to_string(copy.get());
+        bool replaced = false;
+        for (std::size_t i = 1; i < args.size(); ++i) {
+            if (args[i] == "--config" && i + 1 < args.size())
+                args[i + 1] = path, replaced = true;
+            else if (args[i].rfind("--config=", 0) == 0)
+                args[i] = "--config=" + path, replaced = true;
+        }
+        if (!replaced)
+            args.insert(args.end(), {"--config", path});
+    }
+    std::vector<const char*> ptrs;
+    for (const auto& a : args)
+        ptrs.push_back(a.c_str());
     try {
-        app.parse(argc, argv);
+        app.parse(static_cast<int>(ptrs.size()), ptrs.data());
     } catch (const CLI::Success& e) {
         exit_code = app.exit(e);
         return std::string();

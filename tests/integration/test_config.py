@@ -40,6 +40,16 @@ r = nsidd(write('k' * 500000 + ' = 1\n'))
 assert r.returncode == 2 and len(r.stderr) < 1000, (r.returncode, len(r.stderr))
 t.log('a 500 kB key: exit 2, a %d-byte message' % len(r.stderr))
 
+# A byte order mark before the first key is not part of it.
+d = t.Daemon('--id-cache', 'none')
+d.stop()
+d.args[d.args.index('--config') + 1] = write('\ufeffhistory = 7\n')
+d.proc = t.track(subprocess.Popen(d.args, stdout=subprocess.DEVNULL, stderr=d.stderr))
+d.wait_ready()
+d.stop()
+assert d.proc.returncode == 0, d.log()
+t.log('a config file that starts with a UTF-8 byte order mark: read')
+
 d = t.Daemon('--orphan-grace', '1.5', '--id-cache', 'none')
 assert 'version' in d.status()
 d.stop()
