@@ -159,6 +159,24 @@ UniqueFd without_bom(const std::string& file) {
     return out;
 }
 
+// argv, with the config file replaced by `copy` when there is one.
+std::vector<std::string> with_config(int argc, char** argv, const UniqueFd& copy) {
+    std::vector<std::string> args(argv, argv + argc);
+    if (!copy)
+        return args;
+    const std::string path = "/proc/self/fd/" + std::to_string(copy.get());
+    bool replaced = false;
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        if (args[i] == "--config" && i + 1 < args.size())
+            args[i + 1] = path, replaced = true;
+        else if (args[i].rfind("--config=", 0) == 0)
+            args[i] = "--config=" + path, replaced = true;
+    }
+    if (!replaced)
+        args.insert(args.end(), {"--config", path});
+    return args;
+}
+
 // Parses argv and the config file; on failure returns the message, naming the option or key
 // and, for an error in the file, the file.
 std::variant<Options, std::string> parse(int argc, char** argv, bool with_version, int& exit_code) {
@@ -187,20 +205,8 @@ std::variant<Options, std::string> parse(int argc, char** argv, bool with_versio
         return *bad;
     // A UTF-8 byte order mark (some editors write one) would read as part of the first key:
     // CLI11 then reads a copy without it.
-    std::vector<std::string> args(argv, argv + argc);
     const UniqueFd copy = without_bom(file);
-    if (copy) {
-        const std::string path = "/proc/self/fd/" + std::to_string(copy.get());
-        bool replaced = false;
-        for (std::size_t i = 1; i < args.size(); ++i) {
-            if (args[i] == "--config" && i + 1 < args.size())
-                args[i + 1] = path, replaced = true;
-            else if (args[i].rfind("--config=", 0) == 0)
-                args[i] = "--config=" + path, replaced = true;
-        }
-        if (!replaced)
-            args.insert(args.end(), {"--config", path});
-    }
+    const auto args = with_config(argc, argv, copy);
     std::vector<const char*> ptrs;
     for (const auto& a : args)
         ptrs.push_back(a.c_str());
