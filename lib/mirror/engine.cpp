@@ -132,7 +132,7 @@ void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>&
     };
     const auto now = clock_.realtime();
     catalog_.set_ask_new(true);
-    catalog_.scan_mounts(now, false);
+    scan_mounts(false);
     catalog_.begin_round();
     catalog_.ask_unassigned({}, claimed);
     if (!claimed()) {

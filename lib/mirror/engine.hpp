@@ -148,6 +148,8 @@ private:
     void attach_changed();
     void drop_distrusted();
     void renew_verdicts();
+    // Rereads the mount table, noting when.
+    void scan_mounts(bool full);
     static registry::Identity identity_of(const netns::Namespace& ns);
     netns::IdCacheOrigin origin();
 
@@ -167,8 +169,8 @@ private:
     netns::Catalog catalog_;
     std::map<Nsid, Verdict> verdicts_;
     std::uint64_t pass_started_usec_ = 0;
-    bool verdicts_due_ = false;   // a table read ended a pass; renew once the rows are in
-    bool mounts_scanned_ = false; // the mount table was read at least once
+    bool verdicts_due_ = false;             // a table read ended a pass; renew once the rows are in
+    std::uint64_t mounts_scanned_usec_ = 0; // when the mount table was last read; 0: never
     bool refresh_due_ = false;
     bool resync_due_ = false;
     bool another_round_ = false; // ids arrived unexplained while a round was under way

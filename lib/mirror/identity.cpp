@@ -121,10 +121,14 @@ bool Engine::unexplained_rows() const {
     return false;
 }
 
+void Engine::scan_mounts(bool full) {
+    mounts_scanned_usec_ = clock_.realtime();
+    catalog_.scan_mounts(mounts_scanned_usec_, full);
+}
+
 void Engine::discover_mounts() {
-    mounts_scanned_ = true;
     catalog_.set_ask_new(unexplained_rows());
-    catalog_.scan_mounts(clock_.realtime(), false);
+    scan_mounts(false);
     attach_changed();
 }
 
@@ -150,9 +154,8 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
     if (!catalog_.pass_running()) {
         pass_started_usec_ = now;
         // The first pass reads the mounts too: a verdict needs both kinds of holder.
-        if (mounts || !mounts_scanned_)
-            catalog_.scan_mounts(now, false);
-        mounts_scanned_ = true;
+        if (mounts || mounts_scanned_usec_ == 0)
+            scan_mounts(false);
     }
     const bool done = catalog_.scan_proc(budget, now);
     if (done)
@@ -174,9 +177,9 @@ void Engine::renew_verdicts() {
             next.emplace(nsid, Verdict{since, 0});
             continue;
         }
-        if (since > pass_started_usec_) {
-            // Newer than the pass: it may have walked past the holder before the row existed.
-            // No verdict until a pass covers it.
+        if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
+            // Newer than the pass or the last look at the mounts (either may have missed its
+            // holder), or ids still being asked for: no verdict until discovery covers it.
             if (auto v = verdicts_.find(nsid); v != verdicts_.end() && v->second.row_since == since)
                 next.emplace(nsid, v->second);
             continue;

@@ -57,8 +57,7 @@ std::size_t Engine::learn_reachable(std::map<Nsid, Entry>& truth, registry::Sour
     const auto before = catalog_.stats().queried;
     catalog_.set_ask_new(true);
     catalog_.restart_pass();
-    catalog_.scan_mounts(now, true);
-    mounts_scanned_ = true;
+    scan_mounts(true);
     pass_started_usec_ = now;
     while (!catalog_.scan_proc(SIZE_MAX, now)) {
     }

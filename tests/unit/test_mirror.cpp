@@ -583,7 +583,11 @@ TEST(Mirror, VerdictsFollowTheClock) {
     sim.assign_self(held);
     sim.assign_self(leaked);
     settle(engine);
+    // While ids are still being asked for, nothing is judged unheld.
+    EXPECT_TRUE(engine.refresh_due());
     engine.discover_mounts();
+    engine.refresh_ids(UINT64_MAX);
+    EXPECT_FALSE(engine.refresh_due());
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
     const auto& rows = engine.registry().table(kSelf)->rows;
     EXPECT_EQ(engine.state(kSelf, rows.at(0).entry), PeerState::Resolved);
@@ -600,6 +604,18 @@ TEST(Mirror, VerdictsFollowTheClock) {
     EXPECT_EQ(engine.state(kSelf, rows.at(0).entry), PeerState::Resolved);
     const auto counts = engine.state_counts();
     EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::Orphaned)], 1u);
+    // A namespace mounted after the last look at the mounts (rescans back off under load) is
+    // not judged by passes that could not have seen its mount, however long they take.
+    sim.assign_self(sim.named("late"));
+    settle(engine);
+    engine.refresh_ids(UINT64_MAX);
+    for (int pass = 0; pass < 3; ++pass) {
+        clock.now += 61'000'000;
+        ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
+    }
+    EXPECT_EQ(engine.state(kSelf, rows.at(2).entry), PeerState::Unknown);
+    engine.discover_mounts();
+    EXPECT_EQ(engine.state(kSelf, rows.at(2).entry), PeerState::Resolved);
 }
 
 TEST(Mirror, HostScopeObserversAppearAndDie) {
