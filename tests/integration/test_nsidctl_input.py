@@ -76,7 +76,9 @@ err = p.stderr.read()
 th.join(30)
 srv.close()
 os.unlink(FAKE)
-assert p.returncode != 0 and peak < 160 * 1024, (p.returncode, peak, err)
+assert p.returncode != 0, (p.returncode, err)
+# RSS bounds are for normal builds: ASan's shadow memory and quarantine inflate RSS.
+assert t.SANITIZED or peak < 160 * 1024, (peak, err)
 t.log('an endless reply: exit %d at %d KiB RSS, "%s"' % (p.returncode, peak, err.strip()[:80]))
 
 # People.
