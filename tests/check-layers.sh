@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Fails on an include that points up the layers of docs/design.md:
-#   util <- netlink <- netns;  util <- registry;  util <- varlink;  daemon uses all;
+#   util <- netlink;  util <- netns;  util <- registry;  registry + netns <- mirror;
+#   util <- varlink;  daemon uses all;
 #   cli uses varlink + util only (never libmnl).
 set -u
 root=${1:-.}
@@ -18,7 +19,8 @@ check() { # dir, pattern of forbidden includes, why
 check lib/util 'netlink/|registry/|netns/|varlink/|daemon/|linux/|libmnl|systemd/|spdlog|nlohmann' 'std and libc only'
 check lib/netlink 'registry/|netns/|varlink/|daemon/|systemd/|spdlog|nlohmann' 'util, linux and libmnl only'
 check lib/registry 'netlink/|netns/|varlink/|daemon/|linux/|libmnl|systemd/|spdlog|nlohmann|sys/socket|unistd|chrono|ctime' 'util only: no I/O, clock or netlink'
-check lib/netns 'registry/|varlink/|daemon/|systemd/|spdlog|nlohmann' 'util and netlink only'
+check lib/netns 'netlink/|registry/|mirror/|varlink/|daemon/|libmnl|systemd/|spdlog|nlohmann' 'util only: asks the kernel through netns::Queries'
+check lib/mirror 'netlink/|varlink/|daemon/|libmnl|systemd/|spdlog|nlohmann' 'registry, netns and util only: the kernel is mirror::Kernel'
 check lib/varlink 'netlink/|registry/|netns/|daemon/|linux/|libmnl|systemd/|spdlog' 'util and nlohmann-json only'
 check cli 'netlink/|registry/|netns/|daemon/|linux/|libmnl|systemd/|spdlog' 'varlink and util only'
 # Logging above debug belongs to daemon/ alone.

@@ -19,20 +19,11 @@ t.sandbox()
 kernel = t.Kernel()
 
 
-def entries(d):
-    return {e['nsid']: e for e in d.call('io.nsidd.Registry.List')['parameters']['entries']}
-
-
-def history(d):
-    return d.call('io.nsidd.Registry.History')['parameters']['deaths']
+entries, history = t.entries, t.deaths
 
 
 def peers_metric(d, state):
-    text = d.call('io.nsidd.Registry.GetMetrics')['parameters']['text']
-    for line in text.splitlines():
-        if line.startswith('nsidd_peers{state="%s"}' % state):
-            return float(line.split()[-1])
-    raise AssertionError('no nsidd_peers for ' + state)
+    return t.metric(d, 'nsidd_peers{state="%s"}' % state)
 
 
 def named(d, name, state='resolved'):
