@@ -160,6 +160,13 @@ std::optional<mirror::Nsid> NetlinkKernel::own_id() {
     return own_id_;
 }
 
+std::optional<mirror::Nsid> NetlinkKernel::own_id_in(mirror::Observer target) {
+    auto id = requests_.get(netlink::ByPid{::getpid()}, target);
+    if (!id || id->nsid < 0)
+        return std::nullopt;
+    return id->nsid;
+}
+
 Result<std::uint64_t> NetlinkKernel::cookie(int fd) {
     return netns::namespace_cookie(fd);
 }

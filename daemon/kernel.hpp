@@ -39,6 +39,7 @@ public:
     translate(std::span<const mirror::Nsid> self_ids,
               std::optional<mirror::Observer> target) override;
     std::optional<mirror::Nsid> own_id() override;
+    std::optional<mirror::Nsid> own_id_in(mirror::Observer target) override;
     Result<std::uint64_t> cookie(int fd) override;
     Result<std::vector<std::optional<std::int32_t>>> ids_of(std::span<const int> fds) override;
     Result<void> assign(int fd) override;

@@ -100,11 +100,13 @@ public:
     bool discover_processes(std::size_t budget, bool mounts);
 
     /// The entry as served: a row of another observer's table names its peer through
-    /// current_nsid, so it gets the identity of self's row for that peer.
+    /// current_nsid, so it gets the identity of self's row for that peer; a row naming our own
+    /// namespace gets its identity (cookie, inode).
     registry::Entry view(registry::Observer observer, const registry::Entry& entry) const;
     /// Resolved: a process or a bind mount held the peer at the last look. Orphaned: nothing
     /// that discovery can see has held it for longer than the grace period (an open fd, a
-    /// socket or the kernel keeps it alive). Unknown: not (yet) decided.
+    /// socket or the kernel keeps it alive). Unknown: not (yet) decided. Our own namespace is
+    /// resolved: this process holds it.
     PeerState state(registry::Observer observer, const registry::Entry& entry) const;
     /// Self's peers by state.
     std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> state_counts() const;
@@ -152,6 +154,8 @@ private:
     void scan_mounts(bool full);
     static registry::Identity identity_of(const netns::Namespace& ns);
     netns::IdCacheOrigin origin();
+    // Host scope: whether `entry` of `observer`'s table names our own namespace.
+    bool names_self(Observer observer, const registry::Entry& entry) const;
 
     // Whether anything held self's row for a peer at the last look.
     struct Verdict {
@@ -166,6 +170,9 @@ private:
     EngineStats stats_;
     // Host scope: observer -> (its id -> self's id for the same peer, -1: none), per batch.
     std::map<Observer, std::optional<std::map<Nsid, Nsid>>> foreign_cache_;
+    // Host scope: observer -> its id for our own namespace (self has none for itself, so the
+    // dump cannot say which row names us), refreshed with each read of its table.
+    std::map<Observer, Nsid> own_ids_;
     netns::Catalog catalog_;
     std::map<Nsid, Verdict> verdicts_;
     std::uint64_t pass_started_usec_ = 0;

@@ -192,7 +192,23 @@ void Engine::renew_verdicts() {
     verdicts_ = std::move(next);
 }
 
+bool Engine::names_self(Observer observer, const registry::Entry& entry) const {
+    if (observer == registry::kSelf || entry.current_nsid)
+        return false;
+    const auto it = own_ids_.find(observer);
+    return it != own_ids_.end() && it->second == entry.nsid;
+}
+
 registry::Entry Engine::view(Observer observer, const registry::Entry& entry) const {
+    if (names_self(observer, entry)) {
+        registry::Entry out = entry;
+        out.peer = {};
+        if (const auto cookie = catalog_.self_cookie())
+            out.peer.cookie = cookie;
+        if (const auto inode = catalog_.self_inode())
+            out.peer.inode = inode;
+        return out;
+    }
     if (observer == registry::kSelf || !entry.current_nsid)
         return entry;
     registry::Entry out = entry;
@@ -203,6 +219,8 @@ registry::Entry Engine::view(Observer observer, const registry::Entry& entry) co
 }
 
 PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
+    if (names_self(observer, entry))
+        return PeerState::Resolved;
     const auto peer = registry::peer_of(observer, entry);
     if (!peer)
         return PeerState::Unknown;

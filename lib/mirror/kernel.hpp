@@ -52,6 +52,8 @@ public:
                                                                std::optional<Observer> target) = 0;
     /// Self's id for its own namespace, if it has one (events from there count as local).
     virtual std::optional<Nsid> own_id() = 0;
+    /// `target`'s id for self's own namespace, if it has one: which of its rows names us.
+    virtual std::optional<Nsid> own_id_in(Observer target) = 0;
 };
 
 } // namespace nsidd::mirror

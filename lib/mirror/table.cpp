@@ -145,6 +145,10 @@ const std::map<Nsid, Nsid>* Engine::foreign_table(Observer o) {
                     table[*(*ids)[i]] = peers[i];
         }
     }
+    if (auto own = kernel_.own_id_in(o))
+        own_ids_[o] = *own;
+    else
+        own_ids_.erase(o);
     slot = std::move(table);
     return &*slot;
 }
@@ -170,6 +174,8 @@ void Engine::resync_foreign(registry::Source source, std::vector<registry::Chang
         if (o != registry::kSelf && !self.count(o))
             observers.emplace_back(o, false);
     for (const auto& [o, alive] : observers) {
+        if (!alive)
+            own_ids_.erase(o);
         auto truth = alive ? foreign_entries(o, source) : std::vector<Entry>{};
         auto d = registry_.resync(o, std::move(truth), clock_.realtime());
         changes.insert(changes.end(), std::make_move_iterator(d.begin()),

@@ -25,8 +25,10 @@ constexpr std::size_t kVerifyAtOnce = 8;
 
 Catalog::Catalog(Roots roots, Queries& queries, bool assign_ids)
     : roots_(std::move(roots)), queries_(queries), assign_ids_(assign_ids) {
-    if (auto self = open_ns(roots_.proc_dir + "/self/ns/net", std::nullopt))
+    if (auto self = open_ns(roots_.proc_dir + "/self/ns/net", std::nullopt)) {
         self_cookie_ = self->cookie;
+        self_inode_ = self->inode;
+    }
 }
 
 std::optional<Catalog::Opened> Catalog::open_ns(const std::string& path, std::optional<pid_t> pid) {

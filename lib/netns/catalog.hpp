@@ -112,6 +112,8 @@ public:
     std::vector<std::uint64_t> take_changed();
     /// Our own namespace's cookie (0 when NS_GET_ID is missing).
     std::uint64_t self_cookie() const noexcept { return cookies_ ? self_cookie_ : 0; }
+    /// Our own namespace's nsfs inode (0 when it could not be opened).
+    std::uint64_t self_inode() const noexcept { return self_inode_; }
     const CatalogStats& stats() const noexcept { return stats_; }
 
 private:
@@ -148,7 +150,8 @@ private:
     bool cookies_ = false;
     bool ask_new_ = true;
     std::uint64_t self_cookie_ = 0; // our own namespace: never given an id by --assign-ids
-    SavedIds hints_;                // cookie -> id, from a saved id cache
+    std::uint64_t self_inode_ = 0;
+    SavedIds hints_; // cookie -> id, from a saved id cache
     std::vector<std::uint64_t> distrusted_;
     std::uint64_t ids_version_ = 0;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie

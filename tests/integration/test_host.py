@@ -3,6 +3,7 @@
 """Host scope: every namespace's table that self has an id for, kept equal to the kernel
 (TARGET_NSID dumps), with cross-table purge in one sweep when peers die.
 1. A, B, C with ids in self; A->B 3, A->C 4, B->C 9, C->A 17: the graph equals the kernel.
+   A's id 5 names nsidd's own namespace: that row carries its inode and is resolved.
    Delete C: C's table and A's and B's entries for C go in one batch; history shows C once.
 2. 300 namespaces, each with ids for 10 others; 150 deleted in one burst: graph equals kernel."""
 import json
@@ -52,29 +53,42 @@ for n in ('A', 'B', 'C'):
 for cmd in (['-n', 'A', 'netns', 'set', 'B', '3'], ['-n', 'A', 'netns', 'set', 'C', '4'],
             ['-n', 'B', 'netns', 'set', 'C', '9'], ['-n', 'C', 'netns', 'set', 'A', '17']):
     subprocess.run(['ip'] + cmd, check=True)
+# Our own namespace under a name, so that A can be given an id for it (self has none for itself).
+open('/run/netns/ROOT', 'w').close()
+subprocess.run(['mount', '--bind', '/proc/self/ns/net', '/run/netns/ROOT'], check=True)
+subprocess.run(['ip', '-n', 'A', 'netns', 'set', 'ROOT', '5'], check=True)
 d = t.Daemon('--scope', 'host')
 assert d.status()['scope'] == 'host'
 got, want = settle(d.socket)
 check(got, want, 'A, B, C')
 ids = {n: v for n, v in kernel.by_name().items()}
-assert got[ids['A']] == {3: ids['B'], 4: ids['C']}, got
+assert got[ids['A']] == {3: ids['B'], 4: ids['C'], 5: -1}, got
 assert got[ids['B']] == {9: ids['C']} and got[ids['C']] == {17: ids['A']}, got
 
 
 # Rows of other tables name their peer through self's row for it: C's entry 17 is A.
-def peer_names(observer, nsid):
+def entry(observer, nsid):
     for table in json.loads(t.nsidctl('-j', 'graph', socket_path=d.socket).stdout):
         if table['observer'] == observer:
-            for e in table['entries']:
-                if e['nsid'] == nsid:
-                    return e['peer']['names'], e['state']
+            return next((e for e in table['entries'] if e['nsid'] == nsid), None)
     return None
+
+
+def peer_names(observer, nsid):
+    e = entry(observer, nsid)
+    return e and (e['peer']['names'], e['state'])
 
 
 t.wait_for('identities in other tables',
            lambda: peer_names(ids['C'], 17) == (['A'], 'resolved') and
            peer_names(ids['A'], 3) == (['B'], 'resolved'))
 t.log("C's id 17 and A's id 3 are named A and B, resolved")
+
+
+own = entry(ids['A'], 5)
+assert own['state'] == 'resolved' and own['current-nsid'] is None, own
+assert own['peer']['inode'] == os.stat('/proc/self/ns/net').st_ino, own
+t.log("A's id 5 names nsidd's own namespace: inode %d, resolved" % own['peer']['inode'])
 
 w = t.Varlink(d.socket)
 w.send('io.nsidd.Registry.Watch', {}, more=True)
@@ -105,6 +119,8 @@ assert history[0]['peer']['names'] == ['C'] and history[0]['peer']['cookie'], hi
 d.stop()
 subprocess.run(['ip', 'netns', 'del', 'A'], check=True)
 subprocess.run(['ip', 'netns', 'del', 'B'], check=True)
+subprocess.run(['umount', '/run/netns/ROOT'], check=True)
+os.unlink('/run/netns/ROOT')
 
 # 2. 300 namespaces with cross ids, 150 deleted in one burst.
 N, K = 300, 10

@@ -55,6 +55,7 @@ public:
     }
     ~Sim() override { fs::remove_all(root_); }
 
+    int own() const { return self_; } // our own namespace
     netns::Roots roots() const { return {(root_ / "netns").string(), (root_ / "proc").string()}; }
     fs::path root() const { return root_; }
 
@@ -228,6 +229,16 @@ public:
         return out;
     }
     std::optional<Nsid> own_id() override { return self_id(self_); }
+    std::optional<Nsid> own_id_in(Observer target) override {
+        ++questions;
+        const auto o = self.find(target);
+        if (o == self.end() || !foreign.count(o->second))
+            return std::nullopt;
+        for (const auto& [id, q] : foreign.at(o->second))
+            if (q == self_)
+                return id;
+        return std::nullopt;
+    }
     Result<std::uint64_t> cookie(int fd) override {
         const auto n = by_fd(fd);
         if (!n)
@@ -644,6 +655,43 @@ TEST(Mirror, HostScopeObserversAppearAndDie) {
     settle(engine);
     EXPECT_EQ(diff(tables_of(engine.registry()), sim.tables(true)), "");
     EXPECT_EQ(engine.registry().table(*sim.self_id(b))->rows.size(), 0u);
+}
+
+// Host scope: another table's row for our own namespace carries our identity and is held (by
+// us), though self has no id for itself to name it by; a row for a peer self has no id for
+// stays unknown.
+TEST(Mirror, HostScopeRowsNamingUs) {
+    Sim sim;
+    FakeClock clock;
+    Engine engine(sim, config(sim, true), clock.clock());
+    const int a = sim.named("a"), b = sim.named("b"), hidden = sim.create();
+    sim.assign_self(a);
+    sim.assign_self(b);
+    sim.assign_foreign(a, hidden);    // a's id 0: a peer self has no id for
+    sim.assign_foreign(a, sim.own()); // a's id 1: us
+    ASSERT_TRUE(engine.resync(ResyncReason::Startup));
+    sim.assign_foreign(b, sim.own()); // b's id 0, learned from an event
+    settle(engine);
+    ASSERT_EQ(diff(tables_of(engine.registry()), sim.tables(true)), "");
+    const auto row = [&](int o, Nsid k) {
+        return engine.registry().table(*sim.self_id(o))->rows.at(k).entry;
+    };
+    for (const auto& [o, k] : {std::pair{a, 1}, std::pair{b, 0}}) {
+        const auto shown = engine.view(*sim.self_id(o), row(o, k));
+        EXPECT_EQ(shown.peer.cookie, sim.ns.at(sim.own()).cookie) << o;
+        EXPECT_TRUE(shown.peer.inode.has_value());
+        EXPECT_EQ(engine.state(*sim.self_id(o), row(o, k)), PeerState::Resolved);
+    }
+    const auto other = engine.view(*sim.self_id(a), row(a, 0));
+    EXPECT_FALSE(other.peer.cookie.has_value());
+    EXPECT_EQ(engine.state(*sim.self_id(a), row(a, 0)), PeerState::Unknown);
+    // b forgets us and gives the id to the hidden peer: the row is no longer ours.
+    sim.foreign[b].clear();
+    sim.queue.push_back({registry::Op::Kind::Del, *sim.self_id(b), 0, std::nullopt});
+    sim.assign_foreign(b, hidden);
+    settle(engine);
+    EXPECT_FALSE(engine.view(*sim.self_id(b), row(b, 0)).peer.cookie.has_value());
+    EXPECT_EQ(engine.state(*sim.self_id(b), row(b, 0)), PeerState::Unknown);
 }
 
 // Seeded random churn: creations (named, with a process, hidden), auto and explicit ids,
