@@ -32,6 +32,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '../integration'))
+import nsidtest as t  # noqa: E402  (wait_for)
+
 SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), '../..'))
 CACHE = os.environ.get('NSIDD_TEST_CACHE', '/var/cache/nsidd-test')
 # Version of the cached root's recipe: bump it when the recipe changes.
@@ -210,17 +213,6 @@ class Container:
         self.proc.wait()
 
 
-def wait_for(what, check, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out waiting for ' + what)
-        time.sleep(0.3)
-
-
 def active(c, unit):
     return c.sh('systemctl is-active ' + unit, check=False).stdout.strip()
 
@@ -247,7 +239,7 @@ def exact(c, what, timeout=30):
         return mirror_table(c) == want
 
     try:
-        wait_for(what, same, timeout)
+        t.wait_for(what, same, timeout)
     except AssertionError:
         raise AssertionError('%s: mirror %s\nkernel %s' % (what, mirror_table(c), want)) from None
     log('%s: the mirror equals the kernel (%d ids)' % (what, len(want)))
@@ -304,14 +296,14 @@ def stopped_meanwhile(c):
     c.sh('for i in $(seq 0 10 199); do echo "netns del n$i"; done > /tmp/del.batch; '
          'for i in $(seq 200 229); do echo "netns add m$i"; echo "netns set m$i auto"; done'
          ' >> /tmp/del.batch; ip -batch /tmp/del.batch')
-    wait_for('nsid events to start nsidd', lambda: active(c, 'nsidd.service') == 'active')
+    t.wait_for('nsid events to start nsidd', lambda: active(c, 'nsidd.service') == 'active')
     exact(c, 'stopped, %d deleted and 30 added meanwhile, started by the events' % len(doomed))
 
 
 def killed(c):
     pid = main_pid(c)
     c.sh('systemctl kill -s KILL nsidd')
-    wait_for('a restart after SIGKILL',
+    t.wait_for('a restart after SIGKILL',
              lambda: active(c, 'nsidd.service') == 'active' and main_pid(c) not in (0, pid))
     c.sh('ip netns add k1 && ip netns set k1 auto')
     exact(c, 'SIGKILL: restarted')
@@ -320,7 +312,7 @@ def killed(c):
          'systemctl restart nsidd')
     pid = main_pid(c)
     c.sh('kill -STOP %d' % pid)
-    wait_for('the watchdog to restart nsidd',
+    t.wait_for('the watchdog to restart nsidd',
              lambda: active(c, 'nsidd.service') == 'active' and main_pid(c) not in (0, pid), 60)
     journal = c.sh('journalctl -u nsidd --no-pager -o cat').stdout
     assert 'Watchdog timeout' in journal or 'watchdog timeout' in journal.lower(), journal[-2000:]
