@@ -20,7 +20,7 @@ build_pkgs="meson ninja-build g++ pkg-config libmnl-dev libsystemd-dev libspdlog
     libcli11-dev nlohmann-json3-dev libexpected-dev libgtest-dev libgmock-dev
     libbenchmark-dev prometheus-cpp-dev libmicrohttpd-dev iproute2 python3 scdoc"
 test_pkgs="clang-format util-linux git systemd man-db prometheus valgrind
-    debhelper dpkg-dev lintian debootstrap systemd-container"
+    build-essential debhelper dpkg-dev lintian debootstrap systemd-container"
 pkgs=$build_pkgs
 [ "$mode" = test ] && pkgs="$pkgs $test_pkgs"
 
