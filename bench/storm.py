@@ -7,8 +7,13 @@ After each cycle's creation and after its burst of deletions, the mirror must eq
 (per-id GETNSID probes). Reported per run: events each watcher saw and lost, nsidd's overruns
 and resyncs, CPU seconds of each, and nsidd's RSS after every cycle against its baseline.
 
+A bare receive loop (bench/bare_recv: recv and count, nothing else) listens too: it is the
+floor, and nsidd's CPU is reported against it, for the creation and the deletion phases.
+
 Usage (root): python3 bench/storm.py [--cycles 5] [--count 10000] [--rcvbuf BYTES]
-              [--no-monitor]
+              [--no-monitor] [--together] [-- NSIDD-ARGS...]
+  --together: each namespace is created and given its id in one `ip -batch` line pair
+              (netns add sN; netns set sN auto), as a container runtime does.
 tests/integration/test_soak.py runs a short version of the same storm."""
 import argparse
 import os
@@ -71,35 +76,56 @@ class Monitor:
         self.proc.wait()
 
 
-def run(cycles, count, nsidd_args=(), monitor=True, log=t.log):
+class Bare:
+    """bench/bare_recv: the floor."""
+
+    def __init__(self):
+        self.proc = t.track(subprocess.Popen([os.path.join(t.BUILD, 'bench/bare_recv')],
+                                             stdout=subprocess.PIPE, text=True))
+        assert self.proc.stdout.readline().strip() == 'ready'
+
+    def stop(self):
+        """(NEW, DEL, overruns) it received."""
+        self.proc.terminate()
+        out, _ = self.proc.communicate(10)
+        return tuple(int(x) for x in out.split())
+
+
+def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False, log=t.log):
     """Runs the storm; returns a dict of results. Raises if the mirror is ever inexact."""
     kernel = t.Kernel()
     d = t.Daemon(*nsidd_args)
     baseline = d.rss_kib()
     mon = Monitor() if monitor else None
     mcpu0 = cpu_seconds(mon.proc.pid) if mon else 0
+    bare = Bare() if floor else None
     st0 = d.status()
     rss = []
-    nsidd_cpu = 0.0
+    cpu = {'nsidd_create': 0.0, 'nsidd_delete': 0.0, 'bare_create': 0.0, 'bare_delete': 0.0}
     started = time.monotonic()
 
-    def storm(lines):
-        # nsidd's CPU for the storm itself, until it is idle again; the List calls that check
-        # the mirror afterwards are not counted.
-        nonlocal nsidd_cpu
-        before = cpu_seconds(d.proc.pid)
+    def storm(lines, phase):
+        # CPU for the storm itself, until nsidd is idle again; the List calls that check the
+        # mirror afterwards are not counted.
+        bare_cpu = (lambda: cpu_seconds(bare.proc.pid)) if bare else (lambda: 0.0)
+        before = cpu_seconds(d.proc.pid), bare_cpu()
         t.ip_batch(lines)
         wait_idle(d.proc.pid, quiet=0.5)
-        nsidd_cpu += cpu_seconds(d.proc.pid) - before
+        cpu['nsidd_' + phase] += cpu_seconds(d.proc.pid) - before[0]
+        cpu['bare_' + phase] += bare_cpu() - before[1]
 
     for c in range(cycles):
         names = ['s%d_%d' % (c, i) for i in range(count)]
-        storm(['netns add ' + n for n in names])
-        storm(['netns set %s auto' % n for n in names])
+        if together:
+            storm([line for n in names for line in ('netns add ' + n, 'netns set %s auto' % n)],
+                  'create')
+        else:
+            storm(['netns add ' + n for n in names], 'create')
+            storm(['netns set %s auto' % n for n in names], 'create')
         got, want = t.settle(d, kernel, timeout=120)
         t.check_equal(got, want, 'cycle %d: %d created' % (c + 1, count))
         assert len(want) == count, len(want)
-        storm(['netns del ' + n for n in names])
+        storm(['netns del ' + n for n in names], 'delete')
         got, want = t.settle(d, kernel, timeout=120)
         t.check_equal(got, want, 'cycle %d: %d destroyed in one burst' % (c + 1, count))
         assert not want, want
@@ -111,9 +137,12 @@ def run(cycles, count, nsidd_args=(), monitor=True, log=t.log):
     result = {
         'cycles': cycles, 'count': count, 'expected_events': 2 * cycles * count,
         'nsidd_events': st['events'] - st0['events'], 'overruns': st['overruns'] - st0['overruns'],
-        'resyncs': st['resyncs'] - st0['resyncs'], 'nsidd_cpu': nsidd_cpu,
-        'rss_baseline': baseline, 'rss': rss, 'elapsed': elapsed,
+        'resyncs': st['resyncs'] - st0['resyncs'],
+        'nsidd_cpu': cpu['nsidd_create'] + cpu['nsidd_delete'],
+        'rss_baseline': baseline, 'rss': rss, 'elapsed': elapsed, 'cpu': cpu,
     }
+    if bare:
+        result['bare'] = bare.stop()
     if mon:
         wait_idle(mon.proc.pid)  # let ip monitor print what it still holds
         result['monitor_cpu'] = cpu_seconds(mon.proc.pid) - mcpu0
@@ -131,6 +160,16 @@ def report(r, log=t.log):
         'exact after every step; CPU %.2f s (storms only, not the checks); RSS baseline %d KiB, after each cycle %s KiB'
         % (r['nsidd_events'], exp - r['nsidd_events'], r['overruns'], r['resyncs'],
            r['nsidd_cpu'], r['rss_baseline'], r['rss']))
+    c = r['cpu']
+    if 'bare' in r:
+        new, dels, lost = r['bare']
+        log('  bare loop:  received %d events (%d NEW, %d DEL, %d overruns)'
+            % (new + dels, new, dels, lost))
+    for phase in ('create', 'delete'):
+        floor = c['bare_' + phase]
+        log('  %s phase: nsidd CPU %.2f s, bare loop %.2f s%s' % (
+            phase, c['nsidd_' + phase], floor,
+            ' (nsidd / bare loop = %.1f)' % (c['nsidd_' + phase] / floor) if floor > 0 else ''))
     if 'monitor_cpu' in r:
         seen = r['monitor_new'] + r['monitor_del']
         log('  ip monitor: printed %d events (%d NEW, %d DEL), lost %d; CPU %.2f s'
@@ -145,7 +184,10 @@ if __name__ == '__main__':
     ap.add_argument('--count', type=int, default=10000)
     ap.add_argument('--rcvbuf', type=int)
     ap.add_argument('--no-monitor', action='store_true')
+    ap.add_argument('--together', action='store_true')
+    ap.add_argument('nsidd_args', nargs='*')
     a = ap.parse_args()
     t.sandbox()
-    args = ['--rcvbuf', str(a.rcvbuf)] if a.rcvbuf else []
-    report(run(a.cycles, a.count, args, monitor=not a.no_monitor))
+    args = (['--rcvbuf', str(a.rcvbuf)] if a.rcvbuf else []) + a.nsidd_args
+    report(run(a.cycles, a.count, args, monitor=not a.no_monitor, together=a.together,
+               floor=True))

@@ -244,9 +244,11 @@ public:
         std::printf("      Overruns: %s\n", cell(j["overruns"]).c_str());
         std::printf("       Resyncs: %s (last %s)\n", cell(j["resyncs"]).c_str(),
                     last ? nsidd::format_age(last, nsidd::realtime_usec()).c_str() : "never");
-        std::printf("        Kernel: dump truncation %s, listen-all-nsid %s, NS_GET_ID %s\n",
+        std::printf("        Kernel: dump truncation %s, listen-all-nsid %s, NS_GET_ID %s, "
+                    "listmount %s\n",
                     yes(k.value("dump_truncation", Json())),
-                    yes(k.value("listen_all_nsid", Json())), yes(k.value("ns_get_id", Json())));
+                    yes(k.value("listen_all_nsid", Json())), yes(k.value("ns_get_id", Json())),
+                    yes(k.value("listmount", Json())));
         return Ok;
     }
 

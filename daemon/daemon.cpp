@@ -475,7 +475,8 @@ Json Daemon::status() const {
             {"kernel",
              {{"dump_truncation", features_.dump_truncation},
               {"listen_all_nsid", kernel_->event_socket().listen_all()},
-              {"ns_get_id", features_.ns_get_id}}}};
+              {"ns_get_id", features_.ns_get_id},
+              {"listmount", engine_->catalog().mounts_by_listmount()}}}};
 }
 
 } // namespace nsidd::daemon

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <string_view>
 
 #include <sys/stat.h>
 
@@ -21,10 +22,19 @@ constexpr std::size_t kRoundChunk = 16;
 // Saved ids checked against the kernel as soon as they are used.
 constexpr std::size_t kVerifyAtOnce = 8;
 
+// listmount(2) lists the real mount table: only for the real /proc. NSIDD_MOUNT_TABLE=mountinfo
+// keeps to the text (the fallback of kernels before 6.8, tested so).
+bool uses_listmount(const Roots& roots) {
+    const char* choice = std::getenv("NSIDD_MOUNT_TABLE");
+    return roots.proc_dir == "/proc" &&
+           (choice == nullptr || std::string_view(choice) != "mountinfo");
+}
+
 } // namespace
 
 Catalog::Catalog(Roots roots, Queries& queries, bool assign_ids)
-    : roots_(std::move(roots)), queries_(queries), assign_ids_(assign_ids) {
+    : roots_(std::move(roots)), queries_(queries), assign_ids_(assign_ids),
+      mount_table_(roots_.proc_dir + "/self/mountinfo", uses_listmount(roots_)) {
     if (auto self = open_ns(roots_.proc_dir + "/self/ns/net", std::nullopt)) {
         self_cookie_ = self->cookie;
         self_inode_ = self->inode;
@@ -106,6 +116,7 @@ void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool f
         auto [it, inserted] = namespaces_.try_emplace(m.cookie);
         Namespace& ns = it->second;
         if (inserted) {
+            ++membership_;
             ns.cookie = m.cookie;
             ns.cookie_is_inode = !cookies_;
             ns.first_seen_usec = now_usec;
@@ -196,12 +207,15 @@ void Catalog::verify_saved_ids(std::size_t n) {
 }
 
 void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
-    const auto text = read_file(roots_.proc_dir + "/self/mountinfo");
-    if (!text)
+    if (!mount_table_.refresh())
+        return;
+    // Neither the mounts nor the namespaces known changed since the last scan: nothing to do
+    // (during a storm of `ip netns add`, most wakeups of other kinds find this).
+    if (!full && !mount_table_.changed() && membership_ == scanned_membership_)
         return;
     std::vector<Opened> opened;
     decltype(mounts_) seen;
-    for (const auto& mount : parse_nsfs_mounts(*text)) {
+    for (const auto& mount : mount_table_.mounts()) {
         if (seen.count(mount.path))
             continue; // mounted over: one entry per path (open_ns() opens the topmost)
         const auto old = mounts_.find(mount.path);
@@ -221,6 +235,7 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     record(opened, now_usec, false);
     mounts_ = std::move(seen);
     update_names();
+    scanned_membership_ = membership_;
 }
 
 void Catalog::update_names() {
@@ -366,6 +381,7 @@ void Catalog::forget(std::uint64_t cookie) {
 
 void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     ++ids_version_;
+    ++membership_;
     if (it->second.nsid)
         if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)
             by_nsid_.erase(n);

@@ -15,6 +15,7 @@
 
 #include "netns/discovery.hpp"
 #include "netns/id_cache.hpp"
+#include "netns/mount_table.hpp"
 #include "netns/queries.hpp"
 #include "util/unique_fd.hpp"
 
@@ -115,6 +116,8 @@ public:
     /// Our own namespace's nsfs inode (0 when it could not be opened).
     std::uint64_t self_inode() const noexcept { return self_inode_; }
     const CatalogStats& stats() const noexcept { return stats_; }
+    /// Whether the mount table is read with listmount(2)/statmount(2) (else as mountinfo text).
+    bool mounts_by_listmount() const noexcept { return mount_table_.uses_listmount(); }
 
 private:
     // A namespace file opened on this scan, its cookie read.
@@ -162,6 +165,9 @@ private:
     std::unordered_map<std::uint64_t, std::uint64_t> pass_inodes_;
     // The last mount scan: mount point -> (inode, cookie).
     std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> mounts_;
+    MountTable mount_table_;
+    std::uint64_t membership_ = 0; // bumped when a namespace is added or dropped
+    std::uint64_t scanned_membership_ = ~std::uint64_t{0}; // membership_ at the last scan
     std::uint64_t pass_ = 1;
     std::uint64_t round_ = 1; // rounds of ask_unassigned()
     CatalogStats stats_;

@@ -28,6 +28,21 @@ std::string unescape(std::string_view s) {
 
 } // namespace
 
+std::optional<std::uint64_t> net_root_inode(std::string_view root) {
+    constexpr std::string_view kPrefix = "net:[";
+    if (root.size() <= kPrefix.size() + 1 || root.substr(0, kPrefix.size()) != kPrefix ||
+        root.back() != ']')
+        return std::nullopt;
+    const auto digits = root.substr(kPrefix.size(), root.size() - kPrefix.size() - 1);
+    std::uint64_t inode = 0;
+    bool ok = digits.size() <= 19;
+    for (char c : digits)
+        ok = ok && c >= '0' && c <= '9' && ((inode = inode * 10 + (c - '0')), true);
+    if (!ok || inode == 0)
+        return std::nullopt;
+    return inode;
+}
+
 std::vector<NsfsMount> parse_nsfs_mounts(std::string_view text) {
     std::vector<NsfsMount> out;
     // Splits off the next space-separated field of `line` (empty when none is left).
@@ -57,18 +72,8 @@ std::vector<NsfsMount> parse_nsfs_mounts(std::string_view text) {
         while (!f.empty() && f != "-");
         if (f != "-" || field(line) != "nsfs")
             continue;
-        constexpr std::string_view kPrefix = "net:[";
-        if (root.size() <= kPrefix.size() + 1 || root.substr(0, kPrefix.size()) != kPrefix ||
-            root.back() != ']')
-            continue;
-        const auto digits = root.substr(kPrefix.size(), root.size() - kPrefix.size() - 1);
-        std::uint64_t inode = 0;
-        bool ok = digits.size() <= 19;
-        for (char c : digits)
-            ok = ok && c >= '0' && c <= '9' && ((inode = inode * 10 + (c - '0')), true);
-        if (!ok || inode == 0)
-            continue;
-        out.push_back(NsfsMount{inode, unescape(mount_point)});
+        if (const auto inode = net_root_inode(root))
+            out.push_back(NsfsMount{*inode, unescape(mount_point)});
     }
     return out;
 }

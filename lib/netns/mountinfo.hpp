@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,9 @@ struct NsfsMount {
     std::uint64_t inode = 0; ///< from the mount's root, "net:[INODE]"
     std::string path;        ///< the mount point, unescaped
 };
+
+/// The inode in an nsfs mount root of a network namespace, "net:[INODE]".
+std::optional<std::uint64_t> net_root_inode(std::string_view root);
 
 /// The network-namespace nsfs mounts in /proc/PID/mountinfo text. Lines that are not nsfs
 /// mounts of a network namespace, or that are malformed, are skipped. Pure.

@@ -67,6 +67,10 @@ t.log('unnamed namespace of pid %d: nsid %d (assigned), cookie %d' % (sleeper.pi
                                                                        cookie))
 status = d.status()
 assert status['kernel']['ns_get_id'] is True, status
+# The mount table by listmount(2) on this kernel; by its text where the run asks for that.
+want_listmount = os.environ.get('NSIDD_MOUNT_TABLE') != 'mountinfo'
+assert status['kernel']['listmount'] is want_listmount, status
+t.log('mount table read %s' % ('with listmount(2)' if want_listmount else 'as mountinfo text'))
 
 # 2. Added later: named through the mount watch, long before the next pass would run.
 d2 = t.Daemon('--discovery-interval', '3600', socket_path='/run/nsidd-test/second')

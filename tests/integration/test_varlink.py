@@ -42,7 +42,7 @@ for key in ('version', 'uptime_usec', 'scope', 'tables', 'entries', 'events', 'b
             'overruns', 'resyncs', 'last_resync_usec', 'kernel'):
     assert key in status, key
 assert status['entries'] == 5 and status['scope'] == 'self', status
-assert set(status['kernel']) == {'dump_truncation', 'listen_all_nsid', 'ns_get_id'}
+assert set(status['kernel']) == {'dump_truncation', 'listen_all_nsid', 'ns_get_id', 'listmount'}
 entries = ok(d.call('io.nsidd.Registry.List'), 'List')['entries']
 assert sorted(e['nsid'] for e in entries) == list(range(5)), entries
 for e in entries:
