@@ -113,6 +113,47 @@ void Sizes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_PurgeBatched)->Apply(Sizes);
 BENCHMARK(BM_PurgeNaive)->Apply(Sizes);
 
+// Host scope, deaths one per wakeup: 1000 tables x 16 entries, 500 peers dying in 500 batches.
+// The sweep visits the rows that name each dead peer (an index by peer); a full sweep per
+// batch, as the naive purge of one peer is, walks all 16000 rows 500 times.
+void one_per_batch(benchmark::State& state, bool naive) {
+    const std::int64_t dying = 500, tables = 1000, entries = 16;
+    const auto g = make_graph(dying, tables, entries);
+    Registry base(1024);
+    base.apply(g.build, kNever);
+    for (auto _ : state) {
+        state.PauseTiming();
+        Registry r = base;
+        auto t = base.tables();
+        state.ResumeTiming();
+        std::uint64_t now = 2;
+        for (const auto& op : g.burst.ops) {
+            if (naive) {
+                t[kSelf].rows.erase(op.nsid);
+                benchmark::DoNotOptimize(testing::naive_purge(
+                    t, std::set<Nsid>{op.nsid}, [](auto& table) -> auto& { return table.rows; }));
+            } else {
+                benchmark::DoNotOptimize(r.apply(Batch{{op}, ++now, false}, kNever).data());
+            }
+        }
+        state.PauseTiming();
+        if (!naive && r.counters().sweeps != base.counters().sweeps + dying)
+            state.SkipWithError("expected one sweep per batch");
+        { auto destroy = std::move(r); }
+        { auto destroy = std::move(t); }
+        state.ResumeTiming();
+    }
+}
+
+void BM_OnePerBatchIndexed(benchmark::State& state) {
+    one_per_batch(state, false);
+}
+void BM_OnePerBatchFullSweep(benchmark::State& state) {
+    one_per_batch(state, true);
+}
+BENCHMARK(BM_OnePerBatchIndexed)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_OnePerBatchFullSweep)->Unit(benchmark::kMillisecond);
+
 // The complexity curve: a host graph of n tables of 16 entries in which n/2 peers die at once.
 // The sweep is linear in the entries; the per-peer scan is quadratic (n/2 scans of 16n rows).
 template <auto Purge> void BM_Curve(benchmark::State& state) {

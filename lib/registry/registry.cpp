@@ -69,36 +69,61 @@ void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
     history_.push_back(Death{dead.nsid, dead.peer, dead.since_usec, now_usec});
 }
 
-void Registry::sweep(std::vector<Change>& changes) {
-    ++counters_.sweeps;
-    changes.reserve(changes.size() + dying_.size() * 4);
-    // One pass over every row, whatever the number of dead peers: O(entries), not
-    // O(dying x entries). A stamp later than the death means the id was reused in this batch.
-    auto died = [this](std::optional<Nsid> peer, std::uint64_t stamp) {
-        if (!peer)
-            return false;
-        auto d = dying_.find(*peer);
-        return d != dying_.end() && stamp < d->second;
-    };
-    for (auto t = tables_.begin(); t != tables_.end();) {
-        auto& [observer, table] = *t;
-        if (observer != kSelf && died(observer, table.stamp)) {
-            // A dead observer's own table vanishes with it; the kernel sends nothing for it.
-            for (auto& [nsid, row] : table.rows)
-                changes.push_back(Change{ChangeKind::Purge, observer, std::move(row.entry)});
-            counters_.purged_entries += table.rows.size();
-            t = tables_.erase(t);
+void Registry::index_row(Observer observer, const Entry& entry) {
+    const auto peer = peer_of(observer, entry);
+    if (observer == kSelf || !peer)
+        return;
+    by_peer_[*peer].push_back({observer, entry.nsid, stamp_});
+    if (++by_peer_size_ < by_peer_rebuild_at_)
+        return;
+    // Mostly stale entries by now: list the rows as they are.
+    by_peer_.clear();
+    by_peer_size_ = 0;
+    for (const auto& [o, table] : tables_)
+        if (o != kSelf)
+            for (const auto& [nsid, row] : table.rows)
+                if (const auto p = peer_of(o, row.entry)) {
+                    by_peer_[*p].push_back({o, nsid, row.stamp});
+                    ++by_peer_size_;
+                }
+    by_peer_rebuild_at_ = std::max<std::size_t>(4096, 2 * by_peer_size_);
+}
+
+void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>& changes) {
+    const auto listed = by_peer_.find(peer);
+    if (listed == by_peer_.end())
+        return;
+    std::vector<Listed> newer; // rows made after the death: a new peer's
+    for (const auto& l : listed->second) {
+        if (l.stamp >= death) {
+            newer.push_back(l);
             continue;
         }
-        if (observer == kSelf) {
-            // Self's row for a dead peer is the one its death removed (a DEL, a replacing NEW
-            // or a resync): nothing else in self's table points at it. Skipping it keeps a
-            // self-scope sweep O(1), however many small batches a long burst arrives in.
-            ++t;
+        const auto t = tables_.find(l.observer);
+        if (t == tables_.end())
             continue;
-        }
+        const auto r = t->second.rows.find(l.nsid);
+        if (r == t->second.rows.end() || r->second.stamp != l.stamp)
+            continue; // gone or replaced since it was listed
+        changes.push_back(Change{ChangeKind::Purge, l.observer, std::move(r->second.entry)});
+        ++counters_.purged_entries;
+        t->second.rows.erase(r);
+    }
+    by_peer_size_ -= listed->second.size() - newer.size();
+    if (newer.empty())
+        by_peer_.erase(listed);
+    else
+        listed->second = std::move(newer);
+}
+
+void Registry::purge_all_rows(std::vector<Change>& changes) {
+    for (auto& [observer, table] : tables_) {
+        if (observer == kSelf)
+            continue;
         for (auto r = table.rows.begin(); r != table.rows.end();) {
-            if (died(peer_of(observer, r->second.entry), r->second.stamp)) {
+            const auto peer = peer_of(observer, r->second.entry);
+            const auto d = peer ? dying_.find(*peer) : dying_.end();
+            if (d != dying_.end() && r->second.stamp < d->second) {
                 changes.push_back(Change{ChangeKind::Purge, observer, std::move(r->second.entry)});
                 ++counters_.purged_entries;
                 r = table.rows.erase(r);
@@ -106,7 +131,47 @@ void Registry::sweep(std::vector<Change>& changes) {
                 ++r;
             }
         }
-        ++t;
+    }
+    // What the index listed for the dead is gone now, but for rows newer than the death.
+    for (const auto& [peer, death] : dying_) {
+        const auto listed = by_peer_.find(peer);
+        if (listed == by_peer_.end())
+            continue;
+        const auto before = listed->second.size();
+        std::erase_if(listed->second, [death = death](const Listed& l) { return l.stamp < death; });
+        by_peer_size_ -= before - listed->second.size();
+        if (listed->second.empty())
+            by_peer_.erase(listed);
+    }
+}
+
+void Registry::sweep(std::vector<Change>& changes) {
+    ++counters_.sweeps;
+    changes.reserve(changes.size() + dying_.size() * 4);
+    // A stamp later than the death means the id was reused in this batch. Self's row for a dead
+    // peer is the one its death removed (a DEL, a replacing NEW or a resync): nothing else in
+    // self's table points at it.
+    std::size_t listed = 0;
+    for (const auto& [peer, death] : dying_) {
+        if (const auto l = by_peer_.find(peer); l != by_peer_.end())
+            listed += l->second.size();
+        // A dead observer's own table vanishes with it; the kernel sends nothing for it.
+        const auto t = tables_.find(peer);
+        if (peer == kSelf || t == tables_.end() || t->second.stamp >= death)
+            continue;
+        for (auto& [nsid, row] : t->second.rows)
+            changes.push_back(Change{ChangeKind::Purge, peer, std::move(row.entry)});
+        counters_.purged_entries += t->second.rows.size();
+        tables_.erase(t);
+    }
+    // Through the index, O(rows that name the dead); one walk of every row when those are
+    // many (a big burst): the walk is then cheaper than as many lookups. (The index's size
+    // stands for the number of rows: it is at least that, and at most about twice.)
+    if (listed * 8 > by_peer_size_) {
+        purge_all_rows(changes);
+    } else {
+        for (const auto& [peer, death] : dying_)
+            purge_rows_of(peer, death, changes);
     }
     dying_.clear();
 }
@@ -145,6 +210,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
         }
         Entry e{op.nsid, current, {}, batch.now_usec, Source::Event};
         table.rows.emplace(op.nsid, Row{e, stamp_, false});
+        index_row(op.observer, e);
         changes.push_back(Change{ChangeKind::New, op.observer, std::move(e)});
         return;
     }
@@ -155,6 +221,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
         changes.push_back(Change{ChangeKind::Purge, op.observer, row.entry});
         ++counters_.purged_entries;
         row = Row{Entry{op.nsid, current, {}, batch.now_usec, Source::Event}, stamp_, false};
+        index_row(op.observer, row.entry);
         changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
         return;
     }
@@ -182,6 +249,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
     ++stamp_;
     row.entry = Entry{op.nsid, current, {}, batch.now_usec, Source::Event};
     row.stamp = stamp_;
+    index_row(op.observer, row.entry);
     changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
 }
 
@@ -288,7 +356,8 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
             continue;
         ++counters_.resync_changes;
         changes.push_back(Change{ChangeKind::Resync, observer, e, false});
-        table.rows.emplace(e.nsid, Row{std::move(e), stamp_, false});
+        const auto row = table.rows.emplace(e.nsid, Row{std::move(e), stamp_, false}).first;
+        index_row(observer, row->second.entry);
     }
     if (!dying_.empty())
         sweep(changes);

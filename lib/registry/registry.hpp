@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace nsidd::registry {
@@ -154,11 +155,29 @@ private:
     bool purged_later(Observer observer, const Row& row) const;
     // table_for() that first drops the table of a dead observer whose id was reused.
     Table& live_table(Observer observer, std::vector<Change>& changes);
+    // Lists a row of another observer's table under the peer it names (see by_peer_).
+    void index_row(Observer observer, const Entry& entry);
+    // Purges the rows of other tables that name `peer`, dead at `death`, through the index.
+    void purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>& changes);
+    // Purges them by walking every row (cheaper when the dead are named by many rows).
+    void purge_all_rows(std::vector<Change>& changes);
 
     std::map<Observer, Table> tables_;
     // Peers (self ids) that died in the current batch, with the stamp of the death: rows and
     // tables stamped later belong to a new peer that reused the id and survive the sweep.
     std::unordered_map<Nsid, std::uint64_t> dying_;
+    // Host scope: peer (self's id) -> the rows of other tables that named it when they were
+    // made, so that a sweep visits only the rows of the dead, not every row. A superset: a row
+    // removed or replaced since stays listed until its peer dies or the index is rebuilt (when
+    // it has grown to twice what it held after the last rebuild); the sweep checks each one.
+    struct Listed {
+        Observer observer;
+        Nsid nsid;
+        std::uint64_t stamp; // the row's: a later row under the same id is another
+    };
+    std::unordered_map<Nsid, std::vector<Listed>> by_peer_;
+    std::size_t by_peer_size_ = 0;
+    std::size_t by_peer_rebuild_at_ = 4096;
     std::uint64_t stamp_ = 0;
     std::deque<Death> history_;
     std::size_t history_capacity_;

@@ -291,6 +291,54 @@ TEST(Registry, NewBeforeDelKeepsTheNewPeer) {
     EXPECT_EQ(r.counters().deaths, 2u);
 }
 
+// Every way a row of another table comes to name a peer makes the sweep find it when that peer
+// dies: the first NEW, a NEW over a held id (its previous peer died) and a resync. `padding`
+// rows that name a survivor make the sweep go through its index by peer; without them it walks
+// every row (the dead are named by too many of them).
+void sweep_finds_every_row(Nsid padding) {
+    SCOPED_TRACE("padding " + std::to_string(padding));
+    Registry r(1024);
+    const IsAssigned never = [](Observer, Nsid) {
+        return false;
+    };
+    Batch build{{}, 1, false};
+    for (Nsid k = 0; k < 6; ++k)
+        build.ops.push_back({Op::Kind::New, kSelf, k, k});
+    build.ops.push_back({Op::Kind::New, 0, 10, 1}); // observer 0: its id 10 is self's 1
+    for (Nsid k = 0; k < padding; ++k)
+        build.ops.push_back({Op::Kind::New, 4, k, 5});
+    r.apply(build, never);
+    // 10 is given to self's 2 (its NEW overtook the DEL of 1's entry there).
+    r.apply(Batch{{{Op::Kind::New, 0, 10, 2}}, 2, false}, never);
+    r.resync(3, {Entry{20, 2, {}, 3, Source::Resync}}, 3); // observer 3: its id 20 is self's 2
+    ASSERT_EQ(r.table(0)->rows.at(10).entry.current_nsid, 2);
+    // Self's peer 2 dies: both rows that name it go in the same batch, with no DEL for them.
+    const auto c = r.apply(Batch{{{Op::Kind::Del, kSelf, 2, 2}}, 4, false}, never);
+    std::set<std::pair<Observer, Nsid>> purged;
+    for (const auto& ch : c)
+        if (ch.kind == ChangeKind::Purge)
+            purged.emplace(ch.observer, ch.entry.nsid);
+    EXPECT_EQ(purged, (std::set<std::pair<Observer, Nsid>>{{0, 10}, {3, 20}}));
+    EXPECT_TRUE(r.table(0)->rows.empty());
+    EXPECT_TRUE(r.table(3)->rows.empty());
+    // Self's 2 names a new peer now; observer 0 gets an id for it; it dies too.
+    r.apply(Batch{{{Op::Kind::New, kSelf, 2, 2}, {Op::Kind::New, 0, 11, 2}}, 5, false}, never);
+    const auto again = r.apply(Batch{{{Op::Kind::Del, kSelf, 2, 2}}, 6, false}, never);
+    EXPECT_TRUE(r.table(0)->rows.empty());
+    EXPECT_EQ(std::count_if(again.begin(), again.end(),
+                            [](const Change& ch) { return ch.kind == ChangeKind::Purge; }),
+              1);
+    if (padding > 0) {
+        ASSERT_NE(r.table(4), nullptr);
+        EXPECT_EQ(r.table(4)->rows.size(), static_cast<std::size_t>(padding));
+    }
+}
+
+TEST(Registry, SweepFindsEveryRowNamingTheDead) {
+    sweep_finds_every_row(0);
+    sweep_finds_every_row(100);
+}
+
 TEST(Registry, BurstCostsOneSweepAndNoQueries) {
     Registry r(1024);
     auto never = [](Observer, Nsid) -> bool {
