@@ -175,12 +175,16 @@ class Container:
         return open(self.console.name).read()[-3000:]
 
     def find_init(self):
-        kids = run(['pgrep', '-P', str(self.proc.pid)], check=False).stdout.split()
-        for k in kids:
+        """The container's PID 1: nspawn's child running systemd (read from /proc: a minimal
+        Debian has no pgrep)."""
+        for pid in filter(str.isdigit, os.listdir('/proc')):
             try:
-                if open('/proc/%s/comm' % k).read().strip() == 'systemd':
-                    return int(k)
-            except OSError:
+                with open('/proc/%s/stat' % pid) as f:
+                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+                if ppid == self.proc.pid and \
+                        open('/proc/%s/comm' % pid).read().strip() == 'systemd':
+                    return int(pid)
+            except (OSError, ValueError, IndexError):
                 pass
         return None
 
