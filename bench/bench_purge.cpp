@@ -49,11 +49,17 @@ const IsAssigned kNever = [](Observer, Nsid) {
     return false;
 };
 
+// The registry holding the graph, before the deaths.
+Registry built(const Graph& g) {
+    Registry r(1024);
+    r.apply(g.build, kNever);
+    return r;
+}
+
 void purge_batched(benchmark::State& state, std::int64_t dying, std::int64_t tables,
                    std::int64_t entries) {
     const auto g = make_graph(dying, tables, entries);
-    Registry base(1024);
-    base.apply(g.build, kNever);
+    const Registry base = built(g);
     for (auto _ : state) {
         state.PauseTiming();
         Registry r = base;
@@ -119,8 +125,7 @@ BENCHMARK(BM_PurgeNaive)->Apply(Sizes);
 void one_per_batch(benchmark::State& state, bool naive) {
     const std::int64_t dying = 500, tables = 1000, entries = 16;
     const auto g = make_graph(dying, tables, entries);
-    Registry base(1024);
-    base.apply(g.build, kNever);
+    const Registry base = built(g);
     for (auto _ : state) {
         state.PauseTiming();
         Registry r = base;
