@@ -156,6 +156,7 @@ class Container:
              '--keep-unit', '-M', 'nsiddtest', '--console=read-only'],
             env=env, stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT)
         self.pid = None
+        state = 'not asked'
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -168,7 +169,10 @@ class Container:
                     log('booted: systemd in the container is %s' % state)
                     return
             time.sleep(0.5)
-        cannot_run('the container did not finish booting in 120 s:\n' + self.console_text())
+        why = 'PID 1 not found' if not self.pid else 'systemctl is-system-running: %s' % state
+        console = self.console_text()
+        self.kill()
+        cannot_run('the container did not finish booting in 120 s (%s):\n%s' % (why, console))
 
     def console_text(self):
         self.console.flush()
@@ -189,7 +193,9 @@ class Container:
         return None
 
     def sh(self, script, check=True, user=None):
-        cmd = ['nsenter', '-t', str(self.pid), '-a', '--',
+        # --root and --wd too: where nspawn itself runs in a chroot, it enters the container
+        # with chroot(2), and entering the mount namespace alone does not.
+        cmd = ['nsenter', '-t', str(self.pid), '-a', '--root', '--wd', '--',
                '/usr/bin/env', '-i', 'PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8']
         if user:
             cmd += ['runuser', '-u', user, '--']
@@ -211,8 +217,15 @@ class Container:
             return
         except subprocess.TimeoutExpired:
             log('container still up after 30 s; killing it. Console:\n' + self.console_text())
+        self.kill()
+
+    def kill(self):
+        """Kills the container: its PID 1 (which ends every process in it), then nspawn."""
         if self.pid:
-            os.kill(self.pid, signal.SIGKILL)
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.kill()
         self.proc.wait()
 
