@@ -82,9 +82,8 @@ bool MountTable::refresh() {
         return refresh_mountinfo();
     }
     if (checks_left_ > 0) {
-        const auto listed = mounts_;
         if (auto text = read_file(mountinfo_)) {
-            if (same(listed, parse_nsfs_mounts(*text)))
+            if (same(mounts_, parse_nsfs_mounts(*text)))
                 checks_left_ = 0;
             else if (--checks_left_ == 0)
                 listmount_ = false, known_.clear();
