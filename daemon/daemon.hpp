@@ -104,6 +104,7 @@ private:
     KernelFeatures features_;
     UniqueFd mountinfo_; // watched for mount changes (before sources_: outlives its source)
     std::vector<EventSource> sources_;
+    EventSource mounts_watch_; // on mountinfo_: off while a rescan is pending
     EventSource resync_timer_;
     EventSource mounts_timer_;
     EventSource overrun_timer_;

@@ -33,7 +33,7 @@ Result<void> Daemon::start_discovery() {
         spdlog::error("Failed to watch the mount table: {}", std::strerror(-r));
         return fail_errno(-r);
     } else {
-        sources_.emplace_back(s);
+        mounts_watch_.reset(s);
     }
     // Armed by mount changes and unexplained ids; first, right after start, for the mounts
     // that exist already.
@@ -54,10 +54,13 @@ Result<void> Daemon::start_discovery() {
     return {};
 }
 
-int Daemon::on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept {
+int Daemon::on_mounts(sd_event_source* s, int, uint32_t, void* userdata) noexcept {
     auto* self = static_cast<Daemon*>(userdata);
     self->mounts_changed_ = true;
     self->schedule_discovery();
+    // The rescan covers every change until it runs: no wakeup per `ip netns add` meanwhile.
+    // Watched again just before it (a change while off is reported at once when back on).
+    sd_event_source_set_enabled(s, SD_EVENT_OFF);
     return 0;
 }
 
@@ -77,6 +80,8 @@ int Daemon::on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept
 }
 
 void Daemon::on_mounts_due() {
+    if (mounts_watch_)
+        sd_event_source_set_enabled(mounts_watch_.get(), SD_EVENT_ON);
     if (std::exchange(mounts_changed_, false)) {
         const auto started = monotonic_usec();
         engine_->discover_mounts();

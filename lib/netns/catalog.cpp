@@ -116,7 +116,6 @@ void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool f
         auto [it, inserted] = namespaces_.try_emplace(m.cookie);
         Namespace& ns = it->second;
         if (inserted) {
-            ++membership_;
             ns.cookie = m.cookie;
             ns.cookie_is_inode = !cookies_;
             ns.first_seen_usec = now_usec;
@@ -209,53 +208,90 @@ void Catalog::verify_saved_ids(std::size_t n) {
 void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     if (!mount_table_.refresh())
         return;
-    // Neither the mounts nor the namespaces known changed since the last scan: nothing to do
-    // (during a storm of `ip netns add`, most wakeups of other kinds find this).
-    if (!full && !mount_table_.changed() && membership_ == scanned_membership_)
-        return;
+    const auto& current = mount_table_.paths();
+    std::vector<std::string> todo = std::exchange(recheck_, {});
+    todo.insert(todo.end(), mount_table_.changed_paths().begin(),
+                mount_table_.changed_paths().end());
+    if (full) {
+        for (const auto& [path, at] : mounts_)
+            todo.push_back(path);
+        for (const auto& [path, count] : current)
+            todo.push_back(path);
+    }
+    if (todo.empty())
+        return; // during a storm of `ip netns add`, most wakeups of other kinds find this
+    std::sort(todo.begin(), todo.end());
+    todo.erase(std::unique(todo.begin(), todo.end()), todo.end());
+    // Open what each mount point reaches now (the topmost mount); place them once every
+    // namespace met is recorded.
     std::vector<Opened> opened;
-    decltype(mounts_) seen;
-    for (const auto& mount : mount_table_.mounts()) {
-        if (seen.count(mount.path))
-            continue; // mounted over: one entry per path (open_ns() opens the topmost)
-        const auto old = mounts_.find(mount.path);
-        if (!full && old != mounts_.end() && old->second.first == mount.inode &&
-            namespaces_.count(old->second.second)) {
-            seen.emplace(mount.path, old->second);
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> reached(todo.size()); // (inode, cookie)
+    for (std::size_t i = 0; i < todo.size(); ++i) {
+        if (!current.count(todo[i]))
+            continue; // no nsfs mount left there
+        auto m = open_ns(todo[i], std::nullopt);
+        if (!m) {
+            recheck_.push_back(todo[i]);
             continue;
         }
-        auto m = open_ns(mount.path, std::nullopt);
-        if (!m)
-            continue;
-        seen.emplace(mount.path, std::make_pair(m->inode, m->cookie));
+        reached[i] = {m->inode, m->cookie};
         opened.push_back(std::move(*m));
         if (opened.size() == kChunk)
             record(opened, now_usec, false);
     }
     record(opened, now_usec, false);
-    mounts_ = std::move(seen);
-    update_names();
-    scanned_membership_ = membership_;
+    for (std::size_t i = 0; i < todo.size(); ++i)
+        place(todo[i], reached[i].first, reached[i].second);
 }
 
-void Catalog::update_names() {
-    std::unordered_map<std::uint64_t, std::vector<std::string>> names; // cookie -> names
-    for (const auto& [path, at] : mounts_) {
-        auto& n = names[at.second];
-        const auto slash = path.rfind('/');
-        if (slash != std::string::npos && path.compare(0, slash, roots_.netns_dir) == 0 &&
-            slash == roots_.netns_dir.size())
-            n.push_back(path.substr(slash + 1));
+std::optional<std::string_view> Catalog::name_of(const std::string& path) const {
+    const auto slash = path.rfind('/');
+    if (slash == std::string::npos || slash != roots_.netns_dir.size() ||
+        path.compare(0, slash, roots_.netns_dir) != 0)
+        return std::nullopt;
+    return std::string_view(path).substr(slash + 1);
+}
+
+void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t cookie) {
+    const auto name = name_of(path);
+    auto at = mounts_.find(path);
+    if (at != mounts_.end()) {
+        if (at->second.second == cookie) {
+            at->second.first = inode;
+            return;
+        }
+        // It reached another namespace: that one loses this mount point. A namespace left with
+        // none keeps the names it had (where it was last seen).
+        if (auto was = namespaces_.find(at->second.second); was != namespaces_.end()) {
+            Namespace& ns = was->second;
+            if (ns.mount_points > 0 && --ns.mount_points > 0 && name) {
+                if (auto n = std::find(ns.names.begin(), ns.names.end(), *name);
+                    n != ns.names.end()) {
+                    ns.names.erase(n);
+                    changed_.push_back(ns.cookie);
+                }
+            }
+            ns.mounted = ns.mount_points > 0;
+        }
+        mounts_.erase(at);
     }
-    for (auto& [cookie, ns] : namespaces_) {
-        const auto it = names.find(cookie);
-        ns.mounted = it != names.end();
-        if (!ns.mounted)
-            continue; // keeps the names it had: where it was last seen
-        std::sort(it->second.begin(), it->second.end());
-        if (it->second != ns.names) {
-            ns.names = std::move(it->second);
-            changed_.push_back(cookie);
+    if (cookie == 0)
+        return;
+    const auto it = namespaces_.find(cookie);
+    if (it == namespaces_.end())
+        return;
+    Namespace& ns = it->second;
+    mounts_.emplace(path, std::make_pair(inode, cookie));
+    if (ns.mount_points++ == 0 && !ns.names.empty()) {
+        ns.names.clear(); // mounted again: its names are the current ones
+        changed_.push_back(ns.cookie);
+    }
+    ns.mounted = true;
+    if (name) {
+        const auto n = std::lower_bound(ns.names.begin(), ns.names.end(), *name);
+        if (n == ns.names.end() || *n != *name) {
+            ns.names.emplace(n, *name);
+            changed_.push_back(ns.cookie);
         }
     }
 }
@@ -381,7 +417,18 @@ void Catalog::forget(std::uint64_t cookie) {
 
 void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     ++ids_version_;
-    ++membership_;
+    if (it->second.mount_points > 0) {
+        // Dropped while mounted (its id was deleted): open its mount points again at the next
+        // scan, which records whatever they reach then.
+        for (auto m = mounts_.begin(); m != mounts_.end();) {
+            if (m->second.second == it->first) {
+                recheck_.push_back(m->first);
+                m = mounts_.erase(m);
+            } else {
+                ++m;
+            }
+        }
+    }
     if (it->second.nsid)
         if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)
             by_nsid_.erase(n);

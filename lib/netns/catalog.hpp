@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -30,6 +31,7 @@ struct Namespace {
     std::uint64_t inode = 0;
     std::vector<std::string> names;    ///< bind mounts under the netns directory
     bool mounted = false;              ///< any nsfs bind mount, under the netns directory or not
+    std::uint32_t mount_points = 0;    ///< how many mount points reach it (mounted: > 0)
     std::optional<pid_t> pid;          ///< one process inside it, from the last /proc pass
     std::optional<std::int32_t> nsid;  ///< self's id for it, when it has one
     std::string path;                  ///< where it was last reached
@@ -60,9 +62,9 @@ public:
     /// without an id one, changing the kernel's state.
     Catalog(Roots roots, Queries& queries, bool assign_ids);
 
-    /// Rereads the nsfs mounts (roots.proc_dir/self/mountinfo). Opens only mounts that are new
-    /// (by path and inode) unless `full`: a mounted namespace cannot die, so an unchanged mount
-    /// still holds the namespace it held.
+    /// Rereads the nsfs mounts (roots.proc_dir/self/mountinfo). Opens only the mount points
+    /// whose mounts changed unless `full`: a mounted namespace cannot die, so an unchanged mount
+    /// still holds the namespace it held. Costs O(changes), not O(mounts), past the reread.
     void scan_mounts(std::uint64_t now_usec, bool full);
     /// Abandons the current /proc pass; the next scan_proc() starts a new one.
     void restart_pass();
@@ -139,8 +141,11 @@ private:
     void end_pass();
     void set_nsid(Namespace& ns, std::optional<std::int32_t> nsid);
     void drop(std::unordered_map<std::uint64_t, Namespace>::iterator it);
-    // Names (under the netns directory) and mounted flags from the mounts just scanned.
-    void update_names();
+    // What mount point `path` reaches now: `cookie` (0: nothing). Keeps each namespace's names
+    // (under the netns directory) and mounted flag.
+    void place(const std::string& path, std::uint64_t inode, std::uint64_t cookie);
+    // The name `path` gives its namespace, if it is directly under the netns directory.
+    std::optional<std::string_view> name_of(const std::string& path) const;
     // Compares what the kernel said of namespaces whose id came from a hint; false on a
     // mismatch (then every hint is discarded).
     bool check_hints(const std::vector<Namespace*>& ns, const std::vector<int>& fds);
@@ -163,11 +168,12 @@ private:
     // The /proc walk: the open directory and the inodes met in this pass (-> cookie).
     std::unique_ptr<DIR, FnDeleter<closedir>> proc_;
     std::unordered_map<std::uint64_t, std::uint64_t> pass_inodes_;
-    // The last mount scan: mount point -> (inode, cookie).
+    // What each nsfs mount point reached at its last look: mount point -> (inode, cookie).
     std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> mounts_;
+    // Mount points to open again at the next scan: their namespace was dropped, or they could
+    // not be opened.
+    std::vector<std::string> recheck_;
     MountTable mount_table_;
-    std::uint64_t membership_ = 0; // bumped when a namespace is added or dropped
-    std::uint64_t scanned_membership_ = ~std::uint64_t{0}; // membership_ at the last scan
     std::uint64_t pass_ = 1;
     std::uint64_t round_ = 1; // rounds of ask_unassigned()
     CatalogStats stats_;

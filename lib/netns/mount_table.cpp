@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <iterator>
 #include <tuple>
 
 #include <sys/syscall.h>
@@ -74,39 +75,89 @@ MountTable::MountTable(std::string mountinfo, bool listmount)
     : mountinfo_(std::move(mountinfo)), listmount_(listmount), checks_left_(kChecks) {}
 
 bool MountTable::refresh() {
+    changed_paths_.clear();
     if (!listmount_)
         return refresh_mountinfo();
     if (!refresh_listmount()) {
-        listmount_ = false; // ENOSYS, or refused: the text it is
-        known_.clear();
+        fall_back(); // ENOSYS, or refused: the text it is
         return refresh_mountinfo();
     }
     if (checks_left_ > 0) {
         if (auto text = read_file(mountinfo_)) {
-            if (same(mounts_, parse_nsfs_mounts(*text)))
+            if (same(mounts(), parse_nsfs_mounts(*text)))
                 checks_left_ = 0;
             else if (--checks_left_ == 0)
-                listmount_ = false, known_.clear();
+                fall_back(); // the next refresh reads the text and reports the difference
         }
     }
     return true;
+}
+
+void MountTable::fall_back() {
+    listmount_ = false;
+    text_ = mounts(); // what the text is compared with next
+    nsfs_.clear();
+    ids_.clear();
+    listed_.clear();
+}
+
+std::vector<NsfsMount> MountTable::mounts() const {
+    if (!listmount_)
+        return text_;
+    std::vector<NsfsMount> out;
+    out.reserve(nsfs_.size());
+    for (const auto& [id, m] : nsfs_)
+        out.push_back(m);
+    return out;
+}
+
+void MountTable::add(const NsfsMount& m) {
+    changed_paths_.push_back(m.path);
+    ++paths_[m.path];
+}
+
+void MountTable::remove(const NsfsMount& m) {
+    changed_paths_.push_back(m.path);
+    if (auto it = paths_.find(m.path); it != paths_.end() && --it->second == 0)
+        paths_.erase(it);
 }
 
 bool MountTable::refresh_mountinfo() {
     const auto text = read_file(mountinfo_);
     if (!text)
         return false;
-    auto mounts = parse_nsfs_mounts(*text);
-    changed_ = !std::equal(mounts.begin(), mounts.end(), mounts_.begin(), mounts_.end(),
-                           [](const NsfsMount& a, const NsfsMount& b) {
-                               return a.inode == b.inode && a.path == b.path;
-                           });
-    if (changed_)
-        mounts_ = std::move(mounts);
+    auto next = parse_nsfs_mounts(*text);
+    const auto key = [](const NsfsMount& m) {
+        return std::tie(m.path, m.inode);
+    };
+    const auto eq = [&](const NsfsMount& a, const NsfsMount& b) {
+        return key(a) == key(b);
+    };
+    if (std::equal(next.begin(), next.end(), text_.begin(), text_.end(), eq))
+        return true;
+    // The mount points whose (path, inode) multiset differs.
+    const auto less = [&](const NsfsMount& a, const NsfsMount& b) {
+        return key(a) < key(b);
+    };
+    auto before = text_, after = next;
+    std::sort(before.begin(), before.end(), less);
+    std::sort(after.begin(), after.end(), less);
+    std::vector<NsfsMount> differ;
+    std::set_symmetric_difference(before.begin(), before.end(), after.begin(), after.end(),
+                                  std::back_inserter(differ), less);
+    for (auto& m : differ)
+        changed_paths_.push_back(std::move(m.path));
+    std::sort(changed_paths_.begin(), changed_paths_.end());
+    changed_paths_.erase(std::unique(changed_paths_.begin(), changed_paths_.end()),
+                         changed_paths_.end());
+    paths_.clear();
+    for (const auto& m : next)
+        ++paths_[m.path];
+    text_ = std::move(next);
     return true;
 }
 
-// Every mount id of the namespace, ascending (the order mounts were made in).
+// Every mount id of the namespace, ascending.
 bool MountTable::list_ids() {
     ids_.clear();
     MntIdReq req;
@@ -121,9 +172,12 @@ bool MountTable::list_ids() {
         }
         ids_.resize(at + static_cast<std::size_t>(n));
         if (static_cast<std::size_t>(n) < kIdsPerCall)
-            return true;
+            break;
         req.param = ids_.back(); // the next call lists the ids after it
     }
+    if (!std::is_sorted(ids_.begin(), ids_.end())) // they are (the kernel walks a sorted tree)
+        std::sort(ids_.begin(), ids_.end());
+    return true;
 }
 
 // The nsfs mount of a network namespace that `id` is, if it is one. False: the mount is gone.
@@ -159,30 +213,30 @@ bool MountTable::stat_id(std::uint64_t id, std::optional<NsfsMount>& out) {
 bool MountTable::refresh_listmount() {
     if (!list_ids())
         return false;
-    changed_ = false;
-    std::unordered_map<std::uint64_t, std::optional<NsfsMount>> next;
-    next.reserve(ids_.size());
-    for (const auto id : ids_) {
-        if (auto it = known_.find(id); it != known_.end()) {
-            next.emplace(id, std::move(it->second));
-            known_.erase(it);
-            continue;
+    // Both lists ascending: one merge finds the new ids (asked) and the gone ones (forgotten).
+    std::size_t j = 0;
+    for (std::size_t i = 0; i < ids_.size() || j < listed_.size();) {
+        if (j == listed_.size() || (i < ids_.size() && ids_[i] < listed_[j])) {
+            std::optional<NsfsMount> m;
+            if (stat_id(ids_[i], m) && m) { // else another file system, or unmounted already
+                add(*m);
+                nsfs_.emplace(ids_[i], std::move(*m));
+            }
+            ++i;
+        } else if (i == ids_.size() || listed_[j] < ids_[i]) {
+            if (auto it = nsfs_.find(listed_[j]); it != nsfs_.end()) {
+                remove(it->second);
+                nsfs_.erase(it);
+            }
+            ++j;
+        } else {
+            ++i, ++j;
         }
-        std::optional<NsfsMount> m;
-        if (!stat_id(id, m))
-            continue; // unmounted since it was listed
-        changed_ = changed_ || m.has_value();
-        next.emplace(id, std::move(m));
     }
-    for (const auto& [id, m] : known_)
-        changed_ = changed_ || m.has_value(); // unmounted
-    known_ = std::move(next);
-    if (changed_) {
-        mounts_.clear();
-        for (const auto id : ids_)
-            if (const auto it = known_.find(id); it != known_.end() && it->second)
-                mounts_.push_back(*it->second);
-    }
+    listed_.swap(ids_);
+    std::sort(changed_paths_.begin(), changed_paths_.end());
+    changed_paths_.erase(std::unique(changed_paths_.begin(), changed_paths_.end()),
+                         changed_paths_.end());
     return true;
 }
 

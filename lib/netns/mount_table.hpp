@@ -12,22 +12,26 @@
 namespace nsidd::netns {
 
 /// The nsfs mounts of network namespaces in our mount namespace, reread on each change of the
-/// mount table. Where the kernel has listmount(2) and statmount(2) (Linux 6.8+), a reread lists
-/// the mount ids and asks only about the new ones: no text is formatted or parsed for the
-/// thousands of mounts that did not change (docs/design.md, "Mount table"). Elsewhere, and for
-/// a sandboxed /proc, it reparses mountinfo.
+/// mount table, reporting which mount points changed. Where the kernel has listmount(2) and
+/// statmount(2) (Linux 6.8+), a reread lists the mount ids, asks only about the new ones and
+/// diffs the sorted lists: no text is formatted or parsed, no map rebuilt, for the thousands of
+/// mounts that did not change (docs/design.md, "Mount table"). Elsewhere, and for a sandboxed
+/// /proc, it reparses mountinfo.
 class MountTable {
 public:
     /// `mountinfo`: /proc/self/mountinfo or a test's copy. `listmount`: use the syscalls when
     /// the kernel has them (only meaningful for the real /proc: they list the real table).
     MountTable(std::string mountinfo, bool listmount);
 
-    /// Rereads the table. Returns false when it could not be read (mounts() stays as it was).
+    /// Rereads the table. Returns false when it could not be read (nothing changes).
     bool refresh();
-    /// Whether the last refresh() found the nsfs mounts changed.
-    bool changed() const noexcept { return changed_; }
-    /// The nsfs mounts, in mount order (a mount over another comes after it).
-    const std::vector<NsfsMount>& mounts() const noexcept { return mounts_; }
+    /// Mount points at which an nsfs mount appeared or went in the last refresh(), each once:
+    /// what is reached through them may have changed.
+    const std::vector<std::string>& changed_paths() const noexcept { return changed_paths_; }
+    /// Mount points with at least one nsfs mount of a network namespace (-> how many).
+    const std::unordered_map<std::string, std::uint32_t>& paths() const noexcept { return paths_; }
+    /// The nsfs mounts, in no particular order (O(mounts): for checks and tests).
+    std::vector<NsfsMount> mounts() const;
     /// Whether refresh() uses listmount(2)/statmount(2).
     bool uses_listmount() const noexcept { return listmount_; }
 
@@ -36,15 +40,20 @@ private:
     bool refresh_mountinfo();
     bool list_ids();
     bool stat_id(std::uint64_t id, std::optional<NsfsMount>& out);
+    void add(const NsfsMount& m);
+    void remove(const NsfsMount& m);
+    void fall_back();
 
     std::string mountinfo_;
     bool listmount_;
     int checks_left_;
-    bool changed_ = false;
-    std::vector<NsfsMount> mounts_;
-    // listmount: mount id -> its nsfs mount, or none (another file system).
-    std::unordered_map<std::uint64_t, std::optional<NsfsMount>> known_;
-    std::vector<std::uint64_t> ids_;
+    std::vector<std::string> changed_paths_;
+    std::unordered_map<std::string, std::uint32_t> paths_;
+    // listmount: every mount id (ascending) and the nsfs mounts among them.
+    std::vector<std::uint64_t> ids_, listed_;
+    std::unordered_map<std::uint64_t, NsfsMount> nsfs_;
+    // mountinfo: the nsfs mounts of the last parse, in its order.
+    std::vector<NsfsMount> text_;
     std::vector<char> stat_buf_;
 };
 
