@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -146,7 +147,7 @@ private:
     // Identity and verdicts (identity.cpp).
     void identify(const std::vector<registry::Change>& changes);
     void forget_dead(const registry::Change& change);
-    bool unexplained_rows() const;
+    bool unexplained_rows();
     void attach_changed();
     void drop_distrusted();
     void renew_verdicts();
@@ -175,6 +176,8 @@ private:
     std::map<Observer, Nsid> own_ids_;
     netns::Catalog catalog_;
     std::map<Nsid, Verdict> verdicts_;
+    // Self's rows that had no identity when they last changed (a superset of those without).
+    std::set<Nsid> unidentified_;
     std::uint64_t pass_started_usec_ = 0;
     bool verdicts_due_ = false;             // a table read ended a pass; renew once the rows are in
     std::uint64_t mounts_scanned_usec_ = 0; // when the mount table was last read; 0: never

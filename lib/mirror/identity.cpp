@@ -39,6 +39,7 @@ void Engine::drop_distrusted() {
     for (const Nsid nsid : rows) {
         registry_.set_peer(nsid, {});
         verdicts_.erase(nsid);
+        unidentified_.insert(nsid);
     }
     if (!refresh_due_)
         catalog_.begin_round();
@@ -99,6 +100,7 @@ void Engine::identify(const std::vector<registry::Change>& changes) {
             verdicts_[c.entry.nsid] = Verdict{row->second.entry.since_usec, 0};
         } else {
             unexplained = true;
+            unidentified_.insert(c.entry.nsid);
         }
     }
     // A known namespace may have just been given an id: ask those that had none, soon.
@@ -114,11 +116,18 @@ void Engine::identify(const std::vector<registry::Change>& changes) {
     attach_changed();
 }
 
-bool Engine::unexplained_rows() const {
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
-        if (!row.entry.peer.cookie && !row.entry.peer.inode)
-            return true;
-    return false;
+bool Engine::unexplained_rows() {
+    // Every row that lacked an identity when it changed is a candidate: drop those that found
+    // theirs, or are gone. O(candidates), not O(rows): called at every mount change.
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    for (auto it = unidentified_.begin(); it != unidentified_.end();) {
+        const auto row = rows.find(*it);
+        if (row == rows.end() || row->second.entry.peer.cookie || row->second.entry.peer.inode)
+            it = unidentified_.erase(it);
+        else
+            ++it;
+    }
+    return !unidentified_.empty();
 }
 
 void Engine::scan_mounts(bool full) {

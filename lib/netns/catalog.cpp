@@ -69,13 +69,18 @@ void Catalog::set_nsid(Namespace& ns, std::optional<std::int32_t> nsid) {
     }
     ns.nsid = nsid;
     if (nsid) {
+        unassigned_.erase(ns.cookie);
         // Ids are unique among live peers: a namespace that held this one before is dead.
         auto [it, inserted] = by_nsid_.try_emplace(*nsid, ns.cookie);
         if (!inserted && it->second != ns.cookie) {
-            if (auto old = namespaces_.find(it->second); old != namespaces_.end())
+            if (auto old = namespaces_.find(it->second); old != namespaces_.end()) {
                 old->second.nsid.reset();
+                unassigned_.insert(old->first);
+            }
             it->second = ns.cookie;
         }
+    } else {
+        unassigned_.insert(ns.cookie);
     }
     changed_.push_back(ns.cookie);
 }
@@ -116,6 +121,7 @@ void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool f
         auto [it, inserted] = namespaces_.try_emplace(m.cookie);
         Namespace& ns = it->second;
         if (inserted) {
+            unassigned_.insert(m.cookie);
             ns.cookie = m.cookie;
             ns.cookie_is_inode = !cookies_;
             ns.first_seen_usec = now_usec;
@@ -206,7 +212,7 @@ void Catalog::verify_saved_ids(std::size_t n) {
 }
 
 void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
-    if (!mount_table_.refresh())
+    if (!mount_table_.refresh(full))
         return;
     const auto& current = mount_table_.paths();
     std::vector<std::string> todo = std::exchange(recheck_, {});
@@ -355,8 +361,8 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
 bool Catalog::ask_unassigned(const std::function<bool()>& out_of_time,
                              const std::function<bool()>& enough) {
     std::vector<Namespace*> todo;
-    for (auto& [cookie, ns] : namespaces_)
-        if (!ns.nsid && ns.asked_round != round_)
+    for (const auto cookie : unassigned_)
+        if (auto& ns = namespaces_.at(cookie); ns.asked_round != round_)
             todo.push_back(&ns);
     std::sort(todo.begin(), todo.end(), [](const Namespace* a, const Namespace* b) {
         return a->first_seen_usec > b->first_seen_usec;
@@ -417,6 +423,7 @@ void Catalog::forget(std::uint64_t cookie) {
 
 void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     ++ids_version_;
+    unassigned_.erase(it->first);
     if (it->second.mount_points > 0) {
         // Dropped while mounted (its id was deleted): open its mount points again at the next
         // scan, which records whatever they reach then.

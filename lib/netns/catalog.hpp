@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <dirent.h>
@@ -164,6 +165,7 @@ private:
     std::uint64_t ids_version_ = 0;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie
     std::unordered_map<std::int32_t, std::uint64_t> by_nsid_; // self's id -> cookie
+    std::unordered_set<std::uint64_t> unassigned_;            // cookies of those without an id
     std::vector<std::uint64_t> changed_;
     // The /proc walk: the open directory and the inodes met in this pass (-> cookie).
     std::unique_ptr<DIR, FnDeleter<closedir>> proc_;

@@ -8,6 +8,8 @@
 #include <iterator>
 #include <tuple>
 
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -25,6 +27,17 @@ constexpr std::uint64_t kStatRoot = 0x08;              // STATMOUNT_MNT_ROOT
 constexpr std::uint64_t kStatPoint = 0x10;             // STATMOUNT_MNT_POINT
 constexpr std::uint64_t kStatFsType = 0x20;            // STATMOUNT_FS_TYPE
 constexpr std::size_t kIdsPerCall = 4096;
+// NS_MNT_GET_INFO (Linux 6.12+): _IOR(0xb7, 10, struct mnt_ns_info).
+struct MntNsInfo {
+    std::uint32_t size = sizeof(MntNsInfo); // MNT_NS_INFO_SIZE_VER0
+    std::uint32_t nr_mounts = 0;
+    std::uint64_t mnt_ns_id = 0;
+};
+static_assert(sizeof(MntNsInfo) == 16);
+constexpr unsigned long kNsMntGetInfo = (2UL << 30) | (sizeof(MntNsInfo) << 16) | (0xb7 << 8) | 10;
+// Rereads that list only the new ids between two full listings (a bound on how long a removal
+// hidden by a race, see list_new(), could go unseen).
+constexpr int kIncrementalRereads = 64;
 // A mount point is at most PATH_MAX; the reply grows to this if ever needed.
 constexpr std::size_t kMaxStatBytes = 64 * 1024;
 // The first rereads are checked against mountinfo; a difference that persists means the
@@ -72,16 +85,22 @@ bool same(std::vector<NsfsMount> a, std::vector<NsfsMount> b) {
 } // namespace
 
 MountTable::MountTable(std::string mountinfo, bool listmount)
-    : mountinfo_(std::move(mountinfo)), listmount_(listmount), checks_left_(kChecks) {}
+    : mountinfo_(std::move(mountinfo)), listmount_(listmount), checks_left_(kChecks) {
+    if (listmount_)
+        mnt_ns_.reset(::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC));
+}
 
-bool MountTable::refresh() {
+bool MountTable::refresh(bool full) {
     changed_paths_.clear();
     if (!listmount_)
         return refresh_mountinfo();
-    if (!refresh_listmount()) {
+    if (!refresh_listmount(full || checks_left_ > 0)) {
         fall_back(); // ENOSYS, or refused: the text it is
         return refresh_mountinfo();
     }
+    std::sort(changed_paths_.begin(), changed_paths_.end());
+    changed_paths_.erase(std::unique(changed_paths_.begin(), changed_paths_.end()),
+                         changed_paths_.end());
     if (checks_left_ > 0) {
         if (auto text = read_file(mountinfo_)) {
             if (same(mounts(), parse_nsfs_mounts(*text)))
@@ -157,11 +176,19 @@ bool MountTable::refresh_mountinfo() {
     return true;
 }
 
-// Every mount id of the namespace, ascending.
-bool MountTable::list_ids() {
+std::optional<std::uint32_t> MountTable::mount_count() const {
+    MntNsInfo info;
+    if (!mnt_ns_ || ::ioctl(mnt_ns_.get(), kNsMntGetInfo, &info) < 0)
+        return std::nullopt; // before 6.12
+    return info.nr_mounts;
+}
+
+// Every mount id of the namespace above `after` (0: all), ascending.
+bool MountTable::list_ids(std::uint64_t after) {
     ids_.clear();
     MntIdReq req;
     req.mnt_id = kListRoot;
+    req.param = after;
     for (;;) {
         const auto at = ids_.size();
         ids_.resize(at + kIdsPerCall);
@@ -210,17 +237,50 @@ bool MountTable::stat_id(std::uint64_t id, std::optional<NsfsMount>& out) {
     return true;
 }
 
-bool MountTable::refresh_listmount() {
-    if (!list_ids())
+// Lists only the ids above the highest known (mount ids are never reused and grow): true when
+// the count of mounts says nothing else changed. The count is read before and after the
+// listing; a removal could hide only behind another change inside that window, and every
+// change wakes the mount watch for another reread, whose count then disagrees (our table
+// keeps the removed mount) and lists everything.
+bool MountTable::list_new() {
+    const auto before = mount_count();
+    if (!before || listed_.empty() || until_full_ <= 0 || !list_ids(listed_.back()))
+        return false;
+    const auto after = mount_count();
+    return after == before && *before == listed_.size() + ids_.size();
+}
+
+bool MountTable::refresh_listmount(bool full) {
+    if (!full && list_new()) {
+        --until_full_;
+        for (const auto id : ids_) {
+            std::optional<NsfsMount> m;
+            if (!stat_id(id, m))
+                continue; // unmounted already
+            listed_.push_back(id);
+            if (m) {
+                add(*m);
+                nsfs_.emplace(id, std::move(*m));
+            }
+        }
+        return true;
+    }
+    until_full_ = kIncrementalRereads;
+    if (!list_ids(0))
         return false;
     // Both lists ascending: one merge finds the new ids (asked) and the gone ones (forgotten).
+    std::vector<std::uint64_t> next;
+    next.reserve(ids_.size());
     std::size_t j = 0;
     for (std::size_t i = 0; i < ids_.size() || j < listed_.size();) {
         if (j == listed_.size() || (i < ids_.size() && ids_[i] < listed_[j])) {
             std::optional<NsfsMount> m;
-            if (stat_id(ids_[i], m) && m) { // else another file system, or unmounted already
-                add(*m);
-                nsfs_.emplace(ids_[i], std::move(*m));
+            if (stat_id(ids_[i], m)) { // else unmounted already
+                next.push_back(ids_[i]);
+                if (m) { // else another file system
+                    add(*m);
+                    nsfs_.emplace(ids_[i], std::move(*m));
+                }
             }
             ++i;
         } else if (i == ids_.size() || listed_[j] < ids_[i]) {
@@ -230,13 +290,11 @@ bool MountTable::refresh_listmount() {
             }
             ++j;
         } else {
+            next.push_back(ids_[i]);
             ++i, ++j;
         }
     }
-    listed_.swap(ids_);
-    std::sort(changed_paths_.begin(), changed_paths_.end());
-    changed_paths_.erase(std::unique(changed_paths_.begin(), changed_paths_.end()),
-                         changed_paths_.end());
+    listed_ = std::move(next);
     return true;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "netns/mountinfo.hpp"
+#include "util/unique_fd.hpp"
 
 namespace nsidd::netns {
 
@@ -23,8 +24,9 @@ public:
     /// the kernel has them (only meaningful for the real /proc: they list the real table).
     MountTable(std::string mountinfo, bool listmount);
 
-    /// Rereads the table. Returns false when it could not be read (nothing changes).
-    bool refresh();
+    /// Rereads the table (`full`: lists every mount, never only the new ones). Returns false
+    /// when it could not be read (nothing changes).
+    bool refresh(bool full = false);
     /// Mount points at which an nsfs mount appeared or went in the last refresh(), each once:
     /// what is reached through them may have changed.
     const std::vector<std::string>& changed_paths() const noexcept { return changed_paths_; }
@@ -36,9 +38,11 @@ public:
     bool uses_listmount() const noexcept { return listmount_; }
 
 private:
-    bool refresh_listmount();
+    bool refresh_listmount(bool full);
     bool refresh_mountinfo();
-    bool list_ids();
+    bool list_ids(std::uint64_t after);
+    bool list_new();
+    std::optional<std::uint32_t> mount_count() const;
     bool stat_id(std::uint64_t id, std::optional<NsfsMount>& out);
     void add(const NsfsMount& m);
     void remove(const NsfsMount& m);
@@ -51,6 +55,8 @@ private:
     std::unordered_map<std::string, std::uint32_t> paths_;
     // listmount: every mount id (ascending) and the nsfs mounts among them.
     std::vector<std::uint64_t> ids_, listed_;
+    UniqueFd mnt_ns_;    // our mount namespace: NS_MNT_GET_INFO counts its mounts
+    int until_full_ = 0; // rereads that may list only the new ids before a full listing
     std::unordered_map<std::uint64_t, NsfsMount> nsfs_;
     // mountinfo: the nsfs mounts of the last parse, in its order.
     std::vector<NsfsMount> text_;
