@@ -30,10 +30,29 @@ TICK = os.sysconf('SC_CLK_TCK')
 
 
 def cpu_seconds(pid):
-    """utime + stime of a live process, in seconds."""
+    """CPU time of a live process (all its threads), in seconds: the scheduler's nanosecond
+    count where the kernel keeps it (/proc/PID/task/*/schedstat), else utime + stime in ticks."""
+    total = 0
+    try:
+        for task in os.listdir('/proc/%d/task' % pid):
+            with open('/proc/%d/task/%s/schedstat' % (pid, task)) as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        total = 0
+    if total > 0:
+        return total / 1e9
     with open('/proc/%d/stat' % pid) as f:
         fields = f.read().rsplit(')', 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def wakeups(pid):
+    """Voluntary context switches of a process's main thread: how often it slept and woke."""
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('voluntary_ctxt_switches:'):
+                return int(line.split()[1])
+    return 0
 
 
 def wait_idle(pid, quiet=1.0, timeout=600):
@@ -102,17 +121,21 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
     st0 = d.status()
     rss = []
     cpu = {'nsidd_create': 0.0, 'nsidd_delete': 0.0, 'bare_create': 0.0, 'bare_delete': 0.0}
+    woke = {k: 0 for k in cpu}
     started = time.monotonic()
 
     def storm(lines, phase):
         # CPU for the storm itself, until nsidd is idle again; the List calls that check the
         # mirror afterwards are not counted.
         bare_cpu = (lambda: cpu_seconds(bare.proc.pid)) if bare else (lambda: 0.0)
-        before = cpu_seconds(d.proc.pid), bare_cpu()
+        bare_woke = (lambda: wakeups(bare.proc.pid)) if bare else (lambda: 0)
+        before = cpu_seconds(d.proc.pid), bare_cpu(), wakeups(d.proc.pid), bare_woke()
         t.ip_batch(lines)
         wait_idle(d.proc.pid, quiet=0.5)
         cpu['nsidd_' + phase] += cpu_seconds(d.proc.pid) - before[0]
         cpu['bare_' + phase] += bare_cpu() - before[1]
+        woke['nsidd_' + phase] += wakeups(d.proc.pid) - before[2]
+        woke['bare_' + phase] += bare_woke() - before[3]
 
     for c in range(cycles):
         names = ['s%d_%d' % (c, i) for i in range(count)]
@@ -139,7 +162,7 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
         'nsidd_events': st['events'] - st0['events'], 'overruns': st['overruns'] - st0['overruns'],
         'resyncs': st['resyncs'] - st0['resyncs'],
         'nsidd_cpu': cpu['nsidd_create'] + cpu['nsidd_delete'],
-        'rss_baseline': baseline, 'rss': rss, 'elapsed': elapsed, 'cpu': cpu,
+        'rss_baseline': baseline, 'rss': rss, 'elapsed': elapsed, 'cpu': cpu, 'wakeups': woke,
     }
     if bare:
         result['bare'] = bare.stop()
@@ -165,10 +188,11 @@ def report(r, log=t.log):
         new, dels, lost = r['bare']
         log('  bare loop:  received %d events (%d NEW, %d DEL, %d overruns)'
             % (new + dels, new, dels, lost))
+    w = r['wakeups']
     for phase in ('create', 'delete'):
         floor = c['bare_' + phase]
-        log('  %s phase: nsidd CPU %.2f s, bare loop %.2f s%s' % (
-            phase, c['nsidd_' + phase], floor,
+        log('  %s phase: nsidd CPU %.3f s (%d wakeups), bare loop %.3f s (%d wakeups)%s' % (
+            phase, c['nsidd_' + phase], w['nsidd_' + phase], floor, w['bare_' + phase],
             ' (nsidd / bare loop = %.1f)' % (c['nsidd_' + phase] / floor) if floor > 0 else ''))
     if 'monitor_cpu' in r:
         seen = r['monitor_new'] + r['monitor_del']

@@ -216,6 +216,19 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
         return;
     const auto& current = mount_table_.paths();
     std::vector<std::string> todo = std::exchange(recheck_, {});
+    if (!dropped_mounted_.empty()) {
+        // Namespaces dropped while mounted: open their mount points again, which records
+        // whatever they reach now. One walk per scan, however many were dropped.
+        for (auto m = mounts_.begin(); m != mounts_.end();) {
+            if (dropped_mounted_.count(m->second.second)) {
+                todo.push_back(m->first);
+                m = mounts_.erase(m);
+            } else {
+                ++m;
+            }
+        }
+        dropped_mounted_.clear();
+    }
     todo.insert(todo.end(), mount_table_.changed_paths().begin(),
                 mount_table_.changed_paths().end());
     if (full) {
@@ -424,18 +437,8 @@ void Catalog::forget(std::uint64_t cookie) {
 void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     ++ids_version_;
     unassigned_.erase(it->first);
-    if (it->second.mount_points > 0) {
-        // Dropped while mounted (its id was deleted): open its mount points again at the next
-        // scan, which records whatever they reach then.
-        for (auto m = mounts_.begin(); m != mounts_.end();) {
-            if (m->second.second == it->first) {
-                recheck_.push_back(m->first);
-                m = mounts_.erase(m);
-            } else {
-                ++m;
-            }
-        }
-    }
+    if (it->second.mount_points > 0) // dropped while mounted (its id was deleted)
+        dropped_mounted_.insert(it->first);
     if (it->second.nsid)
         if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)
             by_nsid_.erase(n);

@@ -172,9 +172,10 @@ private:
     std::unordered_map<std::uint64_t, std::uint64_t> pass_inodes_;
     // What each nsfs mount point reached at its last look: mount point -> (inode, cookie).
     std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> mounts_;
-    // Mount points to open again at the next scan: their namespace was dropped, or they could
-    // not be opened.
+    // Mount points to open again at the next scan: they could not be opened, or (by cookie)
+    // their namespace was dropped.
     std::vector<std::string> recheck_;
+    std::unordered_set<std::uint64_t> dropped_mounted_;
     MountTable mount_table_;
     std::uint64_t pass_ = 1;
     std::uint64_t round_ = 1; // rounds of ask_unassigned()
