@@ -66,6 +66,8 @@ private:
     void schedule_discovery();
     void on_mounts_due();
     void on_discovery_slice(sd_event_source* s);
+    // Whether nsid events are queued on the event socket (polled: long work yields to them).
+    bool events_waiting() const;
     void resync_if_replaced();
     // After a discovery pass: warns once of each peer newly orphaned.
     void report_orphans();
@@ -86,7 +88,7 @@ private:
     static constexpr std::size_t kTrimThreshold = 1000;
     static constexpr std::uint64_t kMountDelayUsec = 50'000; // the shortest
     // Longest stretch of questions for unexplained ids before the loop serves others again.
-    static constexpr std::uint64_t kRefreshSliceUsec = 5'000;
+    static constexpr std::uint64_t kRefreshSliceUsec = 1'000;
     static constexpr std::size_t kProcessesPerSlice = 2048;
     static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
     static constexpr std::size_t kBurstToLog = 10;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 
 #include <fmt/format.h>
@@ -94,13 +95,21 @@ void Daemon::on_mounts_due() {
     }
     if (engine_->refresh_due()) {
         // One slice of the round, then the loop serves events and clients again.
-        engine_->refresh_ids(monotonic_usec() + kRefreshSliceUsec);
+        // Until the slice is over or events wait: they are served first (latency).
+        const auto deadline = monotonic_usec() + kRefreshSliceUsec;
+        engine_->refresh_ids(
+            [this, deadline] { return monotonic_usec() >= deadline || events_waiting(); });
         if (engine_->refresh_due()) {
             sd_event_source_set_time_relative(mounts_timer_.get(), kRefreshSliceUsec);
             sd_event_source_set_enabled(mounts_timer_.get(), SD_EVENT_ONESHOT);
         }
     }
     resync_if_replaced();
+}
+
+bool Daemon::events_waiting() const {
+    pollfd p{kernel_->event_fd(), POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
 }
 
 void Daemon::resync_if_replaced() {

@@ -92,8 +92,11 @@ public:
     /// Discovery found a row's peer replaced under its id (another namespace holds it now):
     /// call resync(ResyncReason::Replaced), which records the death if its events were lost.
     bool resync_due() const noexcept { return resync_due_; }
-    /// Asks the namespaces that had no id for it again, until the monotonic clock passes
-    /// `deadline_usec`; refresh_due() stays true while some are left to ask.
+    /// Asks the namespaces that had no id for it again, until `stop()` says so (checked between
+    /// questions, each a walk of the kernel's table); refresh_due() stays true while some are
+    /// left to ask.
+    void refresh_ids(const std::function<bool()>& stop);
+    /// The same, until the monotonic clock passes `deadline_usec`.
     void refresh_ids(std::uint64_t deadline_usec);
     /// Walks up to `budget` more processes of the current /proc pass. Returns true when the
     /// pass ended (then every verdict was renewed). `mounts`: reread the mount table as the

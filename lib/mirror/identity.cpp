@@ -142,9 +142,10 @@ void Engine::discover_mounts() {
 }
 
 void Engine::refresh_ids(std::uint64_t deadline_usec) {
-    const auto out_of_time = [this, deadline_usec] {
-        return clock_.monotonic() >= deadline_usec;
-    };
+    refresh_ids([this, deadline_usec] { return clock_.monotonic() >= deadline_usec; });
+}
+
+void Engine::refresh_ids(const std::function<bool()>& out_of_time) {
     const auto explained = [this] {
         attach_changed();
         return !unexplained_rows();

@@ -81,8 +81,9 @@ public:
     /// no known namespace accounts for).
     void begin_round() noexcept { ++round_; }
     /// Asks the namespaces without an id that this round has not asked yet, until the round is
-    /// done (returns true) or `out_of_time()` says stop: each such question costs the kernel a
-    /// walk of the whole table, so the caller spreads a large round out. Newest namespaces
+    /// done (returns true) or `out_of_time()` says stop (asked after the first few questions, so
+    /// that every call makes progress): each such question costs the kernel a walk of the whole
+    /// table, so the caller spreads a large round out. Newest namespaces
     /// first: a fresh id most often belongs to a fresh namespace. After every few questions,
     /// `enough()` may end the round early (true: every id is explained now).
     bool ask_unassigned(const std::function<bool()>& out_of_time = {},
