@@ -40,8 +40,9 @@ constexpr unsigned long kNsMntGetInfo = (2UL << 30) | (sizeof(MntNsInfo) << 16) 
 constexpr int kIncrementalRereads = 64;
 // A mount point is at most PATH_MAX; the reply grows to this if ever needed.
 constexpr std::size_t kMaxStatBytes = 64 * 1024;
-// The first rereads are checked against mountinfo; a difference that persists means the
-// kernel's listmount does not list what mountinfo shows (early 6.8 semantics): fall back.
+// The first rereads are checked: by the namespace's own count of mounts (6.12+), else against
+// mountinfo; a difference that persists means the kernel's listmount does not list what
+// mountinfo shows (early 6.8 semantics): fall back.
 constexpr int kChecks = 3;
 
 struct MntIdReq {
@@ -101,7 +102,9 @@ bool MountTable::refresh(bool full) {
     std::sort(changed_paths_.begin(), changed_paths_.end());
     changed_paths_.erase(std::unique(changed_paths_.begin(), changed_paths_.end()),
                          changed_paths_.end());
-    if (checks_left_ > 0) {
+    if (checks_left_ > 0 && mount_count() == listed_.size()) {
+        checks_left_ = 0; // it listed every mount the namespace counts: no text to compare
+    } else if (checks_left_ > 0) {
         if (auto text = read_file(mountinfo_)) {
             if (same(mounts(), parse_nsfs_mounts(*text)))
                 checks_left_ = 0;
