@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "netns/owner.hpp"
+
+#include <algorithm>
+#include <array>
+#include <utility>
+#include <vector>
+
+namespace nsidd::netns {
+namespace {
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+    return s.substr(0, prefix.size()) == prefix;
+}
+
+bool is_hex_id(std::string_view s) {
+    return s.size() >= 12 && s.size() <= 128 && std::all_of(s.begin(), s.end(), [](char c) {
+               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+           });
+}
+
+// The cgroup path the owner is read from.
+std::optional<std::string_view> pick_path(std::string_view text) {
+    std::optional<std::string_view> v2, v1_systemd, v1_other;
+    while (!text.empty()) {
+        const auto eol = std::min(text.find('\n'), text.size());
+        const auto line = text.substr(0, eol);
+        text.remove_prefix(std::min(eol + 1, text.size()));
+        // ID:CONTROLLERS:PATH (the path may itself hold ':')
+        const auto c1 = line.find(':');
+        if (c1 == std::string_view::npos)
+            continue;
+        const auto c2 = line.find(':', c1 + 1);
+        if (c2 == std::string_view::npos)
+            continue;
+        const auto id = line.substr(0, c1);
+        const auto controllers = line.substr(c1 + 1, c2 - c1 - 1);
+        auto path = line.substr(c2 + 1);
+        if (path.empty() || path.front() != '/')
+            continue;
+        if (ends_with(path, " (deleted)"))
+            path.remove_suffix(10);
+        if (id == "0" && controllers.empty())
+            v2 = path; // cgroup v2: the one hierarchy
+        if (controllers == "name=systemd")
+            v1_systemd = path;
+        else if (!v1_other && path != "/")
+            v1_other = path;
+    }
+    // Hybrid hierarchies list an unused v2 line at the root beside the v1 ones.
+    if (v2 && (*v2 != "/" || (!v1_systemd && !v1_other)))
+        return v2;
+    return v1_systemd ? v1_systemd : v1_other;
+}
+
+std::vector<std::string_view> components(std::string_view path) {
+    std::vector<std::string_view> out;
+    while (!path.empty()) {
+        const auto slash = std::min(path.find('/'), path.size());
+        if (slash > 0)
+            out.push_back(path.substr(0, slash));
+        path.remove_prefix(std::min(slash + 1, path.size()));
+    }
+    return out;
+}
+
+// "kubepods-burstable-pod1a2b_3c4d.slice" or "pod1a2b-3c4d": the pod's UID, with dashes.
+std::optional<std::string> pod_uid_of(std::string_view c) {
+    if (ends_with(c, ".slice"))
+        c.remove_suffix(6);
+    const auto at = c.rfind("pod");
+    if (at == std::string_view::npos || (at > 0 && c[at - 1] != '-'))
+        return std::nullopt;
+    std::string uid(c.substr(at + 3));
+    std::replace(uid.begin(), uid.end(), '_', '-');
+    if (uid.size() < 8 || !std::all_of(uid.begin(), uid.end(), [](char ch) {
+            return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || ch == '-';
+        }))
+        return std::nullopt;
+    return uid;
+}
+
+// A scope named by a runtime: PREFIX<id>.scope.
+constexpr std::array<std::pair<std::string_view, std::string_view>, 9> kScopes{{
+    {"cri-containerd-", "containerd"},
+    {"crio-conmon-", "cri-o"},
+    {"crio-", "cri-o"},
+    {"docker-", "docker"},
+    {"libpod-conmon-", "podman"},
+    {"libpod-", "podman"},
+    {"nerdctl-", "containerd"},
+    {"containerd-", "containerd"},
+    {"machine-", "systemd-nspawn"},
+}};
+
+} // namespace
+
+std::optional<Owner> parse_cgroup_owner(std::string_view text) {
+    const auto path = pick_path(text);
+    if (!path)
+        return std::nullopt;
+    const auto parts = components(*path);
+    Owner o;
+    bool kubepods = false;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        const auto c = parts[i];
+        if (starts_with(c, "kubepods"))
+            kubepods = true;
+        if (kubepods && o.pod_uid.empty())
+            if (auto uid = pod_uid_of(c))
+                o.pod_uid = std::move(*uid);
+        if (ends_with(c, ".service") || ends_with(c, ".scope")) {
+            o.unit = std::string(c); // the innermost unit wins
+            if (starts_with(c, "systemd-nspawn@")) {
+                // systemd-nspawn@NAME.service: the machine NAME
+                o.runtime = "systemd-nspawn";
+                o.container = std::string(c.substr(15, c.size() - 15 - 8));
+                continue;
+            }
+            if (!ends_with(c, ".scope"))
+                continue;
+            const auto name = c.substr(0, c.size() - 6);
+            for (const auto& [prefix, runtime] : kScopes) {
+                if (starts_with(name, prefix) && name.size() > prefix.size()) {
+                    o.runtime = std::string(runtime);
+                    o.container = std::string(name.substr(prefix.size()));
+                    if (runtime == "systemd-nspawn") {
+                        // machine-NAME.scope: systemd escapes '-' in NAME as \x2d
+                        std::string n;
+                        for (std::size_t k = 0; k < o.container.size(); ++k) {
+                            if (o.container.compare(k, 4, "\\x2d") == 0) {
+                                n.push_back('-');
+                                k += 3;
+                            } else {
+                                n.push_back(o.container[k]);
+                            }
+                        }
+                        o.container = std::move(n);
+                    }
+                    break;
+                }
+            }
+            continue;
+        }
+        // cgroupfs drivers: /docker/<id>, /libpod_parent/libpod-<id>, /kubepods/.../<id>,
+        // containerd's /<namespace>/<id>.
+        if (is_hex_id(c) && o.container.empty()) {
+            o.container = std::string(c);
+            const auto parent = i > 0 ? parts[i - 1] : std::string_view{};
+            if (parent == "docker")
+                o.runtime = "docker";
+            else if (!kubepods && i == 1)
+                o.runtime = "containerd"; // /<containerd namespace>/<id>
+        } else if (starts_with(c, "libpod-") && is_hex_id(c.substr(7)) && o.container.empty()) {
+            o.runtime = "podman";
+            o.container = std::string(c.substr(7));
+        }
+    }
+    if (o == Owner{})
+        return std::nullopt;
+    return o;
+}
+
+} // namespace nsidd::netns

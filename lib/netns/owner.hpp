@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace nsidd::netns {
+
+/// Whose a namespace is, read from the cgroup of a process inside it (or of one holding it).
+/// Parts the path does not say are empty.
+struct Owner {
+    std::string unit;      ///< the innermost systemd unit (.service or .scope)
+    std::string runtime;   ///< docker, containerd, cri-o, podman, systemd-nspawn
+    std::string container; ///< the runtime's container id (or the machine's name)
+    std::string pod_uid;   ///< the Kubernetes pod, from a kubepods cgroup
+    bool operator==(const Owner&) const = default;
+};
+
+/// The owner in /proc/PID/cgroup text: the unified (v2) line "0::PATH" (unless it is the
+/// root beside v1 lines: a hybrid hierarchy), else cgroup v1's "name=systemd" line, else the
+/// first v1 line with a path below the root. Knows the shapes
+/// docker, containerd (CRI and nerdctl), cri-o, podman and systemd-nspawn give their cgroups
+/// under both systemd and cgroupfs drivers, and kubepods slices. Nothing (nullopt) when the
+/// text has no usable line or the path says nothing (the root cgroup). Pure.
+std::optional<Owner> parse_cgroup_owner(std::string_view text);
+
+} // namespace nsidd::netns
