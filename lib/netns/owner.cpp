@@ -97,6 +97,41 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 9> kScopes{{
     {"machine-", "systemd-nspawn"},
 }};
 
+// systemd escapes '-' in a machine name as \x2d.
+std::string unescape_machine(std::string_view name) {
+    std::string out;
+    for (std::size_t k = 0; k < name.size(); ++k) {
+        if (name.substr(k, 4) == "\\x2d") {
+            out.push_back('-');
+            k += 3;
+        } else {
+            out.push_back(name[k]);
+        }
+    }
+    return out;
+}
+
+// A unit component: the innermost one is the unit; some name the runtime and container.
+void read_unit(std::string_view c, Owner& o) {
+    o.unit = std::string(c);
+    if (starts_with(c, "systemd-nspawn@") && ends_with(c, ".service")) {
+        o.runtime = "systemd-nspawn"; // systemd-nspawn@NAME.service: the machine NAME
+        o.container = unescape_machine(c.substr(15, c.size() - 15 - 8));
+        return;
+    }
+    if (!ends_with(c, ".scope"))
+        return;
+    const auto name = c.substr(0, c.size() - 6);
+    for (const auto& [prefix, runtime] : kScopes) {
+        if (starts_with(name, prefix) && name.size() > prefix.size()) {
+            o.runtime = std::string(runtime);
+            o.container = runtime == "systemd-nspawn" ? unescape_machine(name.substr(prefix.size()))
+                                                      : std::string(name.substr(prefix.size()));
+            return;
+        }
+    }
+}
+
 } // namespace
 
 std::optional<Owner> parse_cgroup_owner(std::string_view text) {
@@ -114,36 +149,7 @@ std::optional<Owner> parse_cgroup_owner(std::string_view text) {
             if (auto uid = pod_uid_of(c))
                 o.pod_uid = std::move(*uid);
         if (ends_with(c, ".service") || ends_with(c, ".scope")) {
-            o.unit = std::string(c); // the innermost unit wins
-            if (starts_with(c, "systemd-nspawn@")) {
-                // systemd-nspawn@NAME.service: the machine NAME
-                o.runtime = "systemd-nspawn";
-                o.container = std::string(c.substr(15, c.size() - 15 - 8));
-                continue;
-            }
-            if (!ends_with(c, ".scope"))
-                continue;
-            const auto name = c.substr(0, c.size() - 6);
-            for (const auto& [prefix, runtime] : kScopes) {
-                if (starts_with(name, prefix) && name.size() > prefix.size()) {
-                    o.runtime = std::string(runtime);
-                    o.container = std::string(name.substr(prefix.size()));
-                    if (runtime == "systemd-nspawn") {
-                        // machine-NAME.scope: systemd escapes '-' in NAME as \x2d
-                        std::string n;
-                        for (std::size_t k = 0; k < o.container.size(); ++k) {
-                            if (o.container.compare(k, 4, "\\x2d") == 0) {
-                                n.push_back('-');
-                                k += 3;
-                            } else {
-                                n.push_back(o.container[k]);
-                            }
-                        }
-                        o.container = std::move(n);
-                    }
-                    break;
-                }
-            }
+            read_unit(c, o);
             continue;
         }
         // cgroupfs drivers: /docker/<id>, /libpod_parent/libpod-<id>, /kubepods/.../<id>,
