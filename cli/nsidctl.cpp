@@ -141,19 +141,65 @@ std::string peer_label(const Json& peer) {
     return "-";
 }
 
+// At most `n` characters of a cell (table columns stay within 80 in all); "~" marks a cut.
+std::string fit(std::string text, std::size_t n) {
+    if (text.size() > n)
+        text = text.substr(0, n - 1) + "~";
+    return text;
+}
+
+const Json& object_at(const Json& j, const char* key) {
+    static const Json empty = Json::object();
+    const auto it = j.find(key);
+    return it != j.end() && it->is_object() ? *it : empty;
+}
+
+// What holds the peer, briefly: its processes (one named), else its first bind mount.
+std::string held_by(const Json& peer) {
+    const Json& h = object_at(peer, "holders");
+    const auto processes = h.value("processes", Json(0));
+    if (processes.is_number_unsigned() && processes.get<std::uint64_t>() > 0) {
+        std::string out = plural(processes.get<std::uint64_t>(), "proc", "procs");
+        if (h.contains("pid") && !h["pid"].is_null())
+            out += " " +
+                   (h.contains("comm") && h["comm"].is_string() ? cell(h["comm"]) + "/" : "") +
+                   cell(h["pid"]);
+        return out;
+    }
+    const auto mounts = h.find("mounts");
+    if (mounts != h.end() && mounts->is_array() && !mounts->empty())
+        return cell((*mounts)[0]) +
+               (mounts->size() > 1 ? " +" + std::to_string(mounts->size() - 1) : std::string());
+    return "-";
+}
+
+// Whose the peer is, briefly: runtime and short container id, else the pod, else the unit.
+std::string owned_by(const Json& peer) {
+    const Json& o = object_at(peer, "owner");
+    const auto text = [&o](const char* key) {
+        return o.contains(key) && o[key].is_string() ? cell(o[key]) : std::string();
+    };
+    if (const auto container = text("container"); !container.empty()) {
+        const auto runtime = text("runtime");
+        return (runtime.empty() ? "" : runtime + ":") + container.substr(0, 12);
+    }
+    if (const auto pod = text("pod_uid"); !pod.empty())
+        return "pod:" + pod.substr(0, 8);
+    const auto unit = text("unit");
+    return unit.empty() ? "-" : unit;
+}
+
 void print_entries(const Settings& s, const Json& entries) {
     std::vector<std::vector<std::string>> rows;
     for (const auto& e : entries) {
         const Json peer = e.value("peer", Json::object());
         rows.push_back({std::to_string(e.at("nsid").get<std::int64_t>()),
-                        cell(e.value("current_nsid", Json(nullptr))), peer_label(peer),
-                        cell(peer.value("cookie", Json(nullptr))),
-                        cell(peer.value("inode", Json(nullptr))),
-                        cell(e.value("state", Json(nullptr))), age(e.value("since", Json())),
-                        cell(e.value("source", Json(nullptr)))});
+                        cell(e.value("current_nsid", Json(nullptr))), fit(peer_label(peer), 16),
+                        cell(e.value("state", Json(nullptr))), fit(held_by(peer), 20),
+                        fit(owned_by(peer), 18), age(e.value("since", Json()))});
     }
-    print_table(s, {"NSID", "CURRENT", "PEER", "COOKIE", "INODE", "STATE", "SINCE", "SOURCE"},
-                rows);
+    // Cookie, inode, former names, every holder and the whole owner: in -j.
+    print_table(s, {"NSID", "CURRENT", "PEER", "STATE", "HELD BY", "OWNER", "SINCE"}, rows);
     if (!s.no_legend)
         std::cout << '\n' << plural(entries.size(), "entry", "entries") << " listed.\n";
 }

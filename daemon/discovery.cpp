@@ -164,8 +164,8 @@ void Daemon::report_orphans() {
         }
         ++told;
         const auto& p = row.entry.peer;
-        const std::string names =
-            p.names.empty() ? "" : fmt::format("was {}, ", fmt::join(p.names, ","));
+        const auto& had = p.names.empty() ? p.former_names : p.names;
+        const std::string names = had.empty() ? "" : fmt::format("was {}, ", fmt::join(had, ","));
         log_notable(Notable::Orphaned, spdlog::level::warn,
                     fmt::format("Peer namespace nsid {} ({}cookie {}, inode {}) has had no "
                                 "process and no bind mount for {} s or more: an open fd, a "

@@ -10,11 +10,31 @@ template <typename T> varlink::Json or_null(const std::optional<T>& v) {
     return v ? varlink::Json(*v) : varlink::Json(nullptr);
 }
 
+varlink::Json owner_json(const std::optional<registry::Owner>& o) {
+    if (!o)
+        return nullptr;
+    const auto text = [](const std::string& s) {
+        return s.empty() ? varlink::Json(nullptr) : varlink::Json(s);
+    };
+    return {{"unit", text(o->unit)},
+            {"runtime", text(o->runtime)},
+            {"container", text(o->container)},
+            {"pod_uid", text(o->pod_uid)}};
+}
+
 varlink::Json peer_json(const registry::Identity& id) {
+    const auto& h = id.holders;
     return {{"cookie", or_null(id.cookie)},
             {"inode", or_null(id.inode)},
             {"names", id.names},
-            {"pid", or_null(id.pid)}};
+            {"former_names", id.former_names},
+            {"pid", or_null(id.pid)},
+            {"holders",
+             {{"processes", h.processes},
+              {"pid", or_null(h.pid)},
+              {"comm", h.comm.empty() ? varlink::Json(nullptr) : varlink::Json(h.comm)},
+              {"mounts", h.mounts}}},
+            {"owner", owner_json(id.owner)}};
 }
 
 } // namespace

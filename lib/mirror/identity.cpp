@@ -3,6 +3,7 @@
 // peer alive, and the saved ids that spare a restart most questions.
 #include "mirror/engine.hpp"
 
+#include <algorithm>
 #include <set>
 
 #include "util/file.hpp"
@@ -21,8 +22,17 @@ registry::Identity Engine::identity_of(const netns::Namespace& ns) {
         id.cookie = ns.cookie;
     id.inode = ns.inode;
     id.names = ns.names;
+    id.former_names = ns.former_names;
     if (ns.pid)
         id.pid = *ns.pid;
+    // Counted at the end of each pass; a process met in the pass under way counts already.
+    id.holders.processes = std::max<std::uint32_t>(ns.processes, ns.pid ? 1 : 0);
+    id.holders.pid = id.pid;
+    id.holders.comm = ns.comm;
+    id.holders.mounts = ns.mounts;
+    if (ns.owner)
+        id.owner = registry::Owner{ns.owner->unit, ns.owner->runtime, ns.owner->container,
+                                   ns.owner->pod_uid};
     return id;
 }
 
@@ -181,11 +191,26 @@ void Engine::renew_verdicts() {
     // A row whose peer nothing held in the pass just ended is unheld since that pass began, or
     // since earlier if it already was.
     std::map<Nsid, Verdict> next;
+    std::vector<std::pair<Nsid, registry::Identity>> unheld;
     for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
         const auto since = row.entry.since_usec;
         if (catalog_.by_nsid(nsid) != nullptr) {
             next.emplace(nsid, Verdict{since, 0});
             continue;
+        }
+        if (const auto& peer = row.entry.peer;
+            !peer.names.empty() || peer.pid || peer.holders != registry::Holders{}) {
+            // Nothing discovery can see holds it now: no process, no mount, no name.
+            auto id = peer;
+            for (const auto& n : id.names)
+                id.former_names.push_back(n);
+            std::sort(id.former_names.begin(), id.former_names.end());
+            id.former_names.erase(std::unique(id.former_names.begin(), id.former_names.end()),
+                                  id.former_names.end());
+            id.names.clear();
+            id.pid.reset();
+            id.holders = {};
+            unheld.emplace_back(nsid, std::move(id));
         }
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
             // Newer than the pass or the last look at the mounts (either may have missed its
@@ -200,6 +225,8 @@ void Engine::renew_verdicts() {
         next.emplace(nsid, Verdict{since, still ? v->second.unheld_since : pass_started_usec_});
     }
     verdicts_ = std::move(next);
+    for (auto& [nsid, id] : unheld)
+        registry_.set_peer(nsid, id);
 }
 
 bool Engine::names_self(Observer observer, const registry::Entry& entry) const {

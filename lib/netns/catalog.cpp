@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "netns/mountinfo.hpp"
+#include "netns/owner.hpp"
 #include "util/file.hpp"
 
 namespace nsidd::netns {
@@ -142,8 +143,10 @@ void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool f
         ns.inode = m.inode;
         ns.path = m.path;
         if (from_proc) {
+            ++ns.pass_processes;
             if (ns.seen_pass != pass_ && ns.pid != m.pid) {
                 ns.pid = m.pid;
+                describe_process(ns);
                 changed_.push_back(ns.cookie);
             }
             ns.seen_pass = pass_;
@@ -271,6 +274,27 @@ std::optional<std::string_view> Catalog::name_of(const std::string& path) const 
     return std::string_view(path).substr(slash + 1);
 }
 
+namespace {
+
+// Inserts `value` into the sorted `v`; false when it was there.
+bool insert_sorted(std::vector<std::string>& v, std::string_view value) {
+    const auto at = std::lower_bound(v.begin(), v.end(), value);
+    if (at != v.end() && *at == value)
+        return false;
+    v.emplace(at, value);
+    return true;
+}
+
+bool erase_sorted(std::vector<std::string>& v, std::string_view value) {
+    const auto at = std::lower_bound(v.begin(), v.end(), value);
+    if (at == v.end() || *at != value)
+        return false;
+    v.erase(at);
+    return true;
+}
+
+} // namespace
+
 void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t cookie) {
     const auto name = name_of(path);
     auto at = mounts_.find(path);
@@ -279,18 +303,15 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
             at->second.first = inode;
             return;
         }
-        // It reached another namespace: that one loses this mount point. A namespace left with
-        // none keeps the names it had (where it was last seen).
+        // It reached another namespace: that one loses this mount point (and the name, which
+        // becomes a former name).
         if (auto was = namespaces_.find(at->second.second); was != namespaces_.end()) {
             Namespace& ns = was->second;
-            if (ns.mount_points > 0 && --ns.mount_points > 0 && name) {
-                if (auto n = std::find(ns.names.begin(), ns.names.end(), *name);
-                    n != ns.names.end()) {
-                    ns.names.erase(n);
-                    changed_.push_back(ns.cookie);
-                }
-            }
-            ns.mounted = ns.mount_points > 0;
+            erase_sorted(ns.mounts, path);
+            if (name && erase_sorted(ns.names, *name))
+                insert_sorted(ns.former_names, *name);
+            ns.mounted = !ns.mounts.empty();
+            changed_.push_back(ns.cookie);
         }
         mounts_.erase(at);
     }
@@ -301,28 +322,53 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
         return;
     Namespace& ns = it->second;
     mounts_.emplace(path, std::make_pair(inode, cookie));
-    if (ns.mount_points++ == 0 && !ns.names.empty()) {
-        ns.names.clear(); // mounted again: its names are the current ones
-        changed_.push_back(ns.cookie);
-    }
+    insert_sorted(ns.mounts, path);
     ns.mounted = true;
     if (name) {
-        const auto n = std::lower_bound(ns.names.begin(), ns.names.end(), *name);
-        if (n == ns.names.end() || *n != *name) {
-            ns.names.emplace(n, *name);
-            changed_.push_back(ns.cookie);
-        }
+        insert_sorted(ns.names, *name);
+        erase_sorted(ns.former_names, *name);
     }
+    changed_.push_back(ns.cookie);
+}
+
+void Catalog::describe_process(Namespace& ns) {
+    ns.comm.clear();
+    if (!ns.pid)
+        return;
+    const auto dir = roots_.proc_dir + "/" + std::to_string(*ns.pid);
+    if (auto comm = read_file(dir + "/comm", 64)) {
+        ns.comm = std::move(*comm);
+        while (!ns.comm.empty() && ns.comm.back() == '\n')
+            ns.comm.pop_back();
+    }
+    // A process that left (or has no cgroup file) keeps the owner found before.
+    if (auto cgroup = read_file(dir + "/cgroup", 64 * 1024))
+        if (auto owner = parse_cgroup_owner(*cgroup))
+            ns.owner = std::move(*owner);
 }
 
 void Catalog::restart_pass() {
     proc_.reset();
     pass_inodes_.clear();
+    for (auto& [cookie, ns] : namespaces_)
+        ns.pass_processes = 0;
     ++pass_;
 }
 
 void Catalog::end_pass() {
     proc_.reset();
+    for (auto& [cookie, ns] : namespaces_) {
+        // What this pass counted is what holds it now; without a process, no pid to show.
+        const auto counted = std::exchange(ns.pass_processes, 0);
+        if (counted != ns.processes || (counted == 0 && ns.pid)) {
+            ns.processes = counted;
+            if (counted == 0) {
+                ns.pid.reset();
+                ns.comm.clear();
+            }
+            changed_.push_back(cookie);
+        }
+    }
     for (auto it = namespaces_.begin(); it != namespaces_.end();) {
         auto next = std::next(it);
         if (it->second.seen_pass != pass_ && !it->second.mounted)
@@ -357,8 +403,14 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
             continue;
         const std::string path = roots_.proc_dir + "/" + d->d_name + "/ns/net";
         struct stat st {};
-        if (::stat(path.c_str(), &st) < 0 || pass_inodes_.count(st.st_ino))
-            continue; // gone, or met already in this pass: its cookie is known
+        if (::stat(path.c_str(), &st) < 0)
+            continue; // gone
+        if (const auto met = pass_inodes_.find(st.st_ino); met != pass_inodes_.end()) {
+            // Met already in this pass: its cookie is known; one more process inside.
+            if (auto ns = namespaces_.find(met->second); ns != namespaces_.end())
+                ++ns->second.pass_processes;
+            continue;
+        }
         auto m = open_ns(path, static_cast<pid_t>(pid));
         if (!m)
             continue;
@@ -440,7 +492,7 @@ void Catalog::forget(std::uint64_t cookie) {
 void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     ++ids_version_;
     unassigned_.erase(it->first);
-    if (it->second.mount_points > 0) // dropped while mounted (its id was deleted)
+    if (!it->second.mounts.empty()) // dropped while mounted (its id was deleted)
         dropped_mounted_.insert(it->first);
     if (it->second.nsid)
         if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)

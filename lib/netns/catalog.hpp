@@ -18,6 +18,7 @@
 #include "netns/discovery.hpp"
 #include "netns/id_cache.hpp"
 #include "netns/mount_table.hpp"
+#include "netns/owner.hpp"
 #include "netns/queries.hpp"
 #include "util/unique_fd.hpp"
 
@@ -30,10 +31,15 @@ struct Namespace {
     std::uint64_t cookie = 0;
     bool cookie_is_inode = false;
     std::uint64_t inode = 0;
-    std::vector<std::string> names;    ///< bind mounts under the netns directory
-    bool mounted = false;              ///< any nsfs bind mount, under the netns directory or not
-    std::uint32_t mount_points = 0;    ///< how many mount points reach it (mounted: > 0)
+    std::vector<std::string> names;        ///< bind mounts under the netns directory (sorted)
+    std::vector<std::string> former_names; ///< names it had there, no longer (sorted)
+    std::vector<std::string> mounts;       ///< every mount point that reaches it (sorted)
+    bool mounted = false;                  ///< any nsfs bind mount: !mounts.empty()
     std::optional<pid_t> pid;          ///< one process inside it, from the last /proc pass
+    std::string comm;                  ///< that process's command name
+    std::uint32_t processes = 0;       ///< processes inside it, counted by the last pass
+    std::uint32_t pass_processes = 0;  ///< counted so far by the pass under way
+    std::optional<Owner> owner;        ///< from the cgroup of a process met inside it
     std::optional<std::int32_t> nsid;  ///< self's id for it, when it has one
     std::string path;                  ///< where it was last reached
     std::uint64_t first_seen_usec = 0; ///< CLOCK_REALTIME
@@ -142,6 +148,8 @@ private:
     // The /proc pass is over: drops what neither a process nor a mount held during it.
     void end_pass();
     void set_nsid(Namespace& ns, std::optional<std::int32_t> nsid);
+    // Reads the command name and the owner (cgroup) of the namespace's process.
+    void describe_process(Namespace& ns);
     void drop(std::unordered_map<std::uint64_t, Namespace>::iterator it);
     // What mount point `path` reaches now: `cookie` (0: nothing). Keeps each namespace's names
     // (under the netns directory) and mounted flag.

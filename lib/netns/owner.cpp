@@ -46,7 +46,7 @@ std::optional<std::string_view> pick_path(std::string_view text) {
             path.remove_suffix(10);
         if (id == "0" && controllers.empty())
             v2 = path; // cgroup v2: the one hierarchy
-        if (controllers == "name=systemd")
+        if (controllers == "name=systemd" && path != "/")
             v1_systemd = path;
         else if (!v1_other && path != "/")
             v1_other = path;
@@ -152,16 +152,13 @@ std::optional<Owner> parse_cgroup_owner(std::string_view text) {
             read_unit(c, o);
             continue;
         }
-        // cgroupfs drivers: /docker/<id>, /libpod_parent/libpod-<id>, /kubepods/.../<id>,
-        // containerd's /<namespace>/<id>.
-        if (is_hex_id(c) && o.container.empty()) {
+        // cgroupfs drivers: /docker/<id>, /libpod_parent/libpod-<id>, /kubepods/.../<id>.
+        if (o.container.empty() && is_hex_id(c) &&
+            (kubepods || (i > 0 && parts[i - 1] == "docker"))) {
             o.container = std::string(c);
-            const auto parent = i > 0 ? parts[i - 1] : std::string_view{};
-            if (parent == "docker")
+            if (!kubepods)
                 o.runtime = "docker";
-            else if (!kubepods && i == 1)
-                o.runtime = "containerd"; // /<containerd namespace>/<id>
-        } else if (starts_with(c, "libpod-") && is_hex_id(c.substr(7)) && o.container.empty()) {
+        } else if (o.container.empty() && starts_with(c, "libpod-") && is_hex_id(c.substr(7))) {
             o.runtime = "podman";
             o.container = std::string(c.substr(7));
         }

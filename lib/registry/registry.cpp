@@ -67,6 +67,15 @@ void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
     if (history_.size() == history_capacity_)
         history_.pop_front();
     history_.push_back(Death{dead.nsid, dead.peer, dead.since_usec, now_usec});
+    // A namespace cannot die while a bind mount holds it: whatever names it was last seen with
+    // are former ones by now (the mount went before the death was told).
+    auto& peer = history_.back().peer;
+    for (auto& n : peer.names)
+        if (std::find(peer.former_names.begin(), peer.former_names.end(), n) ==
+            peer.former_names.end())
+            peer.former_names.push_back(std::move(n));
+    std::sort(peer.former_names.begin(), peer.former_names.end());
+    peer.names.clear();
 }
 
 void Registry::index_row(Observer observer, const Entry& entry) {

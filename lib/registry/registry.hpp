@@ -24,11 +24,32 @@ inline constexpr Observer kSelf = -1;
 enum class Source : std::uint8_t { Event, Dump, Probe, Resync };
 
 /// What is known of a peer netns beyond its id; every field may be unknown.
+/// What held a peer alive at the last look.
+struct Holders {
+    std::uint32_t processes = 0;      ///< processes inside it
+    std::optional<std::int32_t> pid;  ///< one of them
+    std::string comm;                 ///< its command name
+    std::vector<std::string> mounts;  ///< nsfs bind mounts of it, anywhere (sorted)
+    bool operator==(const Holders&) const = default;
+};
+
+/// Whose a peer is, from the cgroup of a process inside it; unsaid parts are empty.
+struct Owner {
+    std::string unit;      ///< innermost systemd unit
+    std::string runtime;   ///< docker, containerd, cri-o, podman, systemd-nspawn
+    std::string container; ///< the runtime's container id, or the machine's name
+    std::string pod_uid;   ///< Kubernetes pod UID
+    bool operator==(const Owner&) const = default;
+};
+
 struct Identity {
-    std::optional<std::uint64_t> cookie; ///< NS_GET_ID / SO_NETNS_COOKIE, never reused
-    std::optional<std::uint64_t> inode;  ///< nsfs inode, reused after death
-    std::vector<std::string> names;      ///< /run/netns names
-    std::optional<std::int32_t> pid;     ///< one process inside it
+    std::optional<std::uint64_t> cookie;   ///< NS_GET_ID / SO_NETNS_COOKIE, never reused
+    std::optional<std::uint64_t> inode;    ///< nsfs inode, reused after death
+    std::vector<std::string> names;        ///< current /run/netns names (as `ip netns` lists)
+    std::vector<std::string> former_names; ///< names it had under /run/netns, no longer
+    std::optional<std::int32_t> pid;       ///< one process inside it
+    Holders holders;
+    std::optional<Owner> owner;
     bool operator==(const Identity&) const = default;
 };
 

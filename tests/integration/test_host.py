@@ -115,7 +115,9 @@ assert set(changes[1:4]) == {('purge', c_id, 17), ('purge', str(ids['A']), 4),
 w.close()
 history = d.call('io.nsidd.Registry.History')['parameters']['deaths']
 assert [h['nsid'] for h in history] == [ids['C']], history
-assert history[0]['peer']['names'] == ['C'] and history[0]['peer']['cookie'], history
+# Deleted with `ip netns del`: its name is a former one by the time it dies.
+assert history[0]['peer']['former_names'] == ['C'] and history[0]['peer']['names'] == [] \
+    and history[0]['peer']['cookie'], history
 d.stop()
 subprocess.run(['ip', 'netns', 'del', 'A'], check=True)
 subprocess.run(['ip', 'netns', 'del', 'B'], check=True)

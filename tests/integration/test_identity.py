@@ -11,6 +11,7 @@ pid) and says what holds it alive (resolved | orphaned | unknown).
    history keeps the old one."""
 import os
 import subprocess
+import tempfile
 import time
 
 import nsidtest as t
@@ -65,6 +66,25 @@ assert e['peer']['cookie'] == cookie and e['peer']['inode'] == inode and e['peer
 assert os.stat('/proc/%d/ns/net' % e['peer']['pid']).st_ino == inode, e
 t.log('unnamed namespace of pid %d: nsid %d (assigned), cookie %d' % (sleeper.pid, e['nsid'],
                                                                        cookie))
+# Holders: the sleeper's namespace holds processes (one named), a named one its mount.
+assert e['peer']['holders']['processes'] >= 1 and e['peer']['holders']['mounts'] == [], e
+assert e['peer']['holders']['pid'] == e['peer']['pid'], e
+assert e['peer']['holders']['comm'] in ('sleep', 'unshare'), e
+red = named(d, 'red')
+assert red['peer']['holders'] == {'processes': 0, 'pid': None, 'comm': None,
+                                  'mounts': ['/run/netns/red']}, red
+# A bind mount outside /run/netns holds too, and is named; the name stays the /run/netns one.
+elsewhere = tempfile.mkdtemp()
+os.close(os.open(elsewhere + '/red copy', os.O_CREAT | os.O_WRONLY))
+subprocess.run(['mount', '--bind', '/run/netns/red', elsewhere + '/red copy'], check=True)
+t.wait_for('the second mount of red', lambda: (named(d, 'red') or {}).get('peer', {}).get(
+    'holders', {}).get('mounts') == sorted(['/run/netns/red', elsewhere + '/red copy']))
+subprocess.run(['umount', elsewhere + '/red copy'], check=True)
+t.wait_for('back to one mount of red', lambda: (named(d, 'red') or {}).get('peer', {}).get(
+    'holders', {}).get('mounts') == ['/run/netns/red'])
+t.log('holders: pid %d (%s) of %d processes; red held by its mount, then by two'
+      % (e['peer']['holders']['pid'], e['peer']['holders']['comm'],
+         e['peer']['holders']['processes']))
 status = d.status()
 assert status['kernel']['ns_get_id'] is True, status
 # The mount table by listmount(2) on this kernel; by its text where the run asks for that.
@@ -103,8 +123,9 @@ t.wait_for('the orphan in the log', lambda: 'Peer namespace nsid %d (was held, c
 os.close(fd)
 t.wait_for('held dead', lambda: held not in entries(d))
 deaths = [x for x in history(d) if x['peer']['cookie'] == held_cookie]
-assert len(deaths) == 1 and deaths[0]['nsid'] == held and deaths[0]['peer']['names'] == ['held'], \
-    deaths
+assert len(deaths) == 1 and deaths[0]['nsid'] == held, deaths
+# `ip netns del` took its name long before it died: a former name, not a current one.
+assert deaths[0]['peer']['names'] == [] and deaths[0]['peer']['former_names'] == ['held'], deaths
 assert deaths[0]['lifetime_usec'] >= 1_000_000, deaths
 t.wait_for('no orphan left', lambda: peers_metric(d, 'orphaned') == 0)
 t.log('fd closed: dead, in history once with cookie %d, lifetime %.1f s'

@@ -94,13 +94,21 @@ TEST(Owner, SystemdNspawnMachines) {
     EXPECT_EQ(o.container, "web-1");
 }
 
-TEST(Owner, PlainUnitsAndContainerdNamespaces) {
+TEST(Owner, PlainUnitsAndNerdctl) {
     EXPECT_EQ(owner("0::/system.slice/nginx.service\n"), (Owner{"nginx.service", "", "", ""}));
     EXPECT_EQ(owner("0::/user.slice/user-1000.slice/session-3.scope\n").unit, "session-3.scope");
-    const auto o = owner("0::/default/" + kId + "\n");
+    const auto o = owner("0::/system.slice/nerdctl-" + kId + ".scope\n");
     EXPECT_EQ(o.runtime, "containerd");
     EXPECT_EQ(o.container, kId);
     EXPECT_EQ(owner("1:name=systemd:/system.slice/cron.service\n2:cpu:/\n").unit, "cron.service");
+}
+
+TEST(Owner, AnIdUnderAnUnknownParentIsNoContainer) {
+    // A hex directory is a container only where a runtime's shape says so: a job scheduler's
+    // /process_api/<hash> is not one.
+    EXPECT_FALSE(parse_cgroup_owner("4:memory:/process_api/768b678fed47fe0dcd8d7aecbdc0d287\n"
+                                    "9:name=systemd:/\n0::/\n")
+                     .has_value());
 }
 
 TEST(Owner, NothingToSayOrNothingUsable) {
