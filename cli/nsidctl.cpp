@@ -11,13 +11,14 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/format.hpp"
 #include "util/time.hpp"
 #include "varlink/client.hpp"
 #include "version.hpp"
 
 namespace {
 
-using nsidd::varlink::Json;
+using namespace nsidctl;
 
 enum Exit { Ok = 0, DaemonError = 1, Usage = 2, Unreachable = 3 };
 
@@ -48,61 +49,12 @@ Json cli_entry(const Json& e) {
     return out;
 }
 
-// A value for a table cell. Strings are printed escaped (\n, \t, \\, \xHH for other control
-// bytes, and spaces as \x20): a namespace name can hold anything but '/' and NUL, and must not
-// move the terminal's cursor or split a row.
-std::string cell(const Json& v) {
-    if (v.is_null())
-        return "-";
-    if (!v.is_string())
-        return v.dump();
-    std::string out;
-    for (const unsigned char c : v.get<std::string>()) {
-        if (c == '\n')
-            out += "\\n";
-        else if (c == '\t')
-            out += "\\t";
-        else if (c == '\\')
-            out += "\\\\";
-        else if (c < 0x20 || c == 0x7f || c == ' ') {
-            char hex[5];
-            std::snprintf(hex, sizeof hex, "\\x%02x", c);
-            out += hex;
-        } else
-            out += static_cast<char>(c);
-    }
-    return out;
-}
-
 // The array under `key`; a reply without one is malformed (Json::exception, caught in run()).
 const Json& array_at(const Json& j, const char* key) {
     const Json& v = j.at(key);
     if (!v.is_array())
         throw Json::type_error::create(302, std::string(key) + " is not an array", &v);
     return v;
-}
-
-std::string plural(std::size_t n, const char* one, const char* many) {
-    return std::to_string(n) + " " + (n == 1 ? one : many);
-}
-
-// Parses an RFC 3339 time as nsidd writes it, for relative display.
-std::uint64_t parse_time(const std::string& s) {
-    std::tm tm{};
-    unsigned usec = 0;
-    if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d.%uZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                    &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &usec) < 6)
-        return 0;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return static_cast<std::uint64_t>(timegm(&tm)) * 1000000u + usec;
-}
-
-std::string age(const Json& v) {
-    if (!v.is_string())
-        return "-";
-    const auto t = parse_time(v.get<std::string>());
-    return t ? nsidd::format_age(t, nsidd::realtime_usec()) : v.get<std::string>();
 }
 
 // Prints rows as aligned columns; the header unless --no-legend.
@@ -127,66 +79,6 @@ void print_table(const Settings& s, const std::vector<std::string>& header,
         line(header);
     for (const auto& r : rows)
         line(r);
-}
-
-std::string peer_label(const Json& peer) {
-    if (peer.contains("names") && peer["names"].is_array() && !peer["names"].empty()) {
-        std::string out;
-        for (const auto& n : peer["names"])
-            out += (out.empty() ? "" : ",") + cell(n);
-        return out;
-    }
-    if (peer.contains("pid") && !peer["pid"].is_null())
-        return "pid " + cell(peer["pid"]);
-    return "-";
-}
-
-// At most `n` characters of a cell (table columns stay within 80 in all); "~" marks a cut.
-std::string fit(std::string text, std::size_t n) {
-    if (text.size() > n)
-        text = text.substr(0, n - 1) + "~";
-    return text;
-}
-
-const Json& object_at(const Json& j, const char* key) {
-    static const Json empty = Json::object();
-    const auto it = j.find(key);
-    return it != j.end() && it->is_object() ? *it : empty;
-}
-
-// What holds the peer, briefly: its processes (one named), else its first bind mount.
-std::string held_by(const Json& peer) {
-    const Json& h = object_at(peer, "holders");
-    const auto processes = h.value("processes", Json(0));
-    if (processes.is_number_unsigned() && processes.get<std::uint64_t>() > 0) {
-        std::string out = plural(processes.get<std::uint64_t>(), "proc", "procs");
-        if (h.contains("pid") && !h["pid"].is_null())
-            out += " " +
-                   (h.contains("comm") && h["comm"].is_string() ? cell(h["comm"]) + "/" : "") +
-                   cell(h["pid"]);
-        return out;
-    }
-    const auto mounts = h.find("mounts");
-    if (mounts != h.end() && mounts->is_array() && !mounts->empty())
-        return cell((*mounts)[0]) +
-               (mounts->size() > 1 ? " +" + std::to_string(mounts->size() - 1) : std::string());
-    return "-";
-}
-
-// Whose the peer is, briefly: runtime and short container id, else the pod, else the unit.
-std::string owned_by(const Json& peer) {
-    const Json& o = object_at(peer, "owner");
-    const auto text = [&o](const char* key) {
-        return o.contains(key) && o[key].is_string() ? cell(o[key]) : std::string();
-    };
-    if (const auto container = text("container"); !container.empty()) {
-        const auto runtime = text("runtime");
-        return (runtime.empty() ? "" : runtime + ":") + container.substr(0, 12);
-    }
-    if (const auto pod = text("pod_uid"); !pod.empty())
-        return "pod:" + pod.substr(0, 8);
-    const auto unit = text("unit");
-    return unit.empty() ? "-" : unit;
 }
 
 void print_entries(const Settings& s, const Json& entries) {

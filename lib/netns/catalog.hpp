@@ -35,17 +35,17 @@ struct Namespace {
     std::vector<std::string> former_names; ///< names it had there, no longer (sorted)
     std::vector<std::string> mounts;       ///< every mount point that reaches it (sorted)
     bool mounted = false;                  ///< any nsfs bind mount: !mounts.empty()
-    std::optional<pid_t> pid;          ///< one process inside it, from the last /proc pass
-    std::string comm;                  ///< that process's command name
-    std::uint32_t processes = 0;       ///< processes inside it, counted by the last pass
-    std::uint32_t pass_processes = 0;  ///< counted so far by the pass under way
-    std::optional<Owner> owner;        ///< from the cgroup of a process met inside it
-    std::optional<std::int32_t> nsid;  ///< self's id for it, when it has one
-    std::string path;                  ///< where it was last reached
-    std::uint64_t first_seen_usec = 0; ///< CLOCK_REALTIME
-    std::uint64_t seen_pass = 0;       ///< the last /proc pass that met a process in it
-    std::uint64_t asked_round = 0;     ///< the last refresh round that asked for its id
-    bool unverified = false;           ///< the id came from saved ids, not from the kernel
+    std::optional<pid_t> pid;              ///< one process inside it, from the last /proc pass
+    std::string comm;                      ///< that process's command name
+    std::uint32_t processes = 0;           ///< processes inside it, counted by the last pass
+    std::uint32_t pass_processes = 0;      ///< counted so far by the pass under way
+    std::optional<Owner> owner;            ///< from the cgroup of a process met inside it
+    std::optional<std::int32_t> nsid;      ///< self's id for it, when it has one
+    std::string path;                      ///< where it was last reached
+    std::uint64_t first_seen_usec = 0;     ///< CLOCK_REALTIME
+    std::uint64_t seen_pass = 0;           ///< the last /proc pass that met a process in it
+    std::uint64_t asked_round = 0;         ///< the last refresh round that asked for its id
+    bool unverified = false;               ///< the id came from saved ids, not from the kernel
 };
 
 /// What discovery did, for status and metrics.
@@ -130,6 +130,8 @@ public:
     bool mounts_by_listmount() const noexcept { return mount_table_.uses_listmount(); }
 
 private:
+    // Namespaces held open at once while their ids are asked: each open fd pins its namespace.
+    static constexpr std::size_t kChunk = 128;
     // A namespace file opened on this scan, its cookie read.
     struct Opened {
         UniqueFd fd;

@@ -26,10 +26,10 @@ enum class Source : std::uint8_t { Event, Dump, Probe, Resync };
 /// What is known of a peer netns beyond its id; every field may be unknown.
 /// What held a peer alive at the last look.
 struct Holders {
-    std::uint32_t processes = 0;      ///< processes inside it
-    std::optional<std::int32_t> pid;  ///< one of them
-    std::string comm;                 ///< its command name
-    std::vector<std::string> mounts;  ///< nsfs bind mounts of it, anywhere (sorted)
+    std::uint32_t processes = 0;     ///< processes inside it
+    std::optional<std::int32_t> pid; ///< one of them
+    std::string comm;                ///< its command name
+    std::vector<std::string> mounts; ///< nsfs bind mounts of it, anywhere (sorted)
     bool operator==(const Holders&) const = default;
 };
 

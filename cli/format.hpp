@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "varlink/protocol.hpp"
+
+namespace nsidctl {
+
+using nsidd::varlink::Json;
+
+/// A value for a table cell: "-" for null; strings escaped (\n, \t, \\, \xHH for other
+/// control bytes and spaces), so that a name cannot move the cursor or split a row.
+std::string cell(const Json& v);
+/// "1 entry", "2 entries".
+std::string plural(std::size_t n, const char* one, const char* many);
+/// An RFC 3339 time as nsidd writes it, in microseconds (0: not one).
+std::uint64_t parse_time(const std::string& s);
+/// How long ago an RFC 3339 time was ("3m ago"); "-" for null.
+std::string age(const Json& v);
+/// At most `n` characters; "~" marks a cut.
+std::string fit(std::string text, std::size_t n);
+/// The object under `key`, or an empty one.
+const Json& object_at(const Json& j, const char* key);
+/// What holds a peer, briefly: its processes (one named), else its first bind mount.
+std::string held_by(const Json& peer);
+/// Whose a peer is, briefly: runtime and short container id, else the pod, else the unit.
+std::string owned_by(const Json& peer);
+/// A peer's names, else "pid N", else "-".
+std::string peer_label(const Json& peer);
+
+} // namespace nsidctl

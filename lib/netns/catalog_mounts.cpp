@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The catalog's view of the nsfs mounts: which namespace each mount point reaches, and from
+// that each namespace's mount points, names and former names (docs/design.md, "Mount table").
+#include <algorithm>
+#include <string_view>
+
+#include "netns/catalog.hpp"
+
+namespace nsidd::netns {
+namespace {} // namespace
+
+void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
+    if (!mount_table_.refresh(full))
+        return;
+    const auto& current = mount_table_.paths();
+    std::vector<std::string> todo = std::exchange(recheck_, {});
+    if (!dropped_mounted_.empty()) {
+        // Namespaces dropped while mounted: open their mount points again, which records
+        // whatever they reach now. One walk per scan, however many were dropped.
+        for (auto m = mounts_.begin(); m != mounts_.end();) {
+            if (dropped_mounted_.count(m->second.second)) {
+                todo.push_back(m->first);
+                m = mounts_.erase(m);
+            } else {
+                ++m;
+            }
+        }
+        dropped_mounted_.clear();
+    }
+    todo.insert(todo.end(), mount_table_.changed_paths().begin(),
+                mount_table_.changed_paths().end());
+    if (full) {
+        for (const auto& [path, at] : mounts_)
+            todo.push_back(path);
+        for (const auto& [path, count] : current)
+            todo.push_back(path);
+    }
+    if (todo.empty())
+        return; // during a storm of `ip netns add`, most wakeups of other kinds find this
+    std::sort(todo.begin(), todo.end());
+    todo.erase(std::unique(todo.begin(), todo.end()), todo.end());
+    // Open what each mount point reaches now (the topmost mount); place them once every
+    // namespace met is recorded.
+    std::vector<Opened> opened;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> reached(todo.size()); // (inode, cookie)
+    for (std::size_t i = 0; i < todo.size(); ++i) {
+        if (!current.count(todo[i]))
+            continue; // no nsfs mount left there
+        auto m = open_ns(todo[i], std::nullopt);
+        if (!m) {
+            recheck_.push_back(todo[i]);
+            continue;
+        }
+        reached[i] = {m->inode, m->cookie};
+        opened.push_back(std::move(*m));
+        if (opened.size() == kChunk)
+            record(opened, now_usec, false);
+    }
+    record(opened, now_usec, false);
+    for (std::size_t i = 0; i < todo.size(); ++i)
+        place(todo[i], reached[i].first, reached[i].second);
+}
+
+std::optional<std::string_view> Catalog::name_of(const std::string& path) const {
+    const auto slash = path.rfind('/');
+    if (slash == std::string::npos || slash != roots_.netns_dir.size() ||
+        path.compare(0, slash, roots_.netns_dir) != 0)
+        return std::nullopt;
+    return std::string_view(path).substr(slash + 1);
+}
+
+namespace {
+
+// Inserts `value` into the sorted `v`; false when it was there.
+bool insert_sorted(std::vector<std::string>& v, std::string_view value) {
+    const auto at = std::lower_bound(v.begin(), v.end(), value);
+    if (at != v.end() && *at == value)
+        return false;
+    v.emplace(at, value);
+    return true;
+}
+
+bool erase_sorted(std::vector<std::string>& v, std::string_view value) {
+    const auto at = std::lower_bound(v.begin(), v.end(), value);
+    if (at == v.end() || *at != value)
+        return false;
+    v.erase(at);
+    return true;
+}
+
+} // namespace
+
+void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t cookie) {
+    const auto name = name_of(path);
+    auto at = mounts_.find(path);
+    if (at != mounts_.end()) {
+        if (at->second.second == cookie) {
+            at->second.first = inode;
+            return;
+        }
+        // It reached another namespace: that one loses this mount point (and the name, which
+        // becomes a former name).
+        if (auto was = namespaces_.find(at->second.second); was != namespaces_.end()) {
+            Namespace& ns = was->second;
+            erase_sorted(ns.mounts, path);
+            if (name && erase_sorted(ns.names, *name))
+                insert_sorted(ns.former_names, *name);
+            ns.mounted = !ns.mounts.empty();
+            changed_.push_back(ns.cookie);
+        }
+        mounts_.erase(at);
+    }
+    if (cookie == 0)
+        return;
+    const auto it = namespaces_.find(cookie);
+    if (it == namespaces_.end())
+        return;
+    Namespace& ns = it->second;
+    mounts_.emplace(path, std::make_pair(inode, cookie));
+    insert_sorted(ns.mounts, path);
+    ns.mounted = true;
+    if (name) {
+        insert_sorted(ns.names, *name);
+        erase_sorted(ns.former_names, *name);
+    }
+    changed_.push_back(ns.cookie);
+}
+
+} // namespace nsidd::netns
