@@ -1,9 +1,15 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string_view>
 
+#include <unistd.h>
+
+#include "netns/fd_scan.hpp"
 #include "netns/id_cache.hpp"
 #include "netns/mountinfo.hpp"
 
@@ -105,4 +111,50 @@ TEST(SavedIds, RejectsAnythingElse) {
         EXPECT_FALSE(parses(bad)) << bad;
     // An empty boot id never matches.
     EXPECT_FALSE(nsidd::netns::parse_id_cache("nsidd-ids 1  7\n", {"", 7}));
+}
+
+// FdScan over a directory tree standing in for /proc: fds are symlinks, as in /proc/PID/fd.
+TEST(FdScan, FindsNamespaceFdsInSlicesAndPublishesAtTheEnd) {
+    namespace fs = std::filesystem;
+    const fs::path root = fs::temp_directory_path() / ("nsidd-fdscan-" + std::to_string(getpid()));
+    fs::remove_all(root);
+    const auto proc = [&](const std::string& pid, const std::string& comm,
+                          const std::vector<std::pair<int, std::string>>& fds) {
+        fs::create_directories(root / pid / "fd");
+        std::ofstream(root / pid / "comm") << comm << '\n';
+        for (const auto& [fd, target] : fds)
+            fs::create_symlink(target, root / pid / "fd" / std::to_string(fd));
+    };
+    proc("123", "keeper", {{0, "/dev/null"}, {3, "net:[42]"}, {4, "net:[43]"}, {9, "net:[42]"}});
+    proc("124", "other", {{0, "socket:[991]"}, {1, "net:[7]"}});
+    proc("130", "late", {{5, "net:[43]"}});
+    fs::create_directories(root / "self"); // not a process directory
+    fs::create_directories(root / "125");  // a process without an fd directory (gone)
+    nsidd::netns::FdScan scan(root.string());
+    EXPECT_TRUE(scan.step(100)); // never started: nothing to do
+    scan.start({42, 43});
+    std::size_t steps = 0;
+    while (!scan.step(1)) {
+        ++steps;
+        EXPECT_TRUE(scan.found().empty()) << "published before the pass ended";
+        ASSERT_LT(steps, 1000u);
+    }
+    EXPECT_GT(steps, 8u); // one entry per step: it was sliced
+    using H = nsidd::netns::FdHolder;
+    auto found = scan.found();
+    ASSERT_EQ(found.size(), 2u);
+    std::sort(found[42].begin(), found[42].end(),
+              [](const H& a, const H& b) { return a.fd < b.fd; });
+    EXPECT_EQ(found[42], (std::vector<H>{{123, "keeper", 3}, {123, "keeper", 9}}));
+    std::sort(found[43].begin(), found[43].end(),
+              [](const H& a, const H& b) { return a.pid < b.pid; });
+    EXPECT_EQ(found[43], (std::vector<H>{{123, "keeper", 4}, {130, "late", 5}}));
+    // A new pass for another inode replaces the result when it ends.
+    fs::remove(root / "123" / "fd" / "3");
+    scan.start({7});
+    while (!scan.step(1000)) {
+    }
+    EXPECT_EQ(scan.found().size(), 1u);
+    EXPECT_EQ(scan.found().at(7), (std::vector<H>{{124, "other", 1}}));
+    fs::remove_all(root);
 }

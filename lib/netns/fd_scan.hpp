@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <dirent.h>
+#include <sys/types.h>
+
+#include "util/unique_fd.hpp"
+
+namespace nsidd::netns {
+
+/// An open file descriptor of some process that is a network namespace (an nsfs file, e.g.
+/// /proc/PID/ns/net or a /run/netns file opened and kept).
+struct FdHolder {
+    pid_t pid = 0;
+    std::string comm;
+    int fd = 0;
+    bool operator==(const FdHolder&) const = default;
+};
+
+/// Searches every process's open fds (/proc/PID/fd) for namespaces that nothing else visibly
+/// holds, in slices: a pass over a host with thousands of processes and fds never stalls the
+/// caller longer than its budget. Only nsfs fds ("net:[INODE]") are matched; the inodes sought
+/// are fixed for the duration of a pass.
+class FdScan {
+public:
+    explicit FdScan(std::string proc_dir) : proc_dir_(std::move(proc_dir)) {}
+
+    /// Starts a pass looking for these nsfs inodes (abandoning one under way).
+    void start(std::unordered_set<std::uint64_t> inodes);
+    bool running() const noexcept { return proc_ != nullptr; }
+    /// Looks at up to `budget` more entries (processes and fds). True when the pass ended:
+    /// then found() holds what it met.
+    bool step(std::size_t budget);
+    /// The holders the last completed pass met, by inode.
+    const std::unordered_map<std::uint64_t, std::vector<FdHolder>>& found() const noexcept {
+        return found_;
+    }
+    /// Entries looked at in all (for the cost in status and benchmarks).
+    std::uint64_t looked_at() const noexcept { return looked_at_; }
+
+private:
+    bool next_process();
+    void finish();
+
+    std::string proc_dir_;
+    std::unordered_set<std::uint64_t> sought_;
+    std::unique_ptr<DIR, int (*)(DIR*)> proc_{nullptr, ::closedir};
+    std::unique_ptr<DIR, int (*)(DIR*)> fds_{nullptr, ::closedir};
+    pid_t pid_ = 0;
+    std::string comm_; // of pid_, read when it is first needed
+    bool comm_read_ = false;
+    std::unordered_map<std::uint64_t, std::vector<FdHolder>> pass_, found_;
+    std::uint64_t looked_at_ = 0;
+};
+
+} // namespace nsidd::netns
