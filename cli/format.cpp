@@ -2,6 +2,7 @@
 // How nsidctl shows what nsidd answers: cells, ages, holders and owners in a few characters.
 #include "cli/format.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
@@ -116,6 +117,14 @@ std::string owned_by(const Json& peer) {
         return "pod:" + pod.substr(0, 8);
     const auto unit = text("unit");
     return unit.empty() ? "-" : unit;
+}
+
+Json state_name(const Json& wire) {
+    if (!wire.is_string())
+        return wire;
+    auto text = wire.get<std::string>();
+    std::replace(text.begin(), text.end(), '_', '-');
+    return text;
 }
 
 } // namespace nsidctl

@@ -28,6 +28,9 @@ const Json& object_at(const Json& j, const char* key);
 std::string held_by(const Json& peer);
 /// Whose a peer is, briefly: runtime and short container id, else the pod, else the unit.
 std::string owned_by(const Json& peer);
+/// A state as people, metrics and the journal spell it: the wire's stale_mount and fd_held are
+/// stale-mount and fd-held.
+Json state_name(const Json& wire);
 /// A peer's names, else "pid N", else "-".
 std::string peer_label(const Json& peer);
 

@@ -43,7 +43,7 @@ Json cli_entry(const Json& e) {
     if (peer.contains("names") && peer["names"].is_array() && !peer["names"].empty())
         out["name"] = peer["names"][0];
     out["peer"] = peer;
-    out["state"] = e.value("state", Json(nullptr));
+    out["state"] = state_name(e.value("state", Json(nullptr)));
     out["since"] = e.value("since", Json(nullptr));
     out["source"] = e.value("source", Json(nullptr));
     return out;
@@ -87,7 +87,7 @@ void print_entries(const Settings& s, const Json& entries) {
         const Json peer = e.value("peer", Json::object());
         rows.push_back({std::to_string(e.at("nsid").get<std::int64_t>()),
                         cell(e.value("current_nsid", Json(nullptr))), fit(peer_label(peer), 16),
-                        cell(e.value("state", Json(nullptr))), fit(held_by(peer), 20),
+                        cell(state_name(e.value("state", Json(nullptr)))), fit(held_by(peer), 20),
                         fit(owned_by(peer), 18), age(e.value("since", Json()))});
     }
     // Cookie, inode, former names, every holder and the whole owner: in -j.

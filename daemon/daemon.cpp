@@ -53,6 +53,7 @@ std::vector<std::string> Daemon::restart_only_changes(const Options& running,
     check(running.idle_timeout != fresh.idle_timeout, "idle-timeout");
     check(running.discovery_interval != fresh.discovery_interval, "discovery-interval");
     check(running.orphan_grace != fresh.orphan_grace, "orphan-grace");
+    check(running.stale_mount_paths != fresh.stale_mount_paths, "stale-mount-paths");
     check(running.assign_ids != fresh.assign_ids, "assign-ids");
     check(running.id_cache != fresh.id_cache, "id-cache");
     return out;
@@ -114,7 +115,8 @@ Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
                                   options_.history,
                                   options_.scope == Scope::Host,
                                   options_.assign_ids,
-                                  static_cast<std::uint64_t>(options_.orphan_grace * 1e6)};
+                                  static_cast<std::uint64_t>(options_.orphan_grace * 1e6),
+                                  options_.stale_mount_paths};
     engine_ = std::make_unique<mirror::Engine>(*kernel_, config);
     // Ids saved by an earlier nsidd in this boot spare the kernel a question per namespace.
     if (options_.id_cache != "none" && engine_->load_ids(options_.id_cache))

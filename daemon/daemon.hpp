@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <vector>
 
 #include <systemd/sd-event.h>
@@ -69,8 +70,9 @@ private:
     // Whether nsid events are queued on the event socket (polled: long work yields to them).
     bool events_waiting() const;
     void resync_if_replaced();
-    // After a discovery pass: warns once of each peer newly orphaned.
-    void report_orphans();
+    // After a discovery pass: warns once of each peer newly leaking (stale-mount, fd-held,
+    // pinned), with journal fields naming it, its holder and its owner.
+    void report_leaks();
     // Saves the catalog's ids for a restart (--id-cache), when they changed.
     void save_ids();
 
@@ -90,6 +92,7 @@ private:
     // Longest stretch of questions for unexplained ids before the loop serves others again.
     static constexpr std::uint64_t kRefreshSliceUsec = 1'000;
     static constexpr std::size_t kProcessesPerSlice = 2048;
+    static constexpr std::size_t kFdsPerSlice = 4096; // processes and fds looked at
     static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
     static constexpr std::size_t kBurstToLog = 10;
     static constexpr std::size_t kOrphansToLog = 10;
@@ -122,7 +125,8 @@ private:
     ino_t socket_inode_ = 0; // the socket file we bound, 0: none (passed, or not yet)
     bool id_cache_warned_ = false;
     std::vector<std::string> restart_needed_; // keys the last reload changed but cannot apply
-    std::set<std::pair<registry::Nsid, std::uint64_t>> orphans_; // reported: (nsid, since)
+    // Leaks reported: (nsid, since, state).
+    std::set<std::tuple<registry::Nsid, std::uint64_t, mirror::PeerState>> leaks_;
 };
 
 } // namespace nsidd::daemon

@@ -126,19 +126,29 @@ int Daemon::on_discovery_timer(sd_event_source* s, uint64_t, void* userdata) noe
 
 void Daemon::on_discovery_slice(sd_event_source* s) {
     // A bounded slice of the /proc walk per wakeup: a host with 100k processes does not stall
-    // the loop; the rest follows at once, after whatever else is pending. The mount table is
-    // reread on its own changes; only without that watch does a pass reread it too.
+    // the loop; the rest follows at once, after whatever else is pending. After a
+    // pass that left peers without a process or a mount, the fds of every process are
+    // searched for them, in slices too, before the next pass.
     const auto started = monotonic_usec();
-    const bool done = engine_->discover_processes(kProcessesPerSlice, !mountinfo_.is_valid());
+    const auto interval = static_cast<std::uint64_t>(options_.discovery_interval * 1e6);
+    if (engine_->fds_due()) {
+        const bool searched = engine_->discover_fds(kFdsPerSlice);
+        sd_event_source_set_time_relative(s, searched ? interval : 0);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        if (searched)
+            report_leaks();
+        return;
+    }
+    // Each pass rereads the mount table as it begins (by listmount, nearly free when nothing
+    // changed): a verdict needs a look at the mounts no older than the pass.
+    const bool done = engine_->discover_processes(kProcessesPerSlice, true);
     const auto walked = monotonic_usec();
-    const auto delay =
-        done ? static_cast<std::uint64_t>(options_.discovery_interval * 1e6) : std::uint64_t{0};
-    sd_event_source_set_time_relative(s, delay);
+    sd_event_source_set_time_relative(s, done && !engine_->fds_due() ? interval : 0);
     sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
     resync_if_replaced();
     if (!done)
         return;
-    report_orphans();
+    report_leaks();
     save_ids();
     const auto namespaces = engine_->catalog().namespaces().size();
     metrics_.set_namespaces(namespaces, read_netns_limit());
@@ -147,16 +157,73 @@ void Daemon::on_discovery_slice(sd_event_source* s) {
                   namespaces, walked - started, monotonic_usec() - walked);
 }
 
-void Daemon::report_orphans() {
-    // Each orphan once (by id and first-seen time: ids are reused), the first few by name.
-    std::set<std::pair<registry::Nsid, std::uint64_t>> now;
+namespace {
+
+// The journal fields a log pipeline routes a leak on.
+std::vector<std::string> leak_fields(registry::Nsid nsid, const registry::Identity& p,
+                                     const char* state) {
+    std::vector<std::string> f{"NSID=" + std::to_string(nsid), std::string("STATE=") + state};
+    if (p.cookie)
+        f.push_back("COOKIE=" + std::to_string(*p.cookie));
+    if (!p.holders.fds.empty()) {
+        f.push_back("HOLDER_PID=" + std::to_string(p.holders.fds.front().pid));
+        f.push_back("HOLDER_COMM=" + p.holders.fds.front().comm);
+    }
+    for (const auto& m : p.holders.mounts)
+        f.push_back("MOUNT_PATH=" + m);
+    if (p.owner) {
+        if (!p.owner->unit.empty())
+            f.push_back("UNIT=" + p.owner->unit);
+        if (!p.owner->container.empty())
+            f.push_back("CONTAINER=" + p.owner->container);
+        if (!p.owner->pod_uid.empty())
+            f.push_back("POD_UID=" + p.owner->pod_uid);
+    }
+    return f;
+}
+
+std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::PeerState s,
+                      double grace) {
+    const auto& had = p.names.empty() ? p.former_names : p.names;
+    const std::string id =
+        fmt::format("Peer namespace nsid {} ({}cookie {}, inode {})", nsid,
+                    had.empty() ? "" : fmt::format("was {}, ", fmt::join(had, ",")),
+                    p.cookie ? std::to_string(*p.cookie) : "unknown",
+                    p.inode ? std::to_string(*p.inode) : "unknown");
+    switch (s) {
+    case mirror::PeerState::StaleMount:
+        return fmt::format("{} is held only by the bind mount {} for {} s or more (a stale "
+                           "CNI-style mount: unmount it to free the namespace)",
+                           id, fmt::join(p.holders.mounts, ","), grace);
+    case mirror::PeerState::FdHeld:
+        return fmt::format("{} is held only by an fd of pid {} ({}), fd {}: that process keeps "
+                           "it alive",
+                           id, p.holders.fds.front().pid, p.holders.fds.front().comm,
+                           p.holders.fds.front().fd);
+    default:
+        return fmt::format("{} has had no process, no bind mount and no fd holding it for {} s "
+                           "or more: the kernel (a socket, a device) keeps it alive",
+                           id, grace);
+    }
+}
+
+} // namespace
+
+void Daemon::report_leaks() {
+    // Each leak once (by id, first-seen time and state: ids are reused), the first few in full.
+    std::set<std::tuple<registry::Nsid, std::uint64_t, mirror::PeerState>> now;
     std::size_t told = 0, more = 0;
     for (const auto& [nsid, row] : engine_->registry().table(registry::kSelf)->rows) {
-        if (engine_->state(registry::kSelf, row.entry) != mirror::PeerState::Orphaned)
+        const auto state = engine_->state(registry::kSelf, row.entry);
+        const auto notable = state == mirror::PeerState::StaleMount ? Notable::StaleMount
+                             : state == mirror::PeerState::FdHeld   ? Notable::FdHeld
+                             : state == mirror::PeerState::Pinned   ? Notable::Pinned
+                                                                    : Notable::Stopped;
+        if (notable == Notable::Stopped)
             continue;
-        const auto key = std::make_pair(nsid, row.entry.since_usec);
+        const auto key = std::make_tuple(nsid, row.entry.since_usec, state);
         now.insert(key);
-        if (orphans_.count(key))
+        if (leaks_.count(key))
             continue;
         if (told == kOrphansToLog) {
             ++more;
@@ -164,21 +231,15 @@ void Daemon::report_orphans() {
         }
         ++told;
         const auto& p = row.entry.peer;
-        const auto& had = p.names.empty() ? p.former_names : p.names;
-        const std::string names = had.empty() ? "" : fmt::format("was {}, ", fmt::join(had, ","));
-        log_notable(Notable::Orphaned, spdlog::level::warn,
-                    fmt::format("Peer namespace nsid {} ({}cookie {}, inode {}) has had no "
-                                "process and no bind mount for {} s or more: an open fd, a "
-                                "socket or the kernel keeps it alive",
-                                nsid, names, p.cookie ? std::to_string(*p.cookie) : "unknown",
-                                p.inode ? std::to_string(*p.inode) : "unknown",
-                                options_.orphan_grace));
+        const auto fields = leak_fields(nsid, p, mirror::to_string(state));
+        log_notable(notable, spdlog::level::warn, leak_text(nsid, p, state, options_.orphan_grace),
+                    fields);
     }
     if (more > 0)
         log_notable(
-            Notable::Orphaned, spdlog::level::warn,
-            fmt::format("{} more peer namespaces orphaned (nsidctl list shows them)", more));
-    orphans_ = std::move(now);
+            Notable::Pinned, spdlog::level::warn,
+            fmt::format("{} more peer namespaces leaking (nsidctl leaks shows them)", more));
+    leaks_ = std::move(now);
 }
 
 void Daemon::save_ids() {

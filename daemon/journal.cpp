@@ -4,6 +4,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <string>
+#include <vector>
+
+#include <sys/uio.h>
 
 #include <sys/stat.h>
 #include <syslog.h>
@@ -21,6 +25,7 @@ namespace {
 struct Tag {
     const char* id = nullptr;
     std::source_location where;
+    std::span<const std::string> fields;
 };
 thread_local Tag current_tag;
 
@@ -48,10 +53,19 @@ protected:
         const int prio = priority(msg.level);
         if (current_tag.id != nullptr) {
             const auto& w = current_tag.where;
-            sd_journal_send(
-                "MESSAGE=%.*s", len, text, "PRIORITY=%d", prio, "SYSLOG_IDENTIFIER=nsidd",
-                "MESSAGE_ID=%s", current_tag.id, "CODE_FILE=%s", w.file_name(), "CODE_LINE=%u",
-                static_cast<unsigned>(w.line()), "CODE_FUNC=%s", w.function_name(), nullptr);
+            std::vector<std::string> lines{"MESSAGE=" +
+                                               std::string(text, static_cast<std::size_t>(len)),
+                                           "PRIORITY=" + std::to_string(prio),
+                                           "SYSLOG_IDENTIFIER=nsidd",
+                                           std::string("MESSAGE_ID=") + current_tag.id,
+                                           std::string("CODE_FILE=") + w.file_name(),
+                                           "CODE_LINE=" + std::to_string(w.line()),
+                                           std::string("CODE_FUNC=") + w.function_name()};
+            lines.insert(lines.end(), current_tag.fields.begin(), current_tag.fields.end());
+            std::vector<iovec> iov;
+            for (auto& l : lines)
+                iov.push_back({l.data(), l.size()});
+            sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
         } else {
             sd_journal_send("MESSAGE=%.*s", len, text, "PRIORITY=%d", prio,
                             "SYSLOG_IDENTIFIER=nsidd", nullptr);
@@ -74,8 +88,12 @@ std::string_view message_id(Notable event) noexcept {
         return "c7f6f255177a45178938aee8730bf970";
     case Notable::PermissionDenied:
         return "3d5ebd27cb7645ecb46343c490e787f5";
-    case Notable::Orphaned:
-        return "985b24c07b514ee29cfa7346be0371fa";
+    case Notable::StaleMount:
+        return "301668d4865e4439ae34817ef75ea28a";
+    case Notable::FdHeld:
+        return "2db409e88f6740ea9d3f87c85d8e8c91";
+    case Notable::Pinned:
+        return "48b2db7a98b346769083a5284f0d5ba8";
     case Notable::Stopped:
         return "5fae1031d37948bd81ecc6df6a8c4193";
     }
@@ -83,8 +101,8 @@ std::string_view message_id(Notable event) noexcept {
 }
 
 void log_notable(Notable event, spdlog::level::level_enum level, std::string_view text,
-                 std::source_location where) {
-    current_tag = Tag{message_id(event).data(), where};
+                 std::span<const std::string> fields, std::source_location where) {
+    current_tag = Tag{message_id(event).data(), where, fields};
     spdlog::log(level, "{}", text);
     current_tag = Tag{};
 }

@@ -3,6 +3,8 @@
 
 #include <memory>
 #include <source_location>
+#include <span>
+#include <string>
 #include <string_view>
 
 #include <spdlog/spdlog.h>
@@ -10,14 +12,25 @@
 namespace nsidd::daemon {
 
 /// Events an operator may want to find or alert on; each has a journal MESSAGE_ID.
-enum class Notable { Started, Overrun, Resync, DeathBurst, PermissionDenied, Orphaned, Stopped };
+enum class Notable {
+    Started,
+    Overrun,
+    Resync,
+    DeathBurst,
+    PermissionDenied,
+    StaleMount, ///< a peer newly held only by a stale-mount path
+    FdHeld,     ///< a peer newly held only by fds of other processes
+    Pinned,     ///< a peer nothing visible holds: the kernel does
+    Stopped
+};
 
 /// The MESSAGE_ID of a notable event (32 hex digits).
 std::string_view message_id(Notable event) noexcept;
 
 /// Logs `text` at `level`, tagged with the event's MESSAGE_ID and the caller's location when
-/// the log goes to the journal.
+/// the log goes to the journal, with `fields` ("KEY=value" each) as further journal fields.
 void log_notable(Notable event, spdlog::level::level_enum level, std::string_view text,
+                 std::span<const std::string> fields = {},
                  std::source_location where = std::source_location::current());
 
 /// True when stderr is the journal's stream (JOURNAL_STREAM names its device and inode).

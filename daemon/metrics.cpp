@@ -36,12 +36,6 @@ Metrics::Metrics(std::vector<std::string_view> methods)
     : methods_(std::move(methods)), registry_(std::make_shared<prometheus::Registry>()),
       tables_(gauge(*registry_, "nsidd_tables", "Peer-id tables mirrored")),
       entries_(gauge(*registry_, "nsidd_entries", "Entries in all mirrored tables")),
-      peers_resolved_(gauge(*registry_, "nsidd_peers", "Peers of self by identity state",
-                            {{"state", "resolved"}})),
-      peers_orphaned_(gauge(*registry_, "nsidd_peers", "Peers of self by identity state",
-                            {{"state", "orphaned"}})),
-      peers_unknown_(gauge(*registry_, "nsidd_peers", "Peers of self by identity state",
-                           {{"state", "unknown"}})),
       events_new_(counter(*registry_, "nsidd_nsid_events_total", "nsid events received",
                           {{"type", "new"}})),
       events_del_(counter(*registry_, "nsidd_nsid_events_total", "nsid events received",
@@ -94,6 +88,22 @@ Metrics::Metrics(std::vector<std::string_view> methods)
                         .Register(*registry_);
     for (std::size_t i = 0; i < resyncs_.size(); ++i)
         resyncs_[i] = &resyncs.Add({{"reason", to_string(static_cast<ResyncReason>(i))}});
+    auto& peers = BuildGauge()
+                      .Name("nsidd_peers")
+                      .Help("Peers of self by what holds them (active, mounted, stale-mount, "
+                            "fd-held, pinned, unknown)")
+                      .Register(*registry_);
+    auto& oldest = BuildGauge()
+                       .Name("nsidd_leak_oldest_seconds")
+                       .Help("Age of the oldest peer in a leaking state, 0 when there is none")
+                       .Register(*registry_);
+    for (std::size_t i = 0; i < peers_.size(); ++i) {
+        const auto state = static_cast<PeerState>(i);
+        peers_[i] = &peers.Add({{"state", to_string(state)}});
+        if (state == PeerState::StaleMount || state == PeerState::FdHeld ||
+            state == PeerState::Pinned)
+            leak_oldest_[i] = &oldest.Add({{"state", to_string(state)}});
+    }
     // Every series up front: the request path then only looks handles up.
     for (auto m : methods_)
         for (const char* r : {"ok", "error"})
@@ -144,9 +154,15 @@ void Metrics::sync(const Sources& from) {
         auto count = [&states](PeerState s) {
             return static_cast<double>(states[static_cast<std::size_t>(s)]);
         };
-        peers_resolved_.Set(count(PeerState::Resolved));
-        peers_orphaned_.Set(count(PeerState::Orphaned));
-        peers_unknown_.Set(count(PeerState::Unknown));
+        for (std::size_t i = 0; i < peers_.size(); ++i)
+            peers_[i]->Set(count(static_cast<PeerState>(i)));
+        const auto oldest = from.engine.oldest_since();
+        const auto wall = realtime_usec();
+        for (std::size_t i = 0; i < leak_oldest_.size(); ++i)
+            if (leak_oldest_[i] != nullptr)
+                leak_oldest_[i]->Set(oldest[i] != 0 && wall > oldest[i]
+                                         ? static_cast<double>(wall - oldest[i]) / 1e6
+                                         : 0.0);
     }
     advance(events_new_, ev.new_events);
     advance(events_del_, ev.del_events);

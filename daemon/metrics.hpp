@@ -65,9 +65,9 @@ private:
     std::unique_ptr<HttpExporter> exporter_;
     prometheus::Gauge& tables_;
     prometheus::Gauge& entries_;
-    prometheus::Gauge& peers_resolved_;
-    prometheus::Gauge& peers_orphaned_;
-    prometheus::Gauge& peers_unknown_;
+    std::array<prometheus::Gauge*, static_cast<std::size_t>(PeerState::Count)> peers_{};
+    // Age of the oldest peer in each leaking state (stale-mount, fd-held, pinned); 0: none.
+    std::array<prometheus::Gauge*, static_cast<std::size_t>(PeerState::Count)> leak_oldest_{};
     prometheus::Counter& events_new_;
     prometheus::Counter& events_del_;
     prometheus::Counter& events_foreign_;

@@ -100,8 +100,20 @@ void describe_limits(CLI::App& app, Options& o) {
         ->check(CLI::Range(0.05, 3600.0))
         ->capture_default_str();
     app.add_option("--orphan-grace", o.orphan_grace,
-                   "Seconds a peer may have no process and no bind mount before it is orphaned")
+                   "Seconds a peer may have no process and no bind mount before it is pinned, "
+                   "or only a stale-mount path before it is stale")
         ->check(CLI::Range(0.0, 86400.0 * 7))
+        ->capture_default_str();
+    app.add_option("--stale-mount-paths", o.stale_mount_paths,
+                   "Globs of bind mounts that outlive their owner (CNI's); comma-separated")
+        ->delimiter(',')
+        ->check(CLI::Validator(
+            [](std::string& glob) {
+                return !glob.empty() && glob.front() == '/' && glob.size() <= 4096
+                           ? std::string()
+                           : std::string("not an absolute path glob");
+            },
+            "GLOB"))
         ->capture_default_str();
     app.add_option("--id-cache", o.id_cache,
                    "File that keeps namespace ids across restarts (this boot only), or none")
@@ -229,7 +241,8 @@ std::variant<Options, std::string> parse(int argc, char** argv, bool with_versio
              {"--socket", "--scope", "--rcvbuf", "--resync-interval", "--metrics-listen",
               "--log-level", "--history", "--max-connections", "--max-connections-per-uid",
               "--max-request", "--max-output", "--max-total-output", "--idle-timeout",
-              "--discovery-interval", "--orphan-grace", "--assign-ids", "--id-cache"}) {
+              "--discovery-interval", "--orphan-grace", "--stale-mount-paths", "--assign-ids",
+              "--id-cache"}) {
             if (what.rfind(std::string(key) + ":", 0) == 0 && !given(key)) {
                 const std::string name = std::string(key).substr(2);
                 return file + ": key '" + name + "'" + what.substr(std::strlen(key));

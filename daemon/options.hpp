@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 #include <optional>
 #include <variant>
 
@@ -31,7 +32,10 @@ struct Options {
     std::size_t max_total_output = 64 << 20; ///< unsent bytes of all clients together
     unsigned idle_timeout = 45;              ///< seconds a half-sent request may wait
     double discovery_interval = 10;          ///< seconds between discovery passes over /proc
-    double orphan_grace = 60;                ///< seconds a peer may go unheld before it is orphaned
+    double orphan_grace = 60; ///< seconds a peer may go unheld before it is pinned (or stale)
+    /// Bind mounts that outlive their owner (globs): a peer held only by one is stale-mount.
+    std::vector<std::string> stale_mount_paths{"/run/netns/cni-*", "/var/run/netns/cni-*",
+                                               "/run/user/*/netns/*"};
     bool assign_ids = false;                 ///< give every namespace found an id in self's table
     std::string id_cache = "/run/nsidd/ids"; ///< ids kept across restarts; "none": not kept
 };

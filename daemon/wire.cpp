@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "daemon/wire.hpp"
 
+#include <algorithm>
+#include <string>
+
 #include "util/time.hpp"
 
 namespace nsidd::daemon {
@@ -22,6 +25,13 @@ varlink::Json owner_json(const std::optional<registry::Owner>& o) {
             {"pod_uid", text(o->pod_uid)}};
 }
 
+varlink::Json fds_json(const std::vector<registry::FdHolder>& fds) {
+    auto out = varlink::Json::array();
+    for (const auto& f : fds)
+        out.push_back({{"pid", f.pid}, {"comm", f.comm}, {"fd", f.fd}, {"kind", "ns"}});
+    return out;
+}
+
 varlink::Json peer_json(const registry::Identity& id) {
     const auto& h = id.holders;
     return {{"cookie", or_null(id.cookie)},
@@ -33,7 +43,8 @@ varlink::Json peer_json(const registry::Identity& id) {
              {{"processes", h.processes},
               {"pid", or_null(h.pid)},
               {"comm", h.comm.empty() ? varlink::Json(nullptr) : varlink::Json(h.comm)},
-              {"mounts", h.mounts}}},
+              {"mounts", h.mounts},
+              {"fds", fds_json(h.fds)}}},
             {"owner", owner_json(id.owner)}};
 }
 
@@ -44,10 +55,13 @@ std::string observer_name(registry::Observer observer) {
 }
 
 varlink::Json to_json(const registry::Entry& e, const char* state) {
+    // A Varlink enum value cannot hold '-': "stale-mount" is stale_mount on the wire.
+    std::string wire_state = state;
+    std::replace(wire_state.begin(), wire_state.end(), '-', '_');
     return {{"nsid", e.nsid},
             {"current_nsid", or_null(e.current_nsid)},
             {"peer", peer_json(e.peer)},
-            {"state", state},
+            {"state", wire_state},
             {"since", format_iso8601(e.since_usec)},
             {"source", registry::to_string(e.source)}};
 }

@@ -41,10 +41,16 @@ const char* to_string(ResyncReason reason) noexcept {
 
 const char* to_string(PeerState state) noexcept {
     switch (state) {
-    case PeerState::Resolved:
-        return "resolved";
-    case PeerState::Orphaned:
-        return "orphaned";
+    case PeerState::Active:
+        return "active";
+    case PeerState::Mounted:
+        return "mounted";
+    case PeerState::StaleMount:
+        return "stale-mount";
+    case PeerState::FdHeld:
+        return "fd-held";
+    case PeerState::Pinned:
+        return "pinned";
     case PeerState::Unknown:
     case PeerState::Count:
         break;
@@ -65,7 +71,8 @@ std::uint64_t EngineStats::resyncs_total() const noexcept {
 
 Engine::Engine(Kernel& kernel, Config config, Clock clock)
     : kernel_(kernel), config_(std::move(config)), clock_(std::move(clock)),
-      registry_(config_.history), catalog_(config_.roots, kernel_, config_.assign_ids) {}
+      registry_(config_.history), catalog_(config_.roots, kernel_, config_.assign_ids),
+      fd_scan_(config_.roots.proc_dir) {}
 
 Result<std::vector<Change>> Engine::resync(ResyncReason reason) {
     const auto started = clock_.monotonic();

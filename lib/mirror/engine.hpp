@@ -12,6 +12,7 @@
 
 #include "mirror/kernel.hpp"
 #include "netns/catalog.hpp"
+#include "netns/fd_scan.hpp"
 #include "registry/registry.hpp"
 #include "util/result.hpp"
 
@@ -21,9 +22,9 @@ enum class ResyncReason : std::uint8_t { Startup, Overrun, Periodic, Manual, Rep
 /// "startup", "overrun", "periodic", "manual", "replaced".
 const char* to_string(ResyncReason reason) noexcept;
 
-/// What is known of whatever holds a peer alive (see Engine::state).
-enum class PeerState : std::uint8_t { Resolved, Orphaned, Unknown, Count };
-/// "resolved", "orphaned", "unknown".
+/// What holds a peer alive (see Engine::state and docs/design.md, "Peer states").
+enum class PeerState : std::uint8_t { Active, Mounted, StaleMount, FdHeld, Pinned, Unknown, Count };
+/// "active", "mounted", "stale-mount", "fd-held", "pinned", "unknown".
 const char* to_string(PeerState state) noexcept;
 
 /// The engine's clocks, in microseconds: the wall clock (first-seen, death and verdict times)
@@ -62,8 +63,12 @@ public:
         bool host = false;
         /// Give every namespace discovery finds without an id one (changes kernel state).
         bool assign_ids = false;
-        /// How long a peer may go without a process or a bind mount before it is orphaned.
+        /// How long a peer may go without a process or a bind mount before it is pinned, and
+        /// held by a stale-mount path only before that mount is stale.
         std::uint64_t orphan_grace_usec = 0;
+        /// Globs (fnmatch, '*' within one path component) of bind mounts that outlive their
+        /// owner when nothing else holds the namespace: CNI's /run/netns/cni-*.
+        std::vector<std::string> stale_mount_paths;
     };
 
     /// `kernel` must outlive the engine. Nothing is read until resync().
@@ -102,18 +107,28 @@ public:
     /// pass ended (then every verdict was renewed). `mounts`: reread the mount table as the
     /// pass begins (needed only where its changes are not watched).
     bool discover_processes(std::size_t budget, bool mounts);
+    /// Whether an fd search is due or under way: some peers had no process and no mount at
+    /// the end of the last pass.
+    bool fds_due() const noexcept { return fds_due_; }
+    /// Looks at up to `budget` more fds of that search. True when it ended: then each such
+    /// peer's fd holders (and state) are the search's findings.
+    bool discover_fds(std::size_t budget);
 
     /// The entry as served: a row of another observer's table names its peer through
     /// current_nsid, so it gets the identity of self's row for that peer; a row naming our own
     /// namespace gets its identity (cookie, inode).
     registry::Entry view(registry::Observer observer, const registry::Entry& entry) const;
-    /// Resolved: a process or a bind mount held the peer at the last look. Orphaned: nothing
-    /// that discovery can see has held it for longer than the grace period (an open fd, a
-    /// socket or the kernel keeps it alive). Unknown: not (yet) decided. Our own namespace is
-    /// resolved: this process holds it.
+    /// Active: a process inside held it at the last look (our own namespace is: this
+    /// process). Mounted: bind mounts only. StaleMount: bind mounts only, one of them on a
+    /// stale-mount path, with no process for longer than the grace period. FdHeld: an fd of
+    /// another process is the namespace (the last fd search found it). Pinned: nothing
+    /// visible has held it for longer than the grace period: the kernel does (or a socket).
+    /// Unknown: not decided yet.
     PeerState state(registry::Observer observer, const registry::Entry& entry) const;
     /// Self's peers by state.
     std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> state_counts() const;
+    /// Per state, the first-seen time (wall clock) of self's oldest peer in it; 0: none.
+    std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> oldest_since() const;
 
     /// Takes the ids saved at `path` for this boot and this namespace as hints, so that the
     /// bootstrap need not ask the kernel for them. False when there is no such file or it does
@@ -158,6 +173,8 @@ private:
     void scan_mounts(bool full);
     static registry::Identity identity_of(const netns::Namespace& ns);
     netns::IdCacheOrigin origin();
+    // Whether one of the namespace's mounts is on a stale-mount path.
+    bool on_stale_path(const std::vector<std::string>& mounts) const;
     // Host scope: whether `entry` of `observer`'s table names our own namespace.
     bool names_self(Observer observer, const registry::Entry& entry) const;
 
@@ -178,6 +195,8 @@ private:
     // dump cannot say which row names us), refreshed with each read of its table.
     std::map<Observer, Nsid> own_ids_;
     netns::Catalog catalog_;
+    netns::FdScan fd_scan_;
+    bool fds_due_ = false;
     std::map<Nsid, Verdict> verdicts_;
     // Self's rows that had no identity when they last changed (a superset of those without).
     std::set<Nsid> unidentified_;

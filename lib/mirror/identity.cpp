@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <set>
+#include <unordered_set>
+
+#include <fnmatch.h>
 
 #include "util/file.hpp"
 
@@ -198,8 +201,9 @@ void Engine::renew_verdicts() {
             next.emplace(nsid, Verdict{since, 0});
             continue;
         }
-        if (const auto& peer = row.entry.peer;
-            !peer.names.empty() || peer.pid || peer.holders != registry::Holders{}) {
+        if (const auto& peer = row.entry.peer; !peer.names.empty() || peer.pid ||
+                                               peer.holders.processes > 0 ||
+                                               !peer.holders.mounts.empty()) {
             // Nothing discovery can see holds it now: no process, no mount, no name.
             auto id = peer;
             for (const auto& n : id.names)
@@ -209,7 +213,7 @@ void Engine::renew_verdicts() {
                                   id.former_names.end());
             id.names.clear();
             id.pid.reset();
-            id.holders = {};
+            id.holders = registry::Holders{{}, {}, {}, {}, peer.holders.fds};
             unheld.emplace_back(nsid, std::move(id));
         }
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
@@ -227,6 +231,9 @@ void Engine::renew_verdicts() {
     verdicts_ = std::move(next);
     for (auto& [nsid, id] : unheld)
         registry_.set_peer(nsid, id);
+    // Peers nothing visible holds: search the fds of every process for them.
+    fds_due_ = std::any_of(verdicts_.begin(), verdicts_.end(),
+                           [](const auto& v) { return v.second.unheld_since != 0; });
 }
 
 bool Engine::names_self(Observer observer, const registry::Entry& entry) const {
@@ -255,9 +262,17 @@ registry::Entry Engine::view(Observer observer, const registry::Entry& entry) co
     return out;
 }
 
+bool Engine::on_stale_path(const std::vector<std::string>& mounts) const {
+    for (const auto& m : mounts)
+        for (const auto& glob : config_.stale_mount_paths)
+            if (::fnmatch(glob.c_str(), m.c_str(), FNM_PATHNAME) == 0)
+                return true;
+    return false;
+}
+
 PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
     if (names_self(observer, entry))
-        return PeerState::Resolved;
+        return PeerState::Active; // this process is inside
     const auto peer = registry::peer_of(observer, entry);
     if (!peer)
         return PeerState::Unknown;
@@ -267,17 +282,75 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
     if (row == rows.end() || v == verdicts_.end() ||
         v->second.row_since != row->second.entry.since_usec)
         return PeerState::Unknown;
-    if (v->second.unheld_since == 0)
-        return PeerState::Resolved;
-    return clock_.realtime() - v->second.unheld_since >= config_.orphan_grace_usec
-               ? PeerState::Orphaned
-               : PeerState::Unknown;
+    const auto now = clock_.realtime();
+    const auto& held_by = row->second.entry.peer.holders;
+    if (v->second.unheld_since == 0) {
+        const auto* ns = catalog_.by_nsid(*peer);
+        if (ns == nullptr || ns->pid || ns->processes > 0 || !ns->mounted)
+            return PeerState::Active; // a process held it at the last look
+        // Bind mounts only: a stale-mount path that has outlived every process by the grace
+        // period is the leak CNI leaves behind.
+        const bool aged = ns->no_process_since_usec != 0 &&
+                          now - ns->no_process_since_usec >= config_.orphan_grace_usec;
+        return aged && on_stale_path(ns->mounts) ? PeerState::StaleMount : PeerState::Mounted;
+    }
+    if (!held_by.fds.empty())
+        return PeerState::FdHeld;
+    return now - v->second.unheld_since >= config_.orphan_grace_usec ? PeerState::Pinned
+                                                                     : PeerState::Unknown;
+}
+
+bool Engine::discover_fds(std::size_t budget) {
+    if (!fds_due_)
+        return true;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    if (!fd_scan_.running()) {
+        std::unordered_set<std::uint64_t> inodes;
+        for (const auto& [nsid, v] : verdicts_)
+            if (v.unheld_since != 0)
+                if (const auto row = rows.find(nsid);
+                    row != rows.end() && row->second.entry.peer.inode)
+                    inodes.insert(*row->second.entry.peer.inode);
+        fd_scan_.start(std::move(inodes));
+    }
+    if (!fd_scan_.step(budget))
+        return false;
+    fds_due_ = false;
+    // Each unheld peer's fd holders are what the search met; a held one has none to show.
+    std::vector<std::pair<Nsid, registry::Identity>> updates;
+    for (const auto& [nsid, row] : rows) {
+        std::vector<registry::FdHolder> fds;
+        const auto v = verdicts_.find(nsid);
+        if (v != verdicts_.end() && v->second.unheld_since != 0 && row.entry.peer.inode)
+            if (const auto it = fd_scan_.found().find(*row.entry.peer.inode);
+                it != fd_scan_.found().end())
+                for (const auto& h : it->second)
+                    fds.push_back(registry::FdHolder{h.pid, h.comm, h.fd});
+        if (fds != row.entry.peer.holders.fds) {
+            auto id = row.entry.peer;
+            id.holders.fds = std::move(fds);
+            updates.emplace_back(nsid, std::move(id));
+        }
+    }
+    for (auto& [nsid, id] : updates)
+        registry_.set_peer(nsid, id);
+    return true;
 }
 
 std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> Engine::state_counts() const {
     std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> out{};
     for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
         ++out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
+    return out;
+}
+
+std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> Engine::oldest_since() const {
+    std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> out{};
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
+        auto& oldest = out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
+        if (oldest == 0 || row.entry.since_usec < oldest)
+            oldest = row.entry.since_usec;
+    }
     return out;
 }
 

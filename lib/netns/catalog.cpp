@@ -236,11 +236,15 @@ void Catalog::restart_pass() {
     ++pass_;
 }
 
-void Catalog::end_pass() {
+void Catalog::end_pass(std::uint64_t now_usec) {
     proc_.reset();
     for (auto& [cookie, ns] : namespaces_) {
         // What this pass counted is what holds it now; without a process, no pid to show.
         const auto counted = std::exchange(ns.pass_processes, 0);
+        if (counted > 0)
+            ns.no_process_since_usec = 0;
+        else if (ns.no_process_since_usec == 0)
+            ns.no_process_since_usec = now_usec;
         if (counted != ns.processes || (counted == 0 && ns.pid)) {
             ns.processes = counted;
             if (counted == 0) {
@@ -275,7 +279,7 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
         if (d == nullptr) {
             // The pass is over: what no process and no mount held during it is out of reach.
             record(opened, now_usec, true);
-            end_pass();
+            end_pass(now_usec);
             return true;
         }
         char* end = nullptr;

@@ -31,21 +31,22 @@ struct Namespace {
     std::uint64_t cookie = 0;
     bool cookie_is_inode = false;
     std::uint64_t inode = 0;
-    std::vector<std::string> names;        ///< bind mounts under the netns directory (sorted)
-    std::vector<std::string> former_names; ///< names it had there, no longer (sorted)
-    std::vector<std::string> mounts;       ///< every mount point that reaches it (sorted)
-    bool mounted = false;                  ///< any nsfs bind mount: !mounts.empty()
-    std::optional<pid_t> pid;              ///< one process inside it, from the last /proc pass
-    std::string comm;                      ///< that process's command name
-    std::uint32_t processes = 0;           ///< processes inside it, counted by the last pass
-    std::uint32_t pass_processes = 0;      ///< counted so far by the pass under way
-    std::optional<Owner> owner;            ///< from the cgroup of a process met inside it
-    std::optional<std::int32_t> nsid;      ///< self's id for it, when it has one
-    std::string path;                      ///< where it was last reached
-    std::uint64_t first_seen_usec = 0;     ///< CLOCK_REALTIME
-    std::uint64_t seen_pass = 0;           ///< the last /proc pass that met a process in it
-    std::uint64_t asked_round = 0;         ///< the last refresh round that asked for its id
-    bool unverified = false;               ///< the id came from saved ids, not from the kernel
+    std::vector<std::string> names;          ///< bind mounts under the netns directory (sorted)
+    std::vector<std::string> former_names;   ///< names it had there, no longer (sorted)
+    std::vector<std::string> mounts;         ///< every mount point that reaches it (sorted)
+    bool mounted = false;                    ///< any nsfs bind mount: !mounts.empty()
+    std::optional<pid_t> pid;                ///< one process inside it, from the last /proc pass
+    std::string comm;                        ///< that process's command name
+    std::uint32_t processes = 0;             ///< processes inside it, counted by the last pass
+    std::uint32_t pass_processes = 0;        ///< counted so far by the pass under way
+    std::uint64_t no_process_since_usec = 0; ///< end of the first pass that met none; 0: one
+    std::optional<Owner> owner;              ///< from the cgroup of a process met inside it
+    std::optional<std::int32_t> nsid;        ///< self's id for it, when it has one
+    std::string path;                        ///< where it was last reached
+    std::uint64_t first_seen_usec = 0;       ///< CLOCK_REALTIME
+    std::uint64_t seen_pass = 0;             ///< the last /proc pass that met a process in it
+    std::uint64_t asked_round = 0;           ///< the last refresh round that asked for its id
+    bool unverified = false;                 ///< the id came from saved ids, not from the kernel
 };
 
 /// What discovery did, for status and metrics.
@@ -148,7 +149,7 @@ private:
     // --assign-ids: gives each asked namespace still without an id one, then asks again.
     void assign_missing(const std::vector<Namespace*>& asked, const std::vector<int>& fds);
     // The /proc pass is over: drops what neither a process nor a mount held during it.
-    void end_pass();
+    void end_pass(std::uint64_t now_usec);
     void set_nsid(Namespace& ns, std::optional<std::int32_t> nsid);
     // Reads the command name and the owner (cgroup) of the namespace's process.
     void describe_process(Namespace& ns);

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "netns/mountinfo.hpp"
@@ -15,6 +16,11 @@
 namespace nsidd::netns {
 
 void FdScan::start(std::unordered_set<std::uint64_t> inodes) {
+    if (!nsfs_dev_) {
+        struct stat st {};
+        if (::stat((proc_dir_ + "/self/ns/net").c_str(), &st) == 0)
+            nsfs_dev_ = st.st_dev;
+    }
     sought_ = std::move(inodes);
     pass_.clear();
     fds_.reset();
@@ -48,6 +54,36 @@ void FdScan::finish() {
     pass_.clear();
 }
 
+// The nsfs inode sought that fd `name` of the current process is, if it is one. An fd opened
+// through /proc/PID/ns/net reads back as "net:[INODE]"; one opened through a bind mount reads
+// back as that mount's path (or "/" once it is unmounted), so for a path the inode comes from
+// fdinfo (no call into the file's file system), and a match is confirmed by stat(2).
+std::optional<std::uint64_t> FdScan::match(const char* name) {
+    char target[64];
+    const ssize_t len = ::readlinkat(::dirfd(fds_.get()), name, target, sizeof target);
+    if (len <= 0)
+        return std::nullopt;
+    const std::string_view link(target, static_cast<std::size_t>(len));
+    if (link.front() != '/') {
+        const auto inode = net_root_inode(link); // else socket:[...], pipe:[...], anon_inode:...
+        return inode && sought_.count(*inode) ? inode : std::nullopt;
+    }
+    const auto info = read_file(proc_dir_ + "/" + std::to_string(pid_) + "/fdinfo/" + name, 4096);
+    if (!info)
+        return std::nullopt;
+    const auto at = info->find("\nino:");
+    if (at == std::string::npos)
+        return std::nullopt;
+    const std::uint64_t ino = std::strtoull(info->c_str() + at + 5, nullptr, 10);
+    if (!sought_.count(ino))
+        return std::nullopt;
+    struct stat st {};
+    if (::fstatat(::dirfd(fds_.get()), name, &st, 0) < 0 || st.st_ino != ino ||
+        (nsfs_dev_ && st.st_dev != *nsfs_dev_))
+        return std::nullopt;
+    return ino;
+}
+
 bool FdScan::step(std::size_t budget) {
     if (!proc_)
         return true;
@@ -55,7 +91,6 @@ bool FdScan::step(std::size_t budget) {
         finish();
         return true;
     }
-    char target[64];
     for (std::size_t n = 0; n < budget; ++n) {
         if (!fds_ && !next_process()) {
             finish();
@@ -69,12 +104,8 @@ bool FdScan::step(std::size_t budget) {
         ++looked_at_;
         if (d->d_name[0] == '.')
             continue;
-        // "net:[INODE]" is 5 + at most 20 + 1 bytes; anything longer is another kind of file.
-        const ssize_t len = ::readlinkat(::dirfd(fds_.get()), d->d_name, target, sizeof target);
-        if (len <= 0 || static_cast<std::size_t>(len) >= sizeof target)
-            continue;
-        const auto inode = net_root_inode(std::string_view(target, static_cast<std::size_t>(len)));
-        if (!inode || !sought_.count(*inode))
+        const auto inode = match(d->d_name);
+        if (!inode)
             continue;
         if (!comm_read_) {
             comm_read_ = true;

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -27,8 +28,8 @@ struct FdHolder {
 
 /// Searches every process's open fds (/proc/PID/fd) for namespaces that nothing else visibly
 /// holds, in slices: a pass over a host with thousands of processes and fds never stalls the
-/// caller longer than its budget. Only nsfs fds ("net:[INODE]") are matched; the inodes sought
-/// are fixed for the duration of a pass.
+/// caller longer than its budget. Only nsfs files are matched (opened through /proc/PID/ns/net
+/// or through a bind mount); the inodes sought are fixed for the duration of a pass.
 class FdScan {
 public:
     explicit FdScan(std::string proc_dir) : proc_dir_(std::move(proc_dir)) {}
@@ -48,6 +49,7 @@ public:
 
 private:
     bool next_process();
+    std::optional<std::uint64_t> match(const char* name);
     void finish();
 
     std::string proc_dir_;
@@ -59,6 +61,7 @@ private:
     bool comm_read_ = false;
     std::unordered_map<std::uint64_t, std::vector<FdHolder>> pass_, found_;
     std::uint64_t looked_at_ = 0;
+    std::optional<dev_t> nsfs_dev_; // the nsfs device, from our own namespace's file
 };
 
 } // namespace nsidd::netns

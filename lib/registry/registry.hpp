@@ -24,12 +24,21 @@ inline constexpr Observer kSelf = -1;
 enum class Source : std::uint8_t { Event, Dump, Probe, Resync };
 
 /// What is known of a peer netns beyond its id; every field may be unknown.
+/// An fd of another process that is the peer namespace.
+struct FdHolder {
+    std::int32_t pid = 0;
+    std::string comm;
+    std::int32_t fd = 0;
+    bool operator==(const FdHolder&) const = default;
+};
+
 /// What held a peer alive at the last look.
 struct Holders {
     std::uint32_t processes = 0;     ///< processes inside it
     std::optional<std::int32_t> pid; ///< one of them
     std::string comm;                ///< its command name
     std::vector<std::string> mounts; ///< nsfs bind mounts of it, anywhere (sorted)
+    std::vector<FdHolder> fds;       ///< searched only while nothing above holds it
     bool operator==(const Holders&) const = default;
 };
 

@@ -464,7 +464,7 @@ def deaths(daemon):
 
 
 def metric(daemon, series):
-    """The value of one series of GetMetrics, e.g. 'nsidd_peers{state="orphaned"}'."""
+    """The value of one series of GetMetrics, e.g. 'nsidd_peers{state="pinned"}'."""
     text = daemon.call('io.nsidd.Registry.GetMetrics')['parameters']['text']
     for line in text.splitlines():
         if line.startswith(series + ' ') or (line.startswith(series + '{') and '{' not in series):

@@ -3,7 +3,7 @@
 """Host scope: every namespace's table that self has an id for, kept equal to the kernel
 (TARGET_NSID dumps), with cross-table purge in one sweep when peers die.
 1. A, B, C with ids in self; A->B 3, A->C 4, B->C 9, C->A 17: the graph equals the kernel.
-   A's id 5 names nsidd's own namespace: that row carries its inode and is resolved.
+   A's id 5 names nsidd's own namespace: that row carries its inode and is active.
    Delete C: C's table and A's and B's entries for C go in one batch; history shows C once.
 2. 300 namespaces, each with ids for 10 others; 150 deleted in one burst: graph equals kernel."""
 import json
@@ -80,15 +80,15 @@ def peer_names(observer, nsid):
 
 
 t.wait_for('identities in other tables',
-           lambda: peer_names(ids['C'], 17) == (['A'], 'resolved') and
-           peer_names(ids['A'], 3) == (['B'], 'resolved'))
-t.log("C's id 17 and A's id 3 are named A and B, resolved")
+           lambda: peer_names(ids['C'], 17) == (['A'], 'mounted') and
+           peer_names(ids['A'], 3) == (['B'], 'mounted'))
+t.log("C's id 17 and A's id 3 are named A and B, mounted")
 
 
 own = entry(ids['A'], 5)
-assert own['state'] == 'resolved' and own['current-nsid'] is None, own
+assert own['state'] == 'active' and own['current-nsid'] is None, own
 assert own['peer']['inode'] == os.stat('/proc/self/ns/net').st_ino, own
-t.log("A's id 5 names nsidd's own namespace: inode %d, resolved" % own['peer']['inode'])
+t.log("A's id 5 names nsidd's own namespace: inode %d, active" % own['peer']['inode'])
 
 w = t.Varlink(d.socket)
 w.send('io.nsidd.Registry.Watch', {}, more=True)

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Identity: every entry names its peer (NS_GET_ID cookie, nsfs inode, /run/netns names, one
-pid) and says what holds it alive (resolved | orphaned | unknown).
-1. Named namespaces and a process's unnamed one: cookie and inode equal what NS_GET_ID and
-   fstat say; --assign-ids gives the unnamed one an id; all resolved.
+pid, holders) and says what holds it alive (active | mounted | fd-held | pinned | ...).
+1. Named namespaces (mounted) and a process's unnamed one (active): cookie and inode equal
+   what NS_GET_ID and fstat say; --assign-ids gives the unnamed one an id; holders named.
 2. A namespace added after start is named within moments (the mount watch), with no pass due.
-3. A namespace kept alive by an open fd after `ip netns del` is orphaned after the grace
-   period; when the fd closes it is dead, in history with its cookie and names.
+3. A namespace kept alive by an open fd after `ip netns del` is fd-held, the fd's process
+   named; when the fd closes it is dead, in history with its cookie and former name. One kept
+   by an open /proc/PID/net/dev after PID exited (no fd an fd search can tie to it) is pinned
+   after the grace period.
 4. The kernel reuses an nsfs inode for a new namespace: the new entry has the new cookie, the
    history keeps the old one."""
 import os
@@ -27,7 +29,7 @@ def peers_metric(d, state):
     return t.metric(d, 'nsidd_peers{state="%s"}' % state)
 
 
-def named(d, name, state='resolved'):
+def named(d, name, state='mounted'):
     """The entry for /run/netns/NAME once nsidd shows it with its identity, else None."""
     nsid = kernel.by_name().get(name)
     e = entries(d).get(nsid) if nsid is not None else None
@@ -45,10 +47,10 @@ t.wait_for('the unshared process', lambda: os.stat(
     '/proc/%d/ns/net' % sleeper.pid).st_ino != own)
 d = t.Daemon('--discovery-interval', '0.2', '--orphan-grace', '1', '--assign-ids')
 for name in ('red', 'green', 'blue'):
-    e = t.wait_for(name + ' resolved', lambda: named(d, name))
+    e = t.wait_for(name + ' mounted', lambda: named(d, name))
     cookie, inode = t.identity('/run/netns/' + name)
     assert e['peer']['cookie'] == cookie and e['peer']['inode'] == inode, (name, e, cookie)
-    t.log('%s: nsid %d, cookie %d, inode %d, resolved' % (name, e['nsid'], cookie, inode))
+    t.log('%s: nsid %d, cookie %d, inode %d, mounted' % (name, e['nsid'], cookie, inode))
 assert named(d, 'red')['nsid'] == 5
 sleeper_ns = '/proc/%d/ns/net' % sleeper.pid
 
@@ -56,7 +58,7 @@ sleeper_ns = '/proc/%d/ns/net' % sleeper.pid
 def sleeper_entry():
     nsid = kernel.by_path([sleeper_ns])[sleeper_ns]
     e = entries(d).get(nsid) if nsid is not None else None
-    return e if e and e['state'] == 'resolved' and e['peer']['pid'] is not None else None
+    return e if e and e['state'] == 'active' and e['peer']['pid'] is not None else None
 
 
 e = t.wait_for('the process namespace, given an id', sleeper_entry)
@@ -71,7 +73,7 @@ assert e['peer']['holders']['processes'] >= 1 and e['peer']['holders']['mounts']
 assert e['peer']['holders']['pid'] == e['peer']['pid'], e
 assert e['peer']['holders']['comm'] in ('sleep', 'unshare'), e
 red = named(d, 'red')
-assert red['peer']['holders'] == {'processes': 0, 'pid': None, 'comm': None,
+assert red['peer']['holders'] == {'processes': 0, 'pid': None, 'comm': None, 'fds': [],
                                   'mounts': ['/run/netns/red']}, red
 # A bind mount outside /run/netns holds too, and is named; the name stays the /run/netns one.
 elsewhere = tempfile.mkdtemp()
@@ -102,34 +104,67 @@ t.log('a namespace added after start was named in %.0f ms (no /proc pass due for
       % ((time.monotonic() - started) * 1000))
 d2.stop()
 
-# 3. Orphaned: kept alive by an fd after `ip netns del`. From here on the ids come from
+# 3. Fd-held: kept alive by an fd after `ip netns del`. From here on the ids come from
 # --assign-ids (setting one by hand would race nsidd's assignment).
 subprocess.run(['ip', 'netns', 'add', 'held'], check=True)
-e = t.wait_for('held resolved', lambda: named(d, 'held'))
+e = t.wait_for('held mounted', lambda: named(d, 'held'))
+seen = time.monotonic()  # nsidd's first-seen time is before this
 held_cookie, held = e['peer']['cookie'], e['nsid']
 fd = os.open('/run/netns/held', os.O_RDONLY)
 subprocess.run(['ip', 'netns', 'del', 'held'], check=True)
 assert held in kernel.by_nsid([held]), 'the fd keeps the namespace and its id'
 unheld = time.monotonic()
-e = t.wait_for('held orphaned', lambda: (entries(d).get(held) or {}).get('state') == 'orphaned'
+e = t.wait_for('held fd-held', lambda: (entries(d).get(held) or {}).get('state') == 'fd_held'
                and entries(d)[held], timeout=20)
 took = time.monotonic() - unheld
-assert took >= 1.0, 'orphaned before the 1 s grace period: %.2f s' % took
 assert e['peer']['cookie'] == held_cookie, e
-t.wait_for('the orphan counted', lambda: peers_metric(d, 'orphaned') == 1)
-t.log('held by an fd only: orphaned after %.1f s (grace 1 s); nsidd_peers{orphaned} = 1' % took)
-t.wait_for('the orphan in the log', lambda: 'Peer namespace nsid %d (was held, cookie %d'
-           % (held, held_cookie) in d.log())
+# The holder is this process: its pid, its command, the fd number.
+assert {'pid': os.getpid(), 'fd': fd, 'kind': 'ns'}.items() <= e['peer']['holders']['fds'][0].items(), e
+assert e['peer']['holders']['fds'][0]['comm'].startswith('python'), e
+assert e['peer']['names'] == [] and e['peer']['former_names'] == ['held'], e
+assert e['peer']['holders']['processes'] == 0 and e['peer']['holders']['mounts'] == [], e
+t.wait_for('the fd-held peer counted', lambda: peers_metric(d, 'fd-held') == 1)
+t.log('held by an fd only: fd-held after %.1f s, holder pid %d fd %d; nsidd_peers{fd-held} = 1'
+      % (took, os.getpid(), fd))
+t.wait_for('the leak in the log', lambda: 'Peer namespace nsid %d (was held, cookie %d'
+           % (held, held_cookie) in d.log() and 'fd %d' % fd in d.log())
+closed = time.monotonic()  # and its death after this
 os.close(fd)
 t.wait_for('held dead', lambda: held not in entries(d))
 deaths = [x for x in history(d) if x['peer']['cookie'] == held_cookie]
 assert len(deaths) == 1 and deaths[0]['nsid'] == held, deaths
 # `ip netns del` took its name long before it died: a former name, not a current one.
 assert deaths[0]['peer']['names'] == [] and deaths[0]['peer']['former_names'] == ['held'], deaths
-assert deaths[0]['lifetime_usec'] >= 1_000_000, deaths
-t.wait_for('no orphan left', lambda: peers_metric(d, 'orphaned') == 0)
+assert deaths[0]['lifetime_usec'] >= (closed - seen) * 1e6, (deaths, closed - seen)
+t.wait_for('no fd-held peer left', lambda: peers_metric(d, 'fd-held') == 0)
 t.log('fd closed: dead, in history once with cookie %d, lifetime %.1f s'
       % (held_cookie, deaths[0]['lifetime_usec'] / 1e6))
+
+# 3b. Pinned: /proc/PID/net/dev of a process in its own namespace, kept open after it exits.
+# Nothing an fd search can tie to the namespace holds it (the fd is a proc file, not nsfs).
+pinner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
+t.wait_for('the pinner unshared', lambda: os.stat('/proc/%d/ns/net' % pinner.pid).st_ino != own)
+pin_path = '/proc/%d/ns/net' % pinner.pid
+pin_cookie, _ = t.identity(pin_path)
+pin_nsid = t.wait_for('the pinner given an id', lambda: kernel.by_path([pin_path])[pin_path])
+dev = open('/proc/%d/net/dev' % pinner.pid)
+pinner.kill()
+pinner.wait()
+unheld = time.monotonic()
+try:
+    e = t.wait_for('pinned', lambda: (entries(d).get(pin_nsid) or {}).get('state') == 'pinned'
+                   and entries(d)[pin_nsid], timeout=20)
+except AssertionError:
+    raise AssertionError('not pinned: %s' % entries(d).get(pin_nsid))
+took = time.monotonic() - unheld
+assert took >= 1.0, 'pinned before the 1 s grace period: %.2f s' % took
+assert e['peer']['cookie'] == pin_cookie and e['peer']['holders']['fds'] == [], e
+t.wait_for('the pinned peer counted', lambda: peers_metric(d, 'pinned') == 1)
+dev.close()
+t.wait_for('pinned dead', lambda: pin_nsid not in entries(d))
+t.wait_for('no pinned peer left', lambda: peers_metric(d, 'pinned') == 0)
+t.log('kept by an open /proc/PID/net/dev: pinned after %.1f s (grace 1 s); dead once closed'
+      % took)
 
 # 4. Inode reuse: delete a namespace and create another until the kernel hands out the same
 # nsfs inode; the entries and the history must follow the cookie, not the inode.

@@ -13,8 +13,8 @@ t.ip_batch(['netns add c%d' % i for i in range(8)] + ['netns set c%d auto' % i f
 d = t.Daemon()
 sock = d.socket
 # Identities follow the ids shortly after start; compare outputs once they are in.
-t.wait_for('every peer resolved', lambda: all(
-    e['state'] == 'resolved' for e in json.loads(t.nsidctl('-j', 'list', socket_path=sock).stdout)))
+t.wait_for('every peer held by its mount', lambda: all(
+    e['state'] == 'mounted' for e in json.loads(t.nsidctl('-j', 'list', socket_path=sock).stdout)))
 
 listed = json.loads(t.nsidctl('-j', 'list', socket_path=sock).stdout)
 ip_listed = json.loads(subprocess.run(['ip', '-j', 'netns', 'list-id'], capture_output=True,

@@ -3,7 +3,7 @@
 """Peers replaced under a kept id while events are lost: old namespaces die and new ones take
 their ids while nsidd is stopped (SIGSTOP) with a small receive buffer, so the DELs and NEWs
 are lost in an overrun. After the resync every id must name its new holder, every old peer's
-death must be in the history with its old identity, and nothing may be called orphaned."""
+death must be in the history with its old identity, and nothing may be called pinned or fd-held."""
 import os
 import signal
 import subprocess
@@ -55,13 +55,14 @@ def run(count, rcvbuf):
     for n in news:
         e = got[new_ids[n]]
         assert e['peer']['names'] == [n], e
-        assert e['state'] != 'orphaned', e
+        assert e['state'] not in ('pinned', 'fd_held'), e
     dead = {x['peer']['cookie'] for x in deaths(d)}
     missing = set(old.values()) - dead
     assert not missing, '%d of %d deaths missing from the history' % (len(missing), count)
     assert metric(d, 'nsidd_purged_peers_total') >= count
     time.sleep(2)  # past the grace period: still no orphan
-    assert metric(d, 'nsidd_peers{state="orphaned"}') == 0
+    assert metric(d, 'nsidd_peers{state="pinned"}') == 0
+    assert metric(d, 'nsidd_peers{state="fd-held"}') == 0
     assert 'has had no process' not in d.log(), d.log()
     t.log('%d peers replaced under their ids during an overrun: %d deaths recorded, every id '
           'named by its new holder, no orphan' % (count, count))

@@ -353,7 +353,7 @@ struct FakeClock {
 };
 
 Engine::Config config(const Sim& sim, bool host = false) {
-    return {sim.roots(), 4096, host, false, 60'000'000};
+    return {sim.roots(), 4096, host, false, 60'000'000, {sim.roots().netns_dir + "/cni-*"}};
 }
 
 // Discovery as the daemon runs it: mounts, a whole /proc pass, a resync when a row's peer was
@@ -480,7 +480,7 @@ void replaced_under_overrun(int count, std::size_t cut) {
     EXPECT_EQ(engine.registry().counters().deaths, static_cast<std::size_t>(count));
     EXPECT_EQ(engine.stats().replaced, static_cast<std::size_t>(count));
     for (const auto& [k, row] : engine.registry().table(kSelf)->rows)
-        EXPECT_NE(engine.state(kSelf, row.entry), PeerState::Orphaned) << k;
+        EXPECT_NE(engine.state(kSelf, row.entry), PeerState::Pinned) << k;
 }
 
 TEST(Mirror, ReplacedUnderOverrun) {
@@ -601,8 +601,11 @@ TEST(Mirror, VerdictsFollowTheClock) {
     EXPECT_FALSE(engine.refresh_due());
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
     const auto& rows = engine.registry().table(kSelf)->rows;
-    EXPECT_EQ(engine.state(kSelf, rows.at(0).entry), PeerState::Resolved);
-    // Unmounted but alive (an fd elsewhere holds it): unknown within the grace, then orphaned.
+    EXPECT_EQ(engine.state(kSelf, rows.at(0).entry), PeerState::Mounted); // a bind mount only
+    // Unmounted but alive (an fd elsewhere holds it): unknown within the grace, then pinned
+    // while no fd search has found a holder.
+    struct stat st {};
+    ASSERT_EQ(::stat((sim.root() / "netns/leaked").c_str(), &st), 0);
     sim.unreach(leaked);
     engine.discover_mounts();
     clock.now += 1'000'000;
@@ -611,10 +614,26 @@ TEST(Mirror, VerdictsFollowTheClock) {
     clock.now += 59'000'000;
     EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::Unknown);
     clock.now += 1'000'001;
-    EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::Orphaned);
-    EXPECT_EQ(engine.state(kSelf, rows.at(0).entry), PeerState::Resolved);
-    const auto counts = engine.state_counts();
-    EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::Orphaned)], 1u);
+    EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::Pinned);
+    EXPECT_EQ(engine.state(kSelf, rows.at(0).entry), PeerState::Mounted);
+    auto counts = engine.state_counts();
+    EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::Pinned)], 1u);
+    // A process keeps it open: the fd search names it, and it is fd-held.
+    ASSERT_TRUE(engine.fds_due());
+    fs::create_directories(sim.root() / "proc/4242/fd");
+    write(sim.root() / "proc/4242/comm", "keeper\n");
+    fs::create_symlink("net:[" + std::to_string(st.st_ino) + "]", sim.root() / "proc/4242/fd/7");
+    ASSERT_TRUE(engine.discover_fds(SIZE_MAX));
+    EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::FdHeld);
+    EXPECT_EQ(rows.at(1).entry.peer.holders.fds,
+              (std::vector<registry::FdHolder>{{4242, "keeper", 7}}));
+    EXPECT_TRUE(rows.at(0).entry.peer.holders.fds.empty());
+    // Closed: the next search finds nothing; pinned again (the grace has long passed).
+    fs::remove(sim.root() / "proc/4242/fd/7");
+    ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
+    ASSERT_TRUE(engine.discover_fds(SIZE_MAX));
+    EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::Pinned);
+    EXPECT_TRUE(rows.at(1).entry.peer.holders.fds.empty());
     // A namespace mounted after the last look at the mounts (rescans back off under load) is
     // not judged by passes that could not have seen its mount, however long they take.
     sim.assign_self(sim.named("late"));
@@ -626,7 +645,20 @@ TEST(Mirror, VerdictsFollowTheClock) {
     }
     EXPECT_EQ(engine.state(kSelf, rows.at(2).entry), PeerState::Unknown);
     engine.discover_mounts();
-    EXPECT_EQ(engine.state(kSelf, rows.at(2).entry), PeerState::Resolved);
+    EXPECT_EQ(engine.state(kSelf, rows.at(2).entry), PeerState::Mounted);
+    // A CNI-style mount with no process: mounted, then stale after the grace.
+    sim.assign_self(sim.named("cni-1a2b"));
+    settle(engine);
+    engine.discover_mounts();
+    engine.refresh_ids(UINT64_MAX);
+    ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
+    EXPECT_EQ(engine.state(kSelf, rows.at(3).entry), PeerState::Mounted);
+    clock.now += 60'000'000;
+    EXPECT_EQ(engine.state(kSelf, rows.at(3).entry), PeerState::StaleMount);
+    EXPECT_EQ(engine.state(kSelf, rows.at(2).entry), PeerState::Mounted); // not on a CNI path
+    counts = engine.state_counts();
+    EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::StaleMount)], 1u);
+    EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::Mounted)], 2u);
 }
 
 TEST(Mirror, HostScopeObserversAppearAndDie) {
@@ -680,7 +712,7 @@ TEST(Mirror, HostScopeRowsNamingUs) {
         const auto shown = engine.view(*sim.self_id(o), row(o, k));
         EXPECT_EQ(shown.peer.cookie, sim.ns.at(sim.own()).cookie) << o;
         EXPECT_TRUE(shown.peer.inode.has_value());
-        EXPECT_EQ(engine.state(*sim.self_id(o), row(o, k)), PeerState::Resolved);
+        EXPECT_EQ(engine.state(*sim.self_id(o), row(o, k)), PeerState::Active);
     }
     const auto other = engine.view(*sim.self_id(a), row(a, 0));
     EXPECT_FALSE(other.peer.cookie.has_value());
