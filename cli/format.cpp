@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include <fnmatch.h>
+
 #include "util/time.hpp"
 
 namespace nsidctl {
@@ -125,6 +127,62 @@ Json state_name(const Json& wire) {
     auto text = wire.get<std::string>();
     std::replace(text.begin(), text.end(), '_', '-');
     return text;
+}
+
+bool Filter::matches(const Json& e) const {
+    if (!state.empty() && state_name(e.value("state", Json(nullptr))) != Json(state))
+        return false;
+    const Json peer = e.value("peer", Json::object());
+    if (!name.empty()) {
+        const auto names = peer.find("names");
+        if (names == peer.end() || !names->is_array() ||
+            std::none_of(names->begin(), names->end(), [this](const Json& n) {
+                return n.is_string() &&
+                       ::fnmatch(name.c_str(), n.get<std::string>().c_str(), 0) == 0;
+            }))
+            return false;
+    }
+    if (!owner.empty()) {
+        const Json& o = object_at(peer, "owner");
+        if (std::none_of(o.begin(), o.end(), [this](const Json& v) {
+                return v.is_string() && v.get<std::string>().find(owner) != std::string::npos;
+            }))
+            return false;
+    }
+    return true;
+}
+
+std::string leak_holder(const std::string& state, const Json& peer) {
+    const Json& h = object_at(peer, "holders");
+    if (state == "fd-held") {
+        const auto fds = h.find("fds");
+        if (fds != h.end() && fds->is_array() && !fds->empty()) {
+            const Json& f = (*fds)[0];
+            return "pid " + cell(f.value("pid", Json(nullptr))) + " (" +
+                   cell(f.value("comm", Json(nullptr))) + ") fd " +
+                   cell(f.value("fd", Json(nullptr)));
+        }
+    }
+    if (state == "stale-mount")
+        return held_by(peer);
+    return "the kernel";
+}
+
+std::string leak_action(const std::string& state, const Json& peer) {
+    const Json& h = object_at(peer, "holders");
+    if (state == "stale-mount") {
+        std::string paths;
+        for (const auto& m : h.value("mounts", Json::array()))
+            paths += (paths.empty() ? "" : " ") + cell(m);
+        return "its pod is gone: umount " + paths + " && rm " + paths +
+               " (or run the CNI plugin's GC)";
+    }
+    if (state == "fd-held")
+        return "a process keeps an fd to it: " + leak_holder(state, peer) +
+               "; fix or restart that process (ls -l /proc/PID/fd shows it)";
+    return "nothing visible holds it: a device or socket left in it keeps it in the kernel "
+           "(dmesg: \"unregister_netdevice: waiting for\"); find the driver or service "
+           "that created it";
 }
 
 } // namespace nsidctl

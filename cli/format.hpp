@@ -31,6 +31,17 @@ std::string owned_by(const Json& peer);
 /// A state as people, metrics and the journal spell it: the wire's stale_mount and fd_held are
 /// stale-mount and fd-held.
 Json state_name(const Json& wire);
+/// `nsidctl list`'s filters; empty ones let everything through.
+struct Filter {
+    std::string state; ///< as people spell it: stale-mount, fd-held
+    std::string name;  ///< a glob one of the peer's names must match
+    std::string owner; ///< text one of the owner's parts must contain
+    bool matches(const Json& entry) const;
+};
+/// What holds a leaking peer, for `nsidctl leaks`.
+std::string leak_holder(const std::string& state, const Json& peer);
+/// What an operator can do about a leaking peer.
+std::string leak_action(const std::string& state, const Json& peer);
 /// A peer's names, else "pid N", else "-".
 std::string peer_label(const Json& peer);
 

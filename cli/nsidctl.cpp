@@ -182,6 +182,12 @@ public:
         std::printf("      Overruns: %s\n", cell(j["overruns"]).c_str());
         std::printf("       Resyncs: %s (last %s)\n", cell(j["resyncs"]).c_str(),
                     last ? nsidd::format_age(last, nsidd::realtime_usec()).c_str() : "never");
+        const Json peers = j.value("peers", Json::object());
+        std::string by_state;
+        for (const char* st : {"active", "mounted", "stale_mount", "fd_held", "pinned", "unknown"})
+            by_state += (by_state.empty() ? "" : ", ") + cell(state_name(Json(st))) + " " +
+                        cell(peers.value(st, Json(0)));
+        std::printf("         Peers: %s\n", by_state.c_str());
         std::printf("        Kernel: dump truncation %s, listen-all-nsid %s, NS_GET_ID %s, "
                     "listmount %s\n",
                     yes(k.value("dump_truncation", Json())),
@@ -190,14 +196,17 @@ public:
         return Ok;
     }
 
-    int list(const std::string& observer) {
+    int list(const std::string& observer, const Filter& filter) {
         Json params = Json::object();
         if (!observer.empty())
             params["observer"] = observer;
         auto r = call("io.nsidd.Registry.List", params);
         if (!r)
             return exit_code(r.error());
-        const Json& entries = array_at(*r, "entries");
+        Json entries = Json::array();
+        for (const auto& e : array_at(*r, "entries"))
+            if (filter.matches(e))
+                entries.push_back(e);
         if (!s_.json.empty()) {
             Json out = Json::array();
             for (const auto& e : entries)
@@ -206,6 +215,39 @@ public:
             return Ok;
         }
         print_entries(s_, entries);
+        return Ok;
+    }
+
+    // Peers that leak (stale-mount, fd-held, pinned), with what holds them and what to do.
+    int leaks() {
+        auto r = call("io.nsidd.Registry.List");
+        if (!r)
+            return exit_code(r.error());
+        Json found = Json::array();
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& e : array_at(*r, "entries")) {
+            const auto state = state_name(e.value("state", Json(nullptr)));
+            if (state != "stale-mount" && state != "fd-held" && state != "pinned")
+                continue;
+            const Json peer = e.value("peer", Json::object());
+            Json out = cli_entry(e);
+            out["action"] = leak_action(state.get<std::string>(), peer);
+            found.push_back(out);
+            rows.push_back({std::to_string(e.at("nsid").get<std::int64_t>()), cell(state),
+                            fit(leak_holder(state.get<std::string>(), peer), 24),
+                            fit(owned_by(peer), 16), age(e.value("since", Json()))});
+        }
+        if (!s_.json.empty()) {
+            print_json(s_, found);
+            return Ok;
+        }
+        print_table(s_, {"NSID", "STATE", "HELD BY", "OWNER", "SINCE"}, rows);
+        if (!s_.no_legend) {
+            std::cout << '\n' << plural(rows.size(), "leaking peer", "leaking peers") << ".\n";
+            for (const auto& f : found)
+                std::cout << "nsid " << cell(f["nsid"]) << ": " << f["action"].get<std::string>()
+                          << '\n';
+        }
         return Ok;
     }
 
@@ -336,7 +378,8 @@ std::string command_word(int argc, char** argv) {
 
 // Runs the parsed command. A reply that does not have the shape the interface promises is
 // nsidd's error (exit 1), never a crash.
-int run(Session& session, const CLI::App& app, const std::string& observer, long limit) {
+int run(Session& session, const CLI::App& app, const std::string& observer, const Filter& filter,
+        long limit) {
     try {
         const auto given = [&app](const char* name) {
             return app.got_subcommand(name);
@@ -344,7 +387,9 @@ int run(Session& session, const CLI::App& app, const std::string& observer, long
         if (given("status"))
             return session.status();
         if (given("list"))
-            return session.list(observer);
+            return session.list(observer, filter);
+        if (given("leaks"))
+            return session.leaks();
         if (given("graph"))
             return session.graph();
         if (given("history"))
@@ -378,10 +423,18 @@ int main(int argc, char** argv) {
     app.add_flag("--no-legend", settings.no_legend, "Omit headers and footers");
 
     std::string observer;
+    Filter filter;
     long limit = -1;
     app.add_subcommand("status", "Show the daemon's state");
-    app.add_subcommand("list", "List one table (self, an nsid or a netns name)")
-        ->add_option("OBSERVER", observer, "Whose table");
+    auto* list = app.add_subcommand("list", "List one table (self, an nsid or a netns name)");
+    list->add_option("OBSERVER", observer, "Whose table");
+    list->add_option("--state", filter.state, "Only peers in this state")
+        ->check(
+            CLI::IsMember({"active", "mounted", "stale-mount", "fd-held", "pinned", "unknown"}));
+    list->add_option("--name", filter.name, "Only peers with a name matching this glob");
+    list->add_option("--owner", filter.owner,
+                     "Only peers whose owner (unit, runtime, container, pod) contains this");
+    app.add_subcommand("leaks", "List peers that leak (stale-mount, fd-held, pinned)");
     app.add_subcommand("graph", "List every mirrored table");
     app.add_subcommand("history", "List dead peers")
         ->add_option("-n", limit, "At most N, the most recent")
@@ -409,5 +462,5 @@ int main(int argc, char** argv) {
     if (app.count("--json") && settings.json.empty())
         settings.json = "short";
     Session session(settings);
-    return run(session, app, observer, limit);
+    return run(session, app, observer, filter, limit);
 }

@@ -464,6 +464,13 @@ std::optional<std::string> Daemon::reload() {
 Json Daemon::status() const {
     const auto& reg = engine_->registry();
     const auto& st = engine_->stats();
+    Json peers = Json::object();
+    const auto counts = engine_->state_counts();
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+        std::string name = mirror::to_string(static_cast<mirror::PeerState>(i));
+        std::replace(name.begin(), name.end(), '-', '_'); // a Varlink field name
+        peers[name] = counts[i];
+    }
     return {{"version", kVersion},
             {"uptime_usec", monotonic_usec() - started_usec_},
             {"scope", options_.scope == Scope::Host ? "host" : "self"},
@@ -474,6 +481,7 @@ Json Daemon::status() const {
             {"overruns", kernel_->stats().overruns},
             {"resyncs", st.resyncs_total()},
             {"last_resync_usec", st.last_resync_usec},
+            {"peers", std::move(peers)},
             {"kernel",
              {{"dump_truncation", features_.dump_truncation},
               {"listen_all_nsid", kernel_->event_socket().listen_all()},

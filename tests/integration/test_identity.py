@@ -11,6 +11,7 @@ pid, holders) and says what holds it alive (active | mounted | fd-held | pinned 
    after the grace period.
 4. The kernel reuses an nsfs inode for a new namespace: the new entry has the new cookie, the
    history keeps the old one."""
+import json
 import os
 import subprocess
 import tempfile
@@ -128,6 +129,18 @@ t.log('held by an fd only: fd-held after %.1f s, holder pid %d fd %d; nsidd_peer
       % (took, os.getpid(), fd))
 t.wait_for('the leak in the log', lambda: 'Peer namespace nsid %d (was held, cookie %d'
            % (held, held_cookie) in d.log() and 'fd %d' % fd in d.log())
+# nsidctl: leaks names the holder; list filters by state; status counts by state.
+leaks = json.loads(t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)
+assert [x['nsid'] for x in leaks] == [held] and leaks[0]['state'] == 'fd-held', leaks
+assert 'pid %d' % os.getpid() in leaks[0]['action'], leaks
+human = t.nsidctl('leaks', socket_path=d.socket).stdout
+assert 'fd-held' in human and 'fd %d' % fd in human, human
+assert all(len(line) <= 80 for line in human.splitlines() if not line.startswith('nsid ')), human
+by_state = json.loads(t.nsidctl('-j', 'list', '--state', 'fd-held', socket_path=d.socket).stdout)
+assert [x['nsid'] for x in by_state] == [held], by_state
+by_name = json.loads(t.nsidctl('-j', 'list', '--name', 'r?d', socket_path=d.socket).stdout)
+assert [x['name'] for x in by_name] == ['red'], by_name
+assert 'fd-held 1' in t.nsidctl('status', socket_path=d.socket).stdout
 closed = time.monotonic()  # and its death after this
 os.close(fd)
 t.wait_for('held dead', lambda: held not in entries(d))
@@ -165,6 +178,30 @@ t.wait_for('pinned dead', lambda: pin_nsid not in entries(d))
 t.wait_for('no pinned peer left', lambda: peers_metric(d, 'pinned') == 0)
 t.log('kept by an open /proc/PID/net/dev: pinned after %.1f s (grace 1 s); dead once closed'
       % took)
+
+# 3c. Stale mount: a CNI-style mount whose pod process was killed is stale after the grace;
+# one that is not on a stale-mount path stays mounted.
+cni = 'cni-1a2b3c4d-5e6f-7a8b-9c0d-0123456789ab'
+subprocess.run(['ip', 'netns', 'add', cni], check=True)
+pod = t.track(subprocess.Popen(['ip', 'netns', 'exec', cni, 'sleep', '600']))
+e = t.wait_for('the pod active', lambda: named(d, cni, 'active'))
+pod.kill()
+pod.wait()
+killed = time.monotonic()
+e = t.wait_for('stale', lambda: named(d, cni, 'stale_mount'), timeout=20)
+took = time.monotonic() - killed
+assert took >= 1.0, 'stale before the grace period: %.2f s' % took
+assert e['peer']['holders']['mounts'] == ['/run/netns/' + cni], e
+leaks = json.loads(t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)
+stale = [x for x in leaks if x['nsid'] == e['nsid']]
+assert stale and stale[0]['state'] == 'stale-mount' and 'umount /run/netns/' + cni in \
+    stale[0]['action'], leaks
+assert named(d, 'red')['state'] == 'mounted'
+t.wait_for('the stale mount counted', lambda: peers_metric(d, 'stale-mount') == 1)
+subprocess.run(['ip', 'netns', 'del', cni], check=True)
+t.wait_for('no stale mount left', lambda: peers_metric(d, 'stale-mount') == 0)
+t.log('a CNI-style mount outliving its process: stale-mount after %.1f s; nsidctl leaks says '
+      'to unmount it' % took)
 
 # 4. Inode reuse: delete a namespace and create another until the kernel hands out the same
 # nsfs inode; the entries and the history must follow the cookie, not the inode.
