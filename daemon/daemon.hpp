@@ -92,7 +92,7 @@ private:
     // Longest stretch of questions for unexplained ids before the loop serves others again.
     static constexpr std::uint64_t kRefreshSliceUsec = 1'000;
     static constexpr std::size_t kProcessesPerSlice = 2048;
-    static constexpr std::size_t kFdsPerSlice = 4096; // processes and fds looked at
+    static constexpr std::size_t kFdsPerSlice = 512; // processes and fds: ~1 ms
     static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
     static constexpr std::size_t kBurstToLog = 10;
     static constexpr std::size_t kOrphansToLog = 10;

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "netns/mountinfo.hpp"
@@ -56,8 +57,10 @@ void FdScan::finish() {
 
 // The nsfs inode sought that fd `name` of the current process is, if it is one. An fd opened
 // through /proc/PID/ns/net reads back as "net:[INODE]"; one opened through a bind mount reads
-// back as that mount's path (or "/" once it is unmounted), so for a path the inode comes from
-// fdinfo (no call into the file's file system), and a match is confirmed by stat(2).
+// back as that mount's path (or "/" once it is unmounted), so a path is stat'ed (through the
+// fd's magic link, with AT_STATX_DONT_SYNC: cached attributes, never a round trip to a network
+// file system) and matched by the nsfs device and inode. Sockets, pipes and anonymous inodes
+// ("socket:[...]") are no namespace: the readlink alone rules them out.
 std::optional<std::uint64_t> FdScan::match(const char* name) {
     char target[64];
     const ssize_t len = ::readlinkat(::dirfd(fds_.get()), name, target, sizeof target);
@@ -65,23 +68,14 @@ std::optional<std::uint64_t> FdScan::match(const char* name) {
         return std::nullopt;
     const std::string_view link(target, static_cast<std::size_t>(len));
     if (link.front() != '/') {
-        const auto inode = net_root_inode(link); // else socket:[...], pipe:[...], anon_inode:...
+        const auto inode = net_root_inode(link);
         return inode && sought_.count(*inode) ? inode : std::nullopt;
     }
-    const auto info = read_file(proc_dir_ + "/" + std::to_string(pid_) + "/fdinfo/" + name, 4096);
-    if (!info)
+    struct statx stx {};
+    if (!nsfs_dev_ || ::statx(::dirfd(fds_.get()), name, AT_STATX_DONT_SYNC, STATX_INO, &stx) < 0 ||
+        makedev(stx.stx_dev_major, stx.stx_dev_minor) != *nsfs_dev_ || !sought_.count(stx.stx_ino))
         return std::nullopt;
-    const auto at = info->find("\nino:");
-    if (at == std::string::npos)
-        return std::nullopt;
-    const std::uint64_t ino = std::strtoull(info->c_str() + at + 5, nullptr, 10);
-    if (!sought_.count(ino))
-        return std::nullopt;
-    struct stat st {};
-    if (::fstatat(::dirfd(fds_.get()), name, &st, 0) < 0 || st.st_ino != ino ||
-        (nsfs_dev_ && st.st_dev != *nsfs_dev_))
-        return std::nullopt;
-    return ino;
+    return stx.stx_ino;
 }
 
 bool FdScan::step(std::size_t budget) {
