@@ -223,6 +223,9 @@ public:
         auto r = call("io.nsidd.Registry.List");
         if (!r)
             return exit_code(r.error());
+        auto st = call("io.nsidd.Registry.GetStatus");
+        if (!st)
+            return exit_code(st.error());
         Json found = Json::array();
         std::vector<std::vector<std::string>> rows;
         for (const auto& e : array_at(*r, "entries")) {
@@ -237,6 +240,14 @@ public:
                             fit(leak_holder(state.get<std::string>(), peer), 24),
                             fit(owned_by(peer), 16), age(e.value("since", Json()))});
         }
+        // Names left behind: `ip netns` lists them, no namespace is there.
+        for (const auto& name : st->value("dangling_names", Json::array())) {
+            const std::string path =
+                "/run/netns/" + (name.is_string() ? name.get<std::string>() : "");
+            found.push_back({{"dangling-name", name},
+                             {"action", "no namespace is mounted there: rm " + cell(Json(path))}});
+            rows.push_back({"-", "dangling", fit(cell(Json(path)), 24), "-", "-"});
+        }
         if (!s_.json.empty()) {
             print_json(s_, found);
             return Ok;
@@ -245,8 +256,9 @@ public:
         if (!s_.no_legend) {
             std::cout << '\n' << plural(rows.size(), "leaking peer", "leaking peers") << ".\n";
             for (const auto& f : found)
-                std::cout << "nsid " << cell(f["nsid"]) << ": " << f["action"].get<std::string>()
-                          << '\n';
+                std::cout << (f.contains("nsid") ? "nsid " + cell(f["nsid"])
+                                                 : "name " + cell(f["dangling-name"]))
+                          << ": " << f["action"].get<std::string>() << '\n';
         }
         return Ok;
     }

@@ -482,6 +482,7 @@ Json Daemon::status() const {
             {"resyncs", st.resyncs_total()},
             {"last_resync_usec", st.last_resync_usec},
             {"peers", std::move(peers)},
+            {"dangling_names", engine_->catalog().dangling_names()},
             {"kernel",
              {{"dump_truncation", features_.dump_truncation},
               {"listen_all_nsid", kernel_->event_socket().listen_all()},

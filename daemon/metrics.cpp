@@ -36,6 +36,8 @@ Metrics::Metrics(std::vector<std::string_view> methods)
     : methods_(std::move(methods)), registry_(std::make_shared<prometheus::Registry>()),
       tables_(gauge(*registry_, "nsidd_tables", "Peer-id tables mirrored")),
       entries_(gauge(*registry_, "nsidd_entries", "Entries in all mirrored tables")),
+      dangling_(gauge(*registry_, "nsidd_dangling_names",
+                      "Names under /run/netns that are no mount point (left behind)")),
       events_new_(counter(*registry_, "nsidd_nsid_events_total", "nsid events received",
                           {{"type", "new"}})),
       events_del_(counter(*registry_, "nsidd_nsid_events_total", "nsid events received",
@@ -147,6 +149,7 @@ void Metrics::sync(const Sources& from) {
     tables_.Set(static_cast<double>(reg.tables().size()));
     const auto entries = reg.entry_count();
     entries_.Set(static_cast<double>(entries));
+    dangling_.Set(static_cast<double>(from.engine.catalog().dangling_names().size()));
     // Peers by state cost a pass over self's table: at most once a second.
     if (const auto now = monotonic_usec(); states_usec_ == 0 || now - states_usec_ >= 1'000'000) {
         states_usec_ = now;

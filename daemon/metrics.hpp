@@ -65,6 +65,7 @@ private:
     std::unique_ptr<HttpExporter> exporter_;
     prometheus::Gauge& tables_;
     prometheus::Gauge& entries_;
+    prometheus::Gauge& dangling_;
     std::array<prometheus::Gauge*, static_cast<std::size_t>(PeerState::Count)> peers_{};
     // Age of the oldest peer in each leaking state (stale-mount, fd-held, pinned); 0: none.
     std::array<prometheus::Gauge*, static_cast<std::size_t>(PeerState::Count)> leak_oldest_{};

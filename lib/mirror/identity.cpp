@@ -179,6 +179,7 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
         // The first pass reads the mounts too: a verdict needs both kinds of holder.
         if (mounts || mounts_scanned_usec_ == 0)
             scan_mounts(false);
+        catalog_.scan_dangling();
     }
     const bool done = catalog_.scan_proc(budget, now);
     if (done)

@@ -129,6 +129,11 @@ public:
     const CatalogStats& stats() const noexcept { return stats_; }
     /// Whether the mount table is read with listmount(2)/statmount(2) (else as mountinfo text).
     bool mounts_by_listmount() const noexcept { return mount_table_.uses_listmount(); }
+    /// Rereads the netns directory: names there that are no mount point are dangling (a file
+    /// left behind when its mount went: `ip netns` lists it, nothing is in it).
+    void scan_dangling();
+    /// The dangling names the last scan_dangling() found, sorted.
+    const std::vector<std::string>& dangling_names() const noexcept { return dangling_; }
 
 private:
     // Namespaces held open at once while their ids are asked: each open fd pins its namespace.
@@ -188,6 +193,7 @@ private:
     // their namespace was dropped.
     std::vector<std::string> recheck_;
     std::unordered_set<std::uint64_t> dropped_mounted_;
+    std::vector<std::string> dangling_;
     MountTable mount_table_;
     std::uint64_t pass_ = 1;
     std::uint64_t round_ = 1; // rounds of ask_unassigned()

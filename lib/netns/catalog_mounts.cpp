@@ -2,7 +2,10 @@
 // The catalog's view of the nsfs mounts: which namespace each mount point reaches, and from
 // that each namespace's mount points, names and former names (docs/design.md, "Mount table").
 #include <algorithm>
+#include <memory>
 #include <string_view>
+
+#include <dirent.h>
 
 #include "netns/catalog.hpp"
 
@@ -124,6 +127,22 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
         erase_sorted(ns.former_names, *name);
     }
     changed_.push_back(ns.cookie);
+}
+
+void Catalog::scan_dangling() {
+    dangling_.clear();
+    std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(roots_.netns_dir.c_str()), ::closedir);
+    if (!dir)
+        return; // no netns directory: no names at all
+    const auto& mounted = mount_table_.paths();
+    while (const dirent* d = ::readdir(dir.get())) {
+        const std::string name = d->d_name;
+        if (name == "." || name == ".." || d->d_type == DT_DIR)
+            continue;
+        if (!mounted.count(roots_.netns_dir + "/" + name))
+            dangling_.push_back(name);
+    }
+    std::sort(dangling_.begin(), dangling_.end());
 }
 
 } // namespace nsidd::netns

@@ -203,6 +203,18 @@ t.wait_for('no stale mount left', lambda: peers_metric(d, 'stale-mount') == 0)
 t.log('a CNI-style mount outliving its process: stale-mount after %.1f s; nsidctl leaks says '
       'to unmount it' % took)
 
+# 3d. A dangling name: a file under /run/netns with no mount on it (what a crash between
+# `umount` and `rm` leaves); `ip netns` lists it, nothing is in it.
+open('/run/netns/ghost', 'w').close()
+t.wait_for('the dangling name', lambda: d.status()['dangling_names'] == ['ghost'])
+t.wait_for('the dangling name counted', lambda: t.metric(d, 'nsidd_dangling_names') == 1)
+leaks = json.loads(t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)
+assert any(x.get('dangling-name') == 'ghost' and 'rm /run/netns/ghost' in x['action']
+           for x in leaks), leaks
+os.unlink('/run/netns/ghost')
+t.wait_for('no dangling name', lambda: d.status()['dangling_names'] == [])
+t.log('a name with no mount under /run/netns: dangling, counted, in nsidctl leaks')
+
 # 4. Inode reuse: delete a namespace and create another until the kernel hands out the same
 # nsfs inode; the entries and the history must follow the cookie, not the inode.
 reused = None

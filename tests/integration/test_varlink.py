@@ -43,6 +43,9 @@ for key in ('version', 'uptime_usec', 'scope', 'tables', 'entries', 'events', 'b
     assert key in status, key
 assert status['entries'] == 5 and status['scope'] == 'self', status
 assert set(status['kernel']) == {'dump_truncation', 'listen_all_nsid', 'ns_get_id', 'listmount'}
+assert set(status['peers']) == {'active', 'mounted', 'stale_mount', 'fd_held', 'pinned',
+                                'unknown'}, status
+assert sum(status['peers'].values()) == 5 and status['dangling_names'] == [], status
 entries = ok(d.call('io.nsidd.Registry.List'), 'List')['entries']
 assert sorted(e['nsid'] for e in entries) == list(range(5)), entries
 for e in entries:
