@@ -26,9 +26,9 @@ void BM_FdSearchPass(benchmark::State& state) {
         benchmark::DoNotOptimize(scan.found());
     }
     state.counters["entries"] = static_cast<double>(entries);
-    state.counters["ns_per_entry"] = benchmark::Counter(
-        static_cast<double>(entries) * static_cast<double>(state.iterations()),
-        benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    state.counters["ns_per_entry"] =
+        benchmark::Counter(static_cast<double>(entries) * static_cast<double>(state.iterations()),
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(BM_FdSearchPass)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -45,7 +45,8 @@ void BM_OwnerParse(benchmark::State& state) {
         "9:blkio:/docker/4f1c2ab7e3d94c0b8a6e2f7d1c3b5a9e8f7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b\n"
         "8:devices:/docker/4f1c2ab7e3d94c0b8a6e2f7d1c3b5a9e8f7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b\n"
         "7:freezer:/docker/4f1c2ab7e3d94c0b8a6e2f7d1c3b5a9e8f7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b\n"
-        "6:net_cls,net_prio:/docker/4f1c2ab7e3d94c0b8a6e2f7d1c3b5a9e8f7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b\n"
+        "6:net_cls,net_prio:/docker/"
+        "4f1c2ab7e3d94c0b8a6e2f7d1c3b5a9e8f7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b\n"
         "5:perf_event:/docker/4f1c2ab7e3d94c0b8a6e2f7d1c3b5a9e8f7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b\n"
         "4:hugetlb:/docker/4f1c2ab7e3d94c0b8a6e2f7d1c3b5a9e8f7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b\n"
         "3:cpuset:/docker/4f1c2ab7e3d94c0b8a6e2f7d1c3b5a9e8f7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b\n"
