@@ -39,7 +39,8 @@ for i in range(procs):
         os._exit(0)
     children.append(pid)
 try:
-    subprocess.run([os.path.join(t.BUILD, 'bench/bench_holders'), '--benchmark_min_time=1'],
+    subprocess.run((os.environ.get('NSIDD_BENCH_WRAP', '').split() or []) +
+                   [os.path.join(t.BUILD, 'bench/bench_holders'), '--benchmark_min_time=1'] + sys.argv[3:],
                    check=True)
 finally:
     for pid in children:

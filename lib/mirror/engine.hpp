@@ -197,6 +197,8 @@ private:
     netns::Catalog catalog_;
     netns::FdScan fd_scan_;
     bool fds_due_ = false;
+    std::set<Nsid> fd_searched_for_;     // the unheld rows the last search began for
+    std::uint64_t fd_searched_usec_ = 0; // when it was due
     std::map<Nsid, Verdict> verdicts_;
     // Self's rows that had no identity when they last changed (a superset of those without).
     std::set<Nsid> unidentified_;

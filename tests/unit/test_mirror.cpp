@@ -628,9 +628,14 @@ TEST(Mirror, VerdictsFollowTheClock) {
     EXPECT_EQ(rows.at(1).entry.peer.holders.fds,
               (std::vector<registry::FdHolder>{{4242, "keeper", 7}}));
     EXPECT_TRUE(rows.at(0).entry.peer.holders.fds.empty());
+    // The same unheld peers are searched for again only a minute after the last search.
+    ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
+    EXPECT_FALSE(engine.fds_due());
     // Closed: the next search finds nothing; pinned again (the grace has long passed).
     fs::remove(sim.root() / "proc/4242/fd/7");
+    clock.now += 60'000'000;
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
+    ASSERT_TRUE(engine.fds_due());
     ASSERT_TRUE(engine.discover_fds(SIZE_MAX));
     EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::Pinned);
     EXPECT_TRUE(rows.at(1).entry.peer.holders.fds.empty());
