@@ -169,7 +169,7 @@ std::vector<std::string> leak_fields(registry::Nsid nsid, const registry::Identi
         f.push_back("HOLDER_PID=" + std::to_string(p.holders.fds.front().pid));
         f.push_back("HOLDER_COMM=" + p.holders.fds.front().comm);
     }
-    for (const auto& m : p.holders.mounts)
+    for (const auto& m : *p.holders.mounts)
         f.push_back("MOUNT_PATH=" + m);
     if (p.owner) {
         if (!p.owner->unit.empty())
@@ -194,7 +194,7 @@ std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::
     case mirror::PeerState::StaleMount:
         return fmt::format("{} is held only by the bind mount {} for {} s or more (a stale "
                            "CNI-style mount: unmount it to free the namespace)",
-                           id, fmt::join(p.holders.mounts, ","), grace);
+                           id, fmt::join(*p.holders.mounts, ","), grace);
     case mirror::PeerState::FdHeld:
         return fmt::format("{} is held only by an fd of pid {} ({}), fd {}: that process keeps "
                            "it alive",

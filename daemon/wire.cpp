@@ -13,7 +13,7 @@ template <typename T> varlink::Json or_null(const std::optional<T>& v) {
     return v ? varlink::Json(*v) : varlink::Json(nullptr);
 }
 
-varlink::Json owner_json(const std::optional<registry::Owner>& o) {
+varlink::Json owner_json(const Shared<Owner>& o) {
     if (!o)
         return nullptr;
     const auto text = [](const std::string& s) {
@@ -43,7 +43,7 @@ varlink::Json peer_json(const registry::Identity& id) {
              {{"processes", h.processes},
               {"pid", or_null(h.pid)},
               {"comm", h.comm.empty() ? varlink::Json(nullptr) : varlink::Json(h.comm)},
-              {"mounts", h.mounts},
+              {"mounts", *h.mounts},
               {"fds", fds_json(h.fds)}}},
             {"owner", owner_json(id.owner)}};
 }

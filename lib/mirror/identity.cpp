@@ -35,9 +35,7 @@ registry::Identity Engine::identity_of(const netns::Namespace& ns) {
     id.holders.pid = id.pid;
     id.holders.comm = ns.comm;
     id.holders.mounts = ns.mounts;
-    if (ns.owner)
-        id.owner = registry::Owner{ns.owner->unit, ns.owner->runtime, ns.owner->container,
-                                   ns.owner->pod_uid};
+    id.owner = ns.owner;
     return id;
 }
 
@@ -206,7 +204,7 @@ void Engine::renew_verdicts() {
         }
         if (const auto& peer = row.entry.peer; !peer.names.empty() || peer.pid ||
                                                peer.holders.processes > 0 ||
-                                               !peer.holders.mounts.empty()) {
+                                               !peer.holders.mounts->empty()) {
             // Nothing discovery can see holds it now: no process, no mount, no name.
             auto id = peer;
             for (const auto& n : id.names)
@@ -303,7 +301,7 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
         // period is the leak CNI leaves behind.
         const bool aged = ns->no_process_since_usec != 0 &&
                           now - ns->no_process_since_usec >= config_.orphan_grace_usec;
-        return aged && on_stale_path(ns->mounts) ? PeerState::StaleMount : PeerState::Mounted;
+        return aged && on_stale_path(*ns->mounts) ? PeerState::StaleMount : PeerState::Mounted;
     }
     if (!held_by.fds.empty())
         return PeerState::FdHeld;

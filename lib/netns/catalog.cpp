@@ -224,8 +224,8 @@ void Catalog::describe_process(Namespace& ns) {
     }
     // A process that left (or has no cgroup file) keeps the owner found before.
     if (auto cgroup = read_file(dir + "/cgroup", 64 * 1024))
-        if (auto owner = parse_cgroup_owner(*cgroup))
-            ns.owner = std::move(*owner);
+        if (auto owner = parse_cgroup_owner(*cgroup); owner && *owner != *ns.owner)
+            ns.owner = Shared(std::move(*owner));
 }
 
 void Catalog::restart_pass() {
@@ -377,7 +377,7 @@ void Catalog::forget(std::uint64_t cookie) {
 void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     ++ids_version_;
     unassigned_.erase(it->first);
-    if (!it->second.mounts.empty()) // dropped while mounted (its id was deleted)
+    if (!it->second.mounts->empty()) // dropped while mounted (its id was deleted)
         dropped_mounted_.insert(it->first);
     if (it->second.nsid)
         if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)

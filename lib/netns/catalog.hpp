@@ -33,14 +33,14 @@ struct Namespace {
     std::uint64_t inode = 0;
     std::vector<std::string> names;          ///< bind mounts under the netns directory (sorted)
     std::vector<std::string> former_names;   ///< names it had there, no longer (sorted)
-    std::vector<std::string> mounts;         ///< every mount point that reaches it (sorted)
-    bool mounted = false;                    ///< any nsfs bind mount: !mounts.empty()
+    Shared<std::vector<std::string>> mounts; ///< every mount point that reaches it (sorted)
+    bool mounted = false;                    ///< any nsfs bind mount: !mounts->empty()
     std::optional<pid_t> pid;                ///< one process inside it, from the last /proc pass
     std::string comm;                        ///< that process's command name
     std::uint32_t processes = 0;             ///< processes inside it, counted by the last pass
     std::uint32_t pass_processes = 0;        ///< counted so far by the pass under way
     std::uint64_t no_process_since_usec = 0; ///< end of the first pass that met none; 0: one
-    std::optional<Owner> owner;              ///< from the cgroup of a process met inside it
+    Shared<Owner> owner;                     ///< from the cgroup of a process met inside it
     std::optional<std::int32_t> nsid;        ///< self's id for it, when it has one
     std::string path;                        ///< where it was last reached
     std::uint64_t first_seen_usec = 0;       ///< CLOCK_REALTIME

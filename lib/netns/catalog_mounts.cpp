@@ -105,10 +105,12 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
         // becomes a former name).
         if (auto was = namespaces_.find(at->second.second); was != namespaces_.end()) {
             Namespace& ns = was->second;
-            erase_sorted(ns.mounts, path);
+            auto mounts = *ns.mounts; // shared with the registry: changed as a copy
+            erase_sorted(mounts, path);
+            ns.mounts = Shared(std::move(mounts));
             if (name && erase_sorted(ns.names, *name))
                 insert_sorted(ns.former_names, *name);
-            ns.mounted = !ns.mounts.empty();
+            ns.mounted = !ns.mounts->empty();
             changed_.push_back(ns.cookie);
         }
         mounts_.erase(at);
@@ -120,7 +122,9 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
         return;
     Namespace& ns = it->second;
     mounts_.emplace(path, std::make_pair(inode, cookie));
-    insert_sorted(ns.mounts, path);
+    auto mounts = *ns.mounts;
+    if (insert_sorted(mounts, path))
+        ns.mounts = Shared(std::move(mounts));
     ns.mounted = true;
     if (name) {
         insert_sorted(ns.names, *name);

@@ -5,17 +5,11 @@
 #include <string>
 #include <string_view>
 
+#include "util/shared.hpp"
+
 namespace nsidd::netns {
 
-/// Whose a namespace is, read from the cgroup of a process inside it (or of one holding it).
-/// Parts the path does not say are empty.
-struct Owner {
-    std::string unit;      ///< the innermost systemd unit (.service or .scope)
-    std::string runtime;   ///< docker, containerd, cri-o, podman, systemd-nspawn
-    std::string container; ///< the runtime's container id (or the machine's name)
-    std::string pod_uid;   ///< the Kubernetes pod, from a kubepods cgroup
-    bool operator==(const Owner&) const = default;
-};
+using nsidd::Owner;
 
 /// The owner in /proc/PID/cgroup text: the unified (v2) line "0::PATH" (unless it is the
 /// root beside v1 lines: a hybrid hierarchy), else cgroup v1's "name=systemd" line, else the

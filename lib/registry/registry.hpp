@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "util/shared.hpp"
+
 namespace nsidd::registry {
 
 /// An nsid: a slot in one observer's table (0..INT32_MAX).
@@ -34,21 +36,12 @@ struct FdHolder {
 
 /// What held a peer alive at the last look.
 struct Holders {
-    std::uint32_t processes = 0;     ///< processes inside it
-    std::optional<std::int32_t> pid; ///< one of them
-    std::string comm;                ///< its command name
-    std::vector<std::string> mounts; ///< nsfs bind mounts of it, anywhere (sorted)
-    std::vector<FdHolder> fds;       ///< searched only while nothing above holds it
+    std::uint32_t processes = 0;             ///< processes inside it
+    std::optional<std::int32_t> pid;         ///< one of them
+    std::string comm;                        ///< its command name
+    Shared<std::vector<std::string>> mounts; ///< nsfs bind mounts of it, anywhere (sorted)
+    std::vector<FdHolder> fds;               ///< searched only while nothing above holds it
     bool operator==(const Holders&) const = default;
-};
-
-/// Whose a peer is, from the cgroup of a process inside it; unsaid parts are empty.
-struct Owner {
-    std::string unit;      ///< innermost systemd unit
-    std::string runtime;   ///< docker, containerd, cri-o, podman, systemd-nspawn
-    std::string container; ///< the runtime's container id, or the machine's name
-    std::string pod_uid;   ///< Kubernetes pod UID
-    bool operator==(const Owner&) const = default;
 };
 
 struct Identity {
@@ -58,7 +51,7 @@ struct Identity {
     std::vector<std::string> former_names; ///< names it had under /run/netns, no longer
     std::optional<std::int32_t> pid;       ///< one process inside it
     Holders holders;
-    std::optional<Owner> owner;
+    Shared<Owner> owner; ///< unknown: empty
     bool operator==(const Identity&) const = default;
 };
 
