@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -268,6 +269,17 @@ public:
         if (!r)
             return exit_code(r.error());
         const Json& tables = array_at(*r, "tables");
+        // Each observer is named as self's table names it: its /run/netns names, else a pid.
+        std::map<std::string, std::string> labels;
+        for (const auto& t : tables)
+            if (t.value("observer", Json()) == "self")
+                for (const auto& e : array_at(t, "entries"))
+                    labels[cell(e.value("nsid", Json(nullptr)))] =
+                        peer_label(e.value("peer", Json::object()));
+        const auto label = [&labels](const std::string& observer) -> Json {
+            const auto it = labels.find(observer);
+            return it == labels.end() || it->second == "-" ? Json(nullptr) : Json(it->second);
+        };
         if (!s_.json.empty()) {
             Json out = Json::array();
             for (const auto& t : tables) {
@@ -277,7 +289,9 @@ public:
                 // The observer as nsidd names it: "self", or self's id as a number.
                 const std::string name = cell(t["observer"]);
                 Json observer = name == "self" ? Json("self") : Json(std::stoll(name));
-                out.push_back({{"observer", observer}, {"entries", std::move(entries)}});
+                out.push_back({{"observer", observer},
+                               {"observer-label", name == "self" ? Json(nullptr) : label(name)},
+                               {"entries", std::move(entries)}});
             }
             print_json(s_, out);
             return Ok;
@@ -287,7 +301,10 @@ public:
             if (!first)
                 std::cout << '\n';
             first = false;
-            std::cout << "Observer " << cell(t["observer"]) << ":\n";
+            const std::string name = cell(t["observer"]);
+            const Json named = name == "self" ? Json(nullptr) : label(name);
+            std::cout << "Observer " << name
+                      << (named.is_string() ? " (" + named.get<std::string>() + ")" : "") << ":\n";
             print_entries(s_, array_at(t, "entries"));
         }
         return Ok;

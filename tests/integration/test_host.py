@@ -90,6 +90,13 @@ assert own['state'] == 'active' and own['current-nsid'] is None, own
 assert own['peer']['inode'] == os.stat('/proc/self/ns/net').st_ino, own
 t.log("A's id 5 names nsidd's own namespace: inode %d, active" % own['peer']['inode'])
 
+# nsidctl graph names each observer as self's table does.
+labels = {x['observer']: x['observer-label']
+          for x in json.loads(t.nsidctl('-j', 'graph', socket_path=d.socket).stdout)}
+assert labels[ids['A']] == 'A' and labels[ids['C']] == 'C' and labels['self'] is None, labels
+human = t.nsidctl('graph', socket_path=d.socket).stdout
+assert 'Observer %d (A):' % ids['A'] in human and 'Observer self:' in human, human
+
 w = t.Varlink(d.socket)
 w.send('io.nsidd.Registry.Watch', {}, more=True)
 w.receive()
