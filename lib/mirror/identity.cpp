@@ -295,7 +295,7 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
     const auto& held_by = row->second.entry.peer.holders;
     if (v->second.unheld_since == 0) {
         const auto* ns = catalog_.by_nsid(*peer);
-        if (ns == nullptr || ns->pid || ns->processes > 0 || !ns->mounted)
+        if (ns == nullptr || ns->pid || ns->processes > 0 || !ns->mounted())
             return PeerState::Active; // a process held it at the last look
         // Bind mounts only: a stale-mount path that has outlived every process by the grace
         // period is the leak CNI leaves behind.

@@ -217,11 +217,7 @@ void Catalog::describe_process(Namespace& ns) {
     if (!ns.pid)
         return;
     const auto dir = roots_.proc_dir + "/" + std::to_string(*ns.pid);
-    if (auto comm = read_file(dir + "/comm", 64)) {
-        ns.comm = std::move(*comm);
-        while (!ns.comm.empty() && ns.comm.back() == '\n')
-            ns.comm.pop_back();
-    }
+    ns.comm = process_comm(roots_.proc_dir, *ns.pid);
     // A process that left (or has no cgroup file) keeps the owner found before.
     if (auto cgroup = read_file(dir + "/cgroup", 64 * 1024))
         if (auto owner = parse_cgroup_owner(*cgroup); owner && *owner != *ns.owner)
@@ -256,7 +252,7 @@ void Catalog::end_pass(std::uint64_t now_usec) {
     }
     for (auto it = namespaces_.begin(); it != namespaces_.end();) {
         auto next = std::next(it);
-        if (it->second.seen_pass != pass_ && !it->second.mounted)
+        if (it->second.seen_pass != pass_ && !it->second.mounted())
             drop(it);
         it = next;
     }

@@ -34,7 +34,8 @@ struct Namespace {
     std::vector<std::string> names;          ///< bind mounts under the netns directory (sorted)
     std::vector<std::string> former_names;   ///< names it had there, no longer (sorted)
     Shared<std::vector<std::string>> mounts; ///< every mount point that reaches it (sorted)
-    bool mounted = false;                    ///< any nsfs bind mount: !mounts->empty()
+    /// Any nsfs bind mount, under the netns directory or not.
+    bool mounted() const noexcept { return !mounts->empty(); }
     std::optional<pid_t> pid;                ///< one process inside it, from the last /proc pass
     std::string comm;                        ///< that process's command name
     std::uint32_t processes = 0;             ///< processes inside it, counted by the last pass

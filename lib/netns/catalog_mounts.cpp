@@ -110,7 +110,6 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
             ns.mounts = Shared(std::move(mounts));
             if (name && erase_sorted(ns.names, *name))
                 insert_sorted(ns.former_names, *name);
-            ns.mounted = !ns.mounts->empty();
             changed_.push_back(ns.cookie);
         }
         mounts_.erase(at);
@@ -125,7 +124,6 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
     auto mounts = *ns.mounts;
     if (insert_sorted(mounts, path))
         ns.mounts = Shared(std::move(mounts));
-    ns.mounted = true;
     if (name) {
         insert_sorted(ns.names, *name);
         erase_sorted(ns.former_names, *name);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "netns/discovery.hpp"
 
+#include "util/file.hpp"
+
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
@@ -24,6 +26,15 @@ Result<std::uint64_t> namespace_cookie(int fd) {
     if (::ioctl(fd, kNsGetId, &id) < 0)
         return fail_errno();
     return id;
+}
+
+std::string process_comm(const std::string& proc_dir, pid_t pid) {
+    auto comm = read_file(proc_dir + "/" + std::to_string(pid) + "/comm", 64);
+    if (!comm)
+        return {};
+    while (!comm->empty() && comm->back() == '\n')
+        comm->pop_back();
+    return std::move(*comm);
 }
 
 } // namespace nsidd::netns

@@ -23,6 +23,10 @@ struct Roots {
 /// fd keeps the namespace alive.
 Result<UniqueFd> open_namespace(const std::string& path);
 
+/// The command name of process `pid` under `proc_dir` (/proc/PID/comm, without its newline);
+/// empty when it is gone.
+std::string process_comm(const std::string& proc_dir, pid_t pid);
+
 /// The namespace's 64-bit id (NS_GET_ID, Linux >= 6.18; equal to SO_NETNS_COOKIE); never reused.
 /// Fails with ENOTTY on kernels without the ioctl.
 Result<std::uint64_t> namespace_cookie(int fd);

@@ -11,6 +11,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "netns/discovery.hpp"
 #include "netns/mountinfo.hpp"
 #include "util/file.hpp"
 
@@ -103,12 +104,7 @@ bool FdScan::step(std::size_t budget) {
             continue;
         if (!comm_read_) {
             comm_read_ = true;
-            comm_.clear();
-            if (auto comm = read_file(proc_dir_ + "/" + std::to_string(pid_) + "/comm", 64)) {
-                comm_ = std::move(*comm);
-                while (!comm_.empty() && comm_.back() == '\n')
-                    comm_.pop_back();
-            }
+            comm_ = process_comm(proc_dir_, pid_);
         }
         pass_[*inode].push_back(FdHolder{pid_, comm_, std::atoi(d->d_name)});
     }
