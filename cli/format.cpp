@@ -185,4 +185,15 @@ std::string leak_action(const std::string& state, const Json& peer) {
            "that created it";
 }
 
+std::string watch_line(const Json& j) {
+    const Json e = j.value("entry", Json::object());
+    auto kind = cell(j.value("kind", Json()));
+    kind.resize(std::max<std::size_t>(kind.size(), 6), ' ');
+    return cell(j.value("seq", Json())) + " " + kind + " " +
+           (j.value("removed", false) ? "-" : "+") + " observer " +
+           cell(j.value("observer", Json())) + " nsid " + cell(e.value("nsid", Json())) + " peer " +
+           peer_label(e.value("peer", Json::object())) + " " +
+           cell(state_name(e.value("state", Json())));
+}
+
 } // namespace nsidctl

@@ -44,5 +44,7 @@ std::string leak_holder(const std::string& state, const Json& peer);
 std::string leak_action(const std::string& state, const Json& peer);
 /// A peer's names, else "pid N", else "-".
 std::string peer_label(const Json& peer);
+/// One Watch change as a line: seq, kind, + or -, observer, nsid, peer, state.
+std::string watch_line(const Json& change);
 
 } // namespace nsidctl

@@ -335,10 +335,11 @@ public:
         return Ok;
     }
 
-    int watch() {
+    int watch(std::optional<std::int64_t> since) {
         if (auto c = connect(); !c)
             return exit_code(c.error());
-        if (auto sent = client_->send("io.nsidd.Registry.Watch", Json::object(), true); !sent) {
+        const Json parameters = since ? Json{{"since", *since}} : Json::object();
+        if (auto sent = client_->send("io.nsidd.Registry.Watch", parameters, true); !sent) {
             std::fprintf(stderr, "nsidctl: cannot send to nsidd at %s: %s\n", s_.socket.c_str(),
                          sent.error().message().c_str());
             return Unreachable;
@@ -348,20 +349,18 @@ public:
             if (!r)
                 return exit_code(r.error());
             const Json& j = (*r);
-            if (first && j.value("entry", Json()).is_null())
-                continue; // the start marker
+            if (first && j.value("entry", Json()).is_null()) { // the start marker
+                if (since && !j.value("resumed", false))
+                    std::fputs("nsidctl: too old to resume: read again (nsidctl list)\n", stderr);
+                continue;
+            }
             if (!s_.json.empty()) {
                 Json out = j;
                 if (j.contains("entry") && j["entry"].is_object())
                     out["entry"] = cli_entry(j["entry"]);
                 print_json(s_, out);
             } else {
-                const Json e = j.value("entry", Json::object());
-                const char* sign = j.value("removed", false) ? "-" : "+";
-                std::printf("%s %-6s %s observer %s nsid %s peer %s\n", cell(j["seq"]).c_str(),
-                            cell(j["kind"]).c_str(), sign, cell(j["observer"]).c_str(),
-                            cell(e.value("nsid", Json())).c_str(),
-                            peer_label(e.value("peer", Json::object())).c_str());
+                std::printf("%s\n", watch_line(j).c_str());
             }
             std::fflush(stdout);
         }
@@ -369,9 +368,7 @@ public:
 
     int simple(const std::string& method) {
         auto r = call(method);
-        if (!r)
-            return exit_code(r.error());
-        return Ok;
+        return r ? Ok : exit_code(r.error());
     }
 
     int metrics() {
@@ -408,7 +405,7 @@ std::string command_word(int argc, char** argv) {
 // Runs the parsed command. A reply that does not have the shape the interface promises is
 // nsidd's error (exit 1), never a crash.
 int run(Session& session, const CLI::App& app, const std::string& observer, const Filter& filter,
-        long limit) {
+        long limit, std::optional<std::int64_t> since) {
     try {
         const auto given = [&app](const char* name) {
             return app.got_subcommand(name);
@@ -424,7 +421,7 @@ int run(Session& session, const CLI::App& app, const std::string& observer, cons
         if (given("history"))
             return session.history(limit);
         if (given("watch"))
-            return session.watch();
+            return session.watch(since);
         if (given("resync"))
             return session.simple("io.nsidd.Registry.Resync");
         if (given("reload"))
@@ -454,6 +451,7 @@ int main(int argc, char** argv) {
     std::string observer;
     Filter filter;
     long limit = -1;
+    std::optional<std::int64_t> since;
     app.add_subcommand("status", "Show the daemon's state");
     auto* list = app.add_subcommand("list", "List one table (self, an nsid or a netns name)");
     list->add_option("OBSERVER", observer, "Whose table");
@@ -468,7 +466,10 @@ int main(int argc, char** argv) {
     app.add_subcommand("history", "List dead peers")
         ->add_option("-n", limit, "At most N, the most recent")
         ->check(CLI::Range(0L, 1L << 20));
-    app.add_subcommand("watch", "Print changes as they happen");
+    app.add_subcommand("watch", "Print changes as they happen")
+        ->add_option("--since", since,
+                     "Resume after this seq (the last one an earlier watch printed)")
+        ->check(CLI::NonNegativeNumber);
     app.add_subcommand("resync", "Re-read the tables from the kernel (root)");
     app.add_subcommand("reload", "Re-read the configuration (root)");
     app.add_subcommand("metrics", "Print Prometheus metrics");
@@ -491,5 +492,5 @@ int main(int argc, char** argv) {
     if (app.count("--json") && settings.json.empty())
         settings.json = "short";
     Session session(settings);
-    return run(session, app, observer, filter, limit);
+    return run(session, app, observer, filter, limit, since);
 }

@@ -166,20 +166,28 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
         if (::lstat(options_.socket.c_str(), &st) == 0)
             socket_inode_ = st.st_ino;
     }
-    VarlinkApi::Hooks hooks{[this] { return status(); },
-                            [this] { resync(ResyncReason::Manual); },
-                            [this] { return reload(); },
-                            [this] { return restart_needed_; },
-                            [this] {
-                                sync_metrics();
-                                return metrics_.text();
-                            },
-                            [this](const std::string& name) { return engine_->nsid_of_name(name); },
-                            [this](std::size_t n) { release_memory(n); },
-                            [this](std::string_view method, bool ok) {
-                                metrics_.count_request(method, ok);
-                            }};
-    api_ = std::make_unique<VarlinkApi>(*engine_, std::move(hooks));
+    VarlinkApi::Hooks hooks{
+        [this] {
+            settle();
+            return status();
+        },
+        [this] { resync(ResyncReason::Manual); },
+        [this] { return reload(); },
+        [this] { return restart_needed_; },
+        [this] {
+            settle();
+            sync_metrics();
+            return metrics_.text();
+        },
+        [this](const std::string& name) { return engine_->nsid_of_name(name); },
+        [this](std::size_t n) { release_memory(n); },
+        [this](std::string_view method, bool ok) { metrics_.count_request(method, ok); },
+        [this] {
+            settle();
+        }};
+    // Sequences start at the start time in microseconds: a Watch resumed with a seq of an
+    // earlier run is not mistaken for one of this run.
+    api_ = std::make_unique<VarlinkApi>(*engine_, std::move(hooks), realtime_usec());
     Server::Limits limits{options_.max_connections, options_.max_connections_per_uid,
                           varlink::ConnectionLimits{options_.max_request, options_.max_output},
                           std::uint64_t{options_.idle_timeout} * 1'000'000u,
@@ -273,8 +281,10 @@ void Daemon::sync_metrics() {
 
 int Daemon::on_post(sd_event_source*, void* userdata) noexcept {
     auto* self = static_cast<Daemon*>(userdata);
-    if (self->engine_)
+    if (self->engine_) {
+        self->settle();
         self->sync_metrics();
+    }
     return 0;
 }
 
@@ -305,20 +315,6 @@ void Daemon::on_netlink() {
         overrun_resync();
     }
     notify_status();
-}
-
-void Daemon::publish(std::vector<registry::Change> changes) {
-    if (changes.empty())
-        return;
-    if (server_)
-        api_->publish(*server_, changes);
-    const auto deaths = std::count_if(changes.begin(), changes.end(), [](const auto& c) {
-        return c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
-    });
-    if (static_cast<std::size_t>(deaths) >= kBurstToLog)
-        log_notable(
-            Notable::DeathBurst, spdlog::level::info,
-            fmt::format("{} peer namespaces died in one burst, purged in one sweep", deaths));
 }
 
 void Daemon::overrun_resync() {

@@ -60,6 +60,9 @@ private:
     // Returns freed heap to the system once work on many entries has added up.
     void release_memory(std::size_t items);
     void sync_metrics();
+    // Publishes the rows whose identity or state changed (Engine::take_updates), and wakes
+    // again when a state changes with time alone.
+    void settle();
 
     // Discovery (discovery.cpp): mount changes (rescanned once per burst), the periodic /proc
     // pass, orphan reports and the id cache.
@@ -84,6 +87,7 @@ private:
     static int on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_discovery_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_post(sd_event_source*, void* userdata) noexcept;
+    static int on_state_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
 
     static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
     static constexpr std::uint64_t kRetryResyncUsec = 200'000;
@@ -114,6 +118,7 @@ private:
     EventSource mounts_timer_;
     EventSource overrun_timer_;
     EventSource discovery_timer_;
+    EventSource state_timer_; // CLOCK_REALTIME: when a grace period ends
     bool resync_timer_pending_ = false;
     std::uint64_t last_resync_end_usec_ = 0; // CLOCK_MONOTONIC
     std::uint64_t mount_delay_usec_ = kMountDelayUsec;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// The daemon's discovery timers: mount changes, the /proc pass in slices, orphan reports and
-// the id cache. What discovery finds and what it means is the engine's (lib/mirror).
+// The daemon's discovery timers: mount changes, the /proc pass in slices, publishing and
+// settling what changed, orphan reports and the id cache. What discovery finds and what it means is
+// the engine's (lib/mirror).
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -209,7 +210,47 @@ std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::
 
 } // namespace
 
+void Daemon::publish(std::vector<registry::Change> changes) {
+    if (changes.empty())
+        return;
+    if (server_)
+        api_->publish(*server_, changes);
+    const auto deaths = std::count_if(changes.begin(), changes.end(), [](const auto& c) {
+        return c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
+    });
+    if (static_cast<std::size_t>(deaths) >= kBurstToLog)
+        log_notable(
+            Notable::DeathBurst, spdlog::level::info,
+            fmt::format("{} peer namespaces died in one burst, purged in one sweep", deaths));
+}
+
+void Daemon::settle() {
+    if (!engine_)
+        return;
+    publish(engine_->take_updates());
+    const auto at = engine_->next_state_change_usec();
+    if (at == 0) {
+        if (state_timer_)
+            sd_event_source_set_enabled(state_timer_.get(), SD_EVENT_OFF);
+        return;
+    }
+    if (state_timer_) {
+        sd_event_source_set_time(state_timer_.get(), at);
+        sd_event_source_set_enabled(state_timer_.get(), SD_EVENT_ONESHOT);
+        return;
+    }
+    sd_event_source* s = nullptr;
+    if (sd_event_add_time(event_.get(), &s, CLOCK_REALTIME, at, 10'000, on_state_timer, this) >= 0)
+        state_timer_.reset(s);
+}
+
+int Daemon::on_state_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
+    static_cast<Daemon*>(userdata)->settle();
+    return 0;
+}
+
 void Daemon::report_leaks() {
+    settle(); // the states the pass just decided
     // Each leak once (by id, first-seen time and state: ids are reused), the first few in full.
     std::set<std::tuple<registry::Nsid, std::uint64_t, mirror::PeerState>> now;
     std::size_t told = 0, more = 0;

@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdlib>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -19,6 +20,9 @@ namespace {
 
 using varlink::Json;
 constexpr std::string_view kService = "org.varlink.service";
+// Changes kept for Watch(since): a watcher that reconnects within this many changes misses
+// nothing and need not read the tables again.
+constexpr std::size_t kKeptChanges = 2048;
 
 } // namespace
 
@@ -39,7 +43,7 @@ std::span<const VarlinkApi::Method> VarlinkApi::methods() {
         {"io.nsidd.Registry.List", &VarlinkApi::list, "observer", false, false},
         {"io.nsidd.Registry.Graph", &VarlinkApi::graph, "", false, false},
         {"io.nsidd.Registry.History", &VarlinkApi::history, "limit", false, false},
-        {"io.nsidd.Registry.Watch", &VarlinkApi::watch, "", false, true},
+        {"io.nsidd.Registry.Watch", &VarlinkApi::watch, "since", false, true},
         {"io.nsidd.Registry.Resync", &VarlinkApi::resync, "", true, false},
         {"io.nsidd.Registry.Reload", &VarlinkApi::reload, "", true, false},
         {"io.nsidd.Registry.GetMetrics", &VarlinkApi::get_metrics, "", false, false},
@@ -54,8 +58,8 @@ std::vector<std::string_view> VarlinkApi::method_names() {
     return out;
 }
 
-VarlinkApi::VarlinkApi(const mirror::Engine& engine, Hooks hooks)
-    : engine_(engine), hooks_(std::move(hooks)) {}
+VarlinkApi::VarlinkApi(const mirror::Engine& engine, Hooks hooks, std::uint64_t first_seq)
+    : engine_(engine), hooks_(std::move(hooks)), seq_(first_seq), first_seq_(first_seq) {}
 
 void VarlinkApi::call(Server::Peer& peer, const varlink::Call& call) {
     const auto& name = call.method;
@@ -155,21 +159,25 @@ void VarlinkApi::list(Server::Peer& peer, const varlink::Call& call) {
         else
             observer = hooks_.nsid_of_name(name);
     }
+    if (hooks_.settle)
+        hooks_.settle();
     const auto* table = observer ? engine_.registry().table(*observer) : nullptr;
     if (table == nullptr) {
         peer.error(kNoSuchObserver, {{"observer", name}});
         return;
     }
-    peer.reply({{"entries", entries(*observer, *table)}});
+    peer.reply({{"entries", entries(*observer, *table)}, {"seq", seq_}});
     hooks_.rendered(table->rows.size());
 }
 
 void VarlinkApi::graph(Server::Peer& peer, const varlink::Call&) {
+    if (hooks_.settle)
+        hooks_.settle();
     Json tables = Json::array();
     for (const auto& [observer, table] : engine_.registry().tables())
         tables.push_back(
             {{"observer", observer_name(observer)}, {"entries", entries(observer, table)}});
-    peer.reply({{"tables", std::move(tables)}});
+    peer.reply({{"tables", std::move(tables)}, {"seq", seq_}});
     hooks_.rendered(engine_.registry().entry_count());
 }
 
@@ -191,13 +199,32 @@ void VarlinkApi::history(Server::Peer& peer, const varlink::Call& call) {
     peer.reply({{"deaths", std::move(out)}});
 }
 
-void VarlinkApi::watch(Server::Peer& peer, const varlink::Call&) {
-    peer.reply({{"seq", seq_},
+void VarlinkApi::watch(Server::Peer& peer, const varlink::Call& call) {
+    std::optional<std::uint64_t> since;
+    if (const auto it = call.parameters.find("since"); it != call.parameters.end()) {
+        if (!it->is_null() && !(it->is_number_integer() && it->get<std::int64_t>() >= 0)) {
+            peer.error(varlink::kInvalidParameter, {{"parameter", "since"}});
+            return;
+        }
+        if (!it->is_null())
+            since = it->get<std::uint64_t>();
+    }
+    if (hooks_.settle)
+        hooks_.settle();
+    // Resumable when every change after `since` is still kept (or there is none yet).
+    const bool resumed = since && *since >= first_seq_ && *since <= seq_ &&
+                         (*since == seq_ || (!kept_.empty() && kept_.front().seq <= *since + 1));
+    peer.reply({{"seq", resumed ? *since : seq_},
                 {"kind", "resync"},
                 {"observer", "self"},
                 {"entry", nullptr},
-                {"removed", false}},
+                {"removed", false},
+                {"resumed", resumed}},
                true);
+    if (resumed)
+        for (const auto& k : kept_)
+            if (k.seq > *since)
+                peer.reply(to_json(k.seq, k.change, k.state), true);
     peer.subscribe();
 }
 
@@ -218,16 +245,27 @@ void VarlinkApi::get_metrics(Server::Peer& peer, const varlink::Call&) {
 }
 
 void VarlinkApi::publish(Server& server, const std::vector<registry::Change>& changes) {
+    // Rows of other tables purged with a peer show the identity self's row for it had; that
+    // row is gone by now, but its removal is in the same batch.
+    std::unordered_map<registry::Nsid, const registry::Identity*> dead;
+    for (const auto& c : changes)
+        if (c.observer == registry::kSelf && c.kind != registry::ChangeKind::New &&
+            c.kind != registry::ChangeKind::Update &&
+            (c.kind != registry::ChangeKind::Resync || c.removed))
+            dead[c.entry.nsid] = &c.entry.peer;
     for (const auto& c : changes) {
         const std::uint64_t seq = ++seq_;
-        server.publish(
-            [&] {
-                const registry::Change shown{c.kind, c.observer, engine_.view(c.observer, c.entry),
-                                             c.removed};
-                return varlink::encode_reply(
-                    to_json(seq, shown, to_string(engine_.state(c.observer, c.entry))), true);
-            },
-            kWatcherTooSlow);
+        registry::Change shown{c.kind, c.observer, engine_.view(c.observer, c.entry), c.removed};
+        if (c.observer != registry::kSelf && c.entry.current_nsid && !shown.entry.peer.cookie &&
+            !shown.entry.peer.inode)
+            if (const auto d = dead.find(*c.entry.current_nsid); d != dead.end())
+                shown.entry.peer = *d->second;
+        const char* state = to_string(engine_.state(c.observer, c.entry));
+        server.publish([&] { return varlink::encode_reply(to_json(seq, shown, state), true); },
+                       kWatcherTooSlow);
+        kept_.push_back(Kept{seq, std::move(shown), state});
+        if (kept_.size() > kKeptChanges)
+            kept_.pop_front();
     }
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -125,6 +126,15 @@ public:
     /// visible has held it for longer than the grace period: the kernel does (or a socket).
     /// Unknown: not decided yet.
     PeerState state(registry::Observer observer, const registry::Entry& entry) const;
+    /// Settles what changed since the last call: self's rows whose identity or state changed,
+    /// and in host scope the rows of other tables naming the same peers, as Update changes.
+    /// state() answers what the last call decided, so the changes published so far, replayed,
+    /// give exactly what List shows. Call it after each step that may change a row (events,
+    /// discovery, resync) and when next_state_change_usec() passes.
+    std::vector<registry::Change> take_updates();
+    /// The wall clock at which a peer's state changes with time alone (a grace period ends), or
+    /// 0 when none waits.
+    std::uint64_t next_state_change_usec() const noexcept;
     /// Self's peers by state.
     std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> state_counts() const;
     /// Per state, the first-seen time (wall clock) of self's oldest peer in it; 0: none.
@@ -169,6 +179,13 @@ private:
     void attach_changed();
     void drop_distrusted();
     void renew_verdicts();
+    // Sets a row's identity, noting the row for the next take_updates().
+    void set_peer(Nsid nsid, const registry::Identity& id);
+    // A row whose state may have changed (and whose identity did, when `identity`).
+    void touch(Nsid nsid, bool identity = false);
+    // The state as of now; `deadline`: set to when it changes with time alone, if it will.
+    PeerState live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
+                         std::uint64_t& deadline) const;
     // Rereads the mount table, noting when.
     void scan_mounts(bool full);
     static registry::Identity identity_of(const netns::Namespace& ns);
@@ -183,6 +200,8 @@ private:
         std::uint64_t row_since = 0;    // the row it is about (ids are reused)
         std::uint64_t unheld_since = 0; // 0: held; else wall clock since when not
     };
+    // Touches the rows whose verdict differs between the two.
+    void touch_changed(const std::map<Nsid, Verdict>& was, const std::map<Nsid, Verdict>& is);
 
     Kernel& kernel_;
     Config config_;
@@ -200,6 +219,14 @@ private:
     std::set<Nsid> fd_searched_for_;     // the unheld rows the last search began for
     std::uint64_t fd_searched_usec_ = 0; // when it was due
     std::map<Nsid, Verdict> verdicts_;
+    // Self's rows as last settled by take_updates(): what state() answers.
+    struct Shown {
+        std::uint64_t row_since = 0;
+        PeerState state = PeerState::Unknown;
+    };
+    std::unordered_map<Nsid, Shown> shown_;
+    std::map<Nsid, bool> touched_; // rows to settle; true: their identity changed
+    std::set<std::pair<std::uint64_t, Nsid>> deadlines_; // (wall clock, row) to settle then
     // Self's rows that had no identity when they last changed (a superset of those without).
     std::set<Nsid> unidentified_;
     std::uint64_t pass_started_usec_ = 0;

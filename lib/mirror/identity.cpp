@@ -50,7 +50,7 @@ void Engine::drop_distrusted() {
         if (row.entry.peer.cookie && bad.count(*row.entry.peer.cookie))
             rows.push_back(nsid);
     for (const Nsid nsid : rows) {
-        registry_.set_peer(nsid, {});
+        set_peer(nsid, {});
         verdicts_.erase(nsid);
         unidentified_.insert(nsid);
     }
@@ -77,9 +77,10 @@ void Engine::attach_changed() {
             resync_due_ = true;
             continue;
         }
-        registry_.set_peer(nsid, identity_of(it->second));
+        set_peer(nsid, identity_of(it->second));
         // Found through a process or a mount: held now.
         verdicts_[nsid] = Verdict{row->second.entry.since_usec, 0};
+        touch(nsid);
     }
 }
 
@@ -92,6 +93,9 @@ void Engine::forget_dead(const registry::Change& c) {
     if (auto v = verdicts_.find(c.entry.nsid);
         v != verdicts_.end() && v->second.row_since == c.entry.since_usec)
         verdicts_.erase(v);
+    if (auto s = shown_.find(c.entry.nsid);
+        s != shown_.end() && s->second.row_since == c.entry.since_usec)
+        shown_.erase(s);
 }
 
 void Engine::identify(const std::vector<registry::Change>& changes) {
@@ -109,8 +113,9 @@ void Engine::identify(const std::vector<registry::Change>& changes) {
         if (row == rows.end() || row->second.entry.peer.cookie)
             continue;
         if (const auto* ns = catalog_.by_nsid(c.entry.nsid)) {
-            registry_.set_peer(c.entry.nsid, identity_of(*ns));
+            set_peer(c.entry.nsid, identity_of(*ns));
             verdicts_[c.entry.nsid] = Verdict{row->second.entry.since_usec, 0};
+            touch(c.entry.nsid);
         } else {
             unexplained = true;
             unidentified_.insert(c.entry.nsid);
@@ -191,6 +196,22 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
     return true;
 }
 
+void Engine::touch_changed(const std::map<Nsid, Verdict>& was, const std::map<Nsid, Verdict>& is) {
+    // Rows whose verdict changed may have changed state.
+    for (auto a = was.begin(), b = is.begin(); a != was.end() || b != is.end();) {
+        if (b == is.end() || (a != was.end() && a->first < b->first)) {
+            touch((a++)->first);
+        } else if (a == was.end() || b->first < a->first) {
+            touch((b++)->first);
+        } else {
+            if (a->second.row_since != b->second.row_since ||
+                a->second.unheld_since != b->second.unheld_since)
+                touch(a->first);
+            ++a, ++b;
+        }
+    }
+}
+
 void Engine::renew_verdicts() {
     // A row whose peer nothing held in the pass just ended is unheld since that pass began, or
     // since earlier if it already was.
@@ -229,9 +250,10 @@ void Engine::renew_verdicts() {
             v != verdicts_.end() && v->second.row_since == since && v->second.unheld_since != 0;
         next.emplace(nsid, Verdict{since, still ? v->second.unheld_since : pass_started_usec_});
     }
+    touch_changed(verdicts_, next);
     verdicts_ = std::move(next);
     for (auto& [nsid, id] : unheld)
-        registry_.set_peer(nsid, id);
+        set_peer(nsid, id);
     // Peers nothing visible holds: search the fds of every process for them. A search costs
     // the kernel ~3 us per fd on the host (bench/README.md): again only when that set of peers
     // changed, or its last search is a minute old.
@@ -287,26 +309,93 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
         return PeerState::Unknown;
     const auto& rows = registry_.table(registry::kSelf)->rows;
     const auto row = rows.find(*peer);
-    const auto v = verdicts_.find(*peer);
-    if (row == rows.end() || v == verdicts_.end() ||
-        v->second.row_since != row->second.entry.since_usec)
+    const auto s = shown_.find(*peer);
+    if (row == rows.end() || s == shown_.end() ||
+        s->second.row_since != row->second.entry.since_usec)
         return PeerState::Unknown;
-    const auto now = clock_.realtime();
-    const auto& held_by = row->second.entry.peer.holders;
+    return s->second.state;
+}
+
+PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
+                             std::uint64_t& deadline) const {
+    deadline = 0;
+    const auto v = verdicts_.find(nsid);
+    if (v == verdicts_.end() || v->second.row_since != entry.since_usec)
+        return PeerState::Unknown;
+    const auto grace = config_.orphan_grace_usec;
     if (v->second.unheld_since == 0) {
-        const auto* ns = catalog_.by_nsid(*peer);
+        const auto* ns = catalog_.by_nsid(nsid);
         if (ns == nullptr || ns->pid || ns->processes > 0 || !ns->mounted())
             return PeerState::Active; // a process held it at the last look
         // Bind mounts only: a stale-mount path that has outlived every process by the grace
         // period is the leak CNI leaves behind.
-        const bool aged = ns->no_process_since_usec != 0 &&
-                          now - ns->no_process_since_usec >= config_.orphan_grace_usec;
-        return aged && on_stale_path(*ns->mounts) ? PeerState::StaleMount : PeerState::Mounted;
+        if (ns->no_process_since_usec == 0 || !on_stale_path(*ns->mounts))
+            return PeerState::Mounted;
+        if (now - ns->no_process_since_usec >= grace)
+            return PeerState::StaleMount;
+        deadline = ns->no_process_since_usec + grace;
+        return PeerState::Mounted;
     }
-    if (!held_by.fds.empty())
+    if (!entry.peer.holders.fds.empty())
         return PeerState::FdHeld;
-    return now - v->second.unheld_since >= config_.orphan_grace_usec ? PeerState::Pinned
-                                                                     : PeerState::Unknown;
+    if (now - v->second.unheld_since >= grace)
+        return PeerState::Pinned;
+    deadline = v->second.unheld_since + grace;
+    return PeerState::Unknown;
+}
+
+void Engine::set_peer(Nsid nsid, const registry::Identity& id) {
+    if (registry_.set_peer(nsid, id))
+        touch(nsid, true);
+}
+
+void Engine::touch(Nsid nsid, bool identity) {
+    auto [it, added] = touched_.emplace(nsid, identity);
+    if (!added && identity)
+        it->second = true;
+}
+
+std::uint64_t Engine::next_state_change_usec() const noexcept {
+    return deadlines_.empty() ? 0 : deadlines_.begin()->first;
+}
+
+std::vector<registry::Change> Engine::take_updates() {
+    const auto now = clock_.realtime();
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+        touch(deadlines_.begin()->second);
+        deadlines_.erase(deadlines_.begin());
+    }
+    std::vector<registry::Change> out;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    for (const auto& [nsid, identity] : touched_) {
+        const auto row = rows.find(nsid);
+        if (row == rows.end()) {
+            shown_.erase(nsid);
+            continue;
+        }
+        const auto& entry = row->second.entry;
+        std::uint64_t deadline = 0;
+        const auto now_state = live_state(nsid, entry, now, deadline);
+        if (deadline != 0)
+            deadlines_.emplace(deadline, nsid);
+        auto shown = shown_.find(nsid);
+        const bool fresh = shown == shown_.end() || shown->second.row_since != entry.since_usec;
+        const auto had = fresh ? PeerState::Unknown : shown->second.state;
+        if (now_state == PeerState::Unknown)
+            shown_.erase(nsid);
+        else
+            shown_[nsid] = Shown{entry.since_usec, now_state};
+        if (!identity && had == now_state)
+            continue;
+        out.push_back(registry::Change{registry::ChangeKind::Update, registry::kSelf, entry});
+        // Rows of other tables show this peer's identity and state.
+        if (config_.host)
+            registry_.for_each_row_naming(nsid, [&](Observer o, const registry::Entry& e) {
+                out.push_back(registry::Change{registry::ChangeKind::Update, o, e});
+            });
+    }
+    touched_.clear();
+    return out;
 }
 
 bool Engine::discover_fds(std::size_t budget) {
@@ -346,7 +435,7 @@ bool Engine::discover_fds(std::size_t budget) {
         }
     }
     for (auto& [nsid, id] : updates)
-        registry_.set_peer(nsid, id);
+        set_peer(nsid, id);
     return true;
 }
 

@@ -98,6 +98,22 @@ void Registry::index_row(Observer observer, const Entry& entry) {
     by_peer_rebuild_at_ = std::max<std::size_t>(4096, 2 * by_peer_size_);
 }
 
+void Registry::for_each_row_naming(Nsid peer,
+                                   const std::function<void(Observer, const Entry&)>& fn) const {
+    const auto listed = by_peer_.find(peer);
+    if (listed == by_peer_.end())
+        return;
+    for (const auto& l : listed->second) {
+        const auto t = tables_.find(l.observer);
+        if (t == tables_.end())
+            continue;
+        const auto r = t->second.rows.find(l.nsid);
+        if (r != t->second.rows.end() && r->second.stamp == l.stamp &&
+            peer_of(l.observer, r->second.entry) == peer)
+            fn(l.observer, r->second.entry);
+    }
+}
+
 void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>& changes) {
     const auto listed = by_peer_.find(peer);
     if (listed == by_peer_.end())
@@ -397,6 +413,8 @@ const char* to_string(ChangeKind kind) noexcept {
         return "purge";
     case ChangeKind::Resync:
         return "resync";
+    case ChangeKind::Update:
+        return "update";
     }
     return "unknown";
 }

@@ -73,7 +73,8 @@ struct Death {
     std::uint64_t died_usec = 0;
 };
 
-enum class ChangeKind : std::uint8_t { New, Del, Purge, Resync };
+/// Update: the row's identity or state changed (made by the engine, never by the registry).
+enum class ChangeKind : std::uint8_t { New, Del, Purge, Resync, Update };
 /// One change to the mirror, in the order applied; what watchers are sent.
 struct Change {
     ChangeKind kind;
@@ -155,6 +156,10 @@ public:
     /// entry or it already said so. Rows of other tables name the peer through current_nsid.
     bool set_peer(Nsid nsid, const Identity& peer);
 
+    /// Calls `fn(observer, entry)` for each row of another table that names self's `peer`.
+    void for_each_row_naming(Nsid peer,
+                             const std::function<void(Observer, const Entry&)>& fn) const;
+
     const std::map<Observer, Table>& tables() const noexcept { return tables_; }
     /// The table of `observer`, or nullptr.
     const Table* table(Observer observer) const;
@@ -209,7 +214,7 @@ private:
 
 /// The name used on the wire and in logs: "event", "dump", "probe", "resync".
 const char* to_string(Source source) noexcept;
-/// "new", "del", "purge", "resync".
+/// "new", "del", "purge", "resync", "update".
 const char* to_string(ChangeKind kind) noexcept;
 
 } // namespace nsidd::registry

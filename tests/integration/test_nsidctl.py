@@ -52,6 +52,23 @@ try:
     t.ip_batch(['netns add wx', 'netns set wx auto'])
     line = w.stdout.readline()
     assert ' new ' in line and '+' in line, line
+    # Its name and state follow as an update of the same row.
+    nsid = line.split(' nsid ')[1].split()[0]
+    while True:
+        update = w.stdout.readline()
+        assert update, 'the stream ended'
+        if ' update ' in update and ' nsid %s peer wx mounted' % nsid in update:
+            break
+finally:
+    w.terminate()
+    w.wait()
+# --since resumes: the same lines again, from the one after it.
+seq = int(line.split()[0])
+w = subprocess.Popen([t.NSIDCTL, '--socket', sock, 'watch', '--since', str(seq - 1)],
+                     stdout=subprocess.PIPE, text=True)
+try:
+    again = w.stdout.readline()
+    assert again.split()[:2] == line.split()[:2], (again, line)
 finally:
     w.terminate()
     w.wait()

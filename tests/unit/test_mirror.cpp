@@ -356,23 +356,89 @@ Engine::Config config(const Sim& sim, bool host = false) {
     return {sim.roots(), 4096, host, false, 60'000'000, {sim.roots().netns_dir + "/cni-*"}};
 }
 
+// What a Watch client rebuilds from the changes it is sent, each shown as the daemon shows it
+// when it publishes it (the entry's view and state at that moment).
+struct Replay {
+    struct Shown {
+        registry::Entry entry;
+        PeerState state;
+    };
+    std::map<std::pair<Observer, Nsid>, Shown> rows;
+    std::size_t updates = 0;
+
+    void feed(const Engine& engine, const std::vector<registry::Change>& changes) {
+        for (const auto& c : changes) {
+            const std::pair key{c.observer, c.entry.nsid};
+            if (c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Purge ||
+                c.removed)
+                rows.erase(key);
+            else
+                rows[key] = {engine.view(c.observer, c.entry), engine.state(c.observer, c.entry)};
+            updates += c.kind == registry::ChangeKind::Update;
+        }
+    }
+    // Settles the engine (as the daemon does before it answers List), then compares.
+    std::string diff(Engine& engine) {
+        feed(engine, engine.take_updates());
+        std::size_t count = 0;
+        for (const auto& [o, t] : engine.registry().tables())
+            for (const auto& [k, row] : t.rows) {
+                ++count;
+                const auto want = engine.view(o, row.entry);
+                const auto state = engine.state(o, row.entry);
+                const auto it = rows.find({o, k});
+                const auto where = "observer " + std::to_string(o) + " nsid " + std::to_string(k);
+                if (it == rows.end())
+                    return where + ": never sent";
+                const auto& got = it->second;
+                if (got.entry.current_nsid != want.current_nsid ||
+                    got.entry.since_usec != want.since_usec || got.entry.source != want.source)
+                    return where + ": row differs";
+                if (!(got.entry.peer == want.peer))
+                    return where + ": identity differs (cookie sent " +
+                           std::to_string(got.entry.peer.cookie.value_or(0)) + ", now " +
+                           std::to_string(want.peer.cookie.value_or(0)) + ")";
+                if (got.state != state)
+                    return where + ": state sent " + to_string(got.state) + ", now " +
+                           to_string(state);
+            }
+        if (count != rows.size())
+            return std::to_string(rows.size() - count) + " rows sent and never removed";
+        return "";
+    }
+};
+
 // Discovery as the daemon runs it: mounts, a whole /proc pass, a resync when a row's peer was
 // found replaced.
-void discover(Engine& engine) {
+void discover(Engine& engine, Replay* replay = nullptr) {
     engine.discover_mounts();
     while (!engine.discover_processes(SIZE_MAX, false)) {
     }
     if (engine.resync_due()) {
-        ASSERT_TRUE(engine.resync(ResyncReason::Replaced));
+        auto changes = engine.resync(ResyncReason::Replaced);
+        ASSERT_TRUE(changes);
+        if (replay)
+            replay->feed(engine, *changes);
     }
 }
 
 // Applies what is queued; resyncs after a loss, as the daemon does.
-void settle(Engine& engine) {
+void settle(Engine& engine, Replay* replay = nullptr) {
     auto applied = engine.apply_events();
+    if (replay)
+        replay->feed(engine, applied.changes);
     if (applied.lost) {
-        ASSERT_TRUE(engine.resync(ResyncReason::Overrun));
+        auto changes = engine.resync(ResyncReason::Overrun);
+        ASSERT_TRUE(changes);
+        if (replay)
+            replay->feed(engine, *changes);
     }
+}
+
+// The state as the daemon serves it: settled first.
+PeerState settled_state(Engine& engine, Observer o, const registry::Entry& entry) {
+    (void)engine.take_updates();
+    return engine.state(o, entry);
 }
 
 class CutDumps : public ::testing::TestWithParam<std::size_t> {};
@@ -601,7 +667,8 @@ TEST(Mirror, VerdictsFollowTheClock) {
     EXPECT_FALSE(engine.refresh_due());
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
     const auto& rows = engine.registry().table(kSelf)->rows;
-    EXPECT_EQ(engine.state(kSelf, rows.at(0).entry), PeerState::Mounted); // a bind mount only
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(0).entry),
+              PeerState::Mounted); // a bind mount only
     // Unmounted but alive (an fd elsewhere holds it): unknown within the grace, then pinned
     // while no fd search has found a holder.
     struct stat st {};
@@ -610,13 +677,13 @@ TEST(Mirror, VerdictsFollowTheClock) {
     engine.discover_mounts();
     clock.now += 1'000'000;
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
-    EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::Unknown);
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Unknown);
     clock.now += 59'000'000;
-    EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::Unknown);
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Unknown);
     clock.now += 1'000'001;
-    EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::Pinned);
-    EXPECT_EQ(engine.state(kSelf, rows.at(0).entry), PeerState::Mounted);
-    auto counts = engine.state_counts();
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Pinned);
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(0).entry), PeerState::Mounted);
+    auto counts = (engine.take_updates(), engine.state_counts());
     EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::Pinned)], 1u);
     // A process keeps it open: the fd search names it, and it is fd-held.
     ASSERT_TRUE(engine.fds_due());
@@ -624,7 +691,7 @@ TEST(Mirror, VerdictsFollowTheClock) {
     write(sim.root() / "proc/4242/comm", "keeper\n");
     fs::create_symlink("net:[" + std::to_string(st.st_ino) + "]", sim.root() / "proc/4242/fd/7");
     ASSERT_TRUE(engine.discover_fds(SIZE_MAX));
-    EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::FdHeld);
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::FdHeld);
     EXPECT_EQ(rows.at(1).entry.peer.holders.fds,
               (std::vector<registry::FdHolder>{{4242, "keeper", 7}}));
     EXPECT_TRUE(rows.at(0).entry.peer.holders.fds.empty());
@@ -637,7 +704,7 @@ TEST(Mirror, VerdictsFollowTheClock) {
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
     ASSERT_TRUE(engine.fds_due());
     ASSERT_TRUE(engine.discover_fds(SIZE_MAX));
-    EXPECT_EQ(engine.state(kSelf, rows.at(1).entry), PeerState::Pinned);
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Pinned);
     EXPECT_TRUE(rows.at(1).entry.peer.holders.fds.empty());
     // A namespace mounted after the last look at the mounts (rescans back off under load) is
     // not judged by passes that could not have seen its mount, however long they take.
@@ -648,20 +715,21 @@ TEST(Mirror, VerdictsFollowTheClock) {
         clock.now += 61'000'000;
         ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
     }
-    EXPECT_EQ(engine.state(kSelf, rows.at(2).entry), PeerState::Unknown);
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(2).entry), PeerState::Unknown);
     engine.discover_mounts();
-    EXPECT_EQ(engine.state(kSelf, rows.at(2).entry), PeerState::Mounted);
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(2).entry), PeerState::Mounted);
     // A CNI-style mount with no process: mounted, then stale after the grace.
     sim.assign_self(sim.named("cni-1a2b"));
     settle(engine);
     engine.discover_mounts();
     engine.refresh_ids(UINT64_MAX);
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
-    EXPECT_EQ(engine.state(kSelf, rows.at(3).entry), PeerState::Mounted);
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(3).entry), PeerState::Mounted);
     clock.now += 60'000'000;
-    EXPECT_EQ(engine.state(kSelf, rows.at(3).entry), PeerState::StaleMount);
-    EXPECT_EQ(engine.state(kSelf, rows.at(2).entry), PeerState::Mounted); // not on a CNI path
-    counts = engine.state_counts();
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(3).entry), PeerState::StaleMount);
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(2).entry),
+              PeerState::Mounted); // not on a CNI path
+    counts = (engine.take_updates(), engine.state_counts());
     EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::StaleMount)], 1u);
     EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::Mounted)], 2u);
 }
@@ -717,18 +785,18 @@ TEST(Mirror, HostScopeRowsNamingUs) {
         const auto shown = engine.view(*sim.self_id(o), row(o, k));
         EXPECT_EQ(shown.peer.cookie, sim.ns.at(sim.own()).cookie) << o;
         EXPECT_TRUE(shown.peer.inode.has_value());
-        EXPECT_EQ(engine.state(*sim.self_id(o), row(o, k)), PeerState::Active);
+        EXPECT_EQ(settled_state(engine, *sim.self_id(o), row(o, k)), PeerState::Active);
     }
     const auto other = engine.view(*sim.self_id(a), row(a, 0));
     EXPECT_FALSE(other.peer.cookie.has_value());
-    EXPECT_EQ(engine.state(*sim.self_id(a), row(a, 0)), PeerState::Unknown);
+    EXPECT_EQ(settled_state(engine, *sim.self_id(a), row(a, 0)), PeerState::Unknown);
     // b forgets us and gives the id to the hidden peer: the row is no longer ours.
     sim.foreign[b].clear();
     sim.queue.push_back({registry::Op::Kind::Del, *sim.self_id(b), 0, std::nullopt});
     sim.assign_foreign(b, hidden);
     settle(engine);
     EXPECT_FALSE(engine.view(*sim.self_id(b), row(b, 0)).peer.cookie.has_value());
-    EXPECT_EQ(engine.state(*sim.self_id(b), row(b, 0)), PeerState::Unknown);
+    EXPECT_EQ(settled_state(engine, *sim.self_id(b), row(b, 0)), PeerState::Unknown);
 }
 
 // Seeded random churn: creations (named, with a process, hidden), auto and explicit ids,
@@ -741,7 +809,12 @@ void churn(std::uint32_t seed, bool host) {
     sim.target_cut = sim.cut;
     FakeClock clock;
     Engine engine(sim, config(sim, host), clock.clock());
-    ASSERT_TRUE(engine.resync(ResyncReason::Startup));
+    Replay replay; // a watcher from the start
+    {
+        auto changes = engine.resync(ResyncReason::Startup);
+        ASSERT_TRUE(changes);
+        replay.feed(engine, *changes);
+    }
     const auto roll = [&rng](int n) {
         return std::uniform_int_distribution<int>(0, n - 1)(rng);
     };
@@ -779,20 +852,26 @@ void churn(std::uint32_t seed, bool host) {
         } else if (action < 78) {
             engine.refresh_ids(UINT64_MAX);
         } else if (action < 79) {
-            ASSERT_TRUE(engine.resync(ResyncReason::Periodic));
+            auto changes = engine.resync(ResyncReason::Periodic);
+            ASSERT_TRUE(changes);
+            replay.feed(engine, *changes);
         } else {
-            settle(engine);
+            settle(engine, &replay);
             ASSERT_EQ(diff(tables_of(engine.registry()), sim.tables(host)), "") << "step " << step;
-            discover(engine);
-            settle(engine);
+            discover(engine, &replay);
+            settle(engine, &replay);
             ASSERT_EQ(diff(tables_of(engine.registry()), sim.tables(host)), "") << "step " << step;
             expect_identities(sim, engine);
         }
+        // Whatever the step, the changes sent so far, replayed, are what List shows.
+        ASSERT_EQ(replay.diff(engine), "") << "step " << step;
     }
-    settle(engine);
-    discover(engine);
+    settle(engine, &replay);
+    discover(engine, &replay);
     EXPECT_EQ(diff(tables_of(engine.registry()), sim.tables(host)), "");
     expect_identities(sim, engine);
+    EXPECT_EQ(replay.diff(engine), "");
+    EXPECT_GT(replay.updates, 0u);
 }
 
 TEST(Mirror, RandomChurnSelf) {
