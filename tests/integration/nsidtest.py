@@ -317,10 +317,11 @@ def _stop_leftovers():
 class Daemon:
     """A real nsidd on a socket in the sandbox."""
 
-    def __init__(self, *args, socket_path='/run/nsidd-test/io.nsidd.Registry'):
+    def __init__(self, *args, socket_path='/run/nsidd-test/io.nsidd.Registry', wrap=()):
+        """`wrap`: a command that runs nsidd, e.g. ('ip', 'netns', 'exec', 'other')."""
         self.socket = socket_path
         defaults = [] if '--metrics-listen' in args else ['--metrics-listen', 'none']
-        self.args = VALGRIND + [NSIDD, '--socket', socket_path, '--config', '/dev/null'] + \
+        self.args = list(wrap) + VALGRIND + [NSIDD, '--socket', socket_path, '--config', '/dev/null'] + \
             defaults + list(args)
         self.stderr = tempfile.TemporaryFile('w+')
         self.started = time.monotonic()
