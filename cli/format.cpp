@@ -159,7 +159,8 @@ std::string leak_holder(const std::string& state, const Json& peer) {
         if (fds != h.end() && fds->is_array() && !fds->empty()) {
             const Json& f = (*fds)[0];
             return "pid " + cell(f.value("pid", Json(nullptr))) + " (" +
-                   cell(f.value("comm", Json(nullptr))) + ") fd " +
+                   cell(f.value("comm", Json(nullptr))) + ") " +
+                   (f.value("kind", "") == "socket" ? "socket fd " : "fd ") +
                    cell(f.value("fd", Json(nullptr)));
         }
     }

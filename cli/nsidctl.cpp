@@ -327,11 +327,14 @@ public:
             const auto life = d.value("lifetime_usec", std::uint64_t{0});
             const std::string lifetime = nsidd::format_duration(life);
             const Json peer = d.value("peer", Json::object());
+            const bool down = d.value("died_while_down", false);
             rows.push_back({cell(d["nsid"]), peer_label(peer),
-                            cell(peer.value("cookie", Json(nullptr))), age(d.value("died", Json())),
-                            lifetime});
+                            cell(peer.value("cookie", Json(nullptr))),
+                            down ? "while down" : age(d.value("died", Json())),
+                            d.value("since", Json()).is_null() ? "-" : lifetime,
+                            cell(state_name(d.value("state", Json(nullptr))))});
         }
-        print_table(s_, {"NSID", "PEER", "COOKIE", "DIED", "LIFETIME"}, rows);
+        print_table(s_, {"NSID", "PEER", "COOKIE", "DIED", "LIFETIME", "LAST STATE"}, rows);
         return Ok;
     }
 

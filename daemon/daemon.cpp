@@ -242,7 +242,7 @@ int Daemon::run() {
 
     const int r = sd_event_loop(event_.get());
     sd_notify(0, "STOPPING=1");
-    save_ids();
+    save_ids(true); // its time bounds the deaths the next start finds
     server_.reset();
     remove_socket();
     if (r < 0) {

@@ -77,7 +77,7 @@ private:
     // pinned), with journal fields naming it, its holder and its owner.
     void report_leaks();
     // Saves the catalog's ids for a restart (--id-cache), when they changed.
-    void save_ids();
+    void save_ids(bool now = false);
 
     static int on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept;
     static int on_signal(sd_event_source*, const signalfd_siginfo* si, void* userdata) noexcept;

@@ -197,10 +197,11 @@ std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::
                            "CNI-style mount: unmount it to free the namespace)",
                            id, fmt::join(*p.holders.mounts, ","), grace);
     case mirror::PeerState::FdHeld:
-        return fmt::format("{} is held only by an fd of pid {} ({}), fd {}: that process keeps "
-                           "it alive",
-                           id, p.holders.fds.front().pid, p.holders.fds.front().comm,
-                           p.holders.fds.front().fd);
+        return fmt::format(
+            "{} is held only by {} of pid {} ({}), fd {}: that process keeps "
+            "it alive",
+            id, p.holders.fds.front().socket ? "a socket created inside it" : "an fd",
+            p.holders.fds.front().pid, p.holders.fds.front().comm, p.holders.fds.front().fd);
     default:
         return fmt::format("{} has had no process, no bind mount and no fd holding it for {} s "
                            "or more: the kernel (a socket, a device) keeps it alive",
@@ -283,13 +284,13 @@ void Daemon::report_leaks() {
     leaks_ = std::move(now);
 }
 
-void Daemon::save_ids() {
+void Daemon::save_ids(bool now) {
     if (options_.id_cache == "none" || !engine_)
         return;
     // Its directory is the service's RuntimeDirectory; run by hand, nsidd makes it.
     if (const auto slash = options_.id_cache.rfind('/'); slash != std::string::npos && slash > 0)
         ::mkdir(options_.id_cache.substr(0, slash).c_str(), 0755);
-    auto saved = engine_->save_ids(options_.id_cache);
+    auto saved = engine_->save_ids(options_.id_cache, now);
     if (saved)
         return;
     // Once per run: a missing directory stays missing.

@@ -28,7 +28,8 @@ varlink::Json owner_json(const Shared<Owner>& o) {
 varlink::Json fds_json(const std::vector<registry::FdHolder>& fds) {
     auto out = varlink::Json::array();
     for (const auto& f : fds)
-        out.push_back({{"pid", f.pid}, {"comm", f.comm}, {"fd", f.fd}, {"kind", "ns"}});
+        out.push_back(
+            {{"pid", f.pid}, {"comm", f.comm}, {"fd", f.fd}, {"kind", f.socket ? "socket" : "ns"}});
     return out;
 }
 
@@ -67,11 +68,18 @@ varlink::Json to_json(const registry::Entry& e, const char* state) {
 }
 
 varlink::Json to_json(const registry::Death& d) {
+    auto state = d.state;
+    std::replace(state.begin(), state.end(), '-', '_');
+    const bool known = d.since_usec != 0;
     return {{"nsid", d.nsid},
             {"peer", peer_json(d.peer)},
-            {"since", format_iso8601(d.since_usec)},
+            {"since", known ? varlink::Json(format_iso8601(d.since_usec)) : varlink::Json()},
             {"died", format_iso8601(d.died_usec)},
-            {"lifetime_usec", d.died_usec > d.since_usec ? d.died_usec - d.since_usec : 0}};
+            {"lifetime_usec", known && d.died_usec > d.since_usec ? d.died_usec - d.since_usec : 0},
+            {"state", state.empty() ? varlink::Json() : varlink::Json(state)},
+            {"died_while_down", d.down_since_usec != 0},
+            {"down_since", d.down_since_usec != 0 ? varlink::Json(format_iso8601(d.down_since_usec))
+                                                  : varlink::Json()}};
 }
 
 varlink::Json to_json(std::uint64_t seq, const registry::Change& c, const char* state) {

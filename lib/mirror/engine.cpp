@@ -101,6 +101,8 @@ Result<std::vector<Change>> Engine::resync(ResyncReason reason) {
         auto queued = apply_events(true);
         append(changes, std::move(queued.changes));
         if (!queued.lost && registry_.counters().ambiguous == ambiguous) {
+            if (reason == ResyncReason::Startup)
+                find_deaths_while_down();
             ++stats_.resyncs[static_cast<std::size_t>(reason)];
             stats_.last_resync_usec = clock_.realtime();
             stats_.last_resync_duration_usec = clock_.monotonic() - started;

@@ -144,9 +144,10 @@ public:
     /// bootstrap need not ask the kernel for them. False when there is no such file or it does
     /// not apply (then nothing changes).
     bool load_ids(const std::string& path);
-    /// Saves the ids the catalog knows to `path` (atomically, mode 0600) when they changed
-    /// since the last save.
-    Result<void> save_ids(const std::string& path);
+    /// Saves the ids the catalog knows, with each peer's first-seen time, to `path`
+    /// (atomically, mode 0600) when they changed since the last save, or always when `now`
+    /// (at stop: the save time bounds the deaths a restart finds).
+    Result<void> save_ids(const std::string& path, bool now = false);
 
     /// Self's id for the namespace named `name` under the netns directory, if it has one.
     std::optional<Nsid> nsid_of_name(const std::string& name);
@@ -179,6 +180,10 @@ private:
     void attach_changed();
     void drop_distrusted();
     void renew_verdicts();
+    // The saved ids whose id self's table no longer holds after start-up died while nsidd was
+    // down; those whose id it holds are checked when their row's identity is known.
+    void find_deaths_while_down();
+    void record_death_while_down(Nsid nsid, std::uint64_t cookie);
     // Sets a row's identity, noting the row for the next take_updates().
     void set_peer(Nsid nsid, const registry::Identity& id);
     // A row whose state may have changed (and whose identity did, when `identity`).
@@ -216,7 +221,8 @@ private:
     netns::Catalog catalog_;
     netns::FdScan fd_scan_;
     bool fds_due_ = false;
-    std::set<Nsid> fd_searched_for_;     // the unheld rows the last search began for
+    // The unheld rows (id, first seen) the last search began for.
+    std::set<std::pair<Nsid, std::uint64_t>> fd_searched_for_;
     std::uint64_t fd_searched_usec_ = 0; // when it was due
     std::map<Nsid, Verdict> verdicts_;
     // Self's rows as last settled by take_updates(): what state() answers.
@@ -236,6 +242,12 @@ private:
     bool resync_due_ = false;
     bool another_round_ = false; // ids arrived unexplained while a round was under way
     std::uint64_t saved_ids_version_ = UINT64_MAX;
+    // From the id cache: first-seen times by cookie (taken once a row is identified), the ids
+    // saved (for deaths while down) and when they were saved.
+    std::unordered_map<std::uint64_t, std::uint64_t> first_seen_;
+    netns::SavedIds cached_ids_;
+    std::uint64_t cache_saved_usec_ = 0;
+    std::unordered_map<Nsid, std::uint64_t> pending_down_; // saved id -> its saved cookie
     std::string boot_id_;
 };
 

@@ -1,15 +1,11 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // What discovery learns of each peer: identities onto self's rows, verdicts on what holds each
-// peer alive, and the saved ids that spare a restart most questions.
+// peer alive, and the fd search for peers nothing else holds.
 #include "mirror/engine.hpp"
 
 #include <algorithm>
 #include <set>
 #include <unordered_set>
-
-#include <fnmatch.h>
-
-#include "util/file.hpp"
 
 namespace nsidd::mirror {
 namespace {
@@ -94,8 +90,12 @@ void Engine::forget_dead(const registry::Change& c) {
         v != verdicts_.end() && v->second.row_since == c.entry.since_usec)
         verdicts_.erase(v);
     if (auto s = shown_.find(c.entry.nsid);
-        s != shown_.end() && s->second.row_since == c.entry.since_usec)
+        s != shown_.end() && s->second.row_since == c.entry.since_usec) {
+        if (c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync)
+            registry_.set_death_state(c.entry.nsid, c.entry.since_usec, to_string(s->second.state));
         shown_.erase(s);
+    }
+    pending_down_.erase(c.entry.nsid);
 }
 
 void Engine::identify(const std::vector<registry::Change>& changes) {
@@ -196,22 +196,6 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
     return true;
 }
 
-void Engine::touch_changed(const std::map<Nsid, Verdict>& was, const std::map<Nsid, Verdict>& is) {
-    // Rows whose verdict changed may have changed state.
-    for (auto a = was.begin(), b = is.begin(); a != was.end() || b != is.end();) {
-        if (b == is.end() || (a != was.end() && a->first < b->first)) {
-            touch((a++)->first);
-        } else if (a == was.end() || b->first < a->first) {
-            touch((b++)->first);
-        } else {
-            if (a->second.row_since != b->second.row_since ||
-                a->second.unheld_since != b->second.unheld_since)
-                touch(a->first);
-            ++a, ++b;
-        }
-    }
-}
-
 void Engine::renew_verdicts() {
     // A row whose peer nothing held in the pass just ended is unheld since that pass began, or
     // since earlier if it already was.
@@ -257,10 +241,10 @@ void Engine::renew_verdicts() {
     // Peers nothing visible holds: search the fds of every process for them. A search costs
     // the kernel ~3 us per fd on the host (bench/README.md): again only when that set of peers
     // changed, or its last search is a minute old.
-    std::set<Nsid> unheld_now;
+    std::set<std::pair<Nsid, std::uint64_t>> unheld_now; // rows, not ids: ids are reused
     for (const auto& [nsid, v] : verdicts_)
         if (v.unheld_since != 0)
-            unheld_now.insert(nsid);
+            unheld_now.emplace(nsid, v.row_since);
     const auto now = clock_.realtime();
     if (!unheld_now.empty() &&
         (unheld_now != fd_searched_for_ || now - fd_searched_usec_ >= kFdSearchAgainUsec))
@@ -274,128 +258,29 @@ bool Engine::names_self(Observer observer, const registry::Entry& entry) const {
     return it != own_ids_.end() && it->second == entry.nsid;
 }
 
-registry::Entry Engine::view(Observer observer, const registry::Entry& entry) const {
-    if (names_self(observer, entry)) {
-        registry::Entry out = entry;
-        out.peer = {};
-        if (const auto cookie = catalog_.self_cookie())
-            out.peer.cookie = cookie;
-        if (const auto inode = catalog_.self_inode())
-            out.peer.inode = inode;
-        return out;
-    }
-    if (observer == registry::kSelf || !entry.current_nsid)
-        return entry;
-    registry::Entry out = entry;
-    const auto& rows = registry_.table(registry::kSelf)->rows;
-    if (const auto it = rows.find(*entry.current_nsid); it != rows.end())
-        out.peer = it->second.entry.peer;
-    return out;
-}
-
-bool Engine::on_stale_path(const std::vector<std::string>& mounts) const {
-    for (const auto& m : mounts)
-        for (const auto& glob : config_.stale_mount_paths)
-            if (::fnmatch(glob.c_str(), m.c_str(), FNM_PATHNAME) == 0)
-                return true;
-    return false;
-}
-
-PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
-    if (names_self(observer, entry))
-        return PeerState::Active; // this process is inside
-    const auto peer = registry::peer_of(observer, entry);
-    if (!peer)
-        return PeerState::Unknown;
-    const auto& rows = registry_.table(registry::kSelf)->rows;
-    const auto row = rows.find(*peer);
-    const auto s = shown_.find(*peer);
-    if (row == rows.end() || s == shown_.end() ||
-        s->second.row_since != row->second.entry.since_usec)
-        return PeerState::Unknown;
-    return s->second.state;
-}
-
-PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
-                             std::uint64_t& deadline) const {
-    deadline = 0;
-    const auto v = verdicts_.find(nsid);
-    if (v == verdicts_.end() || v->second.row_since != entry.since_usec)
-        return PeerState::Unknown;
-    const auto grace = config_.orphan_grace_usec;
-    if (v->second.unheld_since == 0) {
-        const auto* ns = catalog_.by_nsid(nsid);
-        if (ns == nullptr || ns->pid || ns->processes > 0 || !ns->mounted())
-            return PeerState::Active; // a process held it at the last look
-        // Bind mounts only: a stale-mount path that has outlived every process by the grace
-        // period is the leak CNI leaves behind.
-        if (ns->no_process_since_usec == 0 || !on_stale_path(*ns->mounts))
-            return PeerState::Mounted;
-        if (now - ns->no_process_since_usec >= grace)
-            return PeerState::StaleMount;
-        deadline = ns->no_process_since_usec + grace;
-        return PeerState::Mounted;
-    }
-    if (!entry.peer.holders.fds.empty())
-        return PeerState::FdHeld;
-    if (now - v->second.unheld_since >= grace)
-        return PeerState::Pinned;
-    deadline = v->second.unheld_since + grace;
-    return PeerState::Unknown;
-}
-
 void Engine::set_peer(Nsid nsid, const registry::Identity& id) {
-    if (registry_.set_peer(nsid, id))
-        touch(nsid, true);
-}
-
-void Engine::touch(Nsid nsid, bool identity) {
-    auto [it, added] = touched_.emplace(nsid, identity);
-    if (!added && identity)
-        it->second = true;
-}
-
-std::uint64_t Engine::next_state_change_usec() const noexcept {
-    return deadlines_.empty() ? 0 : deadlines_.begin()->first;
-}
-
-std::vector<registry::Change> Engine::take_updates() {
-    const auto now = clock_.realtime();
-    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-        touch(deadlines_.begin()->second);
-        deadlines_.erase(deadlines_.begin());
-    }
-    std::vector<registry::Change> out;
     const auto& rows = registry_.table(registry::kSelf)->rows;
-    for (const auto& [nsid, identity] : touched_) {
-        const auto row = rows.find(nsid);
-        if (row == rows.end()) {
-            shown_.erase(nsid);
-            continue;
-        }
-        const auto& entry = row->second.entry;
-        std::uint64_t deadline = 0;
-        const auto now_state = live_state(nsid, entry, now, deadline);
-        if (deadline != 0)
-            deadlines_.emplace(deadline, nsid);
-        auto shown = shown_.find(nsid);
-        const bool fresh = shown == shown_.end() || shown->second.row_since != entry.since_usec;
-        const auto had = fresh ? PeerState::Unknown : shown->second.state;
-        if (now_state == PeerState::Unknown)
-            shown_.erase(nsid);
-        else
-            shown_[nsid] = Shown{entry.since_usec, now_state};
-        if (!identity && had == now_state)
-            continue;
-        out.push_back(registry::Change{registry::ChangeKind::Update, registry::kSelf, entry});
-        // Rows of other tables show this peer's identity and state.
-        if (config_.host)
-            registry_.for_each_row_naming(nsid, [&](Observer o, const registry::Entry& e) {
-                out.push_back(registry::Change{registry::ChangeKind::Update, o, e});
-            });
+    const auto row = rows.find(nsid);
+    if (row == rows.end())
+        return;
+    if (const auto down = pending_down_.find(nsid); down != pending_down_.end() && id.cookie) {
+        if (*id.cookie != down->second)
+            record_death_while_down(nsid, down->second); // its id names another peer now
+        pending_down_.erase(down);
     }
-    touched_.clear();
-    return out;
+    // First seen: kept by the row while its peer stays the same, else from the id cache.
+    auto with = id;
+    const auto& had = row->second.entry.peer;
+    if (id.cookie && had.cookie == id.cookie && had.first_seen_usec)
+        with.first_seen_usec = had.first_seen_usec;
+    else if (const auto seen = id.cookie ? first_seen_.find(*id.cookie) : first_seen_.end();
+             seen != first_seen_.end()) {
+        if (seen->second < row->second.entry.since_usec)
+            with.first_seen_usec = seen->second;
+        first_seen_.erase(seen);
+    }
+    if (registry_.set_peer(nsid, with))
+        touch(nsid, true);
 }
 
 bool Engine::discover_fds(std::size_t budget) {
@@ -404,16 +289,22 @@ bool Engine::discover_fds(std::size_t budget) {
     const auto& rows = registry_.table(registry::kSelf)->rows;
     if (!fd_scan_.running()) {
         std::unordered_set<std::uint64_t> inodes;
+        std::unordered_map<std::uint64_t, std::uint64_t> sockets; // netns cookie -> inode
         fd_searched_for_.clear();
         fd_searched_usec_ = clock_.realtime();
         for (const auto& [nsid, v] : verdicts_) {
             if (v.unheld_since == 0)
                 continue;
-            fd_searched_for_.insert(nsid);
-            if (const auto row = rows.find(nsid); row != rows.end() && row->second.entry.peer.inode)
-                inodes.insert(*row->second.entry.peer.inode);
+            fd_searched_for_.emplace(nsid, v.row_since);
+            const auto row = rows.find(nsid);
+            if (row == rows.end() || !row->second.entry.peer.inode)
+                continue;
+            const auto& peer = row->second.entry.peer;
+            inodes.insert(*peer.inode);
+            if (peer.cookie) // NS_GET_ID: sockets can be tied to it
+                sockets.emplace(*peer.cookie, *peer.inode);
         }
-        fd_scan_.start(std::move(inodes));
+        fd_scan_.start(std::move(inodes), std::move(sockets));
     }
     if (!fd_scan_.step(budget))
         return false;
@@ -427,7 +318,7 @@ bool Engine::discover_fds(std::size_t budget) {
             if (const auto it = fd_scan_.found().find(*row.entry.peer.inode);
                 it != fd_scan_.found().end())
                 for (const auto& h : it->second)
-                    fds.push_back(registry::FdHolder{h.pid, h.comm, h.fd});
+                    fds.push_back(registry::FdHolder{h.pid, h.comm, h.fd, h.socket});
         if (fds != row.entry.peer.holders.fds) {
             auto id = row.entry.peer;
             id.holders.fds = std::move(fds);
@@ -437,58 +328,6 @@ bool Engine::discover_fds(std::size_t budget) {
     for (auto& [nsid, id] : updates)
         set_peer(nsid, id);
     return true;
-}
-
-std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> Engine::state_counts() const {
-    std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> out{};
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
-        ++out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
-    return out;
-}
-
-std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> Engine::oldest_since() const {
-    std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> out{};
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
-        auto& oldest = out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
-        if (oldest == 0 || row.entry.since_usec < oldest)
-            oldest = row.entry.since_usec;
-    }
-    return out;
-}
-
-netns::IdCacheOrigin Engine::origin() {
-    if (boot_id_.empty()) {
-        if (auto id = read_file(config_.roots.proc_dir + "/sys/kernel/random/boot_id", 64)) {
-            boot_id_ = std::move(*id);
-            while (!boot_id_.empty() && (boot_id_.back() == '\n' || boot_id_.back() == ' '))
-                boot_id_.pop_back();
-        }
-    }
-    return {boot_id_, catalog_.self_cookie()};
-}
-
-bool Engine::load_ids(const std::string& path) {
-    auto key = origin();
-    if (key.boot_id.empty() || key.self_cookie == 0)
-        return false; // no NS_GET_ID: inodes are no key across a restart
-    const auto text = read_file(path);
-    if (!text)
-        return false;
-    auto ids = netns::parse_id_cache(*text, key);
-    if (!ids)
-        return false;
-    catalog_.use_saved_ids(std::move(*ids));
-    return true;
-}
-
-Result<void> Engine::save_ids(const std::string& path) {
-    auto key = origin();
-    if (key.boot_id.empty() || key.self_cookie == 0 || catalog_.ids_version() == saved_ids_version_)
-        return {};
-    auto written = write_file_atomic(path, netns::format_id_cache(key, catalog_.saved_ids()), 0600);
-    if (written)
-        saved_ids_version_ = catalog_.ids_version();
-    return written;
 }
 
 } // namespace nsidd::mirror

@@ -7,6 +7,8 @@
 #include <string_view>
 
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -15,15 +17,22 @@
 #include "netns/mountinfo.hpp"
 #include "util/file.hpp"
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 // Linux 5.14
+#endif
+
 namespace nsidd::netns {
 
-void FdScan::start(std::unordered_set<std::uint64_t> inodes) {
+void FdScan::start(std::unordered_set<std::uint64_t> inodes,
+                   std::unordered_map<std::uint64_t, std::uint64_t> sockets) {
     if (!nsfs_dev_) {
         struct stat st {};
         if (::stat((proc_dir_ + "/self/ns/net").c_str(), &st) == 0)
             nsfs_dev_ = st.st_dev;
     }
     sought_ = std::move(inodes);
+    sockets_ = std::move(sockets);
+    socket_ns_.clear();
     pass_.clear();
     fds_.reset();
     proc_.reset(::opendir(proc_dir_.c_str()));
@@ -45,6 +54,8 @@ bool FdScan::next_process() {
             continue; // gone, or a kernel thread
         pid_ = static_cast<pid_t>(pid);
         comm_read_ = false;
+        pidfd_.reset();
+        pidfd_tried_ = false;
         return true;
     }
 }
@@ -52,6 +63,8 @@ bool FdScan::next_process() {
 void FdScan::finish() {
     fds_.reset();
     proc_.reset();
+    pidfd_.reset();
+    socket_ns_.clear();
     found_ = std::move(pass_);
     pass_.clear();
 }
@@ -61,13 +74,17 @@ void FdScan::finish() {
 // back as that mount's path (or "/" once it is unmounted), so a path is stat'ed (through the
 // fd's magic link, with AT_STATX_DONT_SYNC: cached attributes, never a round trip to a network
 // file system) and matched by the nsfs device and inode. Sockets, pipes and anonymous inodes
-// ("socket:[...]") are no namespace: the readlink alone rules them out.
-std::optional<std::uint64_t> FdScan::match(const char* name) {
+// ("socket:[...]") are no namespace: the readlink alone rules them out, and a socket is asked
+// for its namespace only while sockets are sought.
+std::optional<std::uint64_t> FdScan::match(const char* name, bool& socket) {
     char target[64];
     const ssize_t len = ::readlinkat(::dirfd(fds_.get()), name, target, sizeof target);
     if (len <= 0)
         return std::nullopt;
     const std::string_view link(target, static_cast<std::size_t>(len));
+    socket = link.starts_with("socket:[");
+    if (socket)
+        return sockets_.empty() ? std::nullopt : match_socket(link, name);
     if (link.front() != '/') {
         const auto inode = net_root_inode(link);
         return inode && sought_.count(*inode) ? inode : std::nullopt;
@@ -79,10 +96,37 @@ std::optional<std::uint64_t> FdScan::match(const char* name) {
     return stx.stx_ino;
 }
 
+// A socket's namespace is its SO_NETNS_COOKIE, read on a copy of the fd (pidfd_getfd needs
+// ptrace access to the process: CAP_SYS_PTRACE). The copy is closed at once: nsidd never keeps
+// anything inside a namespace it watches. Sockets shared between fds and processes are asked
+// once per pass.
+std::optional<std::uint64_t> FdScan::match_socket(std::string_view link, const char* name) {
+    char* end = nullptr;
+    const std::uint64_t socket_inode = std::strtoull(link.data() + 8, &end, 10);
+    auto known = socket_ns_.find(socket_inode);
+    if (known == socket_ns_.end()) {
+        if (!pidfd_ && !pidfd_tried_) {
+            pidfd_tried_ = true;
+            pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
+        }
+        if (!pidfd_)
+            return std::nullopt;
+        const UniqueFd copy(
+            static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd_.get(), std::atoi(name), 0)));
+        std::uint64_t cookie = 0;
+        socklen_t size = sizeof cookie;
+        if (!copy || ::getsockopt(copy.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &size) < 0)
+            return std::nullopt; // closed meanwhile, or no access
+        known = socket_ns_.emplace(socket_inode, cookie).first;
+    }
+    const auto it = sockets_.find(known->second);
+    return it == sockets_.end() ? std::nullopt : std::optional(it->second);
+}
+
 bool FdScan::step(std::size_t budget) {
     if (!proc_)
         return true;
-    if (sought_.empty()) {
+    if (sought_.empty() && sockets_.empty()) {
         finish();
         return true;
     }
@@ -99,14 +143,15 @@ bool FdScan::step(std::size_t budget) {
         ++looked_at_;
         if (d->d_name[0] == '.')
             continue;
-        const auto inode = match(d->d_name);
+        bool socket = false;
+        const auto inode = match(d->d_name, socket);
         if (!inode)
             continue;
         if (!comm_read_) {
             comm_read_ = true;
             comm_ = process_comm(proc_dir_, pid_);
         }
-        pass_[*inode].push_back(FdHolder{pid_, comm_, std::atoi(d->d_name)});
+        pass_[*inode].push_back(FdHolder{pid_, comm_, std::atoi(d->d_name), socket});
     }
     return false;
 }

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -17,25 +18,32 @@
 
 namespace nsidd::netns {
 
-/// An open file descriptor of some process that is a network namespace (an nsfs file, e.g.
-/// /proc/PID/ns/net or a /run/netns file opened and kept).
+/// An open file descriptor of some process that holds a network namespace: the namespace
+/// itself (an nsfs file, e.g. /proc/PID/ns/net or a /run/netns file opened and kept), or a
+/// socket created inside it.
 struct FdHolder {
     pid_t pid = 0;
     std::string comm;
     int fd = 0;
+    bool socket = false;
     bool operator==(const FdHolder&) const = default;
 };
 
 /// Searches every process's open fds (/proc/PID/fd) for namespaces that nothing else visibly
 /// holds, in slices: a pass over a host with thousands of processes and fds never stalls the
-/// caller longer than its budget. Only nsfs files are matched (opened through /proc/PID/ns/net
-/// or through a bind mount); the inodes sought are fixed for the duration of a pass.
+/// caller longer than its budget. nsfs files are matched by inode (opened through
+/// /proc/PID/ns/net or through a bind mount); sockets by the cookie of the namespace they were
+/// created in (SO_NETNS_COOKIE on a copy taken with pidfd_getfd, closed at once; each socket
+/// asked once per pass). What is sought is fixed for the duration of a pass.
 class FdScan {
 public:
     explicit FdScan(std::string proc_dir) : proc_dir_(std::move(proc_dir)) {}
 
-    /// Starts a pass looking for these nsfs inodes (abandoning one under way).
-    void start(std::unordered_set<std::uint64_t> inodes);
+    /// Starts a pass looking for these nsfs inodes, and for sockets of the namespaces with
+    /// these cookies (cookie -> inode: they are reported under the inode), abandoning one
+    /// under way.
+    void start(std::unordered_set<std::uint64_t> inodes,
+               std::unordered_map<std::uint64_t, std::uint64_t> sockets = {});
     bool running() const noexcept { return proc_ != nullptr; }
     /// Looks at up to `budget` more entries (processes and fds). True when the pass ended:
     /// then found() holds what it met.
@@ -49,11 +57,17 @@ public:
 
 private:
     bool next_process();
-    std::optional<std::uint64_t> match(const char* name);
+    // The inode sought that the fd is (or, `socket` set, whose socket it is), if any.
+    std::optional<std::uint64_t> match(const char* name, bool& socket);
+    std::optional<std::uint64_t> match_socket(std::string_view link, const char* name);
     void finish();
 
     std::string proc_dir_;
     std::unordered_set<std::uint64_t> sought_;
+    std::unordered_map<std::uint64_t, std::uint64_t> sockets_;   // netns cookie -> inode
+    std::unordered_map<std::uint64_t, std::uint64_t> socket_ns_; // socket inode -> netns cookie
+    UniqueFd pidfd_;           // of pid_, opened at its first socket
+    bool pidfd_tried_ = false; // opening it failed: no socket of pid_ can be asked
     std::unique_ptr<DIR, int (*)(DIR*)> proc_{nullptr, ::closedir};
     std::unique_ptr<DIR, int (*)(DIR*)> fds_{nullptr, ::closedir};
     pid_t pid_ = 0;

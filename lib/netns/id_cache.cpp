@@ -8,7 +8,7 @@ namespace nsidd::netns {
 namespace {
 
 std::string header(const IdCacheOrigin& origin) {
-    return "nsidd-ids 1 " + origin.boot_id + " " + std::to_string(origin.self_cookie);
+    return "nsidd-ids 2 " + origin.boot_id + " " + std::to_string(origin.self_cookie) + " ";
 }
 
 // A decimal number of at most `max`, digits only.
@@ -39,34 +39,47 @@ std::optional<std::string_view> next_line(std::string_view& text) {
 
 } // namespace
 
-std::string format_id_cache(const IdCacheOrigin& origin, const SavedIds& ids) {
-    std::vector<std::pair<std::uint64_t, std::int32_t>> sorted(ids.begin(), ids.end());
+std::string format_id_cache(const IdCacheOrigin& origin, const IdCache& cache) {
+    std::vector<std::pair<std::uint64_t, std::int32_t>> sorted(cache.ids.begin(), cache.ids.end());
     std::sort(sorted.begin(), sorted.end());
-    std::string out = header(origin) + "\n";
-    for (const auto& [cookie, nsid] : sorted)
-        out += std::to_string(cookie) + " " + std::to_string(nsid) + "\n";
+    std::string out = header(origin) + std::to_string(cache.saved_usec) + "\n";
+    for (const auto& [cookie, nsid] : sorted) {
+        const auto seen = cache.first_seen_usec.find(cookie);
+        out += std::to_string(cookie) + " " + std::to_string(nsid) + " " +
+               std::to_string(seen == cache.first_seen_usec.end() ? 0 : seen->second) + "\n";
+    }
     return out;
 }
 
-std::optional<SavedIds> parse_id_cache(std::string_view text, const IdCacheOrigin& origin,
-                                       std::size_t max_lines) {
-    if (origin.boot_id.empty() ||
-        next_line(text) != std::optional<std::string_view>(header(origin)))
+std::optional<IdCache> parse_id_cache(std::string_view text, const IdCacheOrigin& origin,
+                                      std::size_t max_lines) {
+    const auto head = next_line(text);
+    const auto prefix = header(origin);
+    if (origin.boot_id.empty() || !head || !head->starts_with(prefix))
         return std::nullopt;
-    SavedIds ids;
+    IdCache cache;
+    const auto saved = parse_number(head->substr(prefix.size()), UINT64_MAX);
+    if (!saved)
+        return std::nullopt;
+    cache.saved_usec = *saved;
     for (std::size_t n = 0; !text.empty(); ++n) {
         const auto line = next_line(text);
         if (!line || n == max_lines)
             return std::nullopt;
         const auto sp = line->find(' ');
-        if (sp == std::string_view::npos)
+        const auto sp2 = sp == std::string_view::npos ? sp : line->find(' ', sp + 1);
+        if (sp2 == std::string_view::npos)
             return std::nullopt;
         const auto cookie = parse_number(line->substr(0, sp), UINT64_MAX);
-        const auto nsid = parse_number(line->substr(sp + 1), INT32_MAX);
-        if (!cookie || !nsid || !ids.emplace(*cookie, static_cast<std::int32_t>(*nsid)).second)
+        const auto nsid = parse_number(line->substr(sp + 1, sp2 - sp - 1), INT32_MAX);
+        const auto seen = parse_number(line->substr(sp2 + 1), UINT64_MAX);
+        if (!cookie || !nsid || !seen ||
+            !cache.ids.emplace(*cookie, static_cast<std::int32_t>(*nsid)).second)
             return std::nullopt;
+        if (*seen != 0)
+            cache.first_seen_usec.emplace(*cookie, *seen);
     }
-    return ids;
+    return cache;
 }
 
 } // namespace nsidd::netns

@@ -21,14 +21,24 @@ struct IdCacheOrigin {
     std::uint64_t self_cookie = 0;
 };
 
-/// The id-cache file's text: a header line "nsidd-ids 1 BOOT COOKIE", then "COOKIE NSID" lines
-/// (sorted by cookie). Pure.
-std::string format_id_cache(const IdCacheOrigin& origin, const SavedIds& ids);
+/// What the id-cache file holds: the ids, when nsidd first saw each namespace (so that ages and
+/// lifetimes survive a restart), and when it was saved (a namespace that is gone at the next
+/// start died after that).
+struct IdCache {
+    SavedIds ids;
+    std::unordered_map<std::uint64_t, std::uint64_t> first_seen_usec; ///< by cookie
+    std::uint64_t saved_usec = 0;                                     ///< CLOCK_REALTIME
+    bool operator==(const IdCache&) const = default;
+};
+
+/// The id-cache file's text: a header line "nsidd-ids 2 BOOT COOKIE SAVED_USEC", then
+/// "COOKIE NSID FIRST_SEEN_USEC" lines (sorted by cookie; 0: first-seen unknown). Pure.
+std::string format_id_cache(const IdCacheOrigin& origin, const IdCache& cache);
 
 /// Parses what format_id_cache() wrote. Rejects the whole text (nullopt) when it is malformed,
 /// cut, has more than `max_lines` entries, names a cookie twice, or holds for another boot or
 /// observer. Pure.
-std::optional<SavedIds> parse_id_cache(std::string_view text, const IdCacheOrigin& origin,
-                                       std::size_t max_lines = std::size_t{1} << 22);
+std::optional<IdCache> parse_id_cache(std::string_view text, const IdCacheOrigin& origin,
+                                      std::size_t max_lines = std::size_t{1} << 22);
 
 } // namespace nsidd::netns

@@ -66,7 +66,13 @@ void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
         return;
     if (history_.size() == history_capacity_)
         history_.pop_front();
-    history_.push_back(Death{dead.nsid, dead.peer, dead.since_usec, now_usec});
+    history_.push_back(
+        Death{dead.nsid,
+              dead.peer,
+              std::min(dead.since_usec, dead.peer.first_seen_usec.value_or(UINT64_MAX)),
+              now_usec,
+              {},
+              0});
     // A namespace cannot die while a bind mount holds it: whatever names it was last seen with
     // are former ones by now (the mount went before the death was told).
     auto& peer = history_.back().peer;
@@ -76,6 +82,24 @@ void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
             peer.former_names.push_back(std::move(n));
     std::sort(peer.former_names.begin(), peer.former_names.end());
     peer.names.clear();
+}
+
+void Registry::record_death_while_down(Death death) {
+    if (history_capacity_ == 0)
+        return;
+    if (history_.size() == history_capacity_)
+        history_.pop_front();
+    history_.push_back(std::move(death));
+}
+
+void Registry::set_death_state(Nsid nsid, std::uint64_t since_usec, std::string state) {
+    // The death was just recorded: it is among the last ones.
+    for (auto it = history_.rbegin(); it != history_.rend(); ++it)
+        if (it->nsid == nsid && it->down_since_usec == 0 &&
+            it->since_usec == std::min(since_usec, it->peer.first_seen_usec.value_or(UINT64_MAX))) {
+            it->state = std::move(state);
+            return;
+        }
 }
 
 void Registry::index_row(Observer observer, const Entry& entry) {

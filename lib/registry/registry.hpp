@@ -26,11 +26,12 @@ inline constexpr Observer kSelf = -1;
 enum class Source : std::uint8_t { Event, Dump, Probe, Resync };
 
 /// What is known of a peer netns beyond its id; every field may be unknown.
-/// An fd of another process that is the peer namespace.
+/// An fd of another process that is the peer namespace, or a socket created inside it.
 struct FdHolder {
     std::int32_t pid = 0;
     std::string comm;
     std::int32_t fd = 0;
+    bool socket = false;
     bool operator==(const FdHolder&) const = default;
 };
 
@@ -52,6 +53,8 @@ struct Identity {
     std::optional<std::int32_t> pid;       ///< one process inside it
     Holders holders;
     Shared<Owner> owner; ///< unknown: empty
+    /// When nsidd first saw it, where that is earlier than the row (kept across restarts).
+    std::optional<std::uint64_t> first_seen_usec;
     bool operator==(const Identity&) const = default;
 };
 
@@ -69,8 +72,11 @@ struct Entry {
 struct Death {
     Nsid nsid = 0; ///< self's id of the dead peer
     Identity peer;
-    std::uint64_t since_usec = 0;
+    std::uint64_t since_usec = 0; ///< first seen (across restarts, where known)
     std::uint64_t died_usec = 0;
+    std::string state; ///< what held it at the last look before it died ("" unknown)
+    /// Non-zero: it died while nsidd was down, after this time and before died_usec.
+    std::uint64_t down_since_usec = 0;
 };
 
 /// Update: the row's identity or state changed (made by the engine, never by the registry).
@@ -151,6 +157,11 @@ public:
     /// caller). Entries that match keep their first-seen time; self entries that vanished count
     /// as deaths and are purged everywhere. Returns the changes, all of kind Resync.
     std::vector<Change> resync(Observer observer, std::vector<Entry> truth, std::uint64_t now_usec);
+
+    /// Records a death nsidd did not see (it was down): history only, no table changes.
+    void record_death_while_down(Death death);
+    /// Sets the last state of the recorded death of self's row (nsid, first seen at since).
+    void set_death_state(Nsid nsid, std::uint64_t since_usec, std::string state);
 
     /// Sets what is known of the peer self calls `nsid`. Returns false when self has no such
     /// entry or it already said so. Rows of other tables name the peer through current_nsid.

@@ -237,6 +237,13 @@ def identity(path):
         os.close(fd)
 
 
+def parse_iso8601(text):
+    """Seconds since the epoch of nsidd's "2026-11-27T21:00:00.123456Z"."""
+    import datetime
+    return datetime.datetime.strptime(text, '%Y-%m-%dT%H:%M:%S.%fZ').replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
 def wait_for(what, check, timeout=20, interval=0.1):
     """Polls `check()` until it returns a true value, which it returns; fails after timeout."""
     deadline = time.monotonic() + timeout

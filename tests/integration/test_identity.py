@@ -7,13 +7,16 @@ pid, holders) and says what holds it alive (active | mounted | fd-held | pinned 
 2. A namespace added after start is named within moments (the mount watch), with no pass due.
 3. A namespace kept alive by an open fd after `ip netns del` is fd-held, the fd's process
    named; when the fd closes it is dead, in history with its cookie and former name. One kept
+   by a socket created inside and passed out over a Unix socket is fd-held, kind socket. One kept
    by an open /proc/PID/net/dev after PID exited (no fd an fd search can tie to it) is pinned
    after the grace period.
 4. The kernel reuses an nsfs inode for a new namespace: the new entry has the new cookie, the
    history keeps the old one."""
 import json
 import os
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -46,7 +49,7 @@ sleeper = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
 own = os.stat('/proc/self/ns/net').st_ino
 t.wait_for('the unshared process', lambda: os.stat(
     '/proc/%d/ns/net' % sleeper.pid).st_ino != own)
-d = t.Daemon('--discovery-interval', '0.2', '--orphan-grace', '1', '--assign-ids')
+d = t.Daemon('--discovery-interval', '0.2', '--orphan-grace', '1', '--assign-ids', wrap=tuple(os.environ.get('WRAP', '').split()))
 for name in ('red', 'green', 'blue'):
     e = t.wait_for(name + ' mounted', lambda: named(d, name))
     cookie, inode = t.identity('/run/netns/' + name)
@@ -153,6 +156,43 @@ t.wait_for('no fd-held peer left', lambda: peers_metric(d, 'fd-held') == 0)
 t.log('fd closed: dead, in history once with cookie %d, lifetime %.1f s'
       % (held_cookie, deaths[0]['lifetime_usec'] / 1e6))
 
+# 3a. A socket created inside and passed out over a Unix socket, its namespace then deleted and
+# its process gone: held by that socket (fd-held, kind socket, this process named).
+subprocess.run(['ip', 'netns', 'add', 'sock'], check=True)
+subprocess.run(['ip', 'netns', 'set', 'sock', 'auto'], check=True)
+sock_nsid = kernel.by_name()['sock']
+sock_cookie, _ = t.identity('/run/netns/sock')
+t.wait_for('sock mounted', lambda: named(d, 'sock'))
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind('/run/pass-socket')
+listener.listen(1)
+sender = subprocess.Popen(['ip', 'netns', 'exec', 'sock', sys.executable, '-c', """
+import socket
+inside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+c.connect('/run/pass-socket')
+socket.send_fds(c, [b'x'], [inside.fileno()])
+"""])
+conn, _ = listener.accept()
+_, fds, _, _ = socket.recv_fds(conn, 1, 1)
+sender.wait()
+conn.close()
+listener.close()
+passed = fds[0]
+subprocess.run(['ip', 'netns', 'del', 'sock'], check=True)
+e = t.wait_for('sock fd-held by its socket',
+               lambda: (entries(d).get(sock_nsid) or {}).get('state') == 'fd_held'
+               and entries(d)[sock_nsid], timeout=20)
+assert e['peer']['cookie'] == sock_cookie, e
+assert {'pid': os.getpid(), 'fd': passed, 'kind': 'socket'}.items() <= \
+    e['peer']['holders']['fds'][0].items(), e
+human = t.nsidctl('leaks', socket_path=d.socket).stdout
+assert 'socket fd %d' % passed in human, human
+os.close(passed)
+t.wait_for('sock dead', lambda: sock_nsid not in entries(d))
+t.log('a socket created inside and passed out: fd-held, kind socket, pid %d fd %d; dead when '
+      'closed' % (os.getpid(), passed))
+
 # 3b. Pinned: /proc/PID/net/dev of a process in its own namespace, kept open after it exits.
 # Nothing an fd search can tie to the namespace holds it (the fd is a proc file, not nsfs).
 pinner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
@@ -244,5 +284,39 @@ dead = [x for x in history(d) if x['peer']['cookie'] == reused[1]]
 assert len(dead) == 1 and dead[0]['peer']['inode'] == reused[0], dead
 t.log('inode %d reused (try %d): the old namespace (cookie %d) is dead in history, the new '
       'one has cookie %d' % (reused[0], reused[3], reused[1], reused[2]))
+
+# 5. History across a restart (the id cache): a peer's age and lifetime count from when nsidd
+# first saw it, not from the restart; a namespace that died while nsidd was down is recorded
+# as such, with the window; a death seen keeps the state it had.
+before = {e['peer']['cookie']: e for e in entries(d).values()}
+red_before = named(d, 'red')
+green_before = named(d, 'green')
+stopped = time.time()
+d.stop()
+subprocess.run(['ip', 'netns', 'del', 'green'], check=True)  # while nsidd is down
+time.sleep(1.1)
+d = t.Daemon('--discovery-interval', '0.2', '--orphan-grace', '1', '--assign-ids')
+started = time.time()
+red = t.wait_for('red named again', lambda: named(d, 'red'))
+assert red['since'] == red_before['since'], (red, red_before)
+down = t.wait_for('green dead while down', lambda: [
+    x for x in history(d) if x['peer']['cookie'] == green_before['peer']['cookie']])
+assert len(down) == 1 and down[0]['died_while_down'] is True, down
+x = down[0]
+assert x['nsid'] == green_before['nsid'] and x['since'] == green_before['since'], (x, green_before)
+down_since = t.parse_iso8601(x['down_since'])
+assert stopped - 1 <= down_since <= stopped + 1 and t.parse_iso8601(x['died']) >= down_since, x
+t.log('restart: red keeps its first-seen %s; green died while nsidd was down, between %s and '
+      '%s' % (red['since'], x['down_since'], x['died']))
+shown = t.nsidctl('history', socket_path=d.socket).stdout
+assert 'while down' in shown and 'LAST STATE' in shown, shown
+subprocess.run(['ip', 'netns', 'del', 'red'], check=True)
+dead = t.wait_for('red dead', lambda: [x for x in history(d)
+                                       if x['peer']['cookie'] == red['peer']['cookie']])
+assert dead[0]['state'] == 'mounted' and dead[0]['since'] == red_before['since'], dead
+assert dead[0]['died_while_down'] is False and dead[0]['down_since'] is None, dead
+assert dead[0]['lifetime_usec'] >= (time.time() - started) * 1e6, dead
+t.log('red died: last state mounted, lifetime %.1f s from its first sight before the restart'
+      % (dead[0]['lifetime_usec'] / 1e6))
 d.stop()
 t.log('ok')

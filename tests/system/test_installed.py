@@ -18,7 +18,9 @@ would (nsenter into the container). It checks, in order:
  8. every journal entry has one CODE_FILE; the MESSAGE_IDs are there;
  9. metrics are served on 127.0.0.1:9477;
 10. a user in group nsidd can list; one outside it is refused;
-11. powered off: installing again keeps an edited config; purging removes what it made.
+11. a namespace kept only by a socket created inside it is fd-held, kind socket (the syscall
+    filter lets pidfd_getfd through);
+12. powered off: installing again keeps an edited config; purging removes what it made.
 The Debian 12 root is made once with debootstrap and cached (NSIDD_TEST_CACHE, default
 /var/cache/nsidd-test). Anything that keeps the test from running fails it with the reason."""
 import glob
@@ -361,6 +363,28 @@ def journal_metrics_access(c):
         % (len(listed), r.stderr.strip().splitlines()[0]))
 
 
+def socket_holder(c):
+    """Under the unit's hardening (syscall filter, capabilities): a namespace kept only by a
+    socket created inside it and held by a process outside is fd-held, kind socket."""
+    c.sh('ip netns add sk && ip netns set sk auto && ip -n sk link set lo up')
+    # The pid stays through both execs (procps is not in the root: no pgrep).
+    c.sh("setsid ip netns exec sk bash -c 'echo $$ > /run/sk.pid; exec 3<>/dev/udp/127.0.0.1/9; "
+         "exec nsenter --net=/proc/1/ns/net sleep 600' </dev/null >/dev/null 2>&1 &")
+    t.wait_for('the socket holder outside sk', lambda: c.sh(
+        'p=$(cat /run/sk.pid) && [ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/1/ns/net)" ]',
+        check=False).returncode == 0)
+    c.sh('ip netns del sk')
+
+    def held():
+        rows = c.json('nsidctl -j list --state fd-held')
+        return rows and rows[0]['peer']['holders']['fds']
+    fds = t.wait_for('sk fd-held by its socket', held, timeout=60)
+    assert [(f['comm'], f['fd'], f['kind']) for f in fds] == [('sleep', 3, 'socket')], fds
+    c.sh('kill $(cat /run/sk.pid)')
+    t.wait_for('sk dead', lambda: not c.json('nsidctl -j list --state fd-held'))
+    log('installed: a socket created inside and held outside: fd-held, kind socket (%s)' % fds)
+
+
 def upgrade_and_purge(root, deb):
     """In the powered-off root: installing again keeps an edited configuration; purging
     removes the configuration, the units' enablement and the user."""
@@ -398,6 +422,7 @@ def main():
         stopped_meanwhile(c)
         killed(c)
         journal_metrics_access(c)
+        socket_holder(c)
     finally:
         c.stop()
     upgrade_and_purge(root, deb)

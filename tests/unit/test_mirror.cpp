@@ -569,29 +569,69 @@ TEST(Mirror, RestartWithSavedIds) {
     sim.queue.clear();
     const auto cache = (sim.root() / "ids").string();
     std::size_t cold = 0;
+    FakeClock clock;
+    const auto first_seen = clock.now;
     {
-        Engine engine(sim, config(sim));
+        Engine engine(sim, config(sim), clock.clock());
         ASSERT_FALSE(engine.load_ids(cache)); // nothing saved yet
         ASSERT_TRUE(engine.resync(ResyncReason::Startup));
         cold = std::exchange(sim.questions, 0);
+        clock.now += 5'000'000;
         ASSERT_TRUE(engine.save_ids(cache));
     }
-    // While it is down: deaths and births (their events are not seen by anyone).
+    const auto saved = clock.now;
+    // While it is down: deaths and births (their events are not seen by anyone); the births
+    // reuse the dead ids.
     std::vector<int> dying(named.begin(), named.begin() + 150);
+    std::set<std::uint64_t> dead_cookies;
+    for (int n : dying)
+        dead_cookies.insert(sim.ns.at(n).cookie);
     sim.batch([&] {
         sim.kill(dying);
         for (int i = 0; i < 100; ++i)
             sim.assign_self(sim.named("n" + std::to_string(i)));
     });
     sim.queue.clear();
-    Engine engine(sim, config(sim));
+    clock.now += 10'000'000;
+    const auto restarted = clock.now;
+    Engine engine(sim, config(sim), clock.clock());
     ASSERT_TRUE(engine.load_ids(cache));
     ASSERT_TRUE(engine.resync(ResyncReason::Startup));
     EXPECT_EQ(tables_of(engine.registry()), sim.tables());
     expect_identities(sim, engine);
     EXPECT_LT(sim.questions * 2, cold) << "warm " << sim.questions << ", cold " << cold;
+    discover(engine);
+    (void)engine.take_updates();
+    // Ages survive the restart: the survivors were first seen by the first run, the newborn now.
+    std::size_t old = 0;
+    for (const auto& [k, row] : engine.registry().table(kSelf)->rows) {
+        const auto since = engine.view(kSelf, row.entry).since_usec;
+        const bool newborn = row.entry.peer.names.at(0).starts_with("n");
+        EXPECT_EQ(since, newborn ? restarted : first_seen) << row.entry.peer.names.at(0);
+        old += !newborn;
+    }
+    EXPECT_EQ(old, named.size() - dying.size());
+    // The 150 that died while it was down are in its history as such, with the window (the
+    // save before the stop, the start), and their first-seen time.
+    std::set<std::uint64_t> recorded;
+    for (const auto& d : engine.registry().history()) {
+        EXPECT_EQ(d.down_since_usec, saved);
+        EXPECT_EQ(d.died_usec, restarted);
+        EXPECT_EQ(d.since_usec, first_seen);
+        recorded.insert(d.peer.cookie.value_or(0));
+    }
+    EXPECT_EQ(recorded, dead_cookies);
+    // A death seen from now on keeps the state it had and the true lifetime.
+    const auto before = engine.registry().history().size();
+    sim.kill({named.back()});
+    settle(engine);
+    ASSERT_EQ(engine.registry().history().size(), before + 1);
+    const auto& last = engine.registry().history().back();
+    EXPECT_EQ(last.state, "mounted");
+    EXPECT_EQ(last.since_usec, first_seen);
+    EXPECT_EQ(last.down_since_usec, 0u);
     // A file for another boot is not taken.
-    write(cache, "nsidd-ids 1 another-boot 4096\n4103 0\n");
+    write(cache, "nsidd-ids 2 another-boot 4096 0\n4103 0 0\n");
     Engine other(sim, config(sim));
     EXPECT_FALSE(other.load_ids(cache));
 }
@@ -624,9 +664,9 @@ void tampered_cache(int count, int first_swapped) {
             const auto sp = line.find(' ');
             const auto cookie = line.substr(0, sp);
             if (cookie == std::to_string(a))
-                line = cookie + " " + std::to_string(first_swapped + 1);
+                line = cookie + " " + std::to_string(first_swapped + 1) + " 0";
             else if (cookie == std::to_string(b))
-                line = cookie + " " + std::to_string(first_swapped);
+                line = cookie + " " + std::to_string(first_swapped) + " 0";
             text += line + "\n";
         }
     }

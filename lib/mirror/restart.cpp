@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// What survives a restart in the same boot: the saved ids (the id cache) that spare the kernel
+// most questions, each peer's first-seen time, and the deaths that happened while nsidd was
+// down (docs/design.md, "History across restarts").
+#include "mirror/engine.hpp"
+
+#include <algorithm>
+
+#include "util/file.hpp"
+
+namespace nsidd::mirror {
+
+netns::IdCacheOrigin Engine::origin() {
+    if (boot_id_.empty()) {
+        if (auto id = read_file(config_.roots.proc_dir + "/sys/kernel/random/boot_id", 64)) {
+            boot_id_ = std::move(*id);
+            while (!boot_id_.empty() && (boot_id_.back() == '\n' || boot_id_.back() == ' '))
+                boot_id_.pop_back();
+        }
+    }
+    return {boot_id_, catalog_.self_cookie()};
+}
+
+bool Engine::load_ids(const std::string& path) {
+    auto key = origin();
+    if (key.boot_id.empty() || key.self_cookie == 0)
+        return false; // no NS_GET_ID: inodes are no key across a restart
+    const auto text = read_file(path);
+    if (!text)
+        return false;
+    auto cache = netns::parse_id_cache(*text, key);
+    if (!cache)
+        return false;
+    catalog_.use_saved_ids(cache->ids);
+    cached_ids_ = std::move(cache->ids);
+    first_seen_ = std::move(cache->first_seen_usec);
+    cache_saved_usec_ = cache->saved_usec;
+    return true;
+}
+
+Result<void> Engine::save_ids(const std::string& path, bool now) {
+    auto key = origin();
+    if (key.boot_id.empty() || key.self_cookie == 0 ||
+        (!now && catalog_.ids_version() == saved_ids_version_))
+        return {};
+    netns::IdCache cache{catalog_.saved_ids(), {}, clock_.realtime()};
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
+        if (const auto& p = row.entry.peer; p.cookie && cache.ids.count(*p.cookie))
+            cache.first_seen_usec.emplace(
+                *p.cookie, std::min(row.entry.since_usec, p.first_seen_usec.value_or(UINT64_MAX)));
+    auto written = write_file_atomic(path, netns::format_id_cache(key, cache), 0600);
+    if (written)
+        saved_ids_version_ = catalog_.ids_version();
+    return written;
+}
+
+void Engine::find_deaths_while_down() {
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    for (const auto& [cookie, nsid] : cached_ids_) {
+        const auto row = rows.find(nsid);
+        if (row == rows.end())
+            record_death_while_down(nsid, cookie); // a live peer keeps its id
+        else if (!row->second.entry.peer.cookie)
+            pending_down_.emplace(nsid, cookie);
+        else if (*row->second.entry.peer.cookie != cookie)
+            record_death_while_down(nsid, cookie); // its id names another peer now
+    }
+    cached_ids_.clear();
+}
+
+void Engine::record_death_while_down(Nsid nsid, std::uint64_t cookie) {
+    registry::Death d;
+    d.nsid = nsid;
+    d.peer.cookie = cookie;
+    const auto seen = first_seen_.find(cookie);
+    d.since_usec = seen == first_seen_.end() ? 0 : seen->second;
+    if (seen != first_seen_.end())
+        first_seen_.erase(seen);
+    d.died_usec = clock_.realtime();
+    d.down_since_usec = std::max<std::uint64_t>(cache_saved_usec_, 1);
+    registry_.record_death_while_down(std::move(d));
+}
+
+} // namespace nsidd::mirror

@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Peer states as served: the verdicts and holders settled into a state per row, published as
+// updates when they change (docs/design.md, "Data flow", settling), and the view of a row.
+#include "mirror/engine.hpp"
+
+#include <fnmatch.h>
+
+namespace nsidd::mirror {
+
+void Engine::touch_changed(const std::map<Nsid, Verdict>& was, const std::map<Nsid, Verdict>& is) {
+    // Rows whose verdict changed may have changed state.
+    for (auto a = was.begin(), b = is.begin(); a != was.end() || b != is.end();) {
+        if (b == is.end() || (a != was.end() && a->first < b->first)) {
+            touch((a++)->first);
+        } else if (a == was.end() || b->first < a->first) {
+            touch((b++)->first);
+        } else {
+            if (a->second.row_since != b->second.row_since ||
+                a->second.unheld_since != b->second.unheld_since)
+                touch(a->first);
+            ++a, ++b;
+        }
+    }
+}
+
+registry::Entry Engine::view(Observer observer, const registry::Entry& entry) const {
+    if (names_self(observer, entry)) {
+        registry::Entry out = entry;
+        out.peer = {};
+        if (const auto cookie = catalog_.self_cookie())
+            out.peer.cookie = cookie;
+        if (const auto inode = catalog_.self_inode())
+            out.peer.inode = inode;
+        return out;
+    }
+    if (observer == registry::kSelf) {
+        if (!entry.peer.first_seen_usec || *entry.peer.first_seen_usec >= entry.since_usec)
+            return entry;
+        registry::Entry out = entry; // first seen before a restart: its true age
+        out.since_usec = *entry.peer.first_seen_usec;
+        return out;
+    }
+    if (!entry.current_nsid)
+        return entry;
+    registry::Entry out = entry;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    if (const auto it = rows.find(*entry.current_nsid); it != rows.end())
+        out.peer = it->second.entry.peer;
+    return out;
+}
+
+bool Engine::on_stale_path(const std::vector<std::string>& mounts) const {
+    for (const auto& m : mounts)
+        for (const auto& glob : config_.stale_mount_paths)
+            if (::fnmatch(glob.c_str(), m.c_str(), FNM_PATHNAME) == 0)
+                return true;
+    return false;
+}
+
+PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
+    if (names_self(observer, entry))
+        return PeerState::Active; // this process is inside
+    const auto peer = registry::peer_of(observer, entry);
+    if (!peer)
+        return PeerState::Unknown;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    const auto row = rows.find(*peer);
+    const auto s = shown_.find(*peer);
+    if (row == rows.end() || s == shown_.end() ||
+        s->second.row_since != row->second.entry.since_usec)
+        return PeerState::Unknown;
+    return s->second.state;
+}
+
+PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
+                             std::uint64_t& deadline) const {
+    deadline = 0;
+    const auto v = verdicts_.find(nsid);
+    if (v == verdicts_.end() || v->second.row_since != entry.since_usec)
+        return PeerState::Unknown;
+    const auto grace = config_.orphan_grace_usec;
+    if (v->second.unheld_since == 0) {
+        const auto* ns = catalog_.by_nsid(nsid);
+        if (ns == nullptr || ns->pid || ns->processes > 0 || !ns->mounted())
+            return PeerState::Active; // a process held it at the last look
+        // Bind mounts only: a stale-mount path that has outlived every process by the grace
+        // period is the leak CNI leaves behind.
+        if (ns->no_process_since_usec == 0 || !on_stale_path(*ns->mounts))
+            return PeerState::Mounted;
+        if (now - ns->no_process_since_usec >= grace)
+            return PeerState::StaleMount;
+        deadline = ns->no_process_since_usec + grace;
+        return PeerState::Mounted;
+    }
+    if (!entry.peer.holders.fds.empty())
+        return PeerState::FdHeld;
+    if (now - v->second.unheld_since >= grace)
+        return PeerState::Pinned;
+    deadline = v->second.unheld_since + grace;
+    return PeerState::Unknown;
+}
+
+void Engine::touch(Nsid nsid, bool identity) {
+    auto [it, added] = touched_.emplace(nsid, identity);
+    if (!added && identity)
+        it->second = true;
+}
+
+std::uint64_t Engine::next_state_change_usec() const noexcept {
+    return deadlines_.empty() ? 0 : deadlines_.begin()->first;
+}
+
+std::vector<registry::Change> Engine::take_updates() {
+    const auto now = clock_.realtime();
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+        touch(deadlines_.begin()->second);
+        deadlines_.erase(deadlines_.begin());
+    }
+    std::vector<registry::Change> out;
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    for (const auto& [nsid, identity] : touched_) {
+        const auto row = rows.find(nsid);
+        if (row == rows.end()) {
+            shown_.erase(nsid);
+            continue;
+        }
+        const auto& entry = row->second.entry;
+        std::uint64_t deadline = 0;
+        const auto now_state = live_state(nsid, entry, now, deadline);
+        if (deadline != 0)
+            deadlines_.emplace(deadline, nsid);
+        auto shown = shown_.find(nsid);
+        const bool fresh = shown == shown_.end() || shown->second.row_since != entry.since_usec;
+        const auto had = fresh ? PeerState::Unknown : shown->second.state;
+        if (now_state == PeerState::Unknown)
+            shown_.erase(nsid);
+        else
+            shown_[nsid] = Shown{entry.since_usec, now_state};
+        if (!identity && had == now_state)
+            continue;
+        out.push_back(registry::Change{registry::ChangeKind::Update, registry::kSelf, entry});
+        // Rows of other tables show this peer's identity and state.
+        if (config_.host)
+            registry_.for_each_row_naming(nsid, [&](Observer o, const registry::Entry& e) {
+                out.push_back(registry::Change{registry::ChangeKind::Update, o, e});
+            });
+    }
+    touched_.clear();
+    return out;
+}
+
+std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> Engine::state_counts() const {
+    std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> out{};
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
+        ++out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
+    return out;
+}
+
+std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> Engine::oldest_since() const {
+    std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> out{};
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
+        auto& oldest = out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
+        if (oldest == 0 || row.entry.since_usec < oldest)
+            oldest = row.entry.since_usec;
+    }
+    return out;
+}
+
+} // namespace nsidd::mirror
