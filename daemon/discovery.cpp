@@ -172,6 +172,8 @@ std::vector<std::string> leak_fields(registry::Nsid nsid, const registry::Identi
     }
     for (const auto& m : *p.holders.mounts)
         f.push_back("MOUNT_PATH=" + m);
+    for (const auto& m : p.holders.other_mounts)
+        f.push_back("MOUNT_PATH=" + m);
     if (p.owner) {
         if (!p.owner->unit.empty())
             f.push_back("UNIT=" + p.owner->unit);

@@ -33,6 +33,13 @@ varlink::Json fds_json(const std::vector<registry::FdHolder>& fds) {
     return out;
 }
 
+varlink::Json mounts_json(const registry::Holders& h) {
+    auto out = varlink::Json(*h.mounts);
+    for (const auto& m : h.other_mounts)
+        out.push_back(m);
+    return out;
+}
+
 varlink::Json peer_json(const registry::Identity& id) {
     const auto& h = id.holders;
     return {{"cookie", or_null(id.cookie)},
@@ -44,7 +51,7 @@ varlink::Json peer_json(const registry::Identity& id) {
              {{"processes", h.processes},
               {"pid", or_null(h.pid)},
               {"comm", h.comm.empty() ? varlink::Json(nullptr) : varlink::Json(h.comm)},
-              {"mounts", *h.mounts},
+              {"mounts", mounts_json(h)},
               {"fds", fds_json(h.fds)}}},
             {"owner", owner_json(id.owner)}};
 }

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "netns/fd_scan.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <optional>
 #include <string_view>
+#include <utility>
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -22,6 +24,16 @@
 #endif
 
 namespace nsidd::netns {
+namespace {
+
+// A /proc magic link's text ("mnt:[4026531841]"), or "" when it cannot be read.
+std::string read_link(const std::string& path) {
+    char target[64];
+    const ssize_t len = ::readlink(path.c_str(), target, sizeof target);
+    return len > 0 ? std::string(target, static_cast<std::size_t>(len)) : std::string();
+}
+
+} // namespace
 
 void FdScan::start(std::unordered_set<std::uint64_t> inodes,
                    std::unordered_map<std::uint64_t, std::uint64_t> sockets) {
@@ -34,6 +46,10 @@ void FdScan::start(std::unordered_set<std::uint64_t> inodes,
     sockets_ = std::move(sockets);
     socket_ns_.clear();
     pass_.clear();
+    mounts_pass_.clear();
+    mnt_ns_seen_.clear();
+    if (own_mnt_ns_.empty())
+        own_mnt_ns_ = read_link(proc_dir_ + "/self/ns/mnt");
     fds_.reset();
     proc_.reset(::opendir(proc_dir_.c_str()));
 }
@@ -49,15 +65,36 @@ bool FdScan::next_process() {
         const long pid = std::strtol(d->d_name, &end, 10);
         if (pid <= 0 || *end != '\0')
             continue;
-        fds_.reset(::opendir((proc_dir_ + "/" + d->d_name + "/fd").c_str()));
+        const auto base = proc_dir_ + "/" + d->d_name;
+        fds_.reset(::opendir((base + "/fd").c_str()));
+        copies_ = !fds_ && errno == EACCES;
+        if (copies_) // not ours, and no CAP_DAC_READ_SEARCH: its fd numbers from fdinfo
+            fds_.reset(::opendir((base + "/fdinfo").c_str()));
         if (!fds_)
             continue; // gone, or a kernel thread
         pid_ = static_cast<pid_t>(pid);
         comm_read_ = false;
         pidfd_.reset();
         pidfd_tried_ = false;
+        read_other_mounts();
         return true;
     }
+}
+
+void FdScan::read_other_mounts() {
+    if (sought_.empty() || own_mnt_ns_.empty())
+        return;
+    const auto base = proc_dir_ + "/" + std::to_string(pid_);
+    auto mnt = read_link(base + "/ns/mnt");
+    if (mnt.empty() || mnt == own_mnt_ns_ || !mnt_ns_seen_.insert(std::move(mnt)).second)
+        return;
+    const auto text = read_file(base + "/mountinfo");
+    if (!text)
+        return;                  // exited meanwhile
+    cost_ += text->size() / 512; // about what reading and parsing it takes, in fd lookups
+    for (auto& m : parse_nsfs_mounts(*text))
+        if (sought_.count(m.inode))
+            mounts_pass_[m.inode].push_back(base + "/root" + m.path);
 }
 
 void FdScan::finish() {
@@ -67,6 +104,10 @@ void FdScan::finish() {
     socket_ns_.clear();
     found_ = std::move(pass_);
     pass_.clear();
+    found_mounts_ = std::move(mounts_pass_);
+    mounts_pass_.clear();
+    for (auto& [inode, paths] : found_mounts_)
+        std::sort(paths.begin(), paths.end());
 }
 
 // The nsfs inode sought that fd `name` of the current process is, if it is one. An fd opened
@@ -96,6 +137,48 @@ std::optional<std::uint64_t> FdScan::match(const char* name, bool& socket) {
     return stx.stx_ino;
 }
 
+// A copy of fd `name` of the current process (pidfd_getfd), or an invalid fd.
+UniqueFd FdScan::copy_fd(const char* name) {
+    if (!pidfd_ && !pidfd_tried_) {
+        pidfd_tried_ = true;
+        pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
+    }
+    if (!pidfd_)
+        return UniqueFd();
+    return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd_.get(), std::atoi(name), 0)));
+}
+
+// The same as match(), for a process whose fd links nsidd may not read (another user's, as
+// the service runs without CAP_DAC_READ_SEARCH): each fd is looked at through a copy, closed
+// at once. An nsfs file is matched by device and inode, a socket by its namespace's cookie.
+std::optional<std::uint64_t> FdScan::match_copy(const char* name, bool& socket) {
+    const auto copy = copy_fd(name);
+    struct stat st {};
+    if (!copy || ::fstat(copy.get(), &st) < 0)
+        return std::nullopt;
+    socket = S_ISSOCK(st.st_mode);
+    if (socket)
+        return sockets_.empty() ? std::nullopt : socket_namespace(st.st_ino, copy.get());
+    if (!nsfs_dev_ || st.st_dev != *nsfs_dev_ || !sought_.count(st.st_ino))
+        return std::nullopt;
+    return st.st_ino;
+}
+
+// The inode sought whose namespace the socket (`socket_inode`, open as `fd` here) was created
+// in, if any; each socket asked once per pass.
+std::optional<std::uint64_t> FdScan::socket_namespace(std::uint64_t socket_inode, int fd) {
+    auto known = socket_ns_.find(socket_inode);
+    if (known == socket_ns_.end()) {
+        std::uint64_t cookie = 0;
+        socklen_t size = sizeof cookie;
+        if (::getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &size) < 0)
+            return std::nullopt;
+        known = socket_ns_.emplace(socket_inode, cookie).first;
+    }
+    const auto it = sockets_.find(known->second);
+    return it == sockets_.end() ? std::nullopt : std::optional(it->second);
+}
+
 // A socket's namespace is its SO_NETNS_COOKIE, read on a copy of the fd (pidfd_getfd needs
 // ptrace access to the process: CAP_SYS_PTRACE). The copy is closed at once: nsidd never keeps
 // anything inside a namespace it watches. Sockets shared between fds and processes are asked
@@ -103,24 +186,12 @@ std::optional<std::uint64_t> FdScan::match(const char* name, bool& socket) {
 std::optional<std::uint64_t> FdScan::match_socket(std::string_view link, const char* name) {
     char* end = nullptr;
     const std::uint64_t socket_inode = std::strtoull(link.data() + 8, &end, 10);
-    auto known = socket_ns_.find(socket_inode);
-    if (known == socket_ns_.end()) {
-        if (!pidfd_ && !pidfd_tried_) {
-            pidfd_tried_ = true;
-            pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
-        }
-        if (!pidfd_)
-            return std::nullopt;
-        const UniqueFd copy(
-            static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd_.get(), std::atoi(name), 0)));
-        std::uint64_t cookie = 0;
-        socklen_t size = sizeof cookie;
-        if (!copy || ::getsockopt(copy.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &size) < 0)
-            return std::nullopt; // closed meanwhile, or no access
-        known = socket_ns_.emplace(socket_inode, cookie).first;
+    if (const auto known = socket_ns_.find(socket_inode); known != socket_ns_.end()) {
+        const auto it = sockets_.find(known->second);
+        return it == sockets_.end() ? std::nullopt : std::optional(it->second);
     }
-    const auto it = sockets_.find(known->second);
-    return it == sockets_.end() ? std::nullopt : std::optional(it->second);
+    const auto copy = copy_fd(name);
+    return copy ? socket_namespace(socket_inode, copy.get()) : std::nullopt;
 }
 
 bool FdScan::step(std::size_t budget) {
@@ -130,7 +201,7 @@ bool FdScan::step(std::size_t budget) {
         finish();
         return true;
     }
-    for (std::size_t n = 0; n < budget; ++n) {
+    for (std::size_t n = 0; n < budget; n += std::exchange(cost_, 0) + 1) {
         if (!fds_ && !next_process()) {
             finish();
             return true;
@@ -144,7 +215,7 @@ bool FdScan::step(std::size_t budget) {
         if (d->d_name[0] == '.')
             continue;
         bool socket = false;
-        const auto inode = match(d->d_name, socket);
+        const auto inode = copies_ ? match_copy(d->d_name, socket) : match(d->d_name, socket);
         if (!inode)
             continue;
         if (!comm_read_) {

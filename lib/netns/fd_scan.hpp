@@ -34,7 +34,13 @@ struct FdHolder {
 /// caller longer than its budget. nsfs files are matched by inode (opened through
 /// /proc/PID/ns/net or through a bind mount); sockets by the cookie of the namespace they were
 /// created in (SO_NETNS_COOKIE on a copy taken with pidfd_getfd, closed at once; each socket
-/// asked once per pass). What is sought is fixed for the duration of a pass.
+/// asked once per pass). A process whose /proc/PID/fd nsidd may not list (another user's, where
+/// nsidd runs without CAP_DAC_READ_SEARCH, as its unit does) is listed through /proc/PID/fdinfo
+/// (ptrace access) and each fd looked at through a copy. What is sought is fixed for the
+/// duration of a pass. The same pass reads
+/// the mount table of every other mount namespace a process is in (once per namespace): a
+/// namespace bind-mounted only in a private mount namespace is held by that mount, named as
+/// /proc/PID/root/PATH (PID a process in that mount namespace).
 class FdScan {
 public:
     explicit FdScan(std::string proc_dir) : proc_dir_(std::move(proc_dir)) {}
@@ -52,14 +58,24 @@ public:
     const std::unordered_map<std::uint64_t, std::vector<FdHolder>>& found() const noexcept {
         return found_;
     }
+    /// The bind mounts in other mount namespaces the last completed pass met, by inode.
+    const std::unordered_map<std::uint64_t, std::vector<std::string>>&
+    found_mounts() const noexcept {
+        return found_mounts_;
+    }
     /// Entries looked at in all (for the cost in status and benchmarks).
     std::uint64_t looked_at() const noexcept { return looked_at_; }
 
 private:
     bool next_process();
+    // Reads the mounts of pid_'s mount namespace when it is another one, not read this pass.
+    void read_other_mounts();
     // The inode sought that the fd is (or, `socket` set, whose socket it is), if any.
     std::optional<std::uint64_t> match(const char* name, bool& socket);
     std::optional<std::uint64_t> match_socket(std::string_view link, const char* name);
+    std::optional<std::uint64_t> match_copy(const char* name, bool& socket);
+    std::optional<std::uint64_t> socket_namespace(std::uint64_t socket_inode, int fd);
+    UniqueFd copy_fd(const char* name);
     void finish();
 
     std::string proc_dir_;
@@ -68,12 +84,17 @@ private:
     std::unordered_map<std::uint64_t, std::uint64_t> socket_ns_; // socket inode -> netns cookie
     UniqueFd pidfd_;           // of pid_, opened at its first socket
     bool pidfd_tried_ = false; // opening it failed: no socket of pid_ can be asked
+    bool copies_ = false;      // pid_'s fds are listed from fdinfo and looked at as copies
     std::unique_ptr<DIR, int (*)(DIR*)> proc_{nullptr, ::closedir};
     std::unique_ptr<DIR, int (*)(DIR*)> fds_{nullptr, ::closedir};
     pid_t pid_ = 0;
     std::string comm_; // of pid_, read when it is first needed
     bool comm_read_ = false;
     std::unordered_map<std::uint64_t, std::vector<FdHolder>> pass_, found_;
+    std::unordered_map<std::uint64_t, std::vector<std::string>> mounts_pass_, found_mounts_;
+    std::string own_mnt_ns_;                      // "mnt:[INODE]" of nsidd's
+    std::unordered_set<std::string> mnt_ns_seen_; // mount namespaces read this pass
+    std::size_t cost_ = 0; // work beyond one entry done in the current one (a mount table)
     std::uint64_t looked_at_ = 0;
     std::optional<dev_t> nsfs_dev_; // the nsfs device, from our own namespace's file
 };

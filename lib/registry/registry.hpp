@@ -42,6 +42,8 @@ struct Holders {
     std::string comm;                        ///< its command name
     Shared<std::vector<std::string>> mounts; ///< nsfs bind mounts of it, anywhere (sorted)
     std::vector<FdHolder> fds;               ///< searched only while nothing above holds it
+    /// Bind mounts in other mount namespaces, as /proc/PID/root/PATH: searched with the fds.
+    std::vector<std::string> other_mounts;
     bool operator==(const Holders&) const = default;
 };
 

@@ -193,6 +193,35 @@ t.wait_for('sock dead', lambda: sock_nsid not in entries(d))
 t.log('a socket created inside and passed out: fd-held, kind socket, pid %d fd %d; dead when '
       'closed' % (os.getpid(), passed))
 
+# 3c'. A namespace bind-mounted only inside another process's private mount namespace, its own
+# processes gone: held by that mount, named through /proc/PID/root.
+inner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
+t.wait_for('inner unshared', lambda: os.stat('/proc/%d/ns/net' % inner.pid).st_ino != own)
+inner_ns = '/proc/%d/ns/net' % inner.pid
+inner_cookie, _ = t.identity(inner_ns)
+inner_nsid = t.wait_for('inner given an id', lambda: kernel.by_path([inner_ns])[inner_ns])
+open('/run/hold-inner', 'w').close()
+keeper = t.track(subprocess.Popen(
+    ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+     'mount --bind %s /run/hold-inner && exec sleep 600' % inner_ns]))
+t.wait_for('the private mount', lambda: os.stat('/proc/%d/root/run/hold-inner' % keeper.pid)
+           .st_ino != os.stat('/run/hold-inner').st_ino)
+inner.kill()
+inner.wait()
+held_at = '/proc/%d/root/run/hold-inner' % keeper.pid
+e = t.wait_for('inner held by the private mount', lambda: (
+    entries(d).get(inner_nsid) or {}).get('peer', {}).get('holders', {}).get('mounts') ==
+    [held_at] and entries(d)[inner_nsid], timeout=20)
+assert e['state'] == 'mounted' and e['peer']['cookie'] == inner_cookie, e
+assert e['peer']['holders']['processes'] == 0, e
+time.sleep(1.5)  # past the grace: still held by that mount, never pinned
+assert entries(d)[inner_nsid]['state'] == 'mounted', entries(d)[inner_nsid]
+keeper.kill()
+keeper.wait()
+t.wait_for('inner dead', lambda: inner_nsid not in entries(d))
+t.log('bind-mounted only in a private mount namespace: mounted, held by %s; dead with it'
+      % held_at)
+
 # 3b. Pinned: /proc/PID/net/dev of a process in its own namespace, kept open after it exits.
 # Nothing an fd search can tie to the namespace holds it (the fd is a proc file, not nsfs).
 pinner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
