@@ -74,10 +74,20 @@ std::string peer_label(const Json& peer) {
 }
 
 // At most `n` characters of a cell (table columns stay within 80 in all); "~" marks a cut.
+std::size_t columns(std::string_view text) {
+    // UTF-8: every byte but a continuation byte (10xxxxxx) starts a character.
+    return static_cast<std::size_t>(
+        std::count_if(text.begin(), text.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+}
+
 std::string fit(std::string text, std::size_t n) {
-    if (text.size() > n)
-        text = text.substr(0, n - 1) + "~";
-    return text;
+    if (columns(text) <= n)
+        return text;
+    std::size_t end = 0;
+    for (std::size_t kept = 0; end < text.size(); ++end)
+        if ((text[end] & 0xC0) != 0x80 && kept++ == n - 1)
+            break; // the start of the n-th character: cut before it
+    return text.substr(0, end) + "~";
 }
 
 const Json& object_at(const Json& j, const char* key) {

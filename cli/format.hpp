@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "varlink/protocol.hpp"
 
@@ -22,6 +23,8 @@ std::uint64_t parse_time(const std::string& s);
 std::string age(const Json& v);
 /// At most `n` characters; "~" marks a cut.
 std::string fit(std::string text, std::size_t n);
+/// Terminal columns of UTF-8 text (one per character).
+std::size_t columns(std::string_view text);
 /// The object under `key`, or an empty one.
 const Json& object_at(const Json& j, const char* key);
 /// What holds a peer, briefly: its processes (one named), else its first bind mount.

@@ -63,16 +63,16 @@ void print_table(const Settings& s, const std::vector<std::string>& header,
                  const std::vector<std::vector<std::string>>& rows) {
     std::vector<std::size_t> width(header.size());
     for (std::size_t i = 0; i < header.size(); ++i)
-        width[i] = header[i].size();
+        width[i] = columns(header[i]);
     for (const auto& r : rows)
         for (std::size_t i = 0; i < r.size(); ++i)
-            width[i] = std::max(width[i], r[i].size());
+            width[i] = std::max(width[i], columns(r[i]));
     auto line = [&](const std::vector<std::string>& r) {
         std::string out;
         for (std::size_t i = 0; i < r.size(); ++i) {
             out += r[i];
             if (i + 1 < r.size())
-                out += std::string(width[i] - r[i].size() + 2, ' ');
+                out += std::string(width[i] - columns(r[i]) + 2, ' ');
         }
         std::cout << out << '\n';
     };

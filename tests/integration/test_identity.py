@@ -284,6 +284,23 @@ os.unlink('/run/netns/ghost')
 t.wait_for('no dangling name', lambda: d.status()['dangling_names'] == [])
 t.log('a name with no mount under /run/netns: dangling, counted, in nsidctl leaks')
 
+# 3f. Names with spaces, newlines, backslashes, tabs and non-ASCII: List has them exactly (the
+# mountinfo text escapes them; listmount does not), nsidctl escapes them for the terminal and
+# keeps its columns aligned.
+odd = ['sp ace', 'new\nline', 'back\\slash', 'tab\there', 'uni\u00e9']
+for n in odd:
+    subprocess.run(['ip', 'netns', 'add', n], check=True)
+    subprocess.run(['ip', 'netns', 'set', n, 'auto'], check=True)
+t.wait_for('the odd names', lambda: all(named(d, n) for n in odd))
+table = [line for line in t.nsidctl('list', socket_path=d.socket).stdout.splitlines() if line]
+rows = [row for row in table[1:-1] if ' mounted ' in row]
+for shown in ('sp\\x20ace', 'new\\nline', 'back\\\\slash', 'tab\\there', 'uni\u00e9'):
+    assert sum(1 for row in rows if ' %s ' % shown in row) == 1, (shown, table)
+assert len({row.index(' mounted ') for row in rows}) == 1, table  # one STATE column
+for n in odd:
+    subprocess.run(['ip', 'netns', 'del', n], check=True)
+t.log('odd names listed exactly and shown escaped in aligned columns: %s' % odd)
+
 # 4. Inode reuse: delete a namespace and create another until the kernel hands out the same
 # nsfs inode; the entries and the history must follow the cookie, not the inode.
 reused = None
