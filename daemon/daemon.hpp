@@ -129,6 +129,7 @@ private:
     bool passed_socket_ = false;
     ino_t socket_inode_ = 0; // the socket file we bound, 0: none (passed, or not yet)
     bool id_cache_warned_ = false;
+    bool copies_denied_warned_ = false;
     std::vector<std::string> restart_needed_; // keys the last reload changed but cannot apply
     // Leaks reported: (nsid, since, state).
     std::set<std::tuple<registry::Nsid, std::uint64_t, mirror::PeerState>> leaks_;

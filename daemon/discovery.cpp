@@ -136,8 +136,16 @@ void Daemon::on_discovery_slice(sd_event_source* s) {
         const bool searched = engine_->discover_fds(kFdsPerSlice);
         sd_event_source_set_time_relative(s, searched ? interval : 0);
         sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-        if (searched)
+        if (searched) {
+            if (engine_->fd_copies_denied() > 0 && !copies_denied_warned_) {
+                copies_denied_warned_ = true;
+                spdlog::warn("Cannot copy other processes' fds (pidfd_getfd refused: a "
+                             "container's syscall filter, or no CAP_SYS_PTRACE): sockets held "
+                             "outside their namespace, and fds of processes nsidd may not list, "
+                             "are not found; such peers read as pinned");
+            }
             report_leaks();
+        }
         return;
     }
     // Each pass rereads the mount table as it begins (by listmount, nearly free when nothing

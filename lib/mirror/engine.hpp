@@ -114,6 +114,8 @@ public:
     /// Looks at up to `budget` more fds of that search. True when it ended: then each such
     /// peer's fd holders (and state) are the search's findings.
     bool discover_fds(std::size_t budget);
+    /// Fd copies (pidfd_getfd) the fd search was refused so far.
+    std::uint64_t fd_copies_denied() const noexcept { return fd_scan_.copies_denied(); }
 
     /// The entry as served: a row of another observer's table names its peer through
     /// current_nsid, so it gets the identity of self's row for that peer; a row naming our own
@@ -195,6 +197,8 @@ private:
     void scan_mounts(bool full);
     static registry::Identity identity_of(const netns::Namespace& ns);
     netns::IdCacheOrigin origin();
+    // The owner parsed from /proc/PID/cgroup of a process holding a peer's fd.
+    std::optional<Owner> fd_holder_owner(std::int32_t pid) const;
     // Whether one of the namespace's mounts is on a stale-mount path.
     bool on_stale_path(const std::vector<std::string>& mounts) const;
     // Host scope: whether `entry` of `observer`'s table names our own namespace.

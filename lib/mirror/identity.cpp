@@ -7,6 +7,9 @@
 #include <set>
 #include <unordered_set>
 
+#include "netns/owner.hpp"
+#include "util/file.hpp"
+
 namespace nsidd::mirror {
 namespace {
 
@@ -284,6 +287,12 @@ void Engine::set_peer(Nsid nsid, const registry::Identity& id) {
         touch(nsid, true);
 }
 
+std::optional<Owner> Engine::fd_holder_owner(std::int32_t pid) const {
+    const auto text =
+        read_file(config_.roots.proc_dir + "/" + std::to_string(pid) + "/cgroup", 64u << 10);
+    return text ? netns::parse_cgroup_owner(*text) : std::nullopt;
+}
+
 bool Engine::discover_fds(std::size_t budget) {
     if (!fds_due_)
         return true;
@@ -329,6 +338,10 @@ bool Engine::discover_fds(std::size_t budget) {
         const auto& had = row.entry.peer.holders;
         if (fds != had.fds || mounts != had.other_mounts) {
             auto id = row.entry.peer;
+            // Whose it is, when no process inside ever said: the fd holder's.
+            if (!id.owner && !fds.empty())
+                if (auto owner = fd_holder_owner(fds.front().pid))
+                    id.owner = Shared(std::move(*owner));
             id.holders.fds = std::move(fds);
             id.holders.other_mounts = std::move(mounts);
             updates.emplace_back(nsid, std::move(id));

@@ -145,7 +145,10 @@ UniqueFd FdScan::copy_fd(const char* name) {
     }
     if (!pidfd_)
         return UniqueFd();
-    return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd_.get(), std::atoi(name), 0)));
+    UniqueFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd_.get(), std::atoi(name), 0)));
+    if (!copy && (errno == EPERM || errno == ENOSYS))
+        ++copies_denied_; // a seccomp filter (a container's), or no ptrace access
+    return copy;
 }
 
 // The same as match(), for a process whose fd links nsidd may not read (another user's, as

@@ -63,6 +63,9 @@ public:
     found_mounts() const noexcept {
         return found_mounts_;
     }
+    /// Fd copies refused (EPERM, ENOSYS) in all: sockets and the fds of processes nsidd may not
+    /// list cannot be searched.
+    std::uint64_t copies_denied() const noexcept { return copies_denied_; }
     /// Entries looked at in all (for the cost in status and benchmarks).
     std::uint64_t looked_at() const noexcept { return looked_at_; }
 
@@ -96,6 +99,7 @@ private:
     std::unordered_set<std::string> mnt_ns_seen_; // mount namespaces read this pass
     std::size_t cost_ = 0; // work beyond one entry done in the current one (a mount table)
     std::uint64_t looked_at_ = 0;
+    std::uint64_t copies_denied_ = 0;
     std::optional<dev_t> nsfs_dev_; // the nsfs device, from our own namespace's file
 };
 

@@ -91,6 +91,28 @@ for path, want in CASES:
         raise AssertionError('%s: %s' % (path, t.entries(d).get(nsid)))
     assert e['state'] == 'active' and e['peer']['pid'] == p.pid, e
     t.log('%s: %s' % (path.split('/', 1)[1], e['peer']['owner']))
+# A namespace no process was ever in, kept by an fd of a process in the docker-shaped cgroup
+# after its name went: owned as its holder is.
+subprocess.run(['ip', 'netns', 'add', 'kept'], check=True)
+subprocess.run(['ip', 'netns', 'set', 'kept', 'auto'], check=True)
+kept = kernel.by_name()['kept']
+moves = '; '.join('echo $$ > %s/%s/cgroup.procs' % (root, CASES[0][0]) for root in roots)
+holder = subprocess.Popen(['sh', '-c', moves + '; exec 3</run/netns/kept; exec sleep 600'])
+procs.append(holder)
+t.wait_for('the fd open', lambda: any(
+    os.readlink('/proc/%d/fd/%s' % (holder.pid, fd)) == '/run/netns/kept'
+    for fd in os.listdir('/proc/%d/fd' % holder.pid)))
+subprocess.run(['ip', 'netns', 'del', 'kept'], check=True)
+try:
+    e = t.wait_for('kept fd-held, owned', lambda: (lambda e: e if e and e['state'] == 'fd_held'
+                   and e['peer']['owner'] == CASES[0][1] else None)(t.entries(d).get(kept)),
+                   timeout=20)
+except AssertionError:
+    raise AssertionError('kept: %s' % t.entries(d).get(kept))
+assert e['peer']['holders']['fds'][0]['pid'] == holder.pid, e
+t.log('kept by an fd of a docker-shaped process: owner %s' % e['peer']['owner']['runtime'])
+holder.kill()
+holder.wait()
 # nsidctl list --owner finds them by container or pod.
 listed = t.nsidctl('-j', 'list', '--owner', UID, socket_path=d.socket).stdout
 assert listed.count(UID) >= 3, listed
