@@ -124,6 +124,7 @@ Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
     // Bootstrap: the event socket already queues changes; resync reads the table and then
     // applies what queued meanwhile.
     resync(ResyncReason::Startup);
+    settle(); // no watcher yet: the states, decided before the first answer
     if (engine_->stats().resyncs[static_cast<std::size_t>(ResyncReason::Startup)] == 0) {
         spdlog::error("Failed to read the nsid table at start-up");
         return fail(Errc::Timeout);

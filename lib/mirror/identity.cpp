@@ -241,7 +241,7 @@ void Engine::renew_verdicts() {
     touch_changed(verdicts_, next);
     verdicts_ = std::move(next);
     for (auto& [nsid, id] : unheld)
-        set_peer(nsid, id);
+        set_peer(nsid, std::move(id));
     // Peers nothing visible holds: search the fds of every process for them. A search costs
     // the kernel ~3 us per fd on the host (bench/README.md): again only when that set of peers
     // changed, or its last search is a minute old.
@@ -262,7 +262,7 @@ bool Engine::names_self(Observer observer, const registry::Entry& entry) const {
     return it != own_ids_.end() && it->second == entry.nsid;
 }
 
-void Engine::set_peer(Nsid nsid, const registry::Identity& id) {
+void Engine::set_peer(Nsid nsid, registry::Identity id) {
     const auto& rows = registry_.table(registry::kSelf)->rows;
     const auto row = rows.find(nsid);
     if (row == rows.end())
@@ -273,17 +273,16 @@ void Engine::set_peer(Nsid nsid, const registry::Identity& id) {
         pending_down_.erase(down);
     }
     // First seen: kept by the row while its peer stays the same, else from the id cache.
-    auto with = id;
     const auto& had = row->second.entry.peer;
     if (id.cookie && had.cookie == id.cookie && had.first_seen_usec)
-        with.first_seen_usec = had.first_seen_usec;
+        id.first_seen_usec = had.first_seen_usec;
     else if (const auto seen = id.cookie ? first_seen_.find(*id.cookie) : first_seen_.end();
              seen != first_seen_.end()) {
         if (seen->second < row->second.entry.since_usec)
-            with.first_seen_usec = seen->second;
+            id.first_seen_usec = seen->second;
         first_seen_.erase(seen);
     }
-    if (registry_.set_peer(nsid, with))
+    if (registry_.set_peer(nsid, std::move(id)))
         touch(nsid, true);
 }
 
@@ -348,7 +347,7 @@ bool Engine::discover_fds(std::size_t budget) {
         }
     }
     for (auto& [nsid, id] : updates)
-        set_peer(nsid, id);
+        set_peer(nsid, std::move(id));
     return true;
 }
 

@@ -51,9 +51,12 @@ registry::Entry Engine::view(Observer observer, const registry::Entry& entry) co
 
 bool Engine::on_stale_path(const std::vector<std::string>& mounts) const {
     for (const auto& m : mounts)
-        for (const auto& glob : config_.stale_mount_paths)
-            if (::fnmatch(glob.c_str(), m.c_str(), FNM_PATHNAME) == 0)
+        for (const auto& glob : config_.stale_mount_paths) {
+            const auto literal = glob.find_first_of("*?[\\");
+            if (m.compare(0, literal, glob, 0, literal) == 0 &&
+                ::fnmatch(glob.c_str(), m.c_str(), FNM_PATHNAME) == 0)
                 return true;
+        }
     return false;
 }
 

@@ -345,12 +345,12 @@ void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
     changes.push_back(Change{ChangeKind::Del, op.observer, std::move(dead)});
 }
 
-bool Registry::set_peer(Nsid nsid, const Identity& peer) {
+bool Registry::set_peer(Nsid nsid, Identity peer) {
     auto& rows = tables_[kSelf].rows;
     auto it = rows.find(nsid);
     if (it == rows.end() || it->second.entry.peer == peer)
         return false;
-    it->second.entry.peer = peer;
+    it->second.entry.peer = std::move(peer);
     return true;
 }
 

@@ -167,7 +167,7 @@ public:
 
     /// Sets what is known of the peer self calls `nsid`. Returns false when self has no such
     /// entry or it already said so. Rows of other tables name the peer through current_nsid.
-    bool set_peer(Nsid nsid, const Identity& peer);
+    bool set_peer(Nsid nsid, Identity peer);
 
     /// Calls `fn(observer, entry)` for each row of another table that names self's `peer`.
     void for_each_row_naming(Nsid peer,
