@@ -181,16 +181,30 @@ void VarlinkApi::graph(Server::Peer& peer, const varlink::Call&) {
     hooks_.rendered(engine_.registry().entry_count());
 }
 
-void VarlinkApi::history(Server::Peer& peer, const varlink::Call& call) {
-    std::size_t limit = SIZE_MAX;
-    if (const auto it = call.parameters.find("limit"); it != call.parameters.end()) {
-        if (!it->is_null() && !(it->is_number_integer() && it->get<std::int64_t>() >= 0)) {
-            peer.error(varlink::kInvalidParameter, {{"parameter", "limit"}});
-            return;
-        }
-        if (!it->is_null())
-            limit = it->get<std::size_t>();
+namespace {
+
+// The optional non-negative integer parameter `name`: false (and an error sent) when it is
+// anything else.
+bool count_parameter(Server::Peer& peer, const varlink::Call& call, const char* name,
+                     std::optional<std::uint64_t>& out) {
+    const auto it = call.parameters.find(name);
+    if (it == call.parameters.end() || it->is_null())
+        return true;
+    if (!(it->is_number_integer() && it->get<std::int64_t>() >= 0)) {
+        peer.error(varlink::kInvalidParameter, {{"parameter", name}});
+        return false;
     }
+    out = it->get<std::uint64_t>();
+    return true;
+}
+
+} // namespace
+
+void VarlinkApi::history(Server::Peer& peer, const varlink::Call& call) {
+    std::optional<std::uint64_t> given;
+    if (!count_parameter(peer, call, "limit", given))
+        return;
+    const std::size_t limit = given.value_or(SIZE_MAX);
     const auto& deaths = engine_.registry().history();
     Json out = Json::array();
     const std::size_t skip = deaths.size() > limit ? deaths.size() - limit : 0;
@@ -201,14 +215,8 @@ void VarlinkApi::history(Server::Peer& peer, const varlink::Call& call) {
 
 void VarlinkApi::watch(Server::Peer& peer, const varlink::Call& call) {
     std::optional<std::uint64_t> since;
-    if (const auto it = call.parameters.find("since"); it != call.parameters.end()) {
-        if (!it->is_null() && !(it->is_number_integer() && it->get<std::int64_t>() >= 0)) {
-            peer.error(varlink::kInvalidParameter, {{"parameter", "since"}});
-            return;
-        }
-        if (!it->is_null())
-            since = it->get<std::uint64_t>();
-    }
+    if (!count_parameter(peer, call, "since", since))
+        return;
     if (hooks_.settle)
         hooks_.settle();
     // Resumable when every change after `since` is still kept (or there is none yet).

@@ -256,6 +256,19 @@ def wait_for(what, check, timeout=20, interval=0.1):
         time.sleep(interval)
 
 
+def wait_for_value(what, get, timeout=20):
+    """Polls `get()` until it returns something other than None (an nsid may be 0)."""
+    box = []
+
+    def check():
+        v = get()
+        if v is not None:
+            box.append(v)
+        return v is not None
+    wait_for(what, check, timeout)
+    return box[-1]
+
+
 class Varlink:
     """A minimal Varlink client written from the public spec (varlink.org), sharing nothing
     with nsidd's own implementation."""

@@ -159,8 +159,8 @@ t.log('fd closed: dead, in history once with cookie %d, lifetime %.1f s'
 # 3a. A socket created inside and passed out over a Unix socket, its namespace then deleted and
 # its process gone: held by that socket (fd-held, kind socket, this process named).
 subprocess.run(['ip', 'netns', 'add', 'sock'], check=True)
-subprocess.run(['ip', 'netns', 'set', 'sock', 'auto'], check=True)
-sock_nsid = kernel.by_name()['sock']
+sock_nsid = t.wait_for_value('sock given an id (--assign-ids)',
+                             lambda: kernel.by_name().get('sock'))
 sock_cookie, _ = t.identity('/run/netns/sock')
 t.wait_for('sock mounted', lambda: named(d, 'sock'))
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -199,7 +199,7 @@ inner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
 t.wait_for('inner unshared', lambda: os.stat('/proc/%d/ns/net' % inner.pid).st_ino != own)
 inner_ns = '/proc/%d/ns/net' % inner.pid
 inner_cookie, _ = t.identity(inner_ns)
-inner_nsid = t.wait_for('inner given an id', lambda: kernel.by_path([inner_ns])[inner_ns])
+inner_nsid = t.wait_for_value('inner given an id', lambda: kernel.by_path([inner_ns])[inner_ns])
 open('/run/hold-inner', 'w').close()
 keeper = t.track(subprocess.Popen(
     ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
@@ -228,7 +228,7 @@ pinner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
 t.wait_for('the pinner unshared', lambda: os.stat('/proc/%d/ns/net' % pinner.pid).st_ino != own)
 pin_path = '/proc/%d/ns/net' % pinner.pid
 pin_cookie, _ = t.identity(pin_path)
-pin_nsid = t.wait_for('the pinner given an id', lambda: kernel.by_path([pin_path])[pin_path])
+pin_nsid = t.wait_for_value('the pinner given an id', lambda: kernel.by_path([pin_path])[pin_path])
 dev = open('/proc/%d/net/dev' % pinner.pid)
 pinner.kill()
 pinner.wait()
@@ -290,7 +290,6 @@ t.log('a name with no mount under /run/netns: dangling, counted, in nsidctl leak
 odd = ['sp ace', 'new\nline', 'back\\slash', 'tab\there', 'uni\u00e9']
 for n in odd:
     subprocess.run(['ip', 'netns', 'add', n], check=True)
-    subprocess.run(['ip', 'netns', 'set', n, 'auto'], check=True)
 t.wait_for('the odd names', lambda: all(named(d, n) for n in odd))
 table = [line for line in t.nsidctl('list', socket_path=d.socket).stdout.splitlines() if line]
 rows = [row for row in table[1:-1] if ' mounted ' in row]
@@ -301,31 +300,41 @@ for n in odd:
     subprocess.run(['ip', 'netns', 'del', n], check=True)
 t.log('odd names listed exactly and shown escaped in aligned columns: %s' % odd)
 
-# 4. Inode reuse: delete a namespace and create another until the kernel hands out the same
-# nsfs inode; the entries and the history must follow the cookie, not the inode.
+# 4. Inode reuse: delete namespaces and create others until the kernel hands a new one an nsfs
+# inode an old one had (inodes come from one system-wide pool, lowest free first, shared with
+# /proc entries: a batch of 20 makes a reuse all but certain); the entries and the history
+# must follow the cookie, not the inode.
 reused = None
-for attempt in range(40):
-    subprocess.run(['ip', 'netns', 'add', 're'], check=True)
-    old = t.wait_for('re named', lambda: named(d, 're'))
-    old_cookie, old_inode = t.identity('/run/netns/re')
-    assert old['peer']['cookie'] == old_cookie
-    subprocess.run(['ip', 'netns', 'del', 're'], check=True)
-    t.wait_for('re dead', lambda: any(x['peer']['cookie'] == old_cookie for x in history(d)))
-    # The DEL comes from the namespace's cleanup; its inode is freed a little after.
-    time.sleep(0.2 * (attempt % 4))
-    subprocess.run(['ip', 'netns', 'add', 're'], check=True)
-    new_cookie, new_inode = t.identity('/run/netns/re')
-    new = t.wait_for('the new re named',
-                     lambda: (named(d, 're') or {}).get('peer', {}).get('cookie') == new_cookie
-                     and named(d, 're'))
-    assert new_cookie != old_cookie
-    assert new['peer']['inode'] == new_inode, new
-    if new_inode == old_inode:
-        reused = (old_inode, old_cookie, new_cookie, attempt + 1)
+batch = ['re%d' % i for i in range(20)]
+
+
+def make_batch():
+    t.ip_batch(['netns add %s' % n for n in batch])  # ids: nsidd's --assign-ids
+    t.wait_for('the batch named', lambda: all(named(d, n) for n in batch))
+    return {t.identity('/run/netns/' + n)[1]: (t.identity('/run/netns/' + n)[0], n)
+            for n in batch}
+
+
+def kill_batch(made):
+    t.ip_batch(['netns del %s' % n for n in batch])
+    cookies = {c for c, _ in made.values()}
+    t.wait_for('the batch dead', lambda: cookies <= {x['peer']['cookie'] for x in history(d)})
+
+
+for attempt in range(10):
+    old = make_batch()
+    kill_batch(old)
+    time.sleep(0.2 * (attempt % 3))  # the inode is freed a little after the DEL
+    new = make_batch()
+    common = sorted(set(old) & set(new))
+    if common:
+        inode = common[0]
+        reused = (inode, old[inode][0], new[inode][0], attempt + 1)
+        e = named(d, new[inode][1])
+        assert e['peer']['cookie'] == reused[2] and e['peer']['inode'] == inode, e
         break
-    subprocess.run(['ip', 'netns', 'del', 're'], check=True)
-    t.wait_for('re dead', lambda: any(x['peer']['cookie'] == new_cookie for x in history(d)))
-assert reused, 'the kernel never reused an nsfs inode in 40 tries'
+    kill_batch(new)
+assert reused, 'the kernel never reused an nsfs inode in 10 batches of 20'
 dead = [x for x in history(d) if x['peer']['cookie'] == reused[1]]
 assert len(dead) == 1 and dead[0]['peer']['inode'] == reused[0], dead
 t.log('inode %d reused (try %d): the old namespace (cookie %d) is dead in history, the new '

@@ -80,7 +80,7 @@ for path, want in CASES:
     with open('/proc/%d/cgroup' % p.pid) as f:
         lines = f.read()
     assert '/' + path + '\n' in lines, lines
-    nsid = t.wait_for('an id', lambda: kernel.by_path([ns])[ns])
+    nsid = t.wait_for_value('an id', lambda: kernel.by_path([ns])[ns])
 
     def owned():
         e = t.entries(d).get(nsid)
