@@ -34,6 +34,7 @@ registry::Identity Engine::identity_of(const netns::Namespace& ns) {
     id.holders.pid = id.pid;
     id.holders.comm = ns.comm;
     id.holders.mounts = ns.mounts;
+    id.holders.other_mounts = ns.other_mounts;
     id.owner = ns.owner;
     return id;
 }

@@ -232,9 +232,30 @@ void Catalog::restart_pass() {
     ++pass_;
 }
 
+void Catalog::read_other_mounts(const char* pid) {
+    const auto base = roots_.proc_dir + "/" + pid;
+    auto mnt = read_link(base + "/ns/mnt");
+    if (own_mnt_ns_.empty() || mnt.empty() || mnt == own_mnt_ns_ ||
+        !pass_mnt_ns_.insert(std::move(mnt)).second)
+        return;
+    if (const auto text = read_file(base + "/mountinfo"))
+        for (auto& m : parse_nsfs_mounts(*text))
+            pass_other_mounts_[m.inode].push_back(base + "/root" + m.path);
+}
+
 void Catalog::end_pass(std::uint64_t now_usec) {
     proc_.reset();
     for (auto& [cookie, ns] : namespaces_) {
+        // Bind mounts in the other mount namespaces this pass met.
+        std::vector<std::string> other;
+        if (const auto it = pass_other_mounts_.find(ns.inode); it != pass_other_mounts_.end()) {
+            other = std::move(it->second);
+            std::sort(other.begin(), other.end());
+        }
+        if (other != ns.other_mounts) {
+            ns.other_mounts = std::move(other);
+            changed_.push_back(cookie);
+        }
         // What this pass counted is what holds it now; without a process, no pid to show.
         const auto counted = std::exchange(ns.pass_processes, 0);
         if (counted > 0)
@@ -265,6 +286,10 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
     if (!proc_) {
         proc_.reset(::opendir(roots_.proc_dir.c_str()));
         pass_inodes_.clear();
+        pass_mnt_ns_.clear();
+        pass_other_mounts_.clear();
+        if (own_mnt_ns_.empty())
+            own_mnt_ns_ = read_link(roots_.proc_dir + "/self/ns/mnt");
         if (!proc_)
             return false;
     }
@@ -286,6 +311,7 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
         struct stat st {};
         if (::stat(path.c_str(), &st) < 0)
             continue; // gone
+        read_other_mounts(d->d_name);
         if (const auto met = pass_inodes_.find(st.st_ino); met != pass_inodes_.end()) {
             // Met already in this pass: its cookie is known; one more process inside.
             if (auto ns = namespaces_.find(met->second); ns != namespaces_.end())

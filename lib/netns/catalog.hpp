@@ -34,8 +34,11 @@ struct Namespace {
     std::vector<std::string> names;          ///< bind mounts under the netns directory (sorted)
     std::vector<std::string> former_names;   ///< names it had there, no longer (sorted)
     Shared<std::vector<std::string>> mounts; ///< every mount point that reaches it (sorted)
-    /// Any nsfs bind mount, under the netns directory or not.
-    bool mounted() const noexcept { return !mounts->empty(); }
+    /// Bind mounts in other mount namespaces, /proc/PID/root/PATH (the last /proc pass, sorted).
+    std::vector<std::string> other_mounts;
+    /// Any nsfs bind mount, under the netns directory or not, here or in another mount
+    /// namespace.
+    bool mounted() const noexcept { return !mounts->empty() || !other_mounts.empty(); }
     std::optional<pid_t> pid;                ///< one process inside it, from the last /proc pass
     std::string comm;                        ///< that process's command name
     std::uint32_t processes = 0;             ///< processes inside it, counted by the last pass
@@ -156,6 +159,8 @@ private:
     void assign_missing(const std::vector<Namespace*>& asked, const std::vector<int>& fds);
     // The /proc pass is over: drops what neither a process nor a mount held during it.
     void end_pass(std::uint64_t now_usec);
+    // Reads the nsfs mounts of pid's mount namespace, when it is another one met first now.
+    void read_other_mounts(const char* pid);
     void set_nsid(Namespace& ns, std::optional<std::int32_t> nsid);
     // Reads the command name and the owner (cgroup) of the namespace's process.
     void describe_process(Namespace& ns);
@@ -188,6 +193,11 @@ private:
     // The /proc walk: the open directory and the inodes met in this pass (-> cookie).
     std::unique_ptr<DIR, FnDeleter<closedir>> proc_;
     std::unordered_map<std::uint64_t, std::uint64_t> pass_inodes_;
+    // Mount namespaces other than ours met in this pass ("mnt:[INODE]"), and the nsfs mounts
+    // read from them: namespace inode -> /proc/PID/root/PATH.
+    std::unordered_set<std::string> pass_mnt_ns_;
+    std::unordered_map<std::uint64_t, std::vector<std::string>> pass_other_mounts_;
+    std::string own_mnt_ns_;
     // What each nsfs mount point reached at its last look: mount point -> (inode, cookie).
     std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> mounts_;
     // Mount points to open again at the next scan: they could not be opened, or (by cookie)

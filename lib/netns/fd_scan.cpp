@@ -24,16 +24,6 @@
 #endif
 
 namespace nsidd::netns {
-namespace {
-
-// A /proc magic link's text ("mnt:[4026531841]"), or "" when it cannot be read.
-std::string read_link(const std::string& path) {
-    char target[64];
-    const ssize_t len = ::readlink(path.c_str(), target, sizeof target);
-    return len > 0 ? std::string(target, static_cast<std::size_t>(len)) : std::string();
-}
-
-} // namespace
 
 void FdScan::start(std::unordered_set<std::uint64_t> inodes,
                    std::unordered_map<std::uint64_t, std::uint64_t> sockets) {

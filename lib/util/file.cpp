@@ -56,4 +56,10 @@ Result<void> write_file_atomic(const std::string& path, std::string_view text, m
     return {};
 }
 
+std::string read_link(const std::string& path) {
+    char target[256];
+    const ssize_t len = ::readlink(path.c_str(), target, sizeof target);
+    return len > 0 ? std::string(target, static_cast<std::size_t>(len)) : std::string();
+}
+
 } // namespace nsidd

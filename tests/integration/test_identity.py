@@ -193,8 +193,8 @@ t.wait_for('sock dead', lambda: sock_nsid not in entries(d))
 t.log('a socket created inside and passed out: fd-held, kind socket, pid %d fd %d; dead when '
       'closed' % (os.getpid(), passed))
 
-# 3c'. A namespace bind-mounted only inside another process's private mount namespace, its own
-# processes gone: held by that mount, named through /proc/PID/root.
+# 3c'. A namespace bind-mounted inside another process's private mount namespace: the mount is
+# listed, named through /proc/PID/root; once its own process is gone, it holds the namespace.
 inner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
 t.wait_for('inner unshared', lambda: os.stat('/proc/%d/ns/net' % inner.pid).st_ino != own)
 inner_ns = '/proc/%d/ns/net' % inner.pid
@@ -206,12 +206,19 @@ keeper = t.track(subprocess.Popen(
      'mount --bind %s /run/hold-inner && exec sleep 600' % inner_ns]))
 t.wait_for('the private mount', lambda: os.stat('/proc/%d/root/run/hold-inner' % keeper.pid)
            .st_ino != os.stat('/run/hold-inner').st_ino)
-inner.kill()
-inner.wait()
 held_at = '/proc/%d/root/run/hold-inner' % keeper.pid
-e = t.wait_for('inner held by the private mount', lambda: (
+# Listed while its own process still holds it too (the pass reads each mount namespace it
+# meets).
+e = t.wait_for('inner active, its mount elsewhere listed', lambda: (
     entries(d).get(inner_nsid) or {}).get('peer', {}).get('holders', {}).get('mounts') ==
     [held_at] and entries(d)[inner_nsid], timeout=20)
+assert e['state'] == 'active' and e['peer']['holders']['processes'] >= 1, e
+inner.kill()
+inner.wait()
+e = t.wait_for('inner held by the private mount', lambda: (
+    entries(d).get(inner_nsid) or {}).get('state') == 'mounted' and entries(d)[inner_nsid],
+    timeout=20)
+assert e['peer']['holders']['mounts'] == [held_at], e
 assert e['state'] == 'mounted' and e['peer']['cookie'] == inner_cookie, e
 assert e['peer']['holders']['processes'] == 0, e
 time.sleep(1.5)  # past the grace: still held by that mount, never pinned
@@ -219,8 +226,8 @@ assert entries(d)[inner_nsid]['state'] == 'mounted', entries(d)[inner_nsid]
 keeper.kill()
 keeper.wait()
 t.wait_for('inner dead', lambda: inner_nsid not in entries(d))
-t.log('bind-mounted only in a private mount namespace: mounted, held by %s; dead with it'
-      % held_at)
+t.log('bind-mounted in a private mount namespace: listed beside its process, then mounted, '
+      'held by %s; dead with it' % held_at)
 
 # 3b. Pinned: /proc/PID/net/dev of a process in its own namespace, kept open after it exits.
 # Nothing an fd search can tie to the namespace holds it (the fd is a proc file, not nsfs).
