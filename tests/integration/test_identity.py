@@ -193,6 +193,25 @@ t.wait_for('sock dead', lambda: sock_nsid not in entries(d))
 t.log('a socket created inside and passed out: fd-held, kind socket, pid %d fd %d; dead when '
       'closed' % (os.getpid(), passed))
 
+# 3b'. A process's namespace kept by this process through /proc/PID/ns/net after PID exits:
+# fd-held, this process named (its fd reads back as net:[INODE]).
+gone = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
+t.wait_for('gone unshared', lambda: os.stat('/proc/%d/ns/net' % gone.pid).st_ino != own)
+gone_ns = '/proc/%d/ns/net' % gone.pid
+gone_nsid = t.wait_for_value('gone given an id', lambda: kernel.by_path([gone_ns])[gone_ns])
+gone_fd = os.open(gone_ns, os.O_RDONLY)
+gone.kill()
+gone.wait()
+e = t.wait_for('gone fd-held', lambda: (entries(d).get(gone_nsid) or {}).get('state') ==
+               'fd_held' and entries(d)[gone_nsid], timeout=20)
+assert {'pid': os.getpid(), 'fd': gone_fd, 'kind': 'ns'}.items() <= \
+    e['peer']['holders']['fds'][0].items(), e
+assert e['peer']['holders']['fds'][0]['comm'].startswith('python'), e
+os.close(gone_fd)
+t.wait_for('gone dead', lambda: gone_nsid not in entries(d))
+t.log('/proc/PID/ns/net kept open after PID exited: fd-held, pid %d (%s) fd %d; dead when '
+      'closed' % (os.getpid(), e['peer']['holders']['fds'][0]['comm'], gone_fd))
+
 # 3c'. A namespace bind-mounted inside another process's private mount namespace: the mount is
 # listed, named through /proc/PID/root; once its own process is gone, it holds the namespace.
 inner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
