@@ -232,15 +232,18 @@ void Catalog::restart_pass() {
     ++pass_;
 }
 
-void Catalog::read_other_mounts(const char* pid) {
+std::size_t Catalog::read_other_mounts(const char* pid) {
     const auto base = roots_.proc_dir + "/" + pid;
     auto mnt = read_link(base + "/ns/mnt");
     if (own_mnt_ns_.empty() || mnt.empty() || mnt == own_mnt_ns_ ||
         !pass_mnt_ns_.insert(std::move(mnt)).second)
-        return;
-    if (const auto text = read_file(base + "/mountinfo"))
-        for (auto& m : parse_nsfs_mounts(*text))
-            pass_other_mounts_[m.inode].push_back(base + "/root" + m.path);
+        return 0;
+    const auto text = read_file(base + "/mountinfo");
+    if (!text)
+        return 0; // exited meanwhile
+    for (auto& m : parse_nsfs_mounts(*text))
+        pass_other_mounts_[m.inode].push_back(base + "/root" + m.path);
+    return text->size() / 256; // about what a process costs per 256 bytes of table
 }
 
 void Catalog::end_pass(std::uint64_t now_usec) {
@@ -310,8 +313,8 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
         const std::string path = roots_.proc_dir + "/" + d->d_name + "/ns/net";
         struct stat st {};
         if (::stat(path.c_str(), &st) < 0)
-            continue; // gone
-        read_other_mounts(d->d_name);
+            continue;                      // gone
+        n += read_other_mounts(d->d_name); // a mount table counts as many processes
         if (const auto met = pass_inodes_.find(st.st_ino); met != pass_inodes_.end()) {
             // Met already in this pass: its cookie is known; one more process inside.
             if (auto ns = namespaces_.find(met->second); ns != namespaces_.end())

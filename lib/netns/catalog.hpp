@@ -160,7 +160,8 @@ private:
     // The /proc pass is over: drops what neither a process nor a mount held during it.
     void end_pass(std::uint64_t now_usec);
     // Reads the nsfs mounts of pid's mount namespace, when it is another one met first now.
-    void read_other_mounts(const char* pid);
+    // Returns the work it took, in processes' worth (for the slice's budget).
+    std::size_t read_other_mounts(const char* pid);
     void set_nsid(Namespace& ns, std::optional<std::int32_t> nsid);
     // Reads the command name and the owner (cgroup) of the namespace's process.
     void describe_process(Namespace& ns);
