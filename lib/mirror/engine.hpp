@@ -234,6 +234,7 @@ private:
     struct Shown {
         std::uint64_t row_since = 0;
         PeerState state = PeerState::Unknown;
+        PeerState decided = PeerState::Unknown; // the last state other than unknown
     };
     std::unordered_map<Nsid, Shown> shown_;
     std::unordered_map<Nsid, bool> touched_; // rows to settle; true: their identity changed

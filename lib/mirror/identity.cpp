@@ -95,8 +95,12 @@ void Engine::forget_dead(const registry::Change& c) {
         verdicts_.erase(v);
     if (auto s = shown_.find(c.entry.nsid);
         s != shown_.end() && s->second.row_since == c.entry.since_usec) {
-        if (c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync)
-            registry_.set_death_state(c.entry.nsid, c.entry.since_usec, to_string(s->second.state));
+        // The last state decided: a peer being torn down (its mount gone, its DEL on the way)
+        // is unknown for its last moments.
+        if ((c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync) &&
+            s->second.decided != PeerState::Unknown)
+            registry_.set_death_state(c.entry.nsid, c.entry.since_usec,
+                                      to_string(s->second.decided));
         shown_.erase(s);
     }
     pending_down_.erase(c.entry.nsid);

@@ -134,13 +134,13 @@ std::vector<registry::Change> Engine::take_updates() {
         const auto now_state = live_state(nsid, entry, now, deadline);
         if (deadline != 0)
             deadlines_.emplace(deadline, nsid);
-        auto shown = shown_.find(nsid);
-        const bool fresh = shown == shown_.end() || shown->second.row_since != entry.since_usec;
-        const auto had = fresh ? PeerState::Unknown : shown->second.state;
-        if (now_state == PeerState::Unknown)
-            shown_.erase(nsid);
-        else
-            shown_[nsid] = Shown{entry.since_usec, now_state};
+        auto& shown = shown_[nsid];
+        if (shown.row_since != entry.since_usec)
+            shown = Shown{entry.since_usec, PeerState::Unknown, PeerState::Unknown};
+        const auto had = shown.state;
+        shown.state = now_state;
+        if (now_state != PeerState::Unknown)
+            shown.decided = now_state;
         if (!identity && had == now_state)
             continue;
         out.push_back(registry::Change{registry::ChangeKind::Update, registry::kSelf, entry});

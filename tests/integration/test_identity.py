@@ -267,9 +267,11 @@ except AssertionError:
 took = time.monotonic() - unheld
 assert took >= 1.0, 'pinned before the 1 s grace period: %.2f s' % took
 assert e['peer']['cookie'] == pin_cookie and e['peer']['holders']['fds'] == [], e
-t.wait_for('the pinned peer counted', lambda: peers_metric(d, 'pinned') == 1)
+t.wait_for('the pinned peer counted', lambda: peers_metric(d, 'pinned') == 1 or print('pinned now', peers_metric(d, 'pinned'), sorted((k, v['state']) for k, v in entries(d).items())))
 dev.close()
 t.wait_for('pinned dead', lambda: pin_nsid not in entries(d))
+pinned_death = [x for x in history(d) if x['peer']['cookie'] == pin_cookie]
+assert len(pinned_death) == 1 and pinned_death[0]['state'] == 'pinned', pinned_death
 t.wait_for('no pinned peer left', lambda: peers_metric(d, 'pinned') == 0)
 t.log('kept by an open /proc/PID/net/dev: pinned after %.1f s (grace 1 s); dead once closed'
       % took)
