@@ -111,7 +111,8 @@ changes = []
 while True:
     m = w.receive()
     p = m['parameters']
-    changes.append((p['kind'], p['observer'], p['entry']['nsid']))
+    if p['kind'] != 'update':  # C losing its name and state before its DEL
+        changes.append((p['kind'], p['observer'], p['entry']['nsid']))
     if sum(1 for c in changes if c[0] == 'purge') >= 3 or len(changes) > 10:
         break
 t.log('changes: %s' % changes)

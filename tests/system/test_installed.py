@@ -389,10 +389,13 @@ def fd_holders(c):
         return len(rows) == 2 and sorted(
             (f['comm'], f['fd'], f['kind']) for r in rows for f in r['peer']['holders']['fds'])
     try:
-        fds = t.wait_for('both fd-held', held, timeout=60)
+        fds = t.wait_for('both fd-held', held, timeout=120)
     except AssertionError:
-        raise AssertionError('not fd-held: %s\n%s' % (
-            c.sh('nsidctl -j list').stdout[-3000:],
+        rows = [r for r in c.json('nsidctl -j list')
+                if set(r['peer']['names'] + r['peer']['former_names']) & {'sk', 'nsfd'}]
+        raise AssertionError('not fd-held: %s\nholder: %s\n%s' % (
+            rows, c.sh('p=$(cat /run/holder.pid); ls -l /proc/$p/fd /proc/$p/ns/net',
+                       check=False).stdout,
             c.sh('journalctl -u nsidd --no-pager -o cat | tail -20').stdout))
     assert fds == [('sleep', 3, 'socket'), ('sleep', 4, 'ns')], fds
     c.sh('kill $(cat /run/holder.pid)')
