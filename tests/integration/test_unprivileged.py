@@ -26,9 +26,13 @@ subprocess.run(['ip', '-n', 'sk', 'link', 'set', 'lo', 'up'], check=True)
 ids = t.Kernel().by_name()
 t.wait_for('both mounted', lambda: sorted(e['state'] for e in t.entries(d).values()) ==
            ['mounted', 'mounted'])
+# The nsfs fd is opened here and inherited (opened inside `ip netns exec`'s own mount namespace,
+# /run/netns is not always there); the socket is made inside sk.
+nsfd_fd = os.open('/run/netns/nsfd', os.O_RDONLY)
 holder = t.track(subprocess.Popen(
     ['ip', 'netns', 'exec', 'sk', 'bash', '-c', 'exec 3<>/dev/udp/127.0.0.1/9; '
-     'exec 4</run/netns/nsfd; exec nsenter --net=/proc/%d/ns/net sleep 600' % os.getpid()]))
+     'exec nsenter --net=/proc/%d/ns/net sleep 600' % os.getpid()], pass_fds=(nsfd_fd,)))
+os.close(nsfd_fd)
 own = os.readlink('/proc/self/ns/net')
 t.wait_for('the holder outside', lambda: os.readlink('/proc/%d/ns/net' % holder.pid) == own)
 subprocess.run(['ip', 'netns', 'del', 'sk'], check=True)
@@ -49,7 +53,7 @@ except AssertionError:
 assert e[ids['sk']]['peer']['holders']['fds'] == [
     {'pid': holder.pid, 'comm': 'sleep', 'fd': 3, 'kind': 'socket'}], e[ids['sk']]
 assert e[ids['nsfd']]['peer']['holders']['fds'] == [
-    {'pid': holder.pid, 'comm': 'sleep', 'fd': 4, 'kind': 'ns'}], e[ids['nsfd']]
+    {'pid': holder.pid, 'comm': 'sleep', 'fd': nsfd_fd, 'kind': 'ns'}], e[ids['nsfd']]
 t.log('not root (uid 65534, three capabilities): a socket and an nsfs fd of a root process '
       'found through fd copies; both fd-held, pid %d named' % holder.pid)
 holder.kill()
