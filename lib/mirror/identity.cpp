@@ -323,31 +323,23 @@ bool Engine::discover_fds(std::size_t budget) {
     if (!fd_scan_.step(budget))
         return false;
     fds_due_ = false;
-    // Each unheld peer's fd holders and mounts elsewhere are what the search met; a held one
-    // has none to show.
+    // Each unheld peer's fd holders are what the search met; a held one has none to show.
     std::vector<std::pair<Nsid, registry::Identity>> updates;
     for (const auto& [nsid, row] : rows) {
         std::vector<registry::FdHolder> fds;
-        std::vector<std::string> mounts;
         const auto v = verdicts_.find(nsid);
-        if (v != verdicts_.end() && v->second.unheld_since != 0 && row.entry.peer.inode) {
-            const auto inode = *row.entry.peer.inode;
-            if (const auto it = fd_scan_.found().find(inode); it != fd_scan_.found().end())
+        if (v != verdicts_.end() && v->second.unheld_since != 0 && row.entry.peer.inode)
+            if (const auto it = fd_scan_.found().find(*row.entry.peer.inode);
+                it != fd_scan_.found().end())
                 for (const auto& h : it->second)
                     fds.push_back(registry::FdHolder{h.pid, h.comm, h.fd, h.socket});
-            if (const auto it = fd_scan_.found_mounts().find(inode);
-                it != fd_scan_.found_mounts().end())
-                mounts = it->second;
-        }
-        const auto& had = row.entry.peer.holders;
-        if (fds != had.fds || mounts != had.other_mounts) {
+        if (fds != row.entry.peer.holders.fds) {
             auto id = row.entry.peer;
             // Whose it is, when no process inside ever said: the fd holder's.
             if (!id.owner && !fds.empty())
                 if (auto owner = fd_holder_owner(fds.front().pid))
                     id.owner = Shared(std::move(*owner));
             id.holders.fds = std::move(fds);
-            id.holders.other_mounts = std::move(mounts);
             updates.emplace_back(nsid, std::move(id));
         }
     }

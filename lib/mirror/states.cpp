@@ -95,8 +95,6 @@ PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint6
         deadline = ns->no_process_since_usec + grace;
         return PeerState::Mounted;
     }
-    if (!entry.peer.holders.other_mounts.empty())
-        return PeerState::Mounted; // a bind mount in another mount namespace
     if (!entry.peer.holders.fds.empty())
         return PeerState::FdHeld;
     if (now - v->second.unheld_since >= grace)

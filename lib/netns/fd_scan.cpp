@@ -1,12 +1,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "netns/fd_scan.hpp"
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <optional>
 #include <string_view>
-#include <utility>
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -36,10 +34,6 @@ void FdScan::start(std::unordered_set<std::uint64_t> inodes,
     sockets_ = std::move(sockets);
     socket_ns_.clear();
     pass_.clear();
-    mounts_pass_.clear();
-    mnt_ns_seen_.clear();
-    if (own_mnt_ns_.empty())
-        own_mnt_ns_ = read_link(proc_dir_ + "/self/ns/mnt");
     fds_.reset();
     proc_.reset(::opendir(proc_dir_.c_str()));
 }
@@ -66,25 +60,8 @@ bool FdScan::next_process() {
         comm_read_ = false;
         pidfd_.reset();
         pidfd_tried_ = false;
-        read_other_mounts();
         return true;
     }
-}
-
-void FdScan::read_other_mounts() {
-    if (sought_.empty() || own_mnt_ns_.empty())
-        return;
-    const auto base = proc_dir_ + "/" + std::to_string(pid_);
-    auto mnt = read_link(base + "/ns/mnt");
-    if (mnt.empty() || mnt == own_mnt_ns_ || !mnt_ns_seen_.insert(std::move(mnt)).second)
-        return;
-    const auto text = read_file(base + "/mountinfo");
-    if (!text)
-        return;                  // exited meanwhile
-    cost_ += text->size() / 512; // about what reading and parsing it takes, in fd lookups
-    for (auto& m : parse_nsfs_mounts(*text))
-        if (sought_.count(m.inode))
-            mounts_pass_[m.inode].push_back(base + "/root" + m.path);
 }
 
 void FdScan::finish() {
@@ -94,10 +71,6 @@ void FdScan::finish() {
     socket_ns_.clear();
     found_ = std::move(pass_);
     pass_.clear();
-    found_mounts_ = std::move(mounts_pass_);
-    mounts_pass_.clear();
-    for (auto& [inode, paths] : found_mounts_)
-        std::sort(paths.begin(), paths.end());
 }
 
 // The nsfs inode sought that fd `name` of the current process is, if it is one. An fd opened
@@ -194,7 +167,7 @@ bool FdScan::step(std::size_t budget) {
         finish();
         return true;
     }
-    for (std::size_t n = 0; n < budget; n += std::exchange(cost_, 0) + 1) {
+    for (std::size_t n = 0; n < budget; ++n) {
         if (!fds_ && !next_process()) {
             finish();
             return true;

@@ -37,10 +37,7 @@ struct FdHolder {
 /// asked once per pass). A process whose /proc/PID/fd nsidd may not list (another user's, where
 /// nsidd runs without CAP_DAC_READ_SEARCH, as its unit does) is listed through /proc/PID/fdinfo
 /// (ptrace access) and each fd looked at through a copy. What is sought is fixed for the
-/// duration of a pass. The same pass reads
-/// the mount table of every other mount namespace a process is in (once per namespace): a
-/// namespace bind-mounted only in a private mount namespace is held by that mount, named as
-/// /proc/PID/root/PATH (PID a process in that mount namespace).
+/// duration of a pass.
 class FdScan {
 public:
     explicit FdScan(std::string proc_dir) : proc_dir_(std::move(proc_dir)) {}
@@ -58,11 +55,6 @@ public:
     const std::unordered_map<std::uint64_t, std::vector<FdHolder>>& found() const noexcept {
         return found_;
     }
-    /// The bind mounts in other mount namespaces the last completed pass met, by inode.
-    const std::unordered_map<std::uint64_t, std::vector<std::string>>&
-    found_mounts() const noexcept {
-        return found_mounts_;
-    }
     /// Fd copies refused (EPERM, ENOSYS) in all: sockets and the fds of processes nsidd may not
     /// list cannot be searched.
     std::uint64_t copies_denied() const noexcept { return copies_denied_; }
@@ -71,8 +63,6 @@ public:
 
 private:
     bool next_process();
-    // Reads the mounts of pid_'s mount namespace when it is another one, not read this pass.
-    void read_other_mounts();
     // The inode sought that the fd is (or, `socket` set, whose socket it is), if any.
     std::optional<std::uint64_t> match(const char* name, bool& socket);
     std::optional<std::uint64_t> match_socket(std::string_view link, const char* name);
@@ -94,10 +84,6 @@ private:
     std::string comm_; // of pid_, read when it is first needed
     bool comm_read_ = false;
     std::unordered_map<std::uint64_t, std::vector<FdHolder>> pass_, found_;
-    std::unordered_map<std::uint64_t, std::vector<std::string>> mounts_pass_, found_mounts_;
-    std::string own_mnt_ns_;                      // "mnt:[INODE]" of nsidd's
-    std::unordered_set<std::string> mnt_ns_seen_; // mount namespaces read this pass
-    std::size_t cost_ = 0; // work beyond one entry done in the current one (a mount table)
     std::uint64_t looked_at_ = 0;
     std::uint64_t copies_denied_ = 0;
     std::optional<dev_t> nsfs_dev_; // the nsfs device, from our own namespace's file
