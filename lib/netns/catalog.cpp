@@ -232,7 +232,7 @@ void Catalog::restart_pass() {
     ++pass_;
 }
 
-std::size_t Catalog::read_other_mounts(const char* pid) {
+std::size_t Catalog::read_other_mounts(const char* pid, std::uint64_t now_usec) {
     const auto base = roots_.proc_dir + "/" + pid;
     auto mnt = read_link(base + "/ns/mnt");
     if (own_mnt_ns_.empty() || mnt.empty() || mnt == own_mnt_ns_ ||
@@ -241,9 +241,24 @@ std::size_t Catalog::read_other_mounts(const char* pid) {
     const auto text = read_file(base + "/mountinfo");
     if (!text)
         return 0; // exited meanwhile
-    for (auto& m : parse_nsfs_mounts(*text))
-        pass_other_mounts_[m.inode].push_back(base + "/root" + m.path);
-    return text->size() / 256; // about what a process costs per 256 bytes of table
+    if (pass_known_inodes_.empty())
+        for (const auto& [cookie, ns] : namespaces_)
+            pass_known_inodes_.insert(ns.inode);
+    std::vector<Opened> opened;
+    for (auto& m : parse_nsfs_mounts(*text)) {
+        auto path = base + "/root" + m.path;
+        // A namespace no process here is in and no mount of ours reaches is named through
+        // this mount alone (e.g. a CNI mount in a runtime's private mount namespace).
+        if (!pass_known_inodes_.count(m.inode) && !pass_inodes_.count(m.inode))
+            if (auto ns = open_ns(path, std::nullopt)) {
+                pass_known_inodes_.insert(ns->inode);
+                opened.push_back(std::move(*ns));
+            }
+        pass_other_mounts_[m.inode].push_back(std::move(path));
+    }
+    const auto work = opened.size() + text->size() / 256; // a process's worth per 256 bytes
+    record(opened, now_usec, false);
+    return work;
 }
 
 void Catalog::end_pass(std::uint64_t now_usec) {
@@ -291,6 +306,7 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
         pass_inodes_.clear();
         pass_mnt_ns_.clear();
         pass_other_mounts_.clear();
+        pass_known_inodes_.clear();
         if (own_mnt_ns_.empty())
             own_mnt_ns_ = read_link(roots_.proc_dir + "/self/ns/mnt");
         if (!proc_)
@@ -314,7 +330,7 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
         struct stat st {};
         if (::stat(path.c_str(), &st) < 0)
             continue;                      // gone
-        n += read_other_mounts(d->d_name); // a mount table counts as many processes
+        n += read_other_mounts(d->d_name, now_usec); // a mount table counts as many processes
         if (const auto met = pass_inodes_.find(st.st_ino); met != pass_inodes_.end()) {
             // Met already in this pass: its cookie is known; one more process inside.
             if (auto ns = namespaces_.find(met->second); ns != namespaces_.end())

@@ -159,9 +159,10 @@ private:
     void assign_missing(const std::vector<Namespace*>& asked, const std::vector<int>& fds);
     // The /proc pass is over: drops what neither a process nor a mount held during it.
     void end_pass(std::uint64_t now_usec);
-    // Reads the nsfs mounts of pid's mount namespace, when it is another one met first now.
-    // Returns the work it took, in processes' worth (for the slice's budget).
-    std::size_t read_other_mounts(const char* pid);
+    // Reads the nsfs mounts of pid's mount namespace, when it is another one met first now, and
+    // records the namespaces only they reach. Returns the work it took, in processes' worth
+    // (for the slice's budget).
+    std::size_t read_other_mounts(const char* pid, std::uint64_t now_usec);
     void set_nsid(Namespace& ns, std::optional<std::int32_t> nsid);
     // Reads the command name and the owner (cgroup) of the namespace's process.
     void describe_process(Namespace& ns);
@@ -198,6 +199,8 @@ private:
     // read from them: namespace inode -> /proc/PID/root/PATH.
     std::unordered_set<std::string> pass_mnt_ns_;
     std::unordered_map<std::uint64_t, std::vector<std::string>> pass_other_mounts_;
+    // Inodes of the namespaces known when the pass first read another mount namespace.
+    std::unordered_set<std::uint64_t> pass_known_inodes_;
     std::string own_mnt_ns_;
     // What each nsfs mount point reached at its last look: mount point -> (inode, cookie).
     std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> mounts_;

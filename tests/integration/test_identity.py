@@ -10,6 +10,8 @@ pid, holders) and says what holds it alive (active | mounted | fd-held | pinned 
    by a socket created inside and passed out over a Unix socket is fd-held, kind socket. One kept
    by an open /proc/PID/net/dev after PID exited (no fd an fd search can tie to it) is pinned
    after the grace period.
+   A namespace bind-mounted only in another process's mount namespace, with no process ever
+   in it, is named through /proc/PID/root/PATH.
 4. The kernel reuses an nsfs inode for a new namespace: the new entry has the new cookie, the
    history keeps the old one."""
 import json
@@ -254,6 +256,32 @@ keeper.wait()
 t.wait_for('inner dead', lambda: inner_nsid not in entries(d))
 t.log('bind-mounted in a private mount namespace: listed beside its process, then mounted, '
       'held by %s; dead with it' % held_at)
+
+# 3c''. A namespace no process was ever seen in, bind-mounted only in another mount namespace
+# (as a runtime in its own mount namespace mounts a CNI namespace): named through that mount.
+open('/run/only-inside', 'w').close()
+runtime = t.track(subprocess.Popen(
+    ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+     'unshare --net=/run/only-inside true && exec sleep 600']))
+only_at = '/proc/%d/root/run/only-inside' % runtime.pid
+t.wait_for('the mount inside', lambda: os.stat(only_at).st_ino != os.stat('/run/only-inside')
+           .st_ino)
+only_cookie, only_inode = t.identity(only_at)
+only_nsid = t.wait_for_value('given an id through that mount',
+                             lambda: kernel.by_path([only_at])[only_at])
+e = t.wait_for('named through the mount elsewhere', lambda: (
+    entries(d).get(only_nsid) or {}).get('peer', {}).get('cookie') == only_cookie
+    and entries(d)[only_nsid], timeout=20)
+assert e['state'] == 'mounted', e
+assert e['peer']['inode'] == only_inode and e['peer']['holders']['mounts'] == [only_at], e
+assert e['peer']['holders']['processes'] == 0 and e['peer']['names'] == [], e
+runtime.kill()
+runtime.wait()
+t.wait_for('dead with its mount namespace', lambda: only_nsid not in entries(d))
+assert any(x['peer']['cookie'] == only_cookie and x['state'] == 'mounted' for x in history(d)), \
+    history(d)
+os.unlink('/run/only-inside')
+t.log('mounted only in another mount namespace: named through %s; dead with it' % only_at)
 
 # 3b. Pinned: /proc/PID/net/dev of a process in its own namespace, kept open after it exits.
 # Nothing an fd search can tie to the namespace holds it (the fd is a proc file, not nsfs).

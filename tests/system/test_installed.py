@@ -18,7 +18,12 @@ would (nsenter into the container). It checks, in order:
  8. every journal entry has one CODE_FILE; the MESSAGE_IDs are there;
  9. metrics are served on 127.0.0.1:9477;
 10. a user in group nsidd can list; one outside it is refused;
-11. powered off: installing again keeps an edited config; purging removes what it made.
+11. namespaces kept only by a socket created inside one and an fd of the other, in a root
+    process, are fd-held, kind socket and ns (the service's user cannot list that process's
+    fds: it looks through pidfd_getfd copies, which the syscall filter lets through). Where the
+    container's root is not shared (nspawn run from a chroot), the service's private mount
+    namespace never sees /run/netns mounts: it names them through /proc/PID/root;
+12. powered off: installing again keeps an edited config; purging removes what it made.
 The Debian 12 root is made once with debootstrap and cached (NSIDD_TEST_CACHE, default
 /var/cache/nsidd-test). Anything that keeps the test from running fails it with the reason."""
 import glob
@@ -364,6 +369,49 @@ def journal_metrics_access(c):
         % (len(listed), r.stderr.strip().splitlines()[0]))
 
 
+def fd_holders(c):
+    """Under the unit's user, capabilities and syscall filter: a root process outside two
+    namespaces keeps a socket created in one and an fd of the other after both are deleted.
+    nsidd may not list its /proc/PID/fd (no CAP_DAC_READ_SEARCH) and looks through fd copies:
+    both are fd-held, kind socket and kind ns."""
+    c.sh('for n in sk nsfd; do ip netns add $n && ip netns set $n auto; done && '
+         'ip -n sk link set lo up')
+    ids = {n['id'] for n in c.json('ip -j netns list') if n.get('name') in ('sk', 'nsfd')}
+    assert len(ids) == 2, ids
+    # Named before the mounts go (in whichever mount namespace the service sees them): a
+    # namespace no process was ever in is known through its mounts alone.
+    t.wait_for('both named', lambda: sum(
+        1 for r in c.json('nsidctl -j list')
+        if r['nsid'] in ids and r['peer']['cookie'] is not None) == 2, timeout=60)
+    # The pid stays through both execs (procps is not in the root: no pgrep).
+    c.sh("setsid ip netns exec sk bash -c 'echo $$ > /run/holder.pid; "
+         "exec 3<>/dev/udp/127.0.0.1/9; exec 4</run/netns/nsfd; "
+         "exec nsenter --net=/proc/1/ns/net sleep 600' </dev/null >/dev/null 2>&1 &")
+    t.wait_for('the holder outside both', lambda: c.sh(
+        'p=$(cat /run/holder.pid) && '
+        '[ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/1/ns/net)" ]',
+        check=False).returncode == 0)
+    c.sh('ip netns del sk && ip netns del nsfd')
+
+    def held():
+        rows = c.json('nsidctl -j list --state fd-held')
+        return len(rows) == 2 and sorted(
+            (f['comm'], f['fd'], f['kind']) for r in rows for f in r['peer']['holders']['fds'])
+    try:
+        fds = t.wait_for('both fd-held', held, timeout=120)
+    except AssertionError:
+        rows = [r for r in c.json('nsidctl -j list') if r['nsid'] in ids]
+        raise AssertionError('not fd-held: %s\nholder: %s\n%s' % (
+            rows, c.sh('p=$(cat /run/holder.pid); ls -l /proc/$p/fd /proc/$p/ns/net',
+                       check=False).stdout,
+            c.sh('journalctl -u nsidd --no-pager -o cat | tail -20').stdout))
+    assert fds == [('sleep', 3, 'socket'), ('sleep', 4, 'ns')], fds
+    c.sh('kill $(cat /run/holder.pid)')
+    t.wait_for('both dead', lambda: not c.json('nsidctl -j list --state fd-held'))
+    log('a socket created inside and an nsfs fd, held by a root process: fd-held, found '
+        'through fd copies (%s)' % fds)
+
+
 def upgrade_and_purge(root, deb):
     """In the powered-off root: installing again keeps an edited configuration; purging
     removes the configuration, the units' enablement and the user."""
@@ -401,6 +449,7 @@ def main():
         stopped_meanwhile(c)
         killed(c)
         journal_metrics_access(c)
+        fd_holders(c)
     finally:
         c.stop()
     upgrade_and_purge(root, deb)
