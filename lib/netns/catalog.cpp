@@ -329,7 +329,7 @@ bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
         const std::string path = roots_.proc_dir + "/" + d->d_name + "/ns/net";
         struct stat st {};
         if (::stat(path.c_str(), &st) < 0)
-            continue;                      // gone
+            continue;                                // gone
         n += read_other_mounts(d->d_name, now_usec); // a mount table counts as many processes
         if (const auto met = pass_inodes_.find(st.st_ino); met != pass_inodes_.end()) {
             // Met already in this pass: its cookie is known; one more process inside.
