@@ -230,11 +230,14 @@ void Daemon::log_started() {
     const auto& st = engine_->stats();
     log_notable(
         Notable::Started, spdlog::level::info,
-        fmt::format("Mirroring {} nsid entries in {} tables (bootstrap read {} probes, dump {}); "
-                    "serving {}",
+        fmt::format("Mirroring {} nsid entries in {} tables (bootstrap read {} probes, opened "
+                    "{} namespaces, knew {} mounts by their saved ids, dump {}); serving {}; "
+                    "ready in {} ms",
                     reg.entry_count(), reg.tables().size(), st.last_probes,
+                    engine_->catalog().stats().opened, engine_->catalog().stats().by_saved_mount,
                     st.last_dump_truncated ? "truncated" : "complete",
-                    passed_socket_ ? "the socket passed by the service manager" : options_.socket));
+                    passed_socket_ ? "the socket passed by the service manager" : options_.socket,
+                    (monotonic_usec() - started_usec_) / 1000));
 }
 
 int Daemon::run() {

@@ -47,6 +47,10 @@ Result<void> Daemon::start_discovery() {
         // The first pass starts at once, after READY=1: identities follow the ids shortly.
         r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, 0, 0, on_discovery_timer,
                                        this);
+        // Its slices are background work: events and clients pending at the same time go
+        // first (the client whose connection started nsidd is answered before the first pass).
+        if (r >= 0)
+            r = sd_event_source_set_priority(s, SD_EVENT_PRIORITY_NORMAL + 1);
     }
     if (r < 0) {
         spdlog::error("Failed to add the discovery timers: {}", std::strerror(-r));

@@ -31,7 +31,7 @@ bool Engine::load_ids(const std::string& path) {
     auto cache = netns::parse_id_cache(*text, key);
     if (!cache)
         return false;
-    catalog_.use_saved_ids(cache->ids);
+    catalog_.use_saved_ids(cache->ids, cache->mount_ids);
     cached_ids_ = std::move(cache->ids);
     first_seen_ = std::move(cache->first_seen_usec);
     cache_saved_usec_ = cache->saved_usec;
@@ -43,7 +43,7 @@ Result<void> Engine::save_ids(const std::string& path, bool now) {
     if (key.boot_id.empty() || key.self_cookie == 0 ||
         (!now && catalog_.ids_version() == saved_ids_version_))
         return {};
-    netns::IdCache cache{catalog_.saved_ids(), {}, clock_.realtime()};
+    netns::IdCache cache{catalog_.saved_ids(), {}, clock_.realtime(), catalog_.saved_mount_ids()};
     for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
         if (const auto& p = row.entry.peer; p.cookie && cache.ids.count(*p.cookie))
             cache.first_seen_usec.emplace(
@@ -65,6 +65,9 @@ void Engine::find_deaths_while_down() {
         else if (*row->second.entry.peer.cookie != cookie)
             record_death_while_down(nsid, cookie); // its id names another peer now
     }
+    // The file already says what the catalog knows now: no need to write it again.
+    if (catalog_.saved_ids() == cached_ids_)
+        saved_ids_version_ = catalog_.ids_version();
     cached_ids_.clear();
 }
 

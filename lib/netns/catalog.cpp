@@ -18,8 +18,6 @@ namespace {
 // Questions sent together by a round, between looks at the clock: at 10000 ids one that finds
 // nothing costs the kernel ~0.15 ms, and the event loop waits for them.
 constexpr std::size_t kRoundChunk = 2;
-// Saved ids checked against the kernel as soon as they are used.
-constexpr std::size_t kVerifyAtOnce = 8;
 
 // listmount(2) lists the real mount table: only for the real /proc. NSIDD_MOUNT_TABLE=mountinfo
 // keeps to the text (the fallback of kernels before 6.8, tested so).

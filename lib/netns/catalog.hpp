@@ -55,10 +55,11 @@ struct Namespace {
 
 /// What discovery did, for status and metrics.
 struct CatalogStats {
-    std::uint64_t passes = 0;   ///< /proc passes completed
-    std::uint64_t opened = 0;   ///< namespace files opened (each closed at once)
-    std::uint64_t queried = 0;  ///< ids asked of the kernel (one table walk each)
-    std::uint64_t assigned = 0; ///< ids given by --assign-ids
+    std::uint64_t passes = 0;         ///< /proc passes completed
+    std::uint64_t opened = 0;         ///< namespace files opened (each closed at once)
+    std::uint64_t by_saved_mount = 0; ///< mount points known by a saved mount id, not opened
+    std::uint64_t queried = 0;        ///< ids asked of the kernel (one table walk each)
+    std::uint64_t assigned = 0;       ///< ids given by --assign-ids
     std::uint64_t assign_failures = 0;
     std::uint64_t saved_ids_verified = 0; ///< saved ids checked against the kernel
     std::uint64_t saved_ids_rejected = 0; ///< times a mismatch discarded every saved id
@@ -111,7 +112,14 @@ public:
     /// The hints are dropped when the next /proc pass ends (what it did not meet is gone). The
     /// first few used are checked against the kernel at once, and a few more after each pass
     /// until all were: one mismatch discards every saved id (see take_distrusted()).
-    void use_saved_ids(SavedIds ids) { hints_ = std::move(ids); }
+    /// `mounts` (cookie -> unique mount id, from the same cache) spares the first mount scan
+    /// an open per mount point: a path that still reaches that mount (statx) reaches that
+    /// namespace.
+    void use_saved_ids(SavedIds ids,
+                       const std::unordered_map<std::uint64_t, std::uint64_t>& mounts);
+    /// For the id cache: by cookie, the unique id of a mount whose root is that namespace
+    /// (listmount(2) only).
+    std::unordered_map<std::uint64_t, std::uint64_t> saved_mount_ids() const;
     /// Checks up to `n` ids that came from saved ids against the kernel.
     void verify_saved_ids(std::size_t n);
     /// Cookies of namespaces whose id, taken from saved ids found wrong, was forgotten since the
@@ -142,6 +150,8 @@ public:
 private:
     // Namespaces held open at once while their ids are asked: each open fd pins its namespace.
     static constexpr std::size_t kChunk = 128;
+    // Saved ids checked against the kernel as soon as they are used.
+    static constexpr std::size_t kVerifyAtOnce = 8;
     // A namespace file opened on this scan, its cookie read.
     struct Opened {
         UniqueFd fd;
@@ -153,6 +163,10 @@ private:
     std::optional<Opened> open_ns(const std::string& path, std::optional<pid_t> pid);
     // Records the opened namespaces and closes them; new ones are asked for self's id together.
     void record(std::vector<Opened>& opened, std::uint64_t now_usec, bool from_proc);
+    // What mount point `path` reaches, known without opening it: a mount the id cache names,
+    // of a namespace whose id it holds too. Recorded as found. (inode, cookie), or nullopt.
+    std::optional<std::pair<std::uint64_t, std::uint64_t>>
+    reach_saved_mount(const std::string& path, std::uint64_t now_usec);
     // Asks self's ids of `ns` (open as `fds`) and records the answers.
     void ask_ids(const std::vector<Namespace*>& ns, const std::vector<int>& fds);
     // --assign-ids: gives each asked namespace still without an id one, then asks again.
@@ -186,6 +200,7 @@ private:
     std::uint64_t self_cookie_ = 0; // our own namespace: never given an id by --assign-ids
     std::uint64_t self_inode_ = 0;
     SavedIds hints_; // cookie -> id, from a saved id cache
+    std::unordered_map<std::uint64_t, std::uint64_t> mount_hints_; // unique mount id -> cookie
     std::vector<std::uint64_t> distrusted_;
     std::uint64_t ids_version_ = 0;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie

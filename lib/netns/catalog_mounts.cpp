@@ -6,11 +6,73 @@
 #include <string_view>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 
 #include "netns/catalog.hpp"
 
 namespace nsidd::netns {
-namespace {} // namespace
+namespace {
+
+// statx(2) gives the unique mount id (never reused within a boot) from Linux 6.8; older
+// headers lack the flag.
+constexpr unsigned kStatxMntIdUnique = 0x4000;
+
+} // namespace
+
+void Catalog::use_saved_ids(SavedIds ids,
+                            const std::unordered_map<std::uint64_t, std::uint64_t>& mounts) {
+    hints_ = std::move(ids);
+    mount_hints_.clear();
+    for (const auto& [cookie, mount] : mounts)
+        if (hints_.count(cookie))
+            mount_hints_.emplace(mount, cookie);
+}
+
+std::unordered_map<std::uint64_t, std::uint64_t> Catalog::saved_mount_ids() const {
+    // A mount's root is fixed for its life, and the namespace its mount point reached at the
+    // last look (same inode, so the same live namespace) is that root.
+    std::unordered_map<std::uint64_t, std::uint64_t> out;
+    for (const auto& [id, m] : mount_table_.by_id())
+        if (const auto at = mounts_.find(m.path);
+            at != mounts_.end() && at->second.first == m.inode)
+            if (const auto ns = namespaces_.find(at->second.second);
+                ns != namespaces_.end() && ns->second.nsid && !ns->second.cookie_is_inode)
+                out.emplace(ns->first, id);
+    return out;
+}
+
+std::optional<std::pair<std::uint64_t, std::uint64_t>>
+Catalog::reach_saved_mount(const std::string& path, std::uint64_t now_usec) {
+    struct statx stx {};
+    if (::statx(AT_FDCWD, path.c_str(), 0, STATX_INO | kStatxMntIdUnique, &stx) < 0 ||
+        !(stx.stx_mask & kStatxMntIdUnique))
+        return std::nullopt;
+    const auto hint = mount_hints_.find(stx.stx_mnt_id);
+    if (hint == mount_hints_.end())
+        return std::nullopt;
+    const auto cookie = hint->second;
+    const auto id = hints_.find(cookie);
+    auto [it, inserted] = namespaces_.try_emplace(cookie);
+    Namespace& ns = it->second;
+    if (inserted) {
+        if (id == hints_.end()) { // used by another mount already: known without it
+            namespaces_.erase(it);
+            return std::nullopt;
+        }
+        unassigned_.insert(cookie);
+        ns.cookie = cookie;
+        ns.first_seen_usec = now_usec;
+        changed_.push_back(cookie);
+        set_nsid(ns, id->second); // checked against the kernel after the first pass
+        ns.unverified = true;
+        hints_.erase(id);
+    }
+    ++stats_.by_saved_mount;
+    ns.inode = stx.stx_ino;
+    ns.path = path;
+    return std::make_pair(static_cast<std::uint64_t>(stx.stx_ino), cookie);
+}
 
 void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     if (!mount_table_.refresh(full))
@@ -49,6 +111,11 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     for (std::size_t i = 0; i < todo.size(); ++i) {
         if (!current.count(todo[i]))
             continue; // no nsfs mount left there
+        if (!mount_hints_.empty())
+            if (const auto known = reach_saved_mount(todo[i], now_usec)) {
+                reached[i] = *known;
+                continue;
+            }
         auto m = open_ns(todo[i], std::nullopt);
         if (!m) {
             recheck_.push_back(todo[i]);
@@ -60,6 +127,10 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
             record(opened, now_usec, false);
     }
     record(opened, now_usec, false);
+    if (!mount_hints_.empty()) { // for the first scan after a restart only
+        mount_hints_.clear();
+        verify_saved_ids(kVerifyAtOnce);
+    }
     for (std::size_t i = 0; i < todo.size(); ++i)
         place(todo[i], reached[i].first, reached[i].second);
 }

@@ -8,7 +8,7 @@ namespace nsidd::netns {
 namespace {
 
 std::string header(const IdCacheOrigin& origin) {
-    return "nsidd-ids 2 " + origin.boot_id + " " + std::to_string(origin.self_cookie) + " ";
+    return "nsidd-ids 3 " + origin.boot_id + " " + std::to_string(origin.self_cookie) + " ";
 }
 
 // A decimal number of at most `max`, digits only.
@@ -45,8 +45,10 @@ std::string format_id_cache(const IdCacheOrigin& origin, const IdCache& cache) {
     std::string out = header(origin) + std::to_string(cache.saved_usec) + "\n";
     for (const auto& [cookie, nsid] : sorted) {
         const auto seen = cache.first_seen_usec.find(cookie);
+        const auto mount = cache.mount_ids.find(cookie);
         out += std::to_string(cookie) + " " + std::to_string(nsid) + " " +
-               std::to_string(seen == cache.first_seen_usec.end() ? 0 : seen->second) + "\n";
+               std::to_string(seen == cache.first_seen_usec.end() ? 0 : seen->second) + " " +
+               std::to_string(mount == cache.mount_ids.end() ? 0 : mount->second) + "\n";
     }
     return out;
 }
@@ -66,18 +68,28 @@ std::optional<IdCache> parse_id_cache(std::string_view text, const IdCacheOrigin
         const auto line = next_line(text);
         if (!line || n == max_lines)
             return std::nullopt;
-        const auto sp = line->find(' ');
-        const auto sp2 = sp == std::string_view::npos ? sp : line->find(' ', sp + 1);
-        if (sp2 == std::string_view::npos)
-            return std::nullopt;
-        const auto cookie = parse_number(line->substr(0, sp), UINT64_MAX);
-        const auto nsid = parse_number(line->substr(sp + 1, sp2 - sp - 1), INT32_MAX);
-        const auto seen = parse_number(line->substr(sp2 + 1), UINT64_MAX);
-        if (!cookie || !nsid || !seen ||
+        std::string_view field[4];
+        std::string_view rest = *line;
+        for (auto& f : field) {
+            const auto sp = rest.find(' ');
+            f = rest.substr(0, sp);
+            rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
+            if (sp == std::string_view::npos && &f != &field[3])
+                return std::nullopt; // a field short
+            if (sp != std::string_view::npos && &f == &field[3])
+                return std::nullopt; // a field too many
+        }
+        const auto cookie = parse_number(field[0], UINT64_MAX);
+        const auto nsid = parse_number(field[1], INT32_MAX);
+        const auto seen = parse_number(field[2], UINT64_MAX);
+        const auto mount = parse_number(field[3], UINT64_MAX);
+        if (!cookie || !nsid || !seen || !mount ||
             !cache.ids.emplace(*cookie, static_cast<std::int32_t>(*nsid)).second)
             return std::nullopt;
         if (*seen != 0)
             cache.first_seen_usec.emplace(*cookie, *seen);
+        if (*mount != 0)
+            cache.mount_ids.emplace(*cookie, *mount);
     }
     return cache;
 }

@@ -28,11 +28,16 @@ struct IdCache {
     SavedIds ids;
     std::unordered_map<std::uint64_t, std::uint64_t> first_seen_usec; ///< by cookie
     std::uint64_t saved_usec = 0;                                     ///< CLOCK_REALTIME
+    /// By cookie: the unique id (statmount(2), never reused within a boot) of a mount whose
+    /// root is that namespace. A mount's root never changes: where a path still reaches that
+    /// mount, it reaches that namespace, and nothing need be opened to know it.
+    std::unordered_map<std::uint64_t, std::uint64_t> mount_ids;
     bool operator==(const IdCache&) const = default;
 };
 
-/// The id-cache file's text: a header line "nsidd-ids 2 BOOT COOKIE SAVED_USEC", then
-/// "COOKIE NSID FIRST_SEEN_USEC" lines (sorted by cookie; 0: first-seen unknown). Pure.
+/// The id-cache file's text: a header line "nsidd-ids 3 BOOT COOKIE SAVED_USEC", then
+/// "COOKIE NSID FIRST_SEEN_USEC MOUNT_ID" lines (sorted by cookie; 0: first-seen unknown, no
+/// mount id known). Pure.
 std::string format_id_cache(const IdCacheOrigin& origin, const IdCache& cache);
 
 /// Parses what format_id_cache() wrote. Rejects the whole text (nullopt) when it is malformed,

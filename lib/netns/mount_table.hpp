@@ -34,6 +34,8 @@ public:
     const std::unordered_map<std::string, std::uint32_t>& paths() const noexcept { return paths_; }
     /// The nsfs mounts, in no particular order (O(mounts): for checks and tests).
     std::vector<NsfsMount> mounts() const;
+    /// The nsfs mounts by unique mount id (listmount(2) only; empty when reading the text).
+    const std::unordered_map<std::uint64_t, NsfsMount>& by_id() const noexcept { return nsfs_; }
     /// Whether refresh() uses listmount(2)/statmount(2).
     bool uses_listmount() const noexcept { return listmount_; }
 

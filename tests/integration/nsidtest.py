@@ -363,7 +363,8 @@ class Daemon:
                     return
             except OSError:
                 pass
-            time.sleep(0.02)
+            # Finely at first: ready_after is what the benchmarks report as start-up time.
+            time.sleep(0.002 if time.monotonic() - self.started < 5 else 0.02)
         raise RuntimeError('nsidd not ready after %ds' % timeout)
 
     def call(self, method, parameters=None):

@@ -116,6 +116,10 @@ def probes(daemon):
     return int(re.search(r'bootstrap read (\d+) probes', daemon.log()).group(1))
 
 
+def opened(daemon):
+    return int(re.search(r'opened (\d+) namespaces', daemon.log()).group(1))
+
+
 def exact(daemon, what):
     got, want = t.settle(daemon, kernel, hint=(100000, 200000))
     t.check_equal(got, want, what)
@@ -136,15 +140,31 @@ exact(d, 'first start, no saved ids')
 cold = probes(d)
 d.stop()
 with open(cache) as f:
-    assert f.readline().startswith('nsidd-ids 2 '), 'no ids saved at stop'
-# While it is down: deaths, births, another sparse id.
+    assert f.readline().startswith('nsidd-ids 3 '), 'no ids saved at stop'
+cold_opened = opened(d)
+# While it is down: deaths, births, another sparse id; a name whose namespace was replaced (a
+# new mount at the same path), and a mount stacked over another name (the path reaches another
+# namespace now): neither is known by its old mount's saved id.
 t.ip_batch(['netns del r%d' % i for i in range(0, 1500, 10)] +
            ['netns add n%d' % i for i in range(100)] + ['netns set n%d auto' % i for i in range(100)] +
-           ['netns add sparse2', 'netns set sparse2 200000'])
+           ['netns add sparse2', 'netns set sparse2 200000', 'netns del r1', 'netns add r1',
+            'netns set r1 auto'])
+subprocess.run(['mount', '--bind', '/run/netns/r3', '/run/netns/r4'], check=True)
 d = t.Daemon('--id-cache', cache)
 exact(d, 'restart with saved ids')
+by_nsid = {e['nsid']: e for e in d.call('io.nsidd.Registry.List')['parameters']['entries']}
+names = kernel.by_name()
+r1 = t.wait_for('the replaced r1 named', lambda: (lambda e: e if e['peer']['cookie'] else None)(
+    {e['nsid']: e for e in d.call('io.nsidd.Registry.List')['parameters']['entries']}[
+        names['r1']]))
+assert r1['peer']['cookie'] == t.identity('/run/netns/r1')[0] and r1['peer']['names'] == ['r1'], r1
+r3 = {e['nsid']: e for e in d.call('io.nsidd.Registry.List')['parameters']['entries']}[names['r3']]
+assert names['r4'] == names['r3'] and r3['peer']['names'] == ['r3', 'r4'], (names, r3)
 warm = probes(d)
-t.log('GETs at bootstrap: %d cold, %d with saved ids' % (cold, warm))
+t.log('GETs at bootstrap: %d cold, %d with saved ids; namespaces opened: %d cold, %d with saved '
+      'ids' % (cold, warm, cold_opened, opened(d)))
+assert opened(d) * 4 < cold_opened, (opened(d), cold_opened)
+assert re.search(r'knew (\d+) mounts', d.log()).group(1) != '0', d.log()
 # The 150 that died while it was down are in its history as such (the ids of some now name
 # newborn namespaces: those are told apart by their cookies).
 down = t.wait_for('150 deaths while down', lambda: (lambda x: x if len(x) == 150 else None)(
@@ -153,7 +173,7 @@ assert all(x['down_since'] and x['since'] for x in down), down[:2]
 t.log('%d deaths while nsidd was down recorded, with the window' % len(down))
 assert warm * 2 < cold, (warm, cold)
 d.stop()
-for damage in ('garbage\n', open(cache).read().replace('nsidd-ids 2 ', 'nsidd-ids 2 x', 1),
+for damage in ('garbage\n', open(cache).read().replace('nsidd-ids 3 ', 'nsidd-ids 3 x', 1),
                open(cache).read()[:-3]):
     with open(cache, 'w') as f:
         f.write(damage)

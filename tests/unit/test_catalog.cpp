@@ -79,12 +79,15 @@ bool parses(std::string_view text) {
 TEST(SavedIds, AcceptsWhatFormatWrites) {
     using nsidd::netns::format_id_cache;
     using nsidd::netns::IdCache;
-    EXPECT_EQ(format_id_cache(kOrigin, IdCache{{}, {}, 5}), "nsidd-ids 2 b00t 7 5\n");
-    EXPECT_EQ(format_id_cache(kOrigin, IdCache{{{9, 1}, {4101, 0}}, {{4101, 1234}}, 5}),
-              "nsidd-ids 2 b00t 7 5\n9 1 0\n4101 0 1234\n");
-    EXPECT_TRUE(parses("nsidd-ids 2 b00t 7 0\n"));
+    EXPECT_EQ(format_id_cache(kOrigin, IdCache{{}, {}, 5, {}}), "nsidd-ids 3 b00t 7 5\n");
+    EXPECT_EQ(format_id_cache(kOrigin,
+                              IdCache{{{9, 1}, {4101, 0}}, {{4101, 1234}}, 5, {{9, 2147483700}}}),
+              "nsidd-ids 3 b00t 7 5\n9 1 0 2147483700\n4101 0 1234 0\n");
+    EXPECT_TRUE(parses("nsidd-ids 3 b00t 7 0\n"));
     const auto cache = nsidd::netns::parse_id_cache(
-        "nsidd-ids 2 b00t 7 99\n4101 0 17\n18446744073709551615 2147483647 0\n", kOrigin);
+        "nsidd-ids 3 b00t 7 99\n4101 0 17 0\n18446744073709551615 2147483647 0 "
+        "18446744073709551615\n",
+        kOrigin);
     ASSERT_TRUE(cache);
     EXPECT_EQ(cache->saved_usec, 99u);
     EXPECT_EQ(cache->ids.size(), 2u);
@@ -92,6 +95,8 @@ TEST(SavedIds, AcceptsWhatFormatWrites) {
     EXPECT_EQ(cache->ids.at(18446744073709551615u), 2147483647);
     EXPECT_EQ(cache->first_seen_usec,
               (std::unordered_map<std::uint64_t, std::uint64_t>{{4101, 17}}));
+    EXPECT_EQ(cache->mount_ids, (std::unordered_map<std::uint64_t, std::uint64_t>{
+                                    {18446744073709551615u, 18446744073709551615u}}));
     // Round trip.
     EXPECT_EQ(nsidd::netns::parse_id_cache(format_id_cache(kOrigin, *cache), kOrigin), cache);
 }
@@ -99,27 +104,30 @@ TEST(SavedIds, AcceptsWhatFormatWrites) {
 TEST(SavedIds, RejectsAnythingElse) {
     for (const char* bad : {
              "",
-             "nsidd-ids 2 b00t 7 0",                                      // cut: no newline
-             "nsidd-ids 2 other-boot 7 0\n4101 0 0\n",                    // another boot
-             "nsidd-ids 2 b00t 8 0\n4101 0 0\n",                          // another observer
-             "nsidd-ids 1 b00t 7\n",                                      // another format
-             "nsidd-ids 2 b00t 7\n",                                      // no save time
-             "nsidd-ids 2 b00t 7 x\n",                                    // a bad save time
-             "nsidd-ids 2 b00t 7 0\n4101 0 0",                            // cut line
-             "nsidd-ids 2 b00t 7 0\n4101 0\n",                            // no first-seen
-             "nsidd-ids 2 b00t 7 0\n4101\n",                              // no id
-             "nsidd-ids 2 b00t 7 0\n4101 -1 0\n",                         // negative id
-             "nsidd-ids 2 b00t 7 0\n4101 2147483648 0\n",                 // id past INT32_MAX
-             "nsidd-ids 2 b00t 7 0\n18446744073709551616 1 0\n",          // cookie past 2^64-1
-             "nsidd-ids 2 b00t 7 0\n4101  1 0\n",                         // two spaces
-             "nsidd-ids 2 b00t 7 0\n4101 1 0 0\n",                        // a field too many
-             "nsidd-ids 2 b00t 7 0\n4101 1 0\n4101 2 0\n",                // a cookie twice
-             "nsidd-ids 2 b00t 7 0\n1 1 0\n2 2 0\n3 3 0\n4 4 0\n5 5 0\n", // over max_lines
-             "nsidd-ids 2 b00t 7 0\n\n",                                  // empty line
+             "nsidd-ids 3 b00t 7 0",                                          // cut: no newline
+             "nsidd-ids 3 other-boot 7 0\n4101 0 0 0\n",                      // another boot
+             "nsidd-ids 3 b00t 8 0\n4101 0 0 0\n",                            // another observer
+             "nsidd-ids 2 b00t 7 0\n4101 0 0\n",                              // another format
+             "nsidd-ids 3 b00t 7\n",                                          // no save time
+             "nsidd-ids 3 b00t 7 x\n",                                        // a bad save time
+             "nsidd-ids 3 b00t 7 0\n4101 0 0 0",                              // cut line
+             "nsidd-ids 3 b00t 7 0\n4101 0 0\n",                              // no mount id
+             "nsidd-ids 3 b00t 7 0\n4101 0\n",                                // no first-seen
+             "nsidd-ids 3 b00t 7 0\n4101\n",                                  // no id
+             "nsidd-ids 3 b00t 7 0\n4101 -1 0 0\n",                           // negative id
+             "nsidd-ids 3 b00t 7 0\n4101 2147483648 0 0\n",                   // id past INT32_MAX
+             "nsidd-ids 3 b00t 7 0\n18446744073709551616 1 0 0\n",            // cookie past 2^64-1
+             "nsidd-ids 3 b00t 7 0\n4101 1 0 18446744073709551616\n",         // mount id past it
+             "nsidd-ids 3 b00t 7 0\n4101  1 0 0\n",                           // two spaces
+             "nsidd-ids 3 b00t 7 0\n4101 1 0 0 \n",                           // trailing space
+             "nsidd-ids 3 b00t 7 0\n4101 1 0 0 0\n",                          // a field too many
+             "nsidd-ids 3 b00t 7 0\n4101 1 0 0\n4101 2 0 0\n",                // a cookie twice
+             "nsidd-ids 3 b00t 7 0\n1 1 0 0\n2 2 0 0\n3 3 0 0\n4 4 0 0\n5 5 0 0\n", // over max
+             "nsidd-ids 3 b00t 7 0\n\n",                                      // empty line
          })
         EXPECT_FALSE(parses(bad)) << bad;
     // An empty boot id never matches.
-    EXPECT_FALSE(nsidd::netns::parse_id_cache("nsidd-ids 2  7 0\n", {"", 7}));
+    EXPECT_FALSE(nsidd::netns::parse_id_cache("nsidd-ids 3  7 0\n", {"", 7}));
 }
 
 // FdScan over a directory tree standing in for /proc: fds are symlinks, as in /proc/PID/fd.
