@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "daemon/varlink_api.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <unordered_map>
@@ -255,12 +256,15 @@ void VarlinkApi::get_metrics(Server::Peer& peer, const varlink::Call&) {
 void VarlinkApi::publish(Server& server, const std::vector<registry::Change>& changes) {
     // Rows of other tables purged with a peer show the identity self's row for it had; that
     // row is gone by now, but its removal is in the same batch.
+    // (Only where some change is of another table: self scope never needs them.)
     std::unordered_map<registry::Nsid, const registry::Identity*> dead;
-    for (const auto& c : changes)
-        if (c.observer == registry::kSelf && c.kind != registry::ChangeKind::New &&
-            c.kind != registry::ChangeKind::Update &&
-            (c.kind != registry::ChangeKind::Resync || c.removed))
-            dead[c.entry.nsid] = &c.entry.peer;
+    if (std::any_of(changes.begin(), changes.end(),
+                    [](const auto& c) { return c.observer != registry::kSelf; }))
+        for (const auto& c : changes)
+            if (c.observer == registry::kSelf && c.kind != registry::ChangeKind::New &&
+                c.kind != registry::ChangeKind::Update &&
+                (c.kind != registry::ChangeKind::Resync || c.removed))
+                dead[c.entry.nsid] = &c.entry.peer;
     for (const auto& c : changes) {
         const std::uint64_t seq = ++seq_;
         registry::Change shown{c.kind, c.observer, engine_.view(c.observer, c.entry), c.removed};

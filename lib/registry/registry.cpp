@@ -196,7 +196,8 @@ void Registry::purge_all_rows(std::vector<Change>& changes) {
 
 void Registry::sweep(std::vector<Change>& changes) {
     ++counters_.sweeps;
-    changes.reserve(changes.size() + dying_.size() * 4);
+    if (tables_.size() > 1) // rows of other tables may go with the dead
+        changes.reserve(changes.size() + dying_.size() * 4);
     // A stamp later than the death means the id was reused in this batch. Self's row for a dead
     // peer is the one its death removed (a DEL, a replacing NEW or a resync): nothing else in
     // self's table points at it.

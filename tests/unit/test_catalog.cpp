@@ -104,26 +104,26 @@ TEST(SavedIds, AcceptsWhatFormatWrites) {
 TEST(SavedIds, RejectsAnythingElse) {
     for (const char* bad : {
              "",
-             "nsidd-ids 3 b00t 7 0",                                          // cut: no newline
-             "nsidd-ids 3 other-boot 7 0\n4101 0 0 0\n",                      // another boot
-             "nsidd-ids 3 b00t 8 0\n4101 0 0 0\n",                            // another observer
-             "nsidd-ids 2 b00t 7 0\n4101 0 0\n",                              // another format
-             "nsidd-ids 3 b00t 7\n",                                          // no save time
-             "nsidd-ids 3 b00t 7 x\n",                                        // a bad save time
-             "nsidd-ids 3 b00t 7 0\n4101 0 0 0",                              // cut line
-             "nsidd-ids 3 b00t 7 0\n4101 0 0\n",                              // no mount id
-             "nsidd-ids 3 b00t 7 0\n4101 0\n",                                // no first-seen
-             "nsidd-ids 3 b00t 7 0\n4101\n",                                  // no id
-             "nsidd-ids 3 b00t 7 0\n4101 -1 0 0\n",                           // negative id
-             "nsidd-ids 3 b00t 7 0\n4101 2147483648 0 0\n",                   // id past INT32_MAX
-             "nsidd-ids 3 b00t 7 0\n18446744073709551616 1 0 0\n",            // cookie past 2^64-1
-             "nsidd-ids 3 b00t 7 0\n4101 1 0 18446744073709551616\n",         // mount id past it
-             "nsidd-ids 3 b00t 7 0\n4101  1 0 0\n",                           // two spaces
-             "nsidd-ids 3 b00t 7 0\n4101 1 0 0 \n",                           // trailing space
-             "nsidd-ids 3 b00t 7 0\n4101 1 0 0 0\n",                          // a field too many
-             "nsidd-ids 3 b00t 7 0\n4101 1 0 0\n4101 2 0 0\n",                // a cookie twice
+             "nsidd-ids 3 b00t 7 0",                                  // cut: no newline
+             "nsidd-ids 3 other-boot 7 0\n4101 0 0 0\n",              // another boot
+             "nsidd-ids 3 b00t 8 0\n4101 0 0 0\n",                    // another observer
+             "nsidd-ids 2 b00t 7 0\n4101 0 0\n",                      // another format
+             "nsidd-ids 3 b00t 7\n",                                  // no save time
+             "nsidd-ids 3 b00t 7 x\n",                                // a bad save time
+             "nsidd-ids 3 b00t 7 0\n4101 0 0 0",                      // cut line
+             "nsidd-ids 3 b00t 7 0\n4101 0 0\n",                      // no mount id
+             "nsidd-ids 3 b00t 7 0\n4101 0\n",                        // no first-seen
+             "nsidd-ids 3 b00t 7 0\n4101\n",                          // no id
+             "nsidd-ids 3 b00t 7 0\n4101 -1 0 0\n",                   // negative id
+             "nsidd-ids 3 b00t 7 0\n4101 2147483648 0 0\n",           // id past INT32_MAX
+             "nsidd-ids 3 b00t 7 0\n18446744073709551616 1 0 0\n",    // cookie past 2^64-1
+             "nsidd-ids 3 b00t 7 0\n4101 1 0 18446744073709551616\n", // mount id past it
+             "nsidd-ids 3 b00t 7 0\n4101  1 0 0\n",                   // two spaces
+             "nsidd-ids 3 b00t 7 0\n4101 1 0 0 \n",                   // trailing space
+             "nsidd-ids 3 b00t 7 0\n4101 1 0 0 0\n",                  // a field too many
+             "nsidd-ids 3 b00t 7 0\n4101 1 0 0\n4101 2 0 0\n",        // a cookie twice
              "nsidd-ids 3 b00t 7 0\n1 1 0 0\n2 2 0 0\n3 3 0 0\n4 4 0 0\n5 5 0 0\n", // over max
-             "nsidd-ids 3 b00t 7 0\n\n",                                      // empty line
+             "nsidd-ids 3 b00t 7 0\n\n",                                            // empty line
          })
         EXPECT_FALSE(parses(bad)) << bad;
     // An empty boot id never matches.
