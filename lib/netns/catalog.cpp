@@ -416,8 +416,13 @@ void Catalog::forget(std::uint64_t cookie) {
 void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     ++ids_version_;
     unassigned_.erase(it->first);
-    if (!it->second.mounts->empty()) // dropped while mounted (its id was deleted)
-        dropped_mounted_.insert(it->first);
+    // Dropped while mounted (its id was deleted): what its mount points reach is looked at
+    // again at the next scan (through its own list of them, not a walk of every mount point).
+    for (const auto& path : *it->second.mounts)
+        if (auto m = mounts_.find(path); m != mounts_.end() && m->second.second == it->first) {
+            recheck_.push_back(path);
+            mounts_.erase(m);
+        }
     if (it->second.nsid)
         if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)
             by_nsid_.erase(n);

@@ -219,10 +219,9 @@ private:
     std::string own_mnt_ns_;
     // What each nsfs mount point reached at its last look: mount point -> (inode, cookie).
     std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> mounts_;
-    // Mount points to open again at the next scan: they could not be opened, or (by cookie)
-    // their namespace was dropped.
+    // Mount points to open again at the next scan: they could not be opened, or their
+    // namespace was dropped while they held it.
     std::vector<std::string> recheck_;
-    std::unordered_set<std::uint64_t> dropped_mounted_;
     std::vector<std::string> dangling_;
     MountTable mount_table_;
     std::uint64_t pass_ = 1;

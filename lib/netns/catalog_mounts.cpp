@@ -79,19 +79,6 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
         return;
     const auto& current = mount_table_.paths();
     std::vector<std::string> todo = std::exchange(recheck_, {});
-    if (!dropped_mounted_.empty()) {
-        // Namespaces dropped while mounted: open their mount points again, which records
-        // whatever they reach now. One walk per scan, however many were dropped.
-        for (auto m = mounts_.begin(); m != mounts_.end();) {
-            if (dropped_mounted_.count(m->second.second)) {
-                todo.push_back(m->first);
-                m = mounts_.erase(m);
-            } else {
-                ++m;
-            }
-        }
-        dropped_mounted_.clear();
-    }
     todo.insert(todo.end(), mount_table_.changed_paths().begin(),
                 mount_table_.changed_paths().end());
     if (full) {

@@ -165,11 +165,18 @@ t.log('GETs at bootstrap: %d cold, %d with saved ids; namespaces opened: %d cold
       'ids' % (cold, warm, cold_opened, opened(d)))
 assert opened(d) * 4 < cold_opened, (opened(d), cold_opened)
 assert re.search(r'knew (\d+) mounts', d.log()).group(1) != '0', d.log()
-# The 150 that died while it was down are in its history as such (the ids of some now name
-# newborn namespaces: those are told apart by their cookies).
-down = t.wait_for('150 deaths while down', lambda: (lambda x: x if len(x) == 150 else None)(
+# The 151 that died while it was down (150 deleted, and r1's first namespace) are in its
+# history as such (the ids of some now name newborn namespaces: those are told apart by their
+# cookies, as each row is identified).
+cookie_r1 = r1['peer']['cookie']
+down = t.wait_for('151 deaths while down', lambda: (lambda x: x if len(x) >= 151 else None)(
     [x for x in t.deaths(d) if x['died_while_down']]))
+time.sleep(1)  # every row is identified by now: none more may come
+down = [x for x in t.deaths(d) if x['died_while_down']]
+assert len(down) == 151, len(down)
 assert all(x['down_since'] and x['since'] for x in down), down[:2]
+assert all(x['peer']['cookie'] != cookie_r1 for x in down), 'the live r1 recorded dead'
+assert len({x['peer']['cookie'] for x in down}) == 151, 'a death recorded twice'
 t.log('%d deaths while nsidd was down recorded, with the window' % len(down))
 assert warm * 2 < cold, (warm, cold)
 d.stop()
