@@ -34,7 +34,15 @@ holder = t.track(subprocess.Popen(
      'exec nsenter --net=/proc/%d/ns/net sleep 600' % os.getpid()], pass_fds=(nsfd_fd,)))
 os.close(nsfd_fd)
 own = os.readlink('/proc/self/ns/net')
-t.wait_for('the holder outside', lambda: os.readlink('/proc/%d/ns/net' % holder.pid) == own)
+# Outside again once it is `sleep` (before `ip netns exec` switches, it is outside too).
+
+
+def holder_outside():
+    with open('/proc/%d/comm' % holder.pid) as f:
+        return f.read().strip() == 'sleep' and os.readlink('/proc/%d/ns/net' % holder.pid) == own
+
+
+t.wait_for('the holder outside, sleeping', holder_outside)
 subprocess.run(['ip', 'netns', 'del', 'sk'], check=True)
 subprocess.run(['ip', 'netns', 'del', 'nsfd'], check=True)
 
