@@ -84,7 +84,9 @@ PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint6
     const auto grace = config_.orphan_grace_usec;
     if (v->second.unheld_since == 0) {
         const auto* ns = catalog_.by_nsid(nsid);
-        if (ns == nullptr || ns->pid || ns->processes > 0 || !ns->mounted())
+        if (ns == nullptr || (!ns->pid && ns->processes == 0 && !ns->mounted()))
+            return PeerState::Unknown; // its holder went since the last look (a teardown)
+        if (ns->pid || ns->processes > 0)
             return PeerState::Active; // a process held it at the last look
         // Bind mounts only: a stale-mount path that has outlived every process by the grace
         // period is the leak CNI leaves behind.
