@@ -111,6 +111,21 @@ void Catalog::assign_missing(const std::vector<Namespace*>& asked, const std::ve
     ask_ids(again, again_fds);
 }
 
+bool Catalog::add(Namespace& ns, std::uint64_t cookie, std::uint64_t now_usec) {
+    unassigned_.insert(cookie);
+    ns.cookie = cookie;
+    ns.cookie_is_inode = !cookies_;
+    ns.first_seen_usec = now_usec;
+    changed_.push_back(cookie);
+    const auto h = hints_.find(cookie);
+    if (h == hints_.end() || ns.cookie_is_inode)
+        return false;
+    set_nsid(ns, h->second); // known from before a restart: no need to ask
+    ns.unverified = true;
+    hints_.erase(h);
+    return true;
+}
+
 void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool from_proc) {
     std::vector<Namespace*> asked, hinted;
     std::vector<int> fds, hinted_fds;
@@ -118,15 +133,7 @@ void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool f
         auto [it, inserted] = namespaces_.try_emplace(m.cookie);
         Namespace& ns = it->second;
         if (inserted) {
-            unassigned_.insert(m.cookie);
-            ns.cookie = m.cookie;
-            ns.cookie_is_inode = !cookies_;
-            ns.first_seen_usec = now_usec;
-            changed_.push_back(ns.cookie);
-            if (auto h = hints_.find(m.cookie); h != hints_.end() && !ns.cookie_is_inode) {
-                set_nsid(ns, h->second); // known from before a restart: no need to ask
-                ns.unverified = true;
-                hints_.erase(h);
+            if (add(ns, m.cookie, now_usec)) {
                 if (stats_.saved_ids_verified + hinted.size() < kVerifyAtOnce) {
                     hinted.push_back(&ns);
                     hinted_fds.push_back(m.fd.get());

@@ -161,6 +161,9 @@ private:
         std::optional<pid_t> pid;
     };
     std::optional<Opened> open_ns(const std::string& path, std::optional<pid_t> pid);
+    // Sets up a namespace met for the first time; takes its id from a saved hint where there
+    // is one (then true: no need to ask).
+    bool add(Namespace& ns, std::uint64_t cookie, std::uint64_t now_usec);
     // Records the opened namespaces and closes them; new ones are asked for self's id together.
     void record(std::vector<Opened>& opened, std::uint64_t now_usec, bool from_proc);
     // What mount point `path` reaches, known without opening it: a mount the id cache names,

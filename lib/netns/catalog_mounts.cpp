@@ -52,22 +52,14 @@ Catalog::reach_saved_mount(const std::string& path, std::uint64_t now_usec) {
     if (hint == mount_hints_.end())
         return std::nullopt;
     const auto cookie = hint->second;
-    const auto id = hints_.find(cookie);
-    auto [it, inserted] = namespaces_.try_emplace(cookie);
-    Namespace& ns = it->second;
-    if (inserted) {
-        if (id == hints_.end()) { // used by another mount already: known without it
-            namespaces_.erase(it);
-            return std::nullopt;
-        }
-        unassigned_.insert(cookie);
-        ns.cookie = cookie;
-        ns.first_seen_usec = now_usec;
-        changed_.push_back(cookie);
-        set_nsid(ns, id->second); // checked against the kernel after the first pass
-        ns.unverified = true;
-        hints_.erase(id);
+    auto it = namespaces_.find(cookie);
+    if (it == namespaces_.end()) {
+        if (!hints_.count(cookie))
+            return std::nullopt; // its id is not known without asking: opened instead
+        it = namespaces_.try_emplace(cookie).first;
+        add(it->second, cookie, now_usec); // its id checked against the kernel after the scan
     }
+    Namespace& ns = it->second;
     ++stats_.by_saved_mount;
     ns.inode = stx.stx_ino;
     ns.path = path;

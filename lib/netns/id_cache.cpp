@@ -2,6 +2,7 @@
 #include "netns/id_cache.hpp"
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 namespace nsidd::netns {
@@ -68,17 +69,22 @@ std::optional<IdCache> parse_id_cache(std::string_view text, const IdCacheOrigin
         const auto line = next_line(text);
         if (!line || n == max_lines)
             return std::nullopt;
-        std::string_view field[4];
-        std::string_view rest = *line;
-        for (auto& f : field) {
+        // Exactly four fields, one space apart.
+        std::array<std::string_view, 4> field;
+        std::size_t fields = 0;
+        for (std::string_view rest = *line; fields < field.size(); ++fields) {
             const auto sp = rest.find(' ');
-            f = rest.substr(0, sp);
-            rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
-            if (sp == std::string_view::npos && &f != &field[3])
-                return std::nullopt; // a field short
-            if (sp != std::string_view::npos && &f == &field[3])
+            field[fields] = rest.substr(0, sp);
+            if (sp == std::string_view::npos) {
+                ++fields;
+                break;
+            }
+            rest.remove_prefix(sp + 1);
+            if (fields + 1 == field.size())
                 return std::nullopt; // a field too many
         }
+        if (fields != field.size())
+            return std::nullopt;
         const auto cookie = parse_number(field[0], UINT64_MAX);
         const auto nsid = parse_number(field[1], INT32_MAX);
         const auto seen = parse_number(field[2], UINT64_MAX);
