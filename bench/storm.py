@@ -11,7 +11,7 @@ A bare receive loop (bench/bare_recv: recv and count, nothing else) listens too:
 floor, and nsidd's CPU is reported against it, for the creation and the deletion phases.
 
 Usage (root): python3 bench/storm.py [--cycles 5] [--count 10000] [--rcvbuf BYTES]
-              [--no-monitor] [--together] [-- NSIDD-ARGS...]
+              [--no-monitor] [--together] [--perf create|delete] [-- NSIDD-ARGS...]
   --together: each namespace is created and given its id in one `ip -batch` line pair
               (netns add sN; netns set sN auto), as a container runtime does.
 tests/integration/test_soak.py runs a short version of the same storm."""
@@ -110,8 +110,11 @@ class Bare:
         return tuple(int(x) for x in out.split())
 
 
-def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False, log=t.log):
-    """Runs the storm; returns a dict of results. Raises if the mirror is ever inexact."""
+def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False, log=t.log,
+        perf=None):
+    """Runs the storm; returns a dict of results. Raises if the mirror is ever inexact.
+    perf: a phase ('create' or 'delete') to record nsidd in with `perf record -g`, into
+    /tmp/nsidd-PHASE.perf (sampling costs CPU: that phase's figures are then inflated)."""
     kernel = t.Kernel()
     d = t.Daemon(*nsidd_args)
     baseline = d.rss_kib()
@@ -129,9 +132,17 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
         # mirror afterwards are not counted.
         bare_cpu = (lambda: cpu_seconds(bare.proc.pid)) if bare else (lambda: 0.0)
         bare_woke = (lambda: wakeups(bare.proc.pid)) if bare else (lambda: 0)
+        rec = None
+        if perf == phase:
+            rec = subprocess.Popen(['perf', 'record', '-q', '-g', '-p', str(d.proc.pid), '-o',
+                                    '/tmp/nsidd-%s.perf' % phase], stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # attached
         before = cpu_seconds(d.proc.pid), bare_cpu(), wakeups(d.proc.pid), bare_woke()
         t.ip_batch(lines)
         wait_idle(d.proc.pid, quiet=0.5)
+        if rec:
+            rec.send_signal(2)
+            rec.wait()
         cpu['nsidd_' + phase] += cpu_seconds(d.proc.pid) - before[0]
         cpu['bare_' + phase] += bare_cpu() - before[1]
         woke['nsidd_' + phase] += wakeups(d.proc.pid) - before[2]
@@ -209,9 +220,11 @@ if __name__ == '__main__':
     ap.add_argument('--rcvbuf', type=int)
     ap.add_argument('--no-monitor', action='store_true')
     ap.add_argument('--together', action='store_true')
+    ap.add_argument('--perf', choices=('create', 'delete'),
+                    help='record nsidd in this phase with perf into /tmp/nsidd-PHASE.perf')
     ap.add_argument('nsidd_args', nargs='*')
     a = ap.parse_args()
     t.sandbox()
     args = (['--rcvbuf', str(a.rcvbuf)] if a.rcvbuf else []) + a.nsidd_args
     report(run(a.cycles, a.count, args, monitor=not a.no_monitor, together=a.together,
-               floor=True))
+               floor=True, perf=a.perf))

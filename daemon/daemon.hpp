@@ -37,6 +37,8 @@ private:
     // Start-up, in order; each failure is logged where it happens (daemon.cpp).
     Result<void> start();
     Result<void> start_loop();
+    // Runs the loop until it exits; returns its exit code, or a negative errno.
+    int loop();
     Result<void> start_engine(std::optional<UniqueFd> netlink);
     Result<void> start_server(std::optional<UniqueFd> varlink);
     void log_started();
@@ -69,6 +71,8 @@ private:
     Result<void> start_discovery();
     void schedule_discovery();
     void on_mounts_due();
+    // A slice of a round of questions for ids no known namespace explains.
+    void refresh_slice();
     void on_discovery_slice(sd_event_source* s);
     // Whether nsid events are queued on the event socket (polled: long work yields to them).
     bool events_waiting() const;
@@ -85,8 +89,8 @@ private:
     static int on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept;
     static int on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
+    static int on_refresh_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_discovery_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
-    static int on_post(sd_event_source*, void* userdata) noexcept;
     static int on_state_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
 
     static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
@@ -116,6 +120,7 @@ private:
     EventSource mounts_watch_; // on mountinfo_: off while a rescan is pending
     EventSource resync_timer_;
     EventSource mounts_timer_;
+    EventSource refresh_timer_; // the next slice of an unfinished round of questions
     EventSource overrun_timer_;
     EventSource discovery_timer_;
     EventSource state_timer_; // CLOCK_REALTIME: when a grace period ends

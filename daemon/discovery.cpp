@@ -44,6 +44,12 @@ Result<void> Daemon::start_discovery() {
                                        kMountDelayUsec / 2, on_mounts_timer, this);
     if (r >= 0) {
         mounts_timer_.reset(s);
+        r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, 0, kRefreshSliceUsec,
+                                       on_refresh_timer, this);
+    }
+    if (r >= 0) {
+        refresh_timer_.reset(s);
+        sd_event_source_set_enabled(s, SD_EVENT_OFF);
         // The first pass starts at once, after READY=1: identities follow the ids shortly.
         r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, 0, 0, on_discovery_timer,
                                        this);
@@ -98,18 +104,32 @@ void Daemon::on_mounts_due() {
         spdlog::debug("Mount table reread in {} us", took);
         mount_delay_usec_ = std::clamp<std::uint64_t>(took * 50, kMountDelayUsec, 2'000'000);
     }
+    refresh_slice();
+}
+
+void Daemon::refresh_slice() {
     if (engine_->refresh_due()) {
-        // One slice of the round, then the loop serves events and clients again.
-        // Until the slice is over or events wait: they are served first (latency).
+        // One slice of the round, until it is over or events wait: they are served first
+        // (latency). An unfinished round goes on shortly; a new one starts with the next mount
+        // rescan, which explains most new ids (a storm of new namespaces) without a question.
         const auto deadline = monotonic_usec() + kRefreshSliceUsec;
-        engine_->refresh_ids(
+        const bool ended = engine_->refresh_ids(
             [this, deadline] { return monotonic_usec() >= deadline || events_waiting(); });
         if (engine_->refresh_due()) {
-            sd_event_source_set_time_relative(mounts_timer_.get(), kRefreshSliceUsec);
-            sd_event_source_set_enabled(mounts_timer_.get(), SD_EVENT_ONESHOT);
+            if (ended) {
+                schedule_discovery();
+            } else {
+                sd_event_source_set_time_relative(refresh_timer_.get(), kRefreshSliceUsec);
+                sd_event_source_set_enabled(refresh_timer_.get(), SD_EVENT_ONESHOT);
+            }
         }
     }
     resync_if_replaced();
+}
+
+int Daemon::on_refresh_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
+    static_cast<Daemon*>(userdata)->refresh_slice();
+    return 0;
 }
 
 bool Daemon::events_waiting() const {
@@ -250,8 +270,15 @@ void Daemon::settle() {
         return;
     }
     if (state_timer_) {
-        sd_event_source_set_time(state_timer_.get(), at);
-        sd_event_source_set_enabled(state_timer_.get(), SD_EVENT_ONESHOT);
+        // Unchanged, it stays as it is: setting a time rearms the loop's timer (a system call).
+        std::uint64_t armed = 0;
+        int enabled = SD_EVENT_OFF;
+        sd_event_source_get_time(state_timer_.get(), &armed);
+        sd_event_source_get_enabled(state_timer_.get(), &enabled);
+        if (armed != at || enabled != SD_EVENT_ONESHOT) {
+            sd_event_source_set_time(state_timer_.get(), at);
+            sd_event_source_set_enabled(state_timer_.get(), SD_EVENT_ONESHOT);
+        }
         return;
     }
     sd_event_source* s = nullptr;

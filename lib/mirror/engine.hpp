@@ -100,10 +100,11 @@ public:
     bool resync_due() const noexcept { return resync_due_; }
     /// Asks the namespaces that had no id for it again, until `stop()` says so (checked between
     /// questions, each a walk of the kernel's table); refresh_due() stays true while some are
-    /// left to ask.
-    void refresh_ids(const std::function<bool()>& stop);
+    /// left to ask, or while ids that arrived during the round want another one. Returns true
+    /// when this call ended a round (what is still due then is a new round).
+    bool refresh_ids(const std::function<bool()>& stop);
     /// The same, until the monotonic clock passes `deadline_usec`.
-    void refresh_ids(std::uint64_t deadline_usec);
+    bool refresh_ids(std::uint64_t deadline_usec);
     /// Walks up to `budget` more processes of the current /proc pass. Returns true when the
     /// pass ended (then every verdict was renewed). `mounts`: reread the mount table as the
     /// pass begins (needed only where its changes are not watched).

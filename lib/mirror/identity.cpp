@@ -167,21 +167,24 @@ void Engine::discover_mounts() {
     attach_changed();
 }
 
-void Engine::refresh_ids(std::uint64_t deadline_usec) {
-    refresh_ids([this, deadline_usec] { return clock_.monotonic() >= deadline_usec; });
+bool Engine::refresh_ids(std::uint64_t deadline_usec) {
+    return refresh_ids([this, deadline_usec] { return clock_.monotonic() >= deadline_usec; });
 }
 
-void Engine::refresh_ids(const std::function<bool()>& out_of_time) {
+bool Engine::refresh_ids(const std::function<bool()>& out_of_time) {
     const auto explained = [this] {
         attach_changed();
         return !unexplained_rows();
     };
+    bool ended = false;
     if (refresh_due_ && catalog_.ask_unassigned(out_of_time, explained)) {
+        ended = true;
         refresh_due_ = std::exchange(another_round_, false);
         if (refresh_due_)
             catalog_.begin_round();
     }
     attach_changed();
+    return ended;
 }
 
 bool Engine::discover_processes(std::size_t budget, bool mounts) {

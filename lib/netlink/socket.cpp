@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "netlink/socket.hpp"
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -93,29 +94,67 @@ Result<void> EventSocket::configure(int rcvbuf) {
     // mirrors anyway.
     listen_all_ = set_int(fd, SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1) == 0;
     // Never NETLINK_NO_ENOBUFS: an overrun must be reported so that the mirror resyncs.
-    buffer_.resize(kReceiveBuffer);
     return {};
 }
 
+// Event datagrams hold one small message each (an RTM_NEWNSID or DELNSID of ~40 bytes): a page
+// per slot is plenty, and a larger one is reported as truncated.
+struct EventSocket::Slots {
+    static constexpr std::size_t kCount = 8;
+    static constexpr std::size_t kSize = 4096;
+    std::array<std::array<std::byte, kSize>, kCount> buffers;
+    std::array<iovec, kCount> iov;
+    std::array<sockaddr_nl, kCount> addrs;
+    std::array<std::array<char, CMSG_SPACE(sizeof(int))>, kCount> control;
+    std::array<mmsghdr, kCount> msgs;
+};
+
+EventSocket::EventSocket() : slots_(new Slots) {} // default-initialized: pages touched as used
+EventSocket::EventSocket(EventSocket&&) noexcept = default;
+EventSocket& EventSocket::operator=(EventSocket&&) noexcept = default;
+EventSocket::~EventSocket() = default;
+
 Result<Datagram> EventSocket::receive() {
-    sockaddr_nl addr{};
-    iovec iov{buffer_.data(), buffer_.size()};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-    msghdr msg{};
-    msg.msg_name = &addr;
-    msg.msg_namelen = sizeof addr;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(fd(), &msg, MSG_DONTWAIT);
-    if (n < 0)
-        return fail_errno();
-    if (msg.msg_flags & MSG_TRUNC)
+    if (next_ < received_)
+        return take(next_++);
+    if (drained_ && received_ > 0) {
+        // The last read found the queue empty: say so once, instead of asking again.
+        received_ = next_ = 0;
+        return fail_errno(EAGAIN);
+    }
+    auto& s = *slots_;
+    for (std::size_t i = 0; i < Slots::kCount; ++i) {
+        s.iov[i] = {s.buffers[i].data(), Slots::kSize};
+        msghdr& h = s.msgs[i].msg_hdr;
+        h = msghdr{};
+        h.msg_name = &s.addrs[i];
+        h.msg_namelen = sizeof s.addrs[i];
+        h.msg_iov = &s.iov[i];
+        h.msg_iovlen = 1;
+        h.msg_control = s.control[i].data();
+        h.msg_controllen = s.control[i].size();
+        s.msgs[i].msg_len = 0;
+    }
+    // An error after some datagrams (ENOBUFS) is kept by the kernel and returned by the next
+    // call, with nothing received: the datagrams before the loss come first, in order.
+    const int n = ::recvmmsg(fd(), s.msgs.data(), Slots::kCount, MSG_DONTWAIT, nullptr);
+    received_ = next_ = 0;
+    if (n <= 0)
+        return n < 0 ? fail_errno() : fail_errno(EAGAIN);
+    received_ = static_cast<std::size_t>(n);
+    drained_ = received_ < Slots::kCount;
+    return take(next_++);
+}
+
+Result<Datagram> EventSocket::take(std::size_t slot) {
+    auto& s = *slots_;
+    msghdr& h = s.msgs[slot].msg_hdr;
+    if (h.msg_flags & MSG_TRUNC)
         return fail(Errc::Truncated);
-    Datagram d{
-        std::span<const std::byte>(buffer_.data(), static_cast<std::size_t>(n)), {}, addr.nl_pid};
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    Datagram d{std::span<const std::byte>(s.buffers[slot].data(), s.msgs[slot].msg_len),
+               {},
+               s.addrs[slot].nl_pid};
+    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
         if (c->cmsg_level == SOL_NETLINK && c->cmsg_type == NETLINK_LISTEN_ALL_NSID &&
             c->cmsg_len >= CMSG_LEN(sizeof(int))) {
             int origin;

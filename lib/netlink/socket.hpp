@@ -39,6 +39,10 @@ struct Datagram {
 /// The RTNLGRP_NSID subscription. Non-blocking; the caller drains it until EAGAIN.
 class EventSocket {
 public:
+    EventSocket(EventSocket&&) noexcept;
+    EventSocket& operator=(EventSocket&&) noexcept;
+    ~EventSocket();
+
     /// Opens a socket and joins RTNLGRP_NSID with a receive buffer of `rcvbuf` bytes, forced with
     /// SO_RCVBUFFORCE where permitted (else SO_RCVBUF, capped by net.core.rmem_max). Tries
     /// NETLINK_LISTEN_ALL_NSID; lacking CAP_NET_BROADCAST only loses foreign events.
@@ -52,16 +56,25 @@ public:
     /// The receive buffer the kernel reports (SO_RCVBUF, doubled by the kernel).
     int rcvbuf() const noexcept { return rcvbuf_; }
 
-    /// Receives one datagram into an internal buffer (valid until the next call). Fails with
-    /// EAGAIN when the queue is empty and with ENOBUFS once after the kernel dropped events.
+    /// Returns the next datagram (its bytes valid until the next call). Fails with EAGAIN when
+    /// the queue is empty and with ENOBUFS once after the kernel dropped events. Datagrams are
+    /// read several to a system call (recvmmsg); a read that found the queue empty before its
+    /// slots were full ends in EAGAIN without another call, and whatever arrived since wakes
+    /// the caller's poll again.
     Result<Datagram> receive();
 
 private:
-    EventSocket() = default;
+    struct Slots; // the recvmmsg vectors and their buffers (socket.cpp)
+
+    EventSocket();
     Result<void> configure(int rcvbuf);
+    Result<Datagram> take(std::size_t slot);
 
     MnlSocket sock_;
-    std::vector<std::byte> buffer_;
+    std::unique_ptr<Slots> slots_;
+    std::size_t next_ = 0;     // the next slot to hand out
+    std::size_t received_ = 0; // slots the last recvmmsg filled
+    bool drained_ = true;      // the last recvmmsg found the queue empty
     bool listen_all_ = false;
     bool rcvbuf_forced_ = false;
     int rcvbuf_ = 0;
