@@ -125,6 +125,7 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
     rss = []
     cpu = {'nsidd_create': 0.0, 'nsidd_delete': 0.0, 'bare_create': 0.0, 'bare_delete': 0.0}
     woke = {k: 0 for k in cpu}
+    ratios = {'create': [], 'delete': []}  # nsidd / bare loop, per cycle
     started = time.monotonic()
 
     def storm(lines, phase):
@@ -143,8 +144,11 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
         if rec:
             rec.send_signal(2)
             rec.wait()
-        cpu['nsidd_' + phase] += cpu_seconds(d.proc.pid) - before[0]
-        cpu['bare_' + phase] += bare_cpu() - before[1]
+        spent = cpu_seconds(d.proc.pid) - before[0], bare_cpu() - before[1]
+        cpu['nsidd_' + phase] += spent[0]
+        cpu['bare_' + phase] += spent[1]
+        if spent[1] > 0:
+            ratios[phase].append(spent[0] / spent[1])
         woke['nsidd_' + phase] += wakeups(d.proc.pid) - before[2]
         woke['bare_' + phase] += bare_woke() - before[3]
 
@@ -174,6 +178,7 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
         'resyncs': st['resyncs'] - st0['resyncs'],
         'nsidd_cpu': cpu['nsidd_create'] + cpu['nsidd_delete'],
         'rss_baseline': baseline, 'rss': rss, 'elapsed': elapsed, 'cpu': cpu, 'wakeups': woke,
+        'ratios': ratios,
     }
     if bare:
         result['bare'] = bare.stop()
@@ -205,6 +210,10 @@ def report(r, log=t.log):
         log('  %s phase: nsidd CPU %.3f s (%d wakeups), bare loop %.3f s (%d wakeups)%s' % (
             phase, c['nsidd_' + phase], w['nsidd_' + phase], floor, w['bare_' + phase],
             ' (nsidd / bare loop = %.1f)' % (c['nsidd_' + phase] / floor) if floor > 0 else ''))
+        each = r['ratios'][phase]
+        if len(each) > 1:
+            log('    per cycle: %s; median %.1f' % (' '.join('%.1f' % x for x in each),
+                                                  sorted(each)[len(each) // 2]))
     if 'monitor_cpu' in r:
         seen = r['monitor_new'] + r['monitor_del']
         log('  ip monitor: printed %d events (%d NEW, %d DEL), lost %d; CPU %.2f s'

@@ -253,7 +253,7 @@ void VarlinkApi::get_metrics(Server::Peer& peer, const varlink::Call&) {
     peer.reply({{"text", hooks_.metrics_text()}});
 }
 
-void VarlinkApi::publish(Server& server, const std::vector<registry::Change>& changes) {
+void VarlinkApi::publish(Server& server, std::vector<registry::Change>& changes) {
     // Rows of other tables purged with a peer show the identity self's row for it had; that
     // row is gone by now, but its removal is in the same batch.
     // (Only where some change is of another table: self scope never needs them.)
@@ -265,14 +265,18 @@ void VarlinkApi::publish(Server& server, const std::vector<registry::Change>& ch
                 c.kind != registry::ChangeKind::Update &&
                 (c.kind != registry::ChangeKind::Resync || c.removed))
                 dead[c.entry.nsid] = &c.entry.peer;
-    for (const auto& c : changes) {
+    for (auto& c : changes) {
         const std::uint64_t seq = ++seq_;
-        registry::Change shown{c.kind, c.observer, engine_.view(c.observer, c.entry), c.removed};
-        if (c.observer != registry::kSelf && c.entry.current_nsid && !shown.entry.peer.cookie &&
-            !shown.entry.peer.inode)
-            if (const auto d = dead.find(*c.entry.current_nsid); d != dead.end())
-                shown.entry.peer = *d->second;
         const char* state = to_string(engine_.state(c.observer, c.entry));
+        // Taken over where no later change of this batch reads it (the dead's identities).
+        registry::Change shown{c.kind, c.observer,
+                               dead.empty() ? engine_.view(c.observer, std::move(c.entry))
+                                            : engine_.view(c.observer, c.entry),
+                               c.removed};
+        if (c.observer != registry::kSelf && shown.entry.current_nsid &&
+            !shown.entry.peer.cookie && !shown.entry.peer.inode)
+            if (const auto d = dead.find(*shown.entry.current_nsid); d != dead.end())
+                shown.entry.peer = *d->second;
         server.publish([&] { return varlink::encode_reply(to_json(seq, shown, state), true); },
                        kWatcherTooSlow);
         kept_.push_back(Kept{seq, std::move(shown), state});

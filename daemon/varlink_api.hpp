@@ -48,8 +48,9 @@ public:
 
     /// Answers one call (the server's dispatch function).
     void call(Server::Peer& peer, const varlink::Call& call);
-    /// Sends each change to every watcher, in order, each with the next sequence number.
-    void publish(Server& server, const std::vector<registry::Change>& changes);
+    /// Sends each change to every watcher, in order, each with the next sequence number. The
+    /// entries are taken over (kind and observer stay as they were).
+    void publish(Server& server, std::vector<registry::Change>& changes);
 
     std::uint64_t denials() const noexcept { return denials_; }
     /// Every method's name (for metrics labels).

@@ -183,7 +183,10 @@ Engine::Applied Engine::apply_events(bool reconcile) {
     registry::Batch batch;
     batch.reconcile = reconcile;
     batch.now_usec = clock_.realtime();
-    for (auto& op : events.ops) {
+    // The ops are kept in place (no copy per event): those of other tables go in self scope.
+    batch.ops = std::move(events.ops);
+    std::size_t kept = 0;
+    for (auto& op : batch.ops) {
         if (op.observer == registry::kSelf) {
             ++out.events;
         } else if (!config_.host) {
@@ -194,8 +197,9 @@ Engine::Applied Engine::apply_events(bool reconcile) {
                 if (auto it = t->find(op.nsid); it != t->end() && it->second >= 0)
                     op.current_nsid = it->second;
         }
-        batch.ops.push_back(op);
+        batch.ops[kept++] = op;
     }
+    batch.ops.resize(kept);
     out.changes =
         registry_.apply(batch, [this](Observer o, Nsid nsid) { return is_assigned(o, nsid); });
     // Tables read before the batch named only the peers self knew then: read new ones anew.

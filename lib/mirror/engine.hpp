@@ -122,6 +122,8 @@ public:
     /// current_nsid, so it gets the identity of self's row for that peer; a row naming our own
     /// namespace gets its identity (cookie, inode).
     registry::Entry view(registry::Observer observer, const registry::Entry& entry) const;
+    /// The same, taking the entry over instead of copying it.
+    registry::Entry view(registry::Observer observer, registry::Entry&& entry) const;
     /// Active: a process inside held it at the last look (our own namespace is: this
     /// process). Mounted: bind mounts only. StaleMount: bind mounts only, one of them on a
     /// stale-mount path, with no process for longer than the grace period. FdHeld: an fd of

@@ -23,6 +23,14 @@ void Engine::touch_changed(const std::map<Nsid, Verdict>& was, const std::map<Ns
     }
 }
 
+registry::Entry Engine::view(Observer observer, registry::Entry&& entry) const {
+    // Self's rows (all but our own namespace's) are served as they are: no copy.
+    if (observer == registry::kSelf && !names_self(observer, entry) &&
+        (!entry.peer.first_seen_usec || *entry.peer.first_seen_usec >= entry.since_usec))
+        return std::move(entry);
+    return view(observer, static_cast<const registry::Entry&>(entry));
+}
+
 registry::Entry Engine::view(Observer observer, const registry::Entry& entry) const {
     if (names_self(observer, entry)) {
         registry::Entry out = entry;

@@ -230,6 +230,7 @@ std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_ass
     std::vector<Change> changes;
     if (batch.ops.empty())
         return changes;
+    changes.reserve(batch.ops.size()); // one change per op, mostly; sweeps reserve their own
     ++counters_.batches;
     for (const Op& op : batch.ops) {
         ++counters_.events;
