@@ -691,6 +691,42 @@ TEST(Mirror, TamperedSavedIdsAreCaught) {
     tampered_cache(100, 90); // among the last: checked after a few passes
 }
 
+// The daemon goes on with an unfinished round shortly, and leaves a new round to the next mount
+// rescan: refresh_ids says which of the two it is.
+TEST(Mirror, RoundsOfQuestionsSayWhenTheyEnd) {
+    Sim sim;
+    Engine engine(sim, config(sim));
+    ASSERT_TRUE(engine.resync(ResyncReason::Startup));
+    for (int i = 0; i < 6; ++i)
+        sim.named("n" + std::to_string(i)); // known through their mounts, without ids
+    engine.discover_mounts();
+    EXPECT_FALSE(engine.refresh_due());
+    // An id for a namespace reachable nowhere: no question can explain it, so a round asks
+    // every namespace without an id.
+    sim.assign_self(sim.create());
+    settle(engine);
+    ASSERT_TRUE(engine.refresh_due());
+    const auto asked = sim.questions;
+    // Out of time at once: the first chunk is asked all the same, and the round goes on.
+    EXPECT_FALSE(engine.refresh_ids([] { return true; }));
+    EXPECT_GT(sim.questions, asked);
+    EXPECT_TRUE(engine.refresh_due());
+    // Run out: it ends, and nothing more is due.
+    EXPECT_TRUE(engine.refresh_ids(UINT64_MAX));
+    EXPECT_FALSE(engine.refresh_due());
+    // An id that arrives while a round runs wants another round once this one ends.
+    sim.assign_self(sim.create());
+    settle(engine);
+    ASSERT_TRUE(engine.refresh_due());
+    EXPECT_FALSE(engine.refresh_ids([] { return true; }));
+    sim.assign_self(sim.create());
+    settle(engine);
+    EXPECT_TRUE(engine.refresh_ids(UINT64_MAX));
+    EXPECT_TRUE(engine.refresh_due());
+    EXPECT_TRUE(engine.refresh_ids(UINT64_MAX));
+    EXPECT_FALSE(engine.refresh_due());
+}
+
 TEST(Mirror, VerdictsFollowTheClock) {
     Sim sim;
     FakeClock clock;
