@@ -86,6 +86,10 @@ mirror::Kernel::Events NetlinkKernel::receive() {
                 continue;
             ++stats_.malformed;
             out.lost = true;
+            // A datagram too large for its slot: the ones read with it are still to be drained
+            // (the resync that follows supersedes them all). Any other error ends the read.
+            if (d.error() == make_error_code(Errc::Truncated))
+                continue;
             break;
         }
         ++stats_.datagrams;
@@ -112,6 +116,8 @@ std::size_t NetlinkKernel::discard() {
         }
         if (is(d.error(), ENOBUFS))
             ++stats_.overruns;
+        else if (d.error() == make_error_code(Errc::Truncated))
+            ++n;
         else if (!is(d.error(), EINTR))
             return n; // EAGAIN, or an error the resync will meet again
     }

@@ -273,8 +273,8 @@ void VarlinkApi::publish(Server& server, std::vector<registry::Change>& changes)
                                dead.empty() ? engine_.view(c.observer, std::move(c.entry))
                                             : engine_.view(c.observer, c.entry),
                                c.removed};
-        if (c.observer != registry::kSelf && shown.entry.current_nsid &&
-            !shown.entry.peer.cookie && !shown.entry.peer.inode)
+        if (c.observer != registry::kSelf && shown.entry.current_nsid && !shown.entry.peer.cookie &&
+            !shown.entry.peer.inode)
             if (const auto d = dead.find(*shown.entry.current_nsid); d != dead.end())
                 shown.entry.peer = *d->second;
         server.publish([&] { return varlink::encode_reply(to_json(seq, shown, state), true); },

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "netlink/socket.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -149,11 +150,15 @@ Result<Datagram> EventSocket::receive() {
 Result<Datagram> EventSocket::take(std::size_t slot) {
     auto& s = *slots_;
     msghdr& h = s.msgs[slot].msg_hdr;
-    if (h.msg_flags & MSG_TRUNC)
+    // Only the kernel's are read: a datagram from another socket is handed on to be dropped
+    // by its sender, whatever its size (a large one must not pass for a lost event).
+    if ((h.msg_flags & MSG_TRUNC) && s.addrs[slot].nl_pid == 0)
         return fail(Errc::Truncated);
-    Datagram d{std::span<const std::byte>(s.buffers[slot].data(), s.msgs[slot].msg_len),
-               {},
-               s.addrs[slot].nl_pid};
+    Datagram d{
+        std::span<const std::byte>(s.buffers[slot].data(),
+                                   std::min<std::size_t>(s.msgs[slot].msg_len, Slots::kSize)),
+        {},
+        s.addrs[slot].nl_pid};
     for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
         if (c->cmsg_level == SOL_NETLINK && c->cmsg_type == NETLINK_LISTEN_ALL_NSID &&
             c->cmsg_len >= CMSG_LEN(sizeof(int))) {
