@@ -17,6 +17,7 @@ Usage (root): python3 bench/storm.py [--cycles 5] [--count 10000] [--rcvbuf BYTE
 tests/integration/test_soak.py runs a short version of the same storm."""
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -213,7 +214,7 @@ def report(r, log=t.log):
         each = r['ratios'][phase]
         if len(each) > 1:
             log('    per cycle: %s; median %.1f' % (' '.join('%.1f' % x for x in each),
-                                                  sorted(each)[len(each) // 2]))
+                                                  statistics.median(each)))
     if 'monitor_cpu' in r:
         seen = r['monitor_new'] + r['monitor_del']
         log('  ip monitor: printed %d events (%d NEW, %d DEL), lost %d; CPU %.2f s'

@@ -23,38 +23,26 @@ void Engine::touch_changed(const std::map<Nsid, Verdict>& was, const std::map<Ns
     }
 }
 
-registry::Entry Engine::view(Observer observer, registry::Entry&& entry) const {
-    // Self's rows (all but our own namespace's) are served as they are: no copy.
-    if (observer == registry::kSelf && !names_self(observer, entry) &&
-        (!entry.peer.first_seen_usec || *entry.peer.first_seen_usec >= entry.since_usec))
-        return std::move(entry);
-    return view(observer, static_cast<const registry::Entry&>(entry));
+registry::Entry Engine::view(Observer observer, const registry::Entry& entry) const {
+    return view(observer, registry::Entry(entry));
 }
 
-registry::Entry Engine::view(Observer observer, const registry::Entry& entry) const {
+registry::Entry Engine::view(Observer observer, registry::Entry&& entry) const {
     if (names_self(observer, entry)) {
-        registry::Entry out = entry;
-        out.peer = {};
+        entry.peer = {};
         if (const auto cookie = catalog_.self_cookie())
-            out.peer.cookie = cookie;
+            entry.peer.cookie = cookie;
         if (const auto inode = catalog_.self_inode())
-            out.peer.inode = inode;
-        return out;
+            entry.peer.inode = inode;
+    } else if (observer == registry::kSelf) {
+        if (entry.peer.first_seen_usec && *entry.peer.first_seen_usec < entry.since_usec)
+            entry.since_usec = *entry.peer.first_seen_usec; // first seen before a restart
+    } else if (entry.current_nsid) {
+        const auto& rows = registry_.table(registry::kSelf)->rows;
+        if (const auto it = rows.find(*entry.current_nsid); it != rows.end())
+            entry.peer = it->second.entry.peer;
     }
-    if (observer == registry::kSelf) {
-        if (!entry.peer.first_seen_usec || *entry.peer.first_seen_usec >= entry.since_usec)
-            return entry;
-        registry::Entry out = entry; // first seen before a restart: its true age
-        out.since_usec = *entry.peer.first_seen_usec;
-        return out;
-    }
-    if (!entry.current_nsid)
-        return entry;
-    registry::Entry out = entry;
-    const auto& rows = registry_.table(registry::kSelf)->rows;
-    if (const auto it = rows.find(*entry.current_nsid); it != rows.end())
-        out.peer = it->second.entry.peer;
-    return out;
+    return std::move(entry);
 }
 
 bool Engine::on_stale_path(const std::vector<std::string>& mounts) const {

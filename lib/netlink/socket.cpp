@@ -106,11 +106,25 @@ struct EventSocket::Slots {
     std::array<std::array<std::byte, kSize>, kCount> buffers;
     std::array<iovec, kCount> iov;
     std::array<sockaddr_nl, kCount> addrs;
-    std::array<std::array<char, CMSG_SPACE(sizeof(int))>, kCount> control;
+    struct alignas(cmsghdr) Control {
+        char bytes[CMSG_SPACE(sizeof(int))];
+    };
+    std::array<Control, kCount> control;
     std::array<mmsghdr, kCount> msgs;
 };
 
-EventSocket::EventSocket() : slots_(new Slots) {} // default-initialized: pages touched as used
+EventSocket::EventSocket() : slots_(new Slots) { // default-initialized: pages touched as used
+    auto& s = *slots_;
+    for (std::size_t i = 0; i < Slots::kCount; ++i) {
+        s.iov[i] = {s.buffers[i].data(), Slots::kSize};
+        msghdr& h = s.msgs[i].msg_hdr;
+        h = msghdr{};
+        h.msg_name = &s.addrs[i];
+        h.msg_iov = &s.iov[i];
+        h.msg_iovlen = 1;
+        h.msg_control = s.control[i].bytes;
+    }
+}
 EventSocket::EventSocket(EventSocket&&) noexcept = default;
 EventSocket& EventSocket::operator=(EventSocket&&) noexcept = default;
 EventSocket::~EventSocket() = default;
@@ -124,17 +138,9 @@ Result<Datagram> EventSocket::receive() {
         return fail_errno(EAGAIN);
     }
     auto& s = *slots_;
-    for (std::size_t i = 0; i < Slots::kCount; ++i) {
-        s.iov[i] = {s.buffers[i].data(), Slots::kSize};
-        msghdr& h = s.msgs[i].msg_hdr;
-        h = msghdr{};
-        h.msg_name = &s.addrs[i];
-        h.msg_namelen = sizeof s.addrs[i];
-        h.msg_iov = &s.iov[i];
-        h.msg_iovlen = 1;
-        h.msg_control = s.control[i].data();
-        h.msg_controllen = s.control[i].size();
-        s.msgs[i].msg_len = 0;
+    for (std::size_t i = 0; i < Slots::kCount; ++i) { // the lengths the kernel wrote back
+        s.msgs[i].msg_hdr.msg_namelen = sizeof s.addrs[i];
+        s.msgs[i].msg_hdr.msg_controllen = sizeof s.control[i].bytes;
     }
     // An error after some datagrams (ENOBUFS) is kept by the kernel and returned by the next
     // call, with nothing received: the datagrams before the loss come first, in order.
