@@ -202,7 +202,7 @@ Result<void> Daemon::start() {
     if (auto r = start_loop(); !r)
         return r;
     if (options_.metrics_listen != "none")
-        if (auto r = metrics_.listen(options_.metrics_listen); !r)
+        if (auto r = metrics_.listen(event_.get(), options_.metrics_listen); !r)
             return r;
     PassedSockets passed = take_passed_sockets();
     if (auto r = start_engine(std::move(passed.netlink)); !r)

@@ -1,67 +1,32 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "daemon/http_exporter.hpp"
 
+#include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <optional>
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#include <microhttpd.h>
-
-#include "util/unique_fd.hpp"
+#include <spdlog/spdlog.h>
 
 namespace nsidd::daemon {
 namespace {
 
-// A scraper gets this many connections at once and this long per connection.
-constexpr unsigned kMaxConnections = 8;
-constexpr unsigned kTimeoutSeconds = 10;
-constexpr const char kContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+// Out of file descriptors: accepting resumes after this.
+constexpr std::uint64_t kResumeUsec = 250'000;
+// After the answer, the client has this long to close its side.
+constexpr std::uint64_t kLingerUsec = 2'000'000;
+// What a client may still send after its answer before it is cut off.
+constexpr std::size_t kMaxDrain = 64 << 10;
 
 } // namespace
 
-struct HttpExporterAccess {
-    static MHD_Result answer(void* cls, MHD_Connection* connection, const char* url,
-                             const char* method, const char*, const char*, size_t*,
-                             void**) noexcept {
-        auto* self = static_cast<HttpExporter*>(cls);
-        const bool get = std::strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
-                         std::strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-        const bool path = std::strcmp(url, "/metrics") == 0 || std::strcmp(url, "/") == 0;
-        std::string body;
-        unsigned status = MHD_HTTP_OK;
-        if (!get) {
-            status = MHD_HTTP_METHOD_NOT_ALLOWED;
-            body = "GET /metrics\n";
-        } else if (!path) {
-            status = MHD_HTTP_NOT_FOUND;
-            body = "GET /metrics\n";
-        } else {
-            try {
-                body = self->text_();
-            } catch (...) {
-                status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-                body.clear();
-            }
-        }
-        MHD_Response* response =
-            MHD_create_response_from_buffer(body.size(), body.data(), MHD_RESPMEM_MUST_COPY);
-        if (response == nullptr)
-            return MHD_NO;
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, kContentType);
-        const MHD_Result r = MHD_queue_response(connection, status, response);
-        MHD_destroy_response(response);
-        return r;
-    }
-};
-
-Result<std::unique_ptr<HttpExporter>> HttpExporter::start(const ListenAddress& where,
+Result<std::unique_ptr<HttpExporter>> HttpExporter::start(sd_event* event,
+                                                          const ListenAddress& where,
                                                           std::function<std::string()> text) {
-    // Our own listening socket: a bind error is reported as it is (EADDRINUSE, EACCES).
     UniqueFd fd(::socket(where.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd)
         return fail_errno();
@@ -72,21 +37,151 @@ Result<std::unique_ptr<HttpExporter>> HttpExporter::start(const ListenAddress& w
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&where.addr), where.len) < 0 ||
         ::listen(fd.get(), 16) < 0)
         return fail_errno();
-    std::unique_ptr<HttpExporter> self(new HttpExporter(std::move(text)));
-    self->daemon_ = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, 0, nullptr, nullptr,
-        &HttpExporterAccess::answer, self.get(), MHD_OPTION_LISTEN_SOCKET, fd.get(),
-        MHD_OPTION_CONNECTION_LIMIT, kMaxConnections, MHD_OPTION_CONNECTION_TIMEOUT,
-        kTimeoutSeconds, MHD_OPTION_PER_IP_CONNECTION_LIMIT, kMaxConnections, MHD_OPTION_END);
-    if (self->daemon_ == nullptr)
-        return fail_errno(errno != 0 ? errno : EIO);
-    fd.release(); // MHD owns it now and closes it at stop
+    std::unique_ptr<HttpExporter> self(new HttpExporter(event, std::move(fd), std::move(text)));
+    sd_event_source* s = nullptr;
+    if (const int r =
+            sd_event_add_io(event, &s, self->listener_.get(), EPOLLIN, on_accept, self.get());
+        r < 0)
+        return fail_errno(-r);
+    self->accept_.reset(s);
     return self;
 }
 
-HttpExporter::~HttpExporter() {
-    if (daemon_ != nullptr)
-        MHD_stop_daemon(daemon_);
+HttpExporter::HttpExporter(sd_event* event, UniqueFd listener, std::function<std::string()> text)
+    : event_(event), listener_(std::move(listener)), text_(std::move(text)) {}
+
+HttpExporter::~HttpExporter() = default;
+
+int HttpExporter::on_accept(sd_event_source*, int, uint32_t, void* userdata) noexcept {
+    static_cast<HttpExporter*>(userdata)->accept_all();
+    return 0;
+}
+
+int HttpExporter::on_resume(sd_event_source*, uint64_t, void* userdata) noexcept {
+    auto* self = static_cast<HttpExporter*>(userdata);
+    self->resume_.reset();
+    sd_event_source_set_enabled(self->accept_.get(), SD_EVENT_ON);
+    return 0;
+}
+
+void HttpExporter::accept_all() {
+    for (;;) {
+        UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!fd) {
+            if (errno == EMFILE || errno == ENFILE) {
+                // The listener stays readable: pause it rather than spin.
+                sd_event_source* s = nullptr;
+                sd_event_source_set_enabled(accept_.get(), SD_EVENT_OFF);
+                if (sd_event_add_time_relative(event_, &s, CLOCK_MONOTONIC, kResumeUsec, 0,
+                                               on_resume, this) >= 0)
+                    resume_.reset(s);
+                else
+                    sd_event_source_set_enabled(accept_.get(), SD_EVENT_ON);
+            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                spdlog::warn("Metrics listener: accept failed: {}", std::strerror(errno));
+            }
+            if (errno != EINTR && errno != ECONNABORTED)
+                return;
+            continue;
+        }
+        if (conns_.size() >= kMaxConnections)
+            continue; // closed at once: the scrapers already connected are served first
+        auto c = std::make_unique<Connection>();
+        c->owner = this;
+        c->fd = std::move(fd);
+        sd_event_source* io = nullptr;
+        sd_event_source* deadline = nullptr;
+        if (sd_event_add_io(event_, &io, c->fd.get(), EPOLLIN, on_io, c.get()) < 0)
+            continue;
+        c->io.reset(io);
+        if (sd_event_add_time_relative(event_, &deadline, CLOCK_MONOTONIC, kDeadlineUsec, 0,
+                                       on_deadline, c.get()) < 0)
+            continue;
+        c->deadline.reset(deadline);
+        conns_.push_back(std::move(c));
+        conns_.back()->self = std::prev(conns_.end());
+    }
+}
+
+int HttpExporter::on_deadline(sd_event_source*, uint64_t, void* userdata) noexcept {
+    auto* c = static_cast<Connection*>(userdata);
+    c->owner->close(*c);
+    return 0;
+}
+
+int HttpExporter::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept {
+    auto* c = static_cast<Connection*>(userdata);
+    HttpExporter& self = *c->owner;
+    bool open = true;
+    if (c->lingering)
+        open = self.drain(*c);
+    else if (c->out.empty())
+        open = self.read_request(*c);
+    else if (revents & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        open = self.flush(*c);
+    if (!open)
+        self.close(*c);
+    return 0;
+}
+
+bool HttpExporter::read_request(Connection& c) {
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0)
+            return errno == EAGAIN || errno == EINTR;
+        if (n == 0)
+            return false; // gone before its request was whole: nothing to answer
+        if (c.request.feed(std::string_view(buf, static_cast<std::size_t>(n))) !=
+            HttpRequest::State::More)
+            break;
+    }
+    c.out = http_response(c.request, text_);
+    return flush(c);
+}
+
+bool HttpExporter::flush(Connection& c) {
+    while (c.sent < c.out.size()) {
+        const ssize_t n = ::send(c.fd.get(), c.out.data() + c.sent, c.out.size() - c.sent,
+                                 MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                return false;
+            sd_event_source_set_io_events(c.io.get(), EPOLLOUT);
+            return true;
+        }
+        c.sent += static_cast<std::size_t>(n);
+    }
+    ::shutdown(c.fd.get(), SHUT_WR);
+    c.lingering = true;
+    c.out = std::string();
+    sd_event_source_set_io_events(c.io.get(), EPOLLIN);
+    std::uint64_t now = 0;
+    if (sd_event_now(event_, CLOCK_MONOTONIC, &now) >= 0) {
+        std::uint64_t at = 0;
+        sd_event_source_get_time(c.deadline.get(), &at);
+        sd_event_source_set_time(c.deadline.get(), std::min(at, now + kLingerUsec));
+    }
+    return drain(c);
+}
+
+bool HttpExporter::drain(Connection& c) {
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n <= 0)
+            return n < 0 && (errno == EAGAIN || errno == EINTR);
+        // A client that keeps sending after its answer is not reading it: done with.
+        c.drained += static_cast<std::size_t>(n);
+        if (c.drained > kMaxDrain)
+            return false;
+    }
+}
+
+void HttpExporter::close(Connection& c) {
+    conns_.erase(c.self); // its sources and fd with it
 }
 
 } // namespace nsidd::daemon

@@ -1,36 +1,78 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #pragma once
 
+#include <cstddef>
 #include <functional>
+#include <list>
 #include <memory>
-#include <optional>
 #include <string>
 
-#include "daemon/options.hpp"
-#include "util/result.hpp"
+#include <systemd/sd-event.h>
 
-struct MHD_Daemon;
+#include "daemon/http_request.hpp"
+#include "daemon/options.hpp"
+#include "daemon/server.hpp"
+#include "util/result.hpp"
+#include "util/unique_fd.hpp"
 
 namespace nsidd::daemon {
 
-/// The Prometheus endpoint: GET /metrics (and /) over HTTP/1.1, served by libmicrohttpd on a
-/// thread of its own, IPv4 and IPv6. Bounded against slow and hostile scrapers: a few
-/// connections at once, each with a timeout. Stopping it takes milliseconds.
+/// The Prometheus endpoint: GET /metrics (and /) over HTTP/1.1 on nsidd's own event loop, IPv4
+/// and IPv6. One request per connection (each answer says "Connection: close"). Bounded against
+/// slow and hostile scrapers: a few connections at once, a request of a few KiB, a deadline per
+/// connection. Requests are parsed by http-parser (HttpRequest); no TLS library is loaded.
 class HttpExporter {
 public:
-    /// Binds `where` and serves what `text()` returns (called on the exporter's thread: it must
-    /// be thread-safe). Fails with the bind's errno (EADDRINUSE: the port is taken).
-    static Result<std::unique_ptr<HttpExporter>> start(const ListenAddress& where,
+    /// Connections served at once; more are closed as they are accepted.
+    static constexpr std::size_t kMaxConnections = 8;
+    /// A connection's time to send its request and read the answer.
+    static constexpr std::uint64_t kDeadlineUsec = 10'000'000;
+
+    /// Binds `where` and serves what `text()` returns (called on the loop, once per scrape).
+    /// Fails with the bind's errno (EADDRINUSE: the port is taken).
+    static Result<std::unique_ptr<HttpExporter>> start(sd_event* event, const ListenAddress& where,
                                                        std::function<std::string()> text);
     ~HttpExporter();
     HttpExporter(const HttpExporter&) = delete;
     HttpExporter& operator=(const HttpExporter&) = delete;
 
+    std::size_t connections() const noexcept { return conns_.size(); }
+
 private:
-    explicit HttpExporter(std::function<std::string()> text) : text_(std::move(text)) {}
+    struct Connection {
+        HttpExporter* owner = nullptr;
+        UniqueFd fd;
+        EventSource io;
+        EventSource deadline;
+        HttpRequest request;
+        std::string out;      // the answer, once the request is read
+        std::size_t sent = 0; // of out
+        bool lingering = false;
+        std::size_t drained = 0; // bytes read and dropped while lingering
+        std::list<std::unique_ptr<Connection>>::iterator self;
+    };
+
+    HttpExporter(sd_event* event, UniqueFd listener, std::function<std::string()> text);
+    static int on_accept(sd_event_source*, int, uint32_t, void* userdata) noexcept;
+    static int on_resume(sd_event_source*, uint64_t, void* userdata) noexcept;
+    static int on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept;
+    static int on_deadline(sd_event_source*, uint64_t, void* userdata) noexcept;
+    void accept_all();
+    // Reads the request; false: the connection is done with.
+    bool read_request(Connection& c);
+    // Sends what is left of the answer; false: the connection is done with.
+    bool flush(Connection& c);
+    // After the answer: reads and discards until the client closes (closing with unread input
+    // would reset the connection and could lose the answer on its way).
+    bool drain(Connection& c);
+    void close(Connection& c);
+
+    sd_event* event_;
+    UniqueFd listener_;
     std::function<std::string()> text_;
-    MHD_Daemon* daemon_ = nullptr;
-    friend struct HttpExporterAccess;
+    EventSource accept_;
+    EventSource resume_; // out of fds: accepting waits for this timer
+    std::list<std::unique_ptr<Connection>> conns_;
 };
 
 } // namespace nsidd::daemon

@@ -114,14 +114,13 @@ Metrics::Metrics(std::vector<std::string_view> methods)
         requests_.Add({{"method", "other"}, {"result", r}});
 }
 
-Result<void> Metrics::listen(const std::string& address) {
+Result<void> Metrics::listen(sd_event* event, const std::string& address) {
     const auto where = parse_listen_address(address);
     if (!where) {
         spdlog::error("Failed to listen for metrics on {}: not ADDR:PORT or [ADDR]:PORT", address);
         return fail(Errc::Malformed);
     }
-    // The exporter's thread only reads the registry, which prometheus-cpp makes thread-safe.
-    auto exporter = HttpExporter::start(*where, [this] { return text(); });
+    auto exporter = HttpExporter::start(event, *where, [this] { return text(); });
     if (!exporter) {
         const bool taken = exporter.error() == std::errc::address_in_use;
         spdlog::error("Failed to listen for metrics on {}: {}{}", address,

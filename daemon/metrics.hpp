@@ -30,9 +30,9 @@ public:
     /// `methods`: the Varlink method names that get their own request series.
     explicit Metrics(std::vector<std::string_view> methods);
 
-    /// Serves the metrics over HTTP on "ADDR:PORT" or "[ADDR]:PORT". Logs why it could not and
-    /// fails with the reason (EADDRINUSE: the port is taken).
-    Result<void> listen(const std::string& address);
+    /// Serves the metrics over HTTP on "ADDR:PORT" or "[ADDR]:PORT", on `event`'s loop. Logs
+    /// why it could not and fails with the reason (EADDRINUSE: the port is taken).
+    Result<void> listen(sd_event* event, const std::string& address);
 
     /// What the metrics are read from.
     struct Sources {

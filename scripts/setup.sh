@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 build_pkgs="meson ninja-build g++ pkg-config libmnl-dev libsystemd-dev libspdlog-dev
     libcli11-dev nlohmann-json3-dev libexpected-dev libgtest-dev libgmock-dev
-    libbenchmark-dev prometheus-cpp-dev libmicrohttpd-dev iproute2 python3 scdoc"
+    libbenchmark-dev prometheus-cpp-dev libhttp-parser-dev iproute2 python3 scdoc"
 test_pkgs="clang-format util-linux git systemd man-db prometheus prometheus-alertmanager valgrind
     build-essential debhelper dpkg-dev lintian debootstrap systemd-container"
 pkgs=$build_pkgs

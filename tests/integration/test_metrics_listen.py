@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """The metrics listener: IPv4 and IPv6, a bad address refused at start (exit 2 naming the key), a
-port in use refused with the reason (exit 1), a clean stop in well under a second, and a stuck
-scraper that does not hold up the daemon."""
+port in use refused with the reason (exit 1), a clean stop in well under a second, a stuck
+scraper that does not hold up the daemon, and hostile clients: wrong methods and paths,
+malformed and oversized requests, more connections than allowed, one that never sends, one that
+floods after its answer. None of them changes what the next scraper is served."""
 import socket
 import subprocess
 import time
@@ -36,6 +38,70 @@ for listen, url in (('127.0.0.1:19481', 'http://127.0.0.1:19481/metrics'),
     assert d.proc.returncode == 0
     t.log('%s: scraped; stopped in %.0f ms' % (listen, took * 1000))
     assert took < 5, took  # it was ~1 s with the previous exporter; a bound noise cannot cross
+
+
+
+def raw(port, data, timeout=5):
+    """Sends `data` and reads until the server closes: the whole answer."""
+    with socket.create_connection(('127.0.0.1', port), timeout=timeout) as c:
+        c.sendall(data)
+        out = b''
+        while True:
+            got = c.recv(65536)
+            if not got:
+                return out
+            out += got
+
+
+d = t.Daemon('--metrics-listen', '127.0.0.1:19484')
+url = 'http://127.0.0.1:19484/metrics'
+head = raw(19484, b'HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+assert head.startswith(b'HTTP/1.1 200 ') and head.endswith(b'\r\n\r\n'), head
+length = int(head.split(b'Content-Length: ')[1].split(b'\r\n')[0])
+assert length > 1000, head
+for request, status in ((b'POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nab', b'405'),
+                        (b'GET /secret HTTP/1.1\r\n\r\n', b'404'),
+                        (b'\x00\x01\x02 nonsense\r\n\r\n', b'400'),
+                        (b'GET / HTTP/1.1\r\nX: ' + b'a' * 9000 + b'\r\n\r\n', b'431'),
+                        (b'GET /' + b'a' * 5000 + b' HTTP/1.1\r\n\r\n', b'431')):
+    answer = raw(19484, request)
+    assert answer.startswith(b'HTTP/1.1 ' + status + b' '), (request[:40], answer[:200])
+t.log('HEAD: headers only (%d-byte body announced); POST 405, other path 404, garbage 400, '
+      'oversized 431' % length)
+# More connections than allowed: the extra one is closed at once; the others are not served
+# less, and once they go the listener serves again.
+stuck = [socket.create_connection(('127.0.0.1', 19484)) for _ in range(8)]
+time.sleep(0.3)
+extra = socket.create_connection(('127.0.0.1', 19484), timeout=5)
+assert extra.recv(100) == b'', 'a ninth connection was kept'
+extra.close()
+assert 'version' in d.status()
+for s in stuck[1:]:
+    s.close()
+# One that never sends is closed at its deadline (10 s), not before and not never.
+started = time.monotonic()
+stuck[0].settimeout(30)
+assert stuck[0].recv(100) == b''
+waited = time.monotonic() - started
+stuck[0].close()
+assert 5 < waited < 25, waited
+assert 'nsidd_entries 1' in scrape(url)
+t.log('8 connections at most (a ninth closed at once); a silent one closed after %.1f s' % waited)
+# A client that floods after its answer is cut off; the daemon answers throughout.
+flood = socket.create_connection(('127.0.0.1', 19484), timeout=5)
+flood.sendall(b'GET /metrics HTTP/1.1\r\n\r\n')
+sent = 0
+try:
+    while sent < 8 << 20:
+        sent += flood.send(b'x' * 65536)
+except OSError:
+    pass
+flood.close()
+assert 'version' in d.status()
+assert 'nsidd_entries 1' in scrape(url)
+t.log('a client flooding after its answer: cut off after %d KiB sent' % (sent // 1024))
+d.stop()
+assert d.proc.returncode == 0
 
 # The port is taken: exit 1, saying so.
 holder = socket.socket()
