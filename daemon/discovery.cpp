@@ -219,7 +219,7 @@ std::vector<std::string> leak_fields(registry::Nsid nsid, const registry::Identi
 
 std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::PeerState s,
                       double grace) {
-    const auto& had = p.names.empty() ? p.former_names : p.names;
+    const auto& had = p.names->empty() ? *p.former_names : *p.names;
     const std::string id =
         fmt::format("Peer namespace nsid {} ({}cookie {}, inode {})", nsid,
                     had.empty() ? "" : fmt::format("was {}, ", fmt::join(had, ",")),

@@ -218,17 +218,15 @@ void Engine::renew_verdicts() {
             next.emplace(nsid, Verdict{since, 0});
             continue;
         }
-        if (const auto& peer = row.entry.peer; !peer.names.empty() || peer.pid ||
+        if (const auto& peer = row.entry.peer; !peer.names->empty() || peer.pid ||
                                                peer.holders.processes > 0 ||
                                                !peer.holders.mounts->empty()) {
             // Nothing discovery can see holds it now: no process, no mount, no name.
             auto id = peer;
-            for (const auto& n : id.names)
-                id.former_names.push_back(n);
-            std::sort(id.former_names.begin(), id.former_names.end());
-            id.former_names.erase(std::unique(id.former_names.begin(), id.former_names.end()),
-                                  id.former_names.end());
-            id.names.clear();
+            if (!id.names->empty()) {
+                id.former_names = Shared(registry::merge_names(*id.former_names, *id.names));
+                id.names = {};
+            }
             id.pid.reset();
             id.holders =
                 registry::Holders{{}, {}, {}, {}, peer.holders.fds, peer.holders.other_mounts};

@@ -31,8 +31,9 @@ struct Namespace {
     std::uint64_t cookie = 0;
     bool cookie_is_inode = false;
     std::uint64_t inode = 0;
-    std::vector<std::string> names;          ///< bind mounts under the netns directory (sorted)
-    std::vector<std::string> former_names;   ///< names it had there, no longer (sorted)
+    /// Bind mounts under the netns directory, and the names it had there, no longer (sorted;
+    /// shared with the registry: changed as copies).
+    Shared<std::vector<std::string>> names, former_names;
     Shared<std::vector<std::string>> mounts; ///< every mount point that reaches it (sorted)
     /// Bind mounts in other mount namespaces, /proc/PID/root/PATH (the last /proc pass, sorted).
     std::vector<std::string> other_mounts;

@@ -124,20 +124,25 @@ std::optional<std::string_view> Catalog::name_of(const std::string& path) const 
 
 namespace {
 
-// Inserts `value` into the sorted `v`; false when it was there.
-bool insert_sorted(std::vector<std::string>& v, std::string_view value) {
-    const auto at = std::lower_bound(v.begin(), v.end(), value);
-    if (at != v.end() && *at == value)
+// Inserts `value` into the sorted list `v` (shared with registry rows: a changed copy replaces
+// it); false when it was there.
+bool insert_sorted(Shared<std::vector<std::string>>& v, std::string_view value) {
+    const auto at = std::lower_bound(v->begin(), v->end(), value);
+    if (at != v->end() && *at == value)
         return false;
-    v.emplace(at, value);
+    auto copy = *v;
+    copy.emplace(copy.begin() + (at - v->begin()), value);
+    v = Shared(std::move(copy));
     return true;
 }
 
-bool erase_sorted(std::vector<std::string>& v, std::string_view value) {
-    const auto at = std::lower_bound(v.begin(), v.end(), value);
-    if (at == v.end() || *at != value)
+bool erase_sorted(Shared<std::vector<std::string>>& v, std::string_view value) {
+    const auto at = std::lower_bound(v->begin(), v->end(), value);
+    if (at == v->end() || *at != value)
         return false;
-    v.erase(at);
+    auto copy = *v;
+    copy.erase(copy.begin() + (at - v->begin()));
+    v = Shared(std::move(copy));
     return true;
 }
 
@@ -155,9 +160,7 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
         // becomes a former name).
         if (auto was = namespaces_.find(at->second.second); was != namespaces_.end()) {
             Namespace& ns = was->second;
-            auto mounts = *ns.mounts; // shared with the registry: changed as a copy
-            erase_sorted(mounts, path);
-            ns.mounts = Shared(std::move(mounts));
+            erase_sorted(ns.mounts, path);
             if (name && erase_sorted(ns.names, *name))
                 insert_sorted(ns.former_names, *name);
             changed_.push_back(ns.cookie);
@@ -171,9 +174,7 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
         return;
     Namespace& ns = it->second;
     mounts_.emplace(path, std::make_pair(inode, cookie));
-    auto mounts = *ns.mounts;
-    if (insert_sorted(mounts, path))
-        ns.mounts = Shared(std::move(mounts));
+    insert_sorted(ns.mounts, path);
     if (name) {
         insert_sorted(ns.names, *name);
         erase_sorted(ns.former_names, *name);

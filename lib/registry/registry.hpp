@@ -48,11 +48,13 @@ struct Holders {
 };
 
 struct Identity {
-    std::optional<std::uint64_t> cookie;   ///< NS_GET_ID / SO_NETNS_COOKIE, never reused
-    std::optional<std::uint64_t> inode;    ///< nsfs inode, reused after death
-    std::vector<std::string> names;        ///< current /run/netns names (as `ip netns` lists)
-    std::vector<std::string> former_names; ///< names it had under /run/netns, no longer
-    std::optional<std::int32_t> pid;       ///< one process inside it
+    std::optional<std::uint64_t> cookie; ///< NS_GET_ID / SO_NETNS_COOKIE, never reused
+    std::optional<std::uint64_t> inode;  ///< nsfs inode, reused after death
+    /// Current /run/netns names (as `ip netns` lists), sorted; shared with the catalog.
+    Shared<std::vector<std::string>> names;
+    /// Names it had under /run/netns, no longer (sorted); shared with the catalog.
+    Shared<std::vector<std::string>> former_names;
+    std::optional<std::int32_t> pid; ///< one process inside it
     Holders holders;
     Shared<Owner> owner; ///< unknown: empty
     /// When nsidd first saw it, where that is earlier than the row (kept across restarts).
@@ -128,6 +130,11 @@ struct Counters {
     /// undecidable from the stream. When this grows, read the tables again.
     std::uint64_t ambiguous = 0;
 };
+
+/// The sorted union of two sorted name lists (a peer's names become former names when it is no
+/// longer held by them).
+std::vector<std::string> merge_names(const std::vector<std::string>& a,
+                                     const std::vector<std::string>& b);
 
 /// Self's id for the peer of a row in `observer`'s table, where known.
 std::optional<Nsid> peer_of(Observer observer, const Entry& entry) noexcept;
