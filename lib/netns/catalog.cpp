@@ -144,7 +144,6 @@ void Catalog::record(std::vector<Opened>& opened, std::uint64_t now_usec, bool f
             }
         }
         ns.inode = m.inode;
-        ns.path = m.path;
         if (from_proc) {
             ++ns.pass_processes;
             if (ns.seen_pass != pass_ && ns.pid != m.pid) {
@@ -207,7 +206,7 @@ void Catalog::verify_saved_ids(std::size_t n) {
             break;
         if (!entry.unverified)
             continue;
-        auto m = open_ns(entry.path, std::nullopt);
+        auto m = open_ns(reach_path(entry), std::nullopt);
         if (!m || m->cookie != cookie)
             continue;
         ns.push_back(&entry);
@@ -386,7 +385,7 @@ bool Catalog::ask_unassigned(const std::function<bool()>& out_of_time,
         if (asked.empty() && enough && enough())
             break; // every id is explained: the rest of the round would find nothing
         ns->asked_round = round_;
-        auto m = open_ns(ns->path, std::nullopt);
+        auto m = open_ns(reach_path(*ns), std::nullopt);
         if (!m)
             continue;
         // The path may lead to another namespace now (the inode was reused): record that one.
@@ -403,8 +402,22 @@ bool Catalog::is_reachable(std::uint64_t cookie) {
     const auto it = namespaces_.find(cookie);
     if (it == namespaces_.end())
         return false;
-    const auto m = open_ns(it->second.path, std::nullopt);
+    const auto m = open_ns(reach_path(it->second), std::nullopt);
     return m && m->cookie == cookie;
+}
+
+std::string Catalog::reach_path(const Namespace& ns) const {
+    if (!ns.mounts->empty())
+        return ns.mounts->front();
+    if (!ns.other_mounts.empty())
+        return ns.other_mounts.front();
+    // Met through another mount namespace in the pass under way (other_mounts is set at its end).
+    if (const auto it = pass_other_mounts_.find(ns.inode);
+        it != pass_other_mounts_.end() && !it->second.empty())
+        return it->second.front();
+    if (ns.pid)
+        return roots_.proc_dir + "/" + std::to_string(*ns.pid) + "/ns/net";
+    return {};
 }
 
 SavedIds Catalog::saved_ids() const {

@@ -47,7 +47,6 @@ struct Namespace {
     std::uint64_t no_process_since_usec = 0; ///< end of the first pass that met none; 0: one
     Shared<Owner> owner;                     ///< from the cgroup of a process met inside it
     std::optional<std::int32_t> nsid;        ///< self's id for it, when it has one
-    std::string path;                        ///< where it was last reached
     std::uint64_t first_seen_usec = 0;       ///< CLOCK_REALTIME
     std::uint64_t seen_pass = 0;             ///< the last /proc pass that met a process in it
     std::uint64_t asked_round = 0;           ///< the last refresh round that asked for its id
@@ -101,8 +100,8 @@ public:
     /// `enough()` may end the round early (true: every id is explained now).
     bool ask_unassigned(const std::function<bool()>& out_of_time = {},
                         const std::function<bool()>& enough = {});
-    /// Whether the namespace is still where it was last reached (opened again: same cookie).
-    /// Asks the kernel nothing.
+    /// Whether the namespace is still where it was last seen (reach_path() opened again: same
+    /// cookie). Asks the kernel nothing.
     bool is_reachable(std::uint64_t cookie);
     /// The namespace is dead (its id was deleted): forget it.
     void forget(std::uint64_t cookie);
@@ -182,6 +181,10 @@ private:
     // (for the slice's budget).
     std::size_t read_other_mounts(const char* pid, std::uint64_t now_usec);
     void set_nsid(Namespace& ns, std::optional<std::int32_t> nsid);
+    // Where the namespace was last seen: a mount point of it here, one in another mount
+    // namespace, or a process in it ("" when none is known). Derived, not stored: one path per
+    // namespace would be the largest string the catalog holds.
+    std::string reach_path(const Namespace& ns) const;
     // Reads the command name and the owner (cgroup) of the namespace's process.
     void describe_process(Namespace& ns);
     void drop(std::unordered_map<std::uint64_t, Namespace>::iterator it);

@@ -61,8 +61,7 @@ Catalog::reach_saved_mount(const std::string& path, std::uint64_t now_usec) {
     }
     Namespace& ns = it->second;
     ++stats_.by_saved_mount;
-    ns.inode = stx.stx_ino;
-    ns.path = path;
+    ns.inode = stx.stx_ino; // its mount point is recorded by place(), after this scan
     return std::make_pair(static_cast<std::uint64_t>(stx.stx_ino), cookie);
 }
 
