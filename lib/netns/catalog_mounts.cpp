@@ -34,7 +34,7 @@ std::unordered_map<std::uint64_t, std::uint64_t> Catalog::saved_mount_ids() cons
     // last look (same inode, so the same live namespace) is that root.
     std::unordered_map<std::uint64_t, std::uint64_t> out;
     for (const auto& [id, m] : mount_table_.by_id())
-        if (const auto at = mounts_.find(m.path);
+        if (const auto at = mounts_.find(*m.path);
             at != mounts_.end() && at->second.first == m.inode)
             if (const auto ns = namespaces_.find(at->second.second);
                 ns != namespaces_.end() && ns->second.nsid && !ns->second.cookie_is_inode)

@@ -129,19 +129,25 @@ std::vector<NsfsMount> MountTable::mounts() const {
     std::vector<NsfsMount> out;
     out.reserve(nsfs_.size());
     for (const auto& [id, m] : nsfs_)
-        out.push_back(m);
+        out.push_back(NsfsMount{m.inode, *m.path});
     return out;
 }
 
-void MountTable::add(const NsfsMount& m) {
-    changed_paths_.push_back(m.path);
-    ++paths_[m.path];
+void MountTable::add(std::uint64_t id, NsfsMount m) {
+    if (nsfs_.count(id))
+        return; // listed already (mount ids are never reused)
+    const auto at = paths_.try_emplace(std::move(m.path), 0).first;
+    ++at->second;
+    changed_paths_.push_back(at->first);
+    nsfs_.emplace(id, Listed{m.inode, &at->first});
 }
 
-void MountTable::remove(const NsfsMount& m) {
-    changed_paths_.push_back(m.path);
-    if (auto it = paths_.find(m.path); it != paths_.end() && --it->second == 0)
-        paths_.erase(it);
+void MountTable::remove(std::unordered_map<std::uint64_t, Listed>::iterator it) {
+    const auto at = paths_.find(*it->second.path);
+    changed_paths_.push_back(at->first);
+    nsfs_.erase(it);
+    if (--at->second == 0)
+        paths_.erase(at); // no mount is listed there any more: nothing points at its path
 }
 
 bool MountTable::refresh_mountinfo() {
@@ -261,10 +267,8 @@ bool MountTable::refresh_listmount(bool full) {
             if (!stat_id(id, m))
                 continue; // unmounted already
             listed_.push_back(id);
-            if (m) {
-                add(*m);
-                nsfs_.emplace(id, std::move(*m));
-            }
+            if (m)
+                add(id, std::move(*m));
         }
         return true;
     }
@@ -280,17 +284,13 @@ bool MountTable::refresh_listmount(bool full) {
             std::optional<NsfsMount> m;
             if (stat_id(ids_[i], m)) { // else unmounted already
                 next.push_back(ids_[i]);
-                if (m) { // else another file system
-                    add(*m);
-                    nsfs_.emplace(ids_[i], std::move(*m));
-                }
+                if (m) // else another file system
+                    add(ids_[i], std::move(*m));
             }
             ++i;
         } else if (i == ids_.size() || listed_[j] < ids_[i]) {
-            if (auto it = nsfs_.find(listed_[j]); it != nsfs_.end()) {
-                remove(it->second);
-                nsfs_.erase(it);
-            }
+            if (auto it = nsfs_.find(listed_[j]); it != nsfs_.end())
+                remove(it);
             ++j;
         } else {
             next.push_back(ids_[i]);

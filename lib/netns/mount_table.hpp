@@ -34,8 +34,14 @@ public:
     const std::unordered_map<std::string, std::uint32_t>& paths() const noexcept { return paths_; }
     /// The nsfs mounts, in no particular order (O(mounts): for checks and tests).
     std::vector<NsfsMount> mounts() const;
+    /// An nsfs mount known by its unique mount id (listmount(2) only). `path` is the key of
+    /// paths(), valid while the mount is listed.
+    struct Listed {
+        std::uint64_t inode = 0;
+        const std::string* path = nullptr;
+    };
     /// The nsfs mounts by unique mount id (listmount(2) only; empty when reading the text).
-    const std::unordered_map<std::uint64_t, NsfsMount>& by_id() const noexcept { return nsfs_; }
+    const std::unordered_map<std::uint64_t, Listed>& by_id() const noexcept { return nsfs_; }
     /// Whether refresh() uses listmount(2)/statmount(2).
     bool uses_listmount() const noexcept { return listmount_; }
 
@@ -46,8 +52,9 @@ private:
     bool list_new();
     std::optional<std::uint32_t> mount_count() const;
     bool stat_id(std::uint64_t id, std::optional<NsfsMount>& out);
-    void add(const NsfsMount& m);
-    void remove(const NsfsMount& m);
+    // A new nsfs mount: counted under its mount point (which keeps the one copy of the path).
+    void add(std::uint64_t id, NsfsMount m);
+    void remove(std::unordered_map<std::uint64_t, Listed>::iterator it);
     void fall_back();
 
     std::string mountinfo_;
@@ -59,7 +66,7 @@ private:
     std::vector<std::uint64_t> ids_, listed_;
     UniqueFd mnt_ns_;    // our mount namespace: NS_MNT_GET_INFO counts its mounts
     int until_full_ = 0; // rereads that may list only the new ids before a full listing
-    std::unordered_map<std::uint64_t, NsfsMount> nsfs_;
+    std::unordered_map<std::uint64_t, Listed> nsfs_;
     // mountinfo: the nsfs mounts of the last parse, in its order.
     std::vector<NsfsMount> text_;
     std::vector<char> stat_buf_;
