@@ -198,13 +198,13 @@ std::vector<std::string> leak_fields(registry::Nsid nsid, const registry::Identi
     std::vector<std::string> f{"NSID=" + std::to_string(nsid), std::string("STATE=") + state};
     if (p.cookie)
         f.push_back("COOKIE=" + std::to_string(*p.cookie));
-    if (!p.holders.fds.empty()) {
-        f.push_back("HOLDER_PID=" + std::to_string(p.holders.fds.front().pid));
-        f.push_back("HOLDER_COMM=" + p.holders.fds.front().comm);
+    if (!p.holders.fds->empty()) {
+        f.push_back("HOLDER_PID=" + std::to_string(p.holders.fds->front().pid));
+        f.push_back("HOLDER_COMM=" + p.holders.fds->front().comm);
     }
     for (const auto& m : *p.holders.mounts)
         f.push_back("MOUNT_PATH=" + m);
-    for (const auto& m : p.holders.other_mounts)
+    for (const auto& m : *p.holders.other_mounts)
         f.push_back("MOUNT_PATH=" + m);
     if (p.owner) {
         if (!p.owner->unit.empty())
@@ -234,8 +234,8 @@ std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::
         return fmt::format(
             "{} is held only by {} of pid {} ({}), fd {}: that process keeps "
             "it alive",
-            id, p.holders.fds.front().socket ? "a socket created inside it" : "an fd",
-            p.holders.fds.front().pid, p.holders.fds.front().comm, p.holders.fds.front().fd);
+            id, p.holders.fds->front().socket ? "a socket created inside it" : "an fd",
+            p.holders.fds->front().pid, p.holders.fds->front().comm, p.holders.fds->front().fd);
     default:
         return fmt::format("{} has had no process, no bind mount and no fd holding it for {} s "
                            "or more: the kernel (a socket, a device) keeps it alive",

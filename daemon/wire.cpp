@@ -35,7 +35,7 @@ varlink::Json fds_json(const std::vector<registry::FdHolder>& fds) {
 
 varlink::Json mounts_json(const registry::Holders& h) {
     auto out = varlink::Json(*h.mounts);
-    for (const auto& m : h.other_mounts)
+    for (const auto& m : *h.other_mounts)
         out.push_back(m);
     return out;
 }
@@ -52,7 +52,7 @@ varlink::Json peer_json(const registry::Identity& id) {
               {"pid", or_null(h.pid)},
               {"comm", h.comm.empty() ? varlink::Json(nullptr) : varlink::Json(h.comm)},
               {"mounts", mounts_json(h)},
-              {"fds", fds_json(h.fds)}}},
+              {"fds", fds_json(*h.fds)}}},
             {"owner", owner_json(id.owner)}};
 }
 

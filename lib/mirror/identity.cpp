@@ -334,13 +334,14 @@ bool Engine::discover_fds(std::size_t budget) {
                 it != fd_scan_.found().end())
                 for (const auto& h : it->second)
                     fds.push_back(registry::FdHolder{h.pid, h.comm, h.fd, h.socket});
-        if (fds != row.entry.peer.holders.fds) {
+        if (fds != *row.entry.peer.holders.fds) {
             auto id = row.entry.peer;
             // Whose it is, when no process inside ever said: the fd holder's.
             if (!id.owner && !fds.empty())
                 if (auto owner = fd_holder_owner(fds.front().pid))
                     id.owner = Shared(std::move(*owner));
-            id.holders.fds = std::move(fds);
+            id.holders.fds =
+                fds.empty() ? Shared<std::vector<registry::FdHolder>>() : Shared(std::move(fds));
             updates.emplace_back(nsid, std::move(id));
         }
     }

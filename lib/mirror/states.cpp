@@ -93,7 +93,7 @@ PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint6
         deadline = ns->no_process_since_usec + grace;
         return PeerState::Mounted;
     }
-    if (!entry.peer.holders.fds.empty())
+    if (!entry.peer.holders.fds->empty())
         return PeerState::FdHeld;
     if (now - v->second.unheld_since >= grace)
         return PeerState::Pinned;

@@ -274,8 +274,9 @@ void Catalog::end_pass(std::uint64_t now_usec) {
             other = std::move(it->second);
             std::sort(other.begin(), other.end());
         }
-        if (other != ns.other_mounts) {
-            ns.other_mounts = std::move(other);
+        if (other != *ns.other_mounts) {
+            ns.other_mounts =
+                other.empty() ? Shared<std::vector<std::string>>() : Shared(std::move(other));
             changed_.push_back(cookie);
         }
         // What this pass counted is what holds it now; without a process, no pid to show.
@@ -409,8 +410,8 @@ bool Catalog::is_reachable(std::uint64_t cookie) {
 std::string Catalog::reach_path(const Namespace& ns) const {
     if (!ns.mounts->empty())
         return ns.mounts->front();
-    if (!ns.other_mounts.empty())
-        return ns.other_mounts.front();
+    if (!ns.other_mounts->empty())
+        return ns.other_mounts->front();
     // Met through another mount namespace in the pass under way (other_mounts is set at its end).
     if (const auto it = pass_other_mounts_.find(ns.inode);
         it != pass_other_mounts_.end() && !it->second.empty())

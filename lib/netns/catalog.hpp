@@ -36,10 +36,10 @@ struct Namespace {
     Shared<std::vector<std::string>> names, former_names;
     Shared<std::vector<std::string>> mounts; ///< every mount point that reaches it (sorted)
     /// Bind mounts in other mount namespaces, /proc/PID/root/PATH (the last /proc pass, sorted).
-    std::vector<std::string> other_mounts;
+    Shared<std::vector<std::string>> other_mounts;
     /// Any nsfs bind mount, under the netns directory or not, here or in another mount
     /// namespace.
-    bool mounted() const noexcept { return !mounts->empty() || !other_mounts.empty(); }
+    bool mounted() const noexcept { return !mounts->empty() || !other_mounts->empty(); }
     std::optional<pid_t> pid;                ///< one process inside it, from the last /proc pass
     std::string comm;                        ///< that process's command name
     std::uint32_t processes = 0;             ///< processes inside it, counted by the last pass

@@ -41,9 +41,11 @@ struct Holders {
     std::optional<std::int32_t> pid;         ///< one of them
     std::string comm;                        ///< its command name
     Shared<std::vector<std::string>> mounts; ///< nsfs bind mounts of it, anywhere (sorted)
-    std::vector<FdHolder> fds;               ///< searched only while nothing above holds it
-    /// Bind mounts in other mount namespaces, as /proc/PID/root/PATH: searched with the fds.
-    std::vector<std::string> other_mounts;
+    /// Searched only while nothing above holds it. (This and the next are rarely set: shared,
+    /// an empty one costs a row a null pointer.)
+    Shared<std::vector<FdHolder>> fds;
+    /// Bind mounts in other mount namespaces, as /proc/PID/root/PATH (sorted).
+    Shared<std::vector<std::string>> other_mounts;
     bool operator==(const Holders&) const = default;
 };
 

@@ -768,9 +768,9 @@ TEST(Mirror, VerdictsFollowTheClock) {
     fs::create_symlink("net:[" + std::to_string(st.st_ino) + "]", sim.root() / "proc/4242/fd/7");
     ASSERT_TRUE(engine.discover_fds(SIZE_MAX));
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::FdHeld);
-    EXPECT_EQ(rows.at(1).entry.peer.holders.fds,
+    EXPECT_EQ(*rows.at(1).entry.peer.holders.fds,
               (std::vector<registry::FdHolder>{{4242, "keeper", 7}}));
-    EXPECT_TRUE(rows.at(0).entry.peer.holders.fds.empty());
+    EXPECT_TRUE(rows.at(0).entry.peer.holders.fds->empty());
     // The same unheld peers are searched for again only a minute after the last search.
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
     EXPECT_FALSE(engine.fds_due());
@@ -781,7 +781,7 @@ TEST(Mirror, VerdictsFollowTheClock) {
     ASSERT_TRUE(engine.fds_due());
     ASSERT_TRUE(engine.discover_fds(SIZE_MAX));
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Pinned);
-    EXPECT_TRUE(rows.at(1).entry.peer.holders.fds.empty());
+    EXPECT_TRUE(rows.at(1).entry.peer.holders.fds->empty());
     // A namespace mounted after the last look at the mounts (rescans back off under load) is
     // not judged by passes that could not have seen its mount, however long they take.
     sim.assign_self(sim.named("late"));
