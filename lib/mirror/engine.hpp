@@ -213,8 +213,17 @@ private:
         std::uint64_t row_since = 0;    // the row it is about (ids are reused)
         std::uint64_t unheld_since = 0; // 0: held; else wall clock since when not
     };
+    // By nsid, ascending: a flat table that each renewal rebuilds in row order (no allocation
+    // per row). A verdict taken back stays as a blank (row_since 0: it matches no row, and says
+    // "held", so no search is made for it) until the next renewal drops it, so that an id
+    // reused meanwhile takes its slot back without moving the rest.
+    using Verdicts = std::vector<std::pair<Nsid, Verdict>>;
+    // The verdict on `nsid`'s row, or nullptr.
+    const Verdict* verdict(Nsid nsid) const;
+    void set_verdict(Nsid nsid, Verdict v);
+    void clear_verdict(Nsid nsid);
     // Touches the rows whose verdict differs between the two.
-    void touch_changed(const std::map<Nsid, Verdict>& was, const std::map<Nsid, Verdict>& is);
+    void touch_changed(const Verdicts& was, const Verdicts& is);
 
     Kernel& kernel_;
     Config config_;
@@ -232,7 +241,7 @@ private:
     // The unheld rows (id, first seen) the last search began for.
     std::set<std::pair<Nsid, std::uint64_t>> fd_searched_for_;
     std::uint64_t fd_searched_usec_ = 0; // when it was due
-    std::map<Nsid, Verdict> verdicts_;
+    Verdicts verdicts_;
     // Self's rows as last settled by take_updates(): what state() answers.
     struct Shown {
         std::uint64_t row_since = 0;

@@ -51,7 +51,7 @@ void Engine::drop_distrusted() {
             rows.push_back(nsid);
     for (const Nsid nsid : rows) {
         set_peer(nsid, {});
-        verdicts_.erase(nsid);
+        clear_verdict(nsid);
         unidentified_.insert(nsid);
     }
     if (!refresh_due_)
@@ -79,7 +79,7 @@ void Engine::attach_changed() {
         }
         set_peer(nsid, identity_of(it->second));
         // Found through a process or a mount: held now.
-        verdicts_[nsid] = Verdict{row->second.entry.since_usec, 0};
+        set_verdict(nsid, Verdict{row->second.entry.since_usec, 0});
         touch(nsid);
     }
 }
@@ -90,9 +90,8 @@ void Engine::forget_dead(const registry::Change& c) {
         catalog_.forget(*c.entry.peer.cookie);
     else if (const auto* ns = catalog_.by_nsid(c.entry.nsid))
         catalog_.forget(ns->cookie);
-    if (auto v = verdicts_.find(c.entry.nsid);
-        v != verdicts_.end() && v->second.row_since == c.entry.since_usec)
-        verdicts_.erase(v);
+    if (const auto* v = verdict(c.entry.nsid); v && v->row_since == c.entry.since_usec)
+        clear_verdict(c.entry.nsid);
     if (auto s = shown_.find(c.entry.nsid);
         s != shown_.end() && s->second.row_since == c.entry.since_usec) {
         // The last state decided: a peer being torn down (its mount gone, its DEL on the way)
@@ -122,7 +121,7 @@ void Engine::identify(const std::vector<registry::Change>& changes) {
             continue;
         if (const auto* ns = catalog_.by_nsid(c.entry.nsid)) {
             set_peer(c.entry.nsid, identity_of(*ns));
-            verdicts_[c.entry.nsid] = Verdict{row->second.entry.since_usec, 0};
+            set_verdict(c.entry.nsid, Verdict{row->second.entry.since_usec, 0});
             touch(c.entry.nsid);
         } else {
             unexplained = true;
@@ -210,12 +209,13 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
 void Engine::renew_verdicts() {
     // A row whose peer nothing held in the pass just ended is unheld since that pass began, or
     // since earlier if it already was.
-    std::map<Nsid, Verdict> next;
+    Verdicts next; // rows come in ascending order: so do its verdicts
+    next.reserve(verdicts_.size());
     std::vector<std::pair<Nsid, registry::Identity>> unheld;
     for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
         const auto since = row.entry.since_usec;
         if (catalog_.by_nsid(nsid) != nullptr) {
-            next.emplace(nsid, Verdict{since, 0});
+            next.emplace_back(nsid, Verdict{since, 0});
             continue;
         }
         if (const auto& peer = row.entry.peer; !peer.names->empty() || peer.pid ||
@@ -235,14 +235,13 @@ void Engine::renew_verdicts() {
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
             // Newer than the pass or the last look at the mounts (either may have missed its
             // holder), or ids still being asked for: no verdict until discovery covers it.
-            if (auto v = verdicts_.find(nsid); v != verdicts_.end() && v->second.row_since == since)
-                next.emplace(nsid, v->second);
+            if (const auto* v = verdict(nsid); v && v->row_since == since)
+                next.emplace_back(nsid, *v);
             continue;
         }
-        const auto v = verdicts_.find(nsid);
-        const bool still =
-            v != verdicts_.end() && v->second.row_since == since && v->second.unheld_since != 0;
-        next.emplace(nsid, Verdict{since, still ? v->second.unheld_since : pass_started_usec_});
+        const auto* v = verdict(nsid);
+        const bool still = v && v->row_since == since && v->unheld_since != 0;
+        next.emplace_back(nsid, Verdict{since, still ? v->unheld_since : pass_started_usec_});
     }
     touch_changed(verdicts_, next);
     verdicts_ = std::move(next);
@@ -328,8 +327,8 @@ bool Engine::discover_fds(std::size_t budget) {
     std::vector<std::pair<Nsid, registry::Identity>> updates;
     for (const auto& [nsid, row] : rows) {
         std::vector<registry::FdHolder> fds;
-        const auto v = verdicts_.find(nsid);
-        if (v != verdicts_.end() && v->second.unheld_since != 0 && row.entry.peer.inode)
+        const auto* v = verdict(nsid);
+        if (v && v->unheld_since != 0 && row.entry.peer.inode)
             if (const auto it = fd_scan_.found().find(*row.entry.peer.inode);
                 it != fd_scan_.found().end())
                 for (const auto& h : it->second)

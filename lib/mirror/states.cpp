@@ -3,11 +3,41 @@
 // updates when they change (docs/design.md, "Data flow", settling), and the view of a row.
 #include "mirror/engine.hpp"
 
+#include <algorithm>
+
 #include <fnmatch.h>
 
 namespace nsidd::mirror {
 
-void Engine::touch_changed(const std::map<Nsid, Verdict>& was, const std::map<Nsid, Verdict>& is) {
+namespace {
+
+// Where `nsid` is, or would go, in a table sorted by nsid.
+template <typename Table> auto slot(Table& table, registry::Nsid nsid) {
+    return std::lower_bound(table.begin(), table.end(), nsid,
+                            [](const auto& x, registry::Nsid n) { return x.first < n; });
+}
+
+} // namespace
+
+const Engine::Verdict* Engine::verdict(Nsid nsid) const {
+    const auto it = slot(verdicts_, nsid);
+    return it != verdicts_.end() && it->first == nsid ? &it->second : nullptr;
+}
+
+void Engine::set_verdict(Nsid nsid, Verdict v) {
+    const auto it = slot(verdicts_, nsid);
+    if (it != verdicts_.end() && it->first == nsid)
+        it->second = v;
+    else
+        verdicts_.emplace(it, nsid, v); // mostly at the end: new ids are mostly the highest
+}
+
+void Engine::clear_verdict(Nsid nsid) {
+    if (const auto it = slot(verdicts_, nsid); it != verdicts_.end() && it->first == nsid)
+        it->second = Verdict{};
+}
+
+void Engine::touch_changed(const Verdicts& was, const Verdicts& is) {
     // Rows whose verdict changed may have changed state.
     for (auto a = was.begin(), b = is.begin(); a != was.end() || b != is.end();) {
         if (b == is.end() || (a != was.end() && a->first < b->first)) {
@@ -74,11 +104,11 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
 PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
                              std::uint64_t& deadline) const {
     deadline = 0;
-    const auto v = verdicts_.find(nsid);
-    if (v == verdicts_.end() || v->second.row_since != entry.since_usec)
+    const auto* v = verdict(nsid);
+    if (v == nullptr || v->row_since != entry.since_usec)
         return PeerState::Unknown;
     const auto grace = config_.orphan_grace_usec;
-    if (v->second.unheld_since == 0) {
+    if (v->unheld_since == 0) {
         const auto* ns = catalog_.by_nsid(nsid);
         if (ns == nullptr || (!ns->pid && ns->processes == 0 && !ns->mounted()))
             return PeerState::Unknown; // its holder went since the last look (a teardown)
@@ -95,9 +125,9 @@ PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint6
     }
     if (!entry.peer.holders.fds->empty())
         return PeerState::FdHeld;
-    if (now - v->second.unheld_since >= grace)
+    if (now - v->unheld_since >= grace)
         return PeerState::Pinned;
-    deadline = v->second.unheld_since + grace;
+    deadline = v->unheld_since + grace;
     return PeerState::Unknown;
 }
 
