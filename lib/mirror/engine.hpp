@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "mirror/by_nsid.hpp"
 #include "mirror/kernel.hpp"
 #include "netns/catalog.hpp"
 #include "netns/fd_scan.hpp"
@@ -213,15 +214,9 @@ private:
         std::uint64_t row_since = 0;    // the row it is about (ids are reused)
         std::uint64_t unheld_since = 0; // 0: held; else wall clock since when not
     };
-    // By nsid, ascending: a flat table that each renewal rebuilds in row order (no allocation
-    // per row). A verdict taken back stays as a blank (row_since 0: it matches no row, and says
-    // "held", so no search is made for it) until the next renewal drops it, so that an id
-    // reused meanwhile takes its slot back without moving the rest.
-    using Verdicts = std::vector<std::pair<Nsid, Verdict>>;
-    // The verdict on `nsid`'s row, or nullptr.
-    const Verdict* verdict(Nsid nsid) const;
-    void set_verdict(Nsid nsid, Verdict v);
-    void clear_verdict(Nsid nsid);
+    // Rebuilt in row order by each renewal. A blank one (taken back) matches no row and says
+    // "held", so no fd search is made for it.
+    using Verdicts = ByNsid<Verdict>;
     // Touches the rows whose verdict differs between the two.
     void touch_changed(const Verdicts& was, const Verdicts& is);
 
@@ -248,7 +243,7 @@ private:
         PeerState state = PeerState::Unknown;
         PeerState decided = PeerState::Unknown; // the last state other than unknown
     };
-    std::unordered_map<Nsid, Shown> shown_;
+    ByNsid<Shown> shown_;
     std::unordered_map<Nsid, bool> touched_; // rows to settle; true: their identity changed
     std::set<std::pair<std::uint64_t, Nsid>> deadlines_; // (wall clock, row) to settle then
     // Self's rows that had no identity when they last changed (a superset of those without).

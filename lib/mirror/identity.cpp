@@ -51,7 +51,7 @@ void Engine::drop_distrusted() {
             rows.push_back(nsid);
     for (const Nsid nsid : rows) {
         set_peer(nsid, {});
-        clear_verdict(nsid);
+        verdicts_.erase(nsid);
         unidentified_.insert(nsid);
     }
     if (!refresh_due_)
@@ -79,7 +79,7 @@ void Engine::attach_changed() {
         }
         set_peer(nsid, identity_of(it->second));
         // Found through a process or a mount: held now.
-        set_verdict(nsid, Verdict{row->second.entry.since_usec, 0});
+        verdicts_[nsid] = Verdict{row->second.entry.since_usec, 0};
         touch(nsid);
     }
 }
@@ -90,17 +90,15 @@ void Engine::forget_dead(const registry::Change& c) {
         catalog_.forget(*c.entry.peer.cookie);
     else if (const auto* ns = catalog_.by_nsid(c.entry.nsid))
         catalog_.forget(ns->cookie);
-    if (const auto* v = verdict(c.entry.nsid); v && v->row_since == c.entry.since_usec)
-        clear_verdict(c.entry.nsid);
-    if (auto s = shown_.find(c.entry.nsid);
-        s != shown_.end() && s->second.row_since == c.entry.since_usec) {
+    if (const auto* v = verdicts_.find(c.entry.nsid); v && v->row_since == c.entry.since_usec)
+        verdicts_.erase(c.entry.nsid);
+    if (const auto* s = shown_.find(c.entry.nsid); s && s->row_since == c.entry.since_usec) {
         // The last state decided: a peer being torn down (its mount gone, its DEL on the way)
         // is unknown for its last moments.
         if ((c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync) &&
-            s->second.decided != PeerState::Unknown)
-            registry_.set_death_state(c.entry.nsid, c.entry.since_usec,
-                                      to_string(s->second.decided));
-        shown_.erase(s);
+            s->decided != PeerState::Unknown)
+            registry_.set_death_state(c.entry.nsid, c.entry.since_usec, to_string(s->decided));
+        shown_.erase(c.entry.nsid);
     }
     pending_down_.erase(c.entry.nsid);
 }
@@ -121,7 +119,7 @@ void Engine::identify(const std::vector<registry::Change>& changes) {
             continue;
         if (const auto* ns = catalog_.by_nsid(c.entry.nsid)) {
             set_peer(c.entry.nsid, identity_of(*ns));
-            set_verdict(c.entry.nsid, Verdict{row->second.entry.since_usec, 0});
+            verdicts_[c.entry.nsid] = Verdict{row->second.entry.since_usec, 0};
             touch(c.entry.nsid);
         } else {
             unexplained = true;
@@ -215,7 +213,7 @@ void Engine::renew_verdicts() {
     for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
         const auto since = row.entry.since_usec;
         if (catalog_.by_nsid(nsid) != nullptr) {
-            next.emplace_back(nsid, Verdict{since, 0});
+            next.push_back(nsid, Verdict{since, 0});
             continue;
         }
         if (const auto& peer = row.entry.peer; !peer.names->empty() || peer.pid ||
@@ -235,13 +233,13 @@ void Engine::renew_verdicts() {
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
             // Newer than the pass or the last look at the mounts (either may have missed its
             // holder), or ids still being asked for: no verdict until discovery covers it.
-            if (const auto* v = verdict(nsid); v && v->row_since == since)
-                next.emplace_back(nsid, *v);
+            if (const auto* v = verdicts_.find(nsid); v && v->row_since == since)
+                next.push_back(nsid, *v);
             continue;
         }
-        const auto* v = verdict(nsid);
+        const auto* v = verdicts_.find(nsid);
         const bool still = v && v->row_since == since && v->unheld_since != 0;
-        next.emplace_back(nsid, Verdict{since, still ? v->unheld_since : pass_started_usec_});
+        next.push_back(nsid, Verdict{since, still ? v->unheld_since : pass_started_usec_});
     }
     touch_changed(verdicts_, next);
     verdicts_ = std::move(next);
@@ -327,7 +325,7 @@ bool Engine::discover_fds(std::size_t budget) {
     std::vector<std::pair<Nsid, registry::Identity>> updates;
     for (const auto& [nsid, row] : rows) {
         std::vector<registry::FdHolder> fds;
-        const auto* v = verdict(nsid);
+        const auto* v = verdicts_.find(nsid);
         if (v && v->unheld_since != 0 && row.entry.peer.inode)
             if (const auto it = fd_scan_.found().find(*row.entry.peer.inode);
                 it != fd_scan_.found().end())

@@ -9,34 +9,6 @@
 
 namespace nsidd::mirror {
 
-namespace {
-
-// Where `nsid` is, or would go, in a table sorted by nsid.
-template <typename Table> auto slot(Table& table, registry::Nsid nsid) {
-    return std::lower_bound(table.begin(), table.end(), nsid,
-                            [](const auto& x, registry::Nsid n) { return x.first < n; });
-}
-
-} // namespace
-
-const Engine::Verdict* Engine::verdict(Nsid nsid) const {
-    const auto it = slot(verdicts_, nsid);
-    return it != verdicts_.end() && it->first == nsid ? &it->second : nullptr;
-}
-
-void Engine::set_verdict(Nsid nsid, Verdict v) {
-    const auto it = slot(verdicts_, nsid);
-    if (it != verdicts_.end() && it->first == nsid)
-        it->second = v;
-    else
-        verdicts_.emplace(it, nsid, v); // mostly at the end: new ids are mostly the highest
-}
-
-void Engine::clear_verdict(Nsid nsid) {
-    if (const auto it = slot(verdicts_, nsid); it != verdicts_.end() && it->first == nsid)
-        it->second = Verdict{};
-}
-
 void Engine::touch_changed(const Verdicts& was, const Verdicts& is) {
     // Rows whose verdict changed may have changed state.
     for (auto a = was.begin(), b = is.begin(); a != was.end() || b != is.end();) {
@@ -94,17 +66,16 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
         return PeerState::Unknown;
     const auto& rows = registry_.table(registry::kSelf)->rows;
     const auto row = rows.find(*peer);
-    const auto s = shown_.find(*peer);
-    if (row == rows.end() || s == shown_.end() ||
-        s->second.row_since != row->second.entry.since_usec)
+    const auto* s = shown_.find(*peer);
+    if (row == rows.end() || s == nullptr || s->row_since != row->second.entry.since_usec)
         return PeerState::Unknown;
-    return s->second.state;
+    return s->state;
 }
 
 PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
                              std::uint64_t& deadline) const {
     deadline = 0;
-    const auto* v = verdict(nsid);
+    const auto* v = verdicts_.find(nsid);
     if (v == nullptr || v->row_since != entry.since_usec)
         return PeerState::Unknown;
     const auto grace = config_.orphan_grace_usec;
