@@ -50,7 +50,7 @@ varlink::Json peer_json(const registry::Identity& id) {
             {"holders",
              {{"processes", h.processes},
               {"pid", or_null(h.pid)},
-              {"comm", h.comm.empty() ? varlink::Json(nullptr) : varlink::Json(h.comm)},
+              {"comm", h.comm->empty() ? varlink::Json(nullptr) : varlink::Json(*h.comm)},
               {"mounts", mounts_json(h)},
               {"fds", fds_json(*h.fds)}}},
             {"owner", owner_json(id.owner)}};

@@ -217,11 +217,12 @@ void Catalog::verify_saved_ids(std::size_t n) {
 }
 
 void Catalog::describe_process(Namespace& ns) {
-    ns.comm.clear();
+    ns.comm = {};
     if (!ns.pid)
         return;
     const auto dir = roots_.proc_dir + "/" + std::to_string(*ns.pid);
-    ns.comm = process_comm(roots_.proc_dir, *ns.pid);
+    if (auto comm = process_comm(roots_.proc_dir, *ns.pid); !comm.empty())
+        ns.comm = Shared(std::move(comm));
     // A process that left (or has no cgroup file) keeps the owner found before.
     if (auto cgroup = read_file(dir + "/cgroup", 64 * 1024))
         if (auto owner = parse_cgroup_owner(*cgroup); owner && *owner != *ns.owner)
@@ -289,7 +290,7 @@ void Catalog::end_pass(std::uint64_t now_usec) {
             ns.processes = counted;
             if (counted == 0) {
                 ns.pid.reset();
-                ns.comm.clear();
+                ns.comm = {};
             }
             changed_.push_back(cookie);
         }

@@ -41,7 +41,7 @@ struct Namespace {
     /// namespace.
     bool mounted() const noexcept { return !mounts->empty() || !other_mounts->empty(); }
     std::optional<pid_t> pid;                ///< one process inside it, from the last /proc pass
-    std::string comm;                        ///< that process's command name
+    Shared<std::string> comm;                ///< that process's command name
     std::uint32_t processes = 0;             ///< processes inside it, counted by the last pass
     std::uint32_t pass_processes = 0;        ///< counted so far by the pass under way
     std::uint64_t no_process_since_usec = 0; ///< end of the first pass that met none; 0: one

@@ -39,7 +39,7 @@ struct FdHolder {
 struct Holders {
     std::uint32_t processes = 0;             ///< processes inside it
     std::optional<std::int32_t> pid;         ///< one of them
-    std::string comm;                        ///< its command name
+    Shared<std::string> comm;                ///< its command name (shared with the catalog)
     Shared<std::vector<std::string>> mounts; ///< nsfs bind mounts of it, anywhere (sorted)
     /// Searched only while nothing above holds it. (This and the next are rarely set: shared,
     /// an empty one costs a row a null pointer.)
