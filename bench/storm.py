@@ -141,6 +141,14 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
             time.sleep(0.5)  # attached
         before = cpu_seconds(d.proc.pid), bare_cpu(), wakeups(d.proc.pid), bare_woke()
         t.ip_batch(lines)
+        if phase == 'create':
+            # Creation ends when every new peer's identity is resolved: the last mount rescan
+            # may come up to 2 s after the last event (its delay backs off with its cost), so
+            # idleness alone would leave that work to the delete phase. Polled at 4 Hz (a
+            # GetStatus costs nsidd well under a millisecond).
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and d.status()['peers']['unknown'] > 0:
+                time.sleep(0.25)
         wait_idle(d.proc.pid, quiet=0.5)
         if rec:
             rec.send_signal(2)

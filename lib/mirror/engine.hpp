@@ -217,6 +217,9 @@ private:
     // Rebuilt in row order by each renewal. A blank one (taken back) matches no row and says
     // "held", so no fd search is made for it.
     using Verdicts = ByNsid<Verdict>;
+    // Calls fn(entry, state) for each row of self's table, in order: one walk of the rows and
+    // the shown states together (both sorted by nsid), no lookup per row.
+    template <typename Fn> void for_each_self_state(Fn&& fn) const;
     // Touches the rows whose verdict differs between the two.
     void touch_changed(const Verdicts& was, const Verdicts& is);
 

@@ -151,20 +151,32 @@ std::vector<registry::Change> Engine::take_updates() {
     return out;
 }
 
+template <typename Fn> void Engine::for_each_self_state(Fn&& fn) const {
+    auto s = shown_.begin();
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
+        while (s != shown_.end() && s->first < nsid)
+            ++s;
+        // As state() answers for a self row: shown for this row, else unknown.
+        const bool shown =
+            s != shown_.end() && s->first == nsid && s->second.row_since == row.entry.since_usec;
+        fn(row.entry, shown ? s->second.state : PeerState::Unknown);
+    }
+}
+
 std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> Engine::state_counts() const {
     std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> out{};
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
-        ++out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
+    for_each_self_state(
+        [&](const registry::Entry&, PeerState s) { ++out[static_cast<std::size_t>(s)]; });
     return out;
 }
 
 std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> Engine::oldest_since() const {
     std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> out{};
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
-        auto& oldest = out[static_cast<std::size_t>(state(registry::kSelf, row.entry))];
-        if (oldest == 0 || row.entry.since_usec < oldest)
-            oldest = row.entry.since_usec;
-    }
+    for_each_self_state([&](const registry::Entry& entry, PeerState s) {
+        auto& oldest = out[static_cast<std::size_t>(s)];
+        if (oldest == 0 || entry.since_usec < oldest)
+            oldest = entry.since_usec;
+    });
     return out;
 }
 
