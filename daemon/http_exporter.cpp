@@ -68,7 +68,8 @@ void HttpExporter::accept_all() {
     for (;;) {
         UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (!fd) {
-            if (errno == EMFILE || errno == ENFILE) {
+            const int error = errno; // the calls below may change errno
+            if (error == EMFILE || error == ENFILE) {
                 // The listener stays readable: pause it rather than spin.
                 sd_event_source* s = nullptr;
                 sd_event_source_set_enabled(accept_.get(), SD_EVENT_OFF);
@@ -77,10 +78,10 @@ void HttpExporter::accept_all() {
                     resume_.reset(s);
                 else
                     sd_event_source_set_enabled(accept_.get(), SD_EVENT_ON);
-            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-                spdlog::warn("Metrics listener: accept failed: {}", std::strerror(errno));
+            } else if (error != EAGAIN && error != EINTR && error != ECONNABORTED) {
+                spdlog::warn("Metrics listener: accept failed: {}", std::strerror(error));
             }
-            if (errno != EINTR && errno != ECONNABORTED)
+            if (error != EINTR && error != ECONNABORTED)
                 return;
             continue;
         }
