@@ -36,8 +36,6 @@ public:
     HttpExporter(const HttpExporter&) = delete;
     HttpExporter& operator=(const HttpExporter&) = delete;
 
-    std::size_t connections() const noexcept { return conns_.size(); }
-
 private:
     struct Connection {
         HttpExporter* owner = nullptr;
