@@ -202,10 +202,10 @@ std::vector<std::string> leak_fields(registry::Nsid nsid, const registry::Identi
         f.push_back("HOLDER_PID=" + std::to_string(p.holders.fds->front().pid));
         f.push_back("HOLDER_COMM=" + p.holders.fds->front().comm);
     }
-    for (const auto& m : *p.holders.mounts)
-        f.push_back("MOUNT_PATH=" + m);
-    for (const auto& m : *p.holders.other_mounts)
-        f.push_back("MOUNT_PATH=" + m);
+    for (const auto& m : p.holders.mounts)
+        f.push_back(fmt::format("MOUNT_PATH={}", m));
+    for (const auto& m : p.holders.other_mounts)
+        f.push_back(fmt::format("MOUNT_PATH={}", m));
     if (p.owner) {
         if (!p.owner->unit.empty())
             f.push_back("UNIT=" + p.owner->unit);
@@ -219,7 +219,7 @@ std::vector<std::string> leak_fields(registry::Nsid nsid, const registry::Identi
 
 std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::PeerState s,
                       double grace) {
-    const auto& had = p.names->empty() ? *p.former_names : *p.names;
+    const auto& had = p.names.empty() ? p.former_names : p.names;
     const std::string id =
         fmt::format("Peer namespace nsid {} ({}cookie {}, inode {})", nsid,
                     had.empty() ? "" : fmt::format("was {}, ", fmt::join(had, ",")),
@@ -229,7 +229,7 @@ std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::
     case mirror::PeerState::StaleMount:
         return fmt::format("{} is held only by the bind mount {} for {} s or more (a stale "
                            "CNI-style mount: unmount it to free the namespace)",
-                           id, fmt::join(*p.holders.mounts, ","), grace);
+                           id, fmt::join(p.holders.mounts, ","), grace);
     case mirror::PeerState::FdHeld:
         return fmt::format(
             "{} is held only by {} of pid {} ({}), fd {}: that process keeps "

@@ -34,8 +34,8 @@ varlink::Json fds_json(const std::vector<registry::FdHolder>& fds) {
 }
 
 varlink::Json mounts_json(const registry::Holders& h) {
-    auto out = varlink::Json(*h.mounts);
-    for (const auto& m : *h.other_mounts)
+    auto out = varlink::Json(h.mounts);
+    for (const auto& m : h.other_mounts)
         out.push_back(m);
     return out;
 }
@@ -44,8 +44,8 @@ varlink::Json peer_json(const registry::Identity& id) {
     const auto& h = id.holders;
     return {{"cookie", or_null(id.cookie)},
             {"inode", or_null(id.inode)},
-            {"names", *id.names},
-            {"former_names", *id.former_names},
+            {"names", id.names},
+            {"former_names", id.former_names},
             {"pid", or_null(id.pid)},
             {"holders",
              {{"processes", h.processes},

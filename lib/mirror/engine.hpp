@@ -205,7 +205,7 @@ private:
     std::optional<Owner> fd_holder_owner(std::int32_t pid) const;
     // Whether one of the namespace's mounts is on a stale-mount path (a glob's literal prefix
     // first: most mounts fail it, and fnmatch costs ~1 us).
-    bool on_stale_path(const std::vector<std::string>& mounts) const;
+    bool on_stale_path(const Strings& mounts) const;
     // Host scope: whether `entry` of `observer`'s table names our own namespace.
     bool names_self(Observer observer, const registry::Entry& entry) const;
 

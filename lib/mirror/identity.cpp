@@ -216,13 +216,13 @@ void Engine::renew_verdicts() {
             next.push_back(nsid, Verdict{since, 0});
             continue;
         }
-        if (const auto& peer = row.entry.peer; !peer.names->empty() || peer.pid ||
+        if (const auto& peer = row.entry.peer; !peer.names.empty() || peer.pid ||
                                                peer.holders.processes > 0 ||
-                                               !peer.holders.mounts->empty()) {
+                                               !peer.holders.mounts.empty()) {
             // Nothing discovery can see holds it now: no process, no mount, no name.
             auto id = peer;
-            if (!id.names->empty()) {
-                id.former_names = Shared(registry::merge_names(*id.former_names, *id.names));
+            if (!id.names.empty()) {
+                id.former_names = Strings::merge(id.former_names, id.names);
                 id.names = {};
             }
             id.pid.reset();

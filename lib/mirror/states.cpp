@@ -47,12 +47,12 @@ registry::Entry Engine::view(Observer observer, registry::Entry&& entry) const {
     return std::move(entry);
 }
 
-bool Engine::on_stale_path(const std::vector<std::string>& mounts) const {
-    for (const auto& m : mounts)
+bool Engine::on_stale_path(const Strings& mounts) const {
+    for (const std::string_view m : mounts) // each ends in a NUL (util/strings.hpp)
         for (const auto& glob : config_.stale_mount_paths) {
             const auto literal = glob.find_first_of("*?[\\");
             if (m.compare(0, literal, glob, 0, literal) == 0 &&
-                ::fnmatch(glob.c_str(), m.c_str(), FNM_PATHNAME) == 0)
+                ::fnmatch(glob.c_str(), m.data(), FNM_PATHNAME) == 0)
                 return true;
         }
     return false;
@@ -87,7 +87,7 @@ PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint6
             return PeerState::Active; // a process held it at the last look
         // Bind mounts only: a stale-mount path that has outlived every process by the grace
         // period is the leak CNI leaves behind.
-        if (ns->no_process_since_usec == 0 || !on_stale_path(*ns->mounts))
+        if (ns->no_process_since_usec == 0 || !on_stale_path(ns->mounts))
             return PeerState::Mounted;
         if (now - ns->no_process_since_usec >= grace)
             return PeerState::StaleMount;

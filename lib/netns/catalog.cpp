@@ -275,9 +275,8 @@ void Catalog::end_pass(std::uint64_t now_usec) {
             other = std::move(it->second);
             std::sort(other.begin(), other.end());
         }
-        if (other != *ns.other_mounts) {
-            ns.other_mounts =
-                other.empty() ? Shared<std::vector<std::string>>() : Shared(std::move(other));
+        if (Strings now(other); now != ns.other_mounts) {
+            ns.other_mounts = std::move(now);
             changed_.push_back(cookie);
         }
         // What this pass counted is what holds it now; without a process, no pid to show.
@@ -409,10 +408,10 @@ bool Catalog::is_reachable(std::uint64_t cookie) {
 }
 
 std::string Catalog::reach_path(const Namespace& ns) const {
-    if (!ns.mounts->empty())
-        return ns.mounts->front();
-    if (!ns.other_mounts->empty())
-        return ns.other_mounts->front();
+    if (!ns.mounts.empty())
+        return std::string(ns.mounts.front());
+    if (!ns.other_mounts.empty())
+        return std::string(ns.other_mounts.front());
     // Met through another mount namespace in the pass under way (other_mounts is set at its end).
     if (const auto it = pass_other_mounts_.find(ns.inode);
         it != pass_other_mounts_.end() && !it->second.empty())
@@ -440,9 +439,10 @@ void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     unassigned_.erase(it->first);
     // Dropped while mounted (its id was deleted): what its mount points reach is looked at
     // again at the next scan (through its own list of them, not a walk of every mount point).
-    for (const auto& path : *it->second.mounts)
-        if (auto m = mounts_.find(path); m != mounts_.end() && m->second.second == it->first) {
-            recheck_.push_back(path);
+    for (const std::string_view view : it->second.mounts)
+        if (auto m = mounts_.find(std::string(view));
+            m != mounts_.end() && m->second.second == it->first) {
+            recheck_.push_back(m->first);
             mounts_.erase(m);
         }
     if (it->second.nsid)

@@ -20,6 +20,7 @@
 #include "netns/mount_table.hpp"
 #include "netns/owner.hpp"
 #include "netns/queries.hpp"
+#include "util/strings.hpp"
 #include "util/unique_fd.hpp"
 
 namespace nsidd::netns {
@@ -33,13 +34,13 @@ struct Namespace {
     std::uint64_t inode = 0;
     /// Bind mounts under the netns directory, and the names it had there, no longer (sorted;
     /// shared with the registry: changed as copies).
-    Shared<std::vector<std::string>> names, former_names;
-    Shared<std::vector<std::string>> mounts; ///< every mount point that reaches it (sorted)
+    Strings names, former_names;
+    Strings mounts; ///< every mount point that reaches it (sorted)
     /// Bind mounts in other mount namespaces, /proc/PID/root/PATH (the last /proc pass, sorted).
-    Shared<std::vector<std::string>> other_mounts;
+    Strings other_mounts;
     /// Any nsfs bind mount, under the netns directory or not, here or in another mount
     /// namespace.
-    bool mounted() const noexcept { return !mounts->empty() || !other_mounts->empty(); }
+    bool mounted() const noexcept { return !mounts.empty() || !other_mounts.empty(); }
     std::optional<pid_t> pid;                ///< one process inside it, from the last /proc pass
     Shared<std::string> comm;                ///< that process's command name
     std::uint32_t processes = 0;             ///< processes inside it, counted by the last pass

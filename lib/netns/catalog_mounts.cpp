@@ -121,32 +121,6 @@ std::optional<std::string_view> Catalog::name_of(const std::string& path) const 
     return std::string_view(path).substr(slash + 1);
 }
 
-namespace {
-
-// Inserts `value` into the sorted list `v` (shared with registry rows: a changed copy replaces
-// it); false when it was there.
-bool insert_sorted(Shared<std::vector<std::string>>& v, std::string_view value) {
-    const auto at = std::lower_bound(v->begin(), v->end(), value);
-    if (at != v->end() && *at == value)
-        return false;
-    auto copy = *v;
-    copy.emplace(copy.begin() + (at - v->begin()), value);
-    v = Shared(std::move(copy));
-    return true;
-}
-
-bool erase_sorted(Shared<std::vector<std::string>>& v, std::string_view value) {
-    const auto at = std::lower_bound(v->begin(), v->end(), value);
-    if (at == v->end() || *at != value)
-        return false;
-    auto copy = *v;
-    copy.erase(copy.begin() + (at - v->begin()));
-    v = Shared(std::move(copy));
-    return true;
-}
-
-} // namespace
-
 void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t cookie) {
     const auto name = name_of(path);
     auto at = mounts_.find(path);
@@ -159,9 +133,13 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
         // becomes a former name).
         if (auto was = namespaces_.find(at->second.second); was != namespaces_.end()) {
             Namespace& ns = was->second;
-            erase_sorted(ns.mounts, path);
-            if (name && erase_sorted(ns.names, *name))
-                insert_sorted(ns.former_names, *name);
+            // (Names and mount points are shared with registry rows: changed copies replace
+            // them.)
+            ns.mounts = ns.mounts.without(path);
+            if (name && ns.names.contains(*name)) {
+                ns.names = ns.names.without(*name);
+                ns.former_names = ns.former_names.with(*name);
+            }
             changed_.push_back(ns.cookie);
         }
         mounts_.erase(at);
@@ -173,10 +151,10 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
         return;
     Namespace& ns = it->second;
     mounts_.emplace(path, std::make_pair(inode, cookie));
-    insert_sorted(ns.mounts, path);
+    ns.mounts = ns.mounts.with(path);
     if (name) {
-        insert_sorted(ns.names, *name);
-        erase_sorted(ns.former_names, *name);
+        ns.names = ns.names.with(*name);
+        ns.former_names = ns.former_names.without(*name);
     }
     changed_.push_back(ns.cookie);
 }

@@ -7,14 +7,6 @@
 
 namespace nsidd::registry {
 
-std::vector<std::string> merge_names(const std::vector<std::string>& a,
-                                     const std::vector<std::string>& b) {
-    std::vector<std::string> out;
-    out.reserve(a.size() + b.size());
-    std::set_union(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
-    return out;
-}
-
 std::optional<Nsid> peer_of(Observer observer, const Entry& entry) noexcept {
     if (observer == kSelf)
         return entry.nsid;
@@ -85,8 +77,8 @@ void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
     // A namespace cannot die while a bind mount holds it: whatever names it was last seen with
     // are former ones by now (the mount went before the death was told).
     auto& peer = history_.back().peer;
-    if (!peer.names->empty()) {
-        peer.former_names = Shared(merge_names(*peer.former_names, *peer.names));
+    if (!peer.names.empty()) {
+        peer.former_names = Strings::merge(peer.former_names, peer.names);
         peer.names = {};
     }
 }
@@ -400,7 +392,7 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
             r = table.rows.erase(r);
             continue; // re-added below as a new row
         }
-        if (t->peer.cookie || !t->peer.names->empty())
+        if (t->peer.cookie || !t->peer.names.empty())
             kept.peer = t->peer;
         // The snapshot is the truth now: a DEL still owed to a replaced holder was either
         // queued before it (reconcile asks the kernel) or lost with an overrun.

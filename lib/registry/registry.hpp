@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "util/shared.hpp"
+#include "util/strings.hpp"
 
 namespace nsidd::registry {
 
@@ -37,15 +38,15 @@ struct FdHolder {
 
 /// What held a peer alive at the last look.
 struct Holders {
-    std::uint32_t processes = 0;             ///< processes inside it
-    std::optional<std::int32_t> pid;         ///< one of them
-    Shared<std::string> comm;                ///< its command name (shared with the catalog)
-    Shared<std::vector<std::string>> mounts; ///< nsfs bind mounts of it, anywhere (sorted)
+    std::uint32_t processes = 0;     ///< processes inside it
+    std::optional<std::int32_t> pid; ///< one of them
+    Shared<std::string> comm;        ///< its command name (shared with the catalog)
+    Strings mounts;                  ///< nsfs bind mounts of it, anywhere (sorted)
     /// Searched only while nothing above holds it. (This and the next are rarely set: shared,
     /// an empty one costs a row a null pointer.)
     Shared<std::vector<FdHolder>> fds;
     /// Bind mounts in other mount namespaces, as /proc/PID/root/PATH (sorted).
-    Shared<std::vector<std::string>> other_mounts;
+    Strings other_mounts;
     bool operator==(const Holders&) const = default;
 };
 
@@ -53,9 +54,9 @@ struct Identity {
     std::optional<std::uint64_t> cookie; ///< NS_GET_ID / SO_NETNS_COOKIE, never reused
     std::optional<std::uint64_t> inode;  ///< nsfs inode, reused after death
     /// Current /run/netns names (as `ip netns` lists), sorted; shared with the catalog.
-    Shared<std::vector<std::string>> names;
+    Strings names;
     /// Names it had under /run/netns, no longer (sorted); shared with the catalog.
-    Shared<std::vector<std::string>> former_names;
+    Strings former_names;
     std::optional<std::int32_t> pid; ///< one process inside it
     Holders holders;
     Shared<Owner> owner; ///< unknown: empty
@@ -132,11 +133,6 @@ struct Counters {
     /// undecidable from the stream. When this grows, read the tables again.
     std::uint64_t ambiguous = 0;
 };
-
-/// The sorted union of two sorted name lists (a peer's names become former names when it is no
-/// longer held by them).
-std::vector<std::string> merge_names(const std::vector<std::string>& a,
-                                     const std::vector<std::string>& b);
 
 /// Self's id for the peer of a row in `observer`'s table, where known.
 std::optional<Nsid> peer_of(Observer observer, const Entry& entry) noexcept;

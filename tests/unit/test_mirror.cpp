@@ -606,8 +606,8 @@ TEST(Mirror, RestartWithSavedIds) {
     std::size_t old = 0;
     for (const auto& [k, row] : engine.registry().table(kSelf)->rows) {
         const auto since = engine.view(kSelf, row.entry).since_usec;
-        const bool newborn = row.entry.peer.names->at(0).starts_with("n");
-        EXPECT_EQ(since, newborn ? restarted : first_seen) << row.entry.peer.names->at(0);
+        const bool newborn = row.entry.peer.names.front().starts_with("n");
+        EXPECT_EQ(since, newborn ? restarted : first_seen) << row.entry.peer.names.front();
         old += !newborn;
     }
     EXPECT_EQ(old, named.size() - dying.size());

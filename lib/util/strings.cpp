@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "util/strings.hpp"
+
+#include <algorithm>
+#include <new>
+
+namespace nsidd {
+
+template <typename Range> Strings::Block* Strings::build(const Range& strings) {
+    std::size_t count = 0, bytes = 0;
+    for (std::string_view s : strings) {
+        ++count;
+        bytes += s.size() + 1;
+    }
+    if (count == 0)
+        return nullptr;
+    auto* block = static_cast<Block*>(::operator new(sizeof(Block) + bytes));
+    new (block) Block{1, static_cast<std::uint32_t>(count), static_cast<std::uint32_t>(bytes)};
+    char* at = reinterpret_cast<char*>(block + 1);
+    for (std::string_view s : strings) {
+        std::memcpy(at, s.data(), s.size());
+        at[s.size()] = '\0';
+        at += s.size() + 1;
+    }
+    return block;
+}
+
+Strings::Strings(std::initializer_list<std::string_view> strings) : block_(build(strings)) {}
+Strings::Strings(const std::vector<std::string>& strings) : block_(build(strings)) {}
+Strings::Strings(const std::vector<std::string_view>& strings) : block_(build(strings)) {}
+
+void Strings::release(Block* block) noexcept {
+    ::operator delete(block);
+}
+
+bool Strings::contains(std::string_view s) const noexcept {
+    return std::find(begin(), end(), s) != end();
+}
+
+std::vector<std::string> Strings::to_vector() const {
+    return {begin(), end()};
+}
+
+Strings Strings::with(std::string_view s) const {
+    std::vector<std::string_view> out(begin(), end());
+    const auto at = std::lower_bound(out.begin(), out.end(), s);
+    if (at != out.end() && *at == s)
+        return *this;
+    out.insert(at, s);
+    Strings result;
+    result.block_ = build(out);
+    return result;
+}
+
+Strings Strings::without(std::string_view s) const {
+    std::vector<std::string_view> out(begin(), end());
+    const auto at = std::find(out.begin(), out.end(), s);
+    if (at == out.end())
+        return *this;
+    out.erase(at);
+    Strings result;
+    result.block_ = build(out);
+    return result;
+}
+
+Strings Strings::merge(const Strings& a, const Strings& b) {
+    if (b.empty())
+        return a;
+    if (a.empty())
+        return b;
+    std::vector<std::string_view> out;
+    out.reserve(a.size() + b.size());
+    std::set_union(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
+    Strings result;
+    result.block_ = build(out);
+    return result;
+}
+
+bool Strings::operator==(const Strings& other) const noexcept {
+    return block_ == other.block_ ||
+           (bytes() == other.bytes() && std::memcmp(data(), other.data(), bytes()) == 0);
+}
+
+} // namespace nsidd

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nsidd {
+
+/// An immutable list of strings shared by every copy, for the names and mount points of an
+/// identity, which the catalog and every registry row, change record and history entry hold.
+/// One reference-counted block holds the strings back to back, each ending in a NUL (no name or
+/// path has one): a one-name list is one 32-byte allocation instead of a vector's two of 48
+/// and the string's own when it is longer than 15 bytes (bench/README.md, "Memory"). An empty
+/// list holds nothing. The count is not atomic: nsidd shares these only on its one event-loop
+/// thread.
+class Strings {
+public:
+    /// Iterates the strings in order, as views into the block (valid while a copy lives).
+    class Iterator {
+    public:
+        using iterator_category = std::forward_iterator_tag;
+        using value_type = std::string_view;
+        using difference_type = std::ptrdiff_t;
+        using pointer = const std::string_view*;
+        using reference = std::string_view;
+
+        Iterator() = default;
+        std::string_view operator*() const noexcept { return {at_, len_}; }
+        Iterator& operator++() noexcept {
+            at_ += len_ + 1;
+            len_ = at_ == end_ ? 0 : std::strlen(at_);
+            return *this;
+        }
+        Iterator operator++(int) noexcept {
+            auto was = *this;
+            ++*this;
+            return was;
+        }
+        bool operator==(const Iterator& other) const noexcept { return at_ == other.at_; }
+
+    private:
+        friend class Strings;
+        Iterator(const char* at, const char* end) noexcept
+            : at_(at), end_(end), len_(at == end ? 0 : std::strlen(at)) {}
+        const char* at_ = nullptr;
+        const char* end_ = nullptr;
+        std::size_t len_ = 0;
+    };
+    using value_type = std::string_view;
+    using const_iterator = Iterator;
+
+    Strings() = default;
+    Strings(std::initializer_list<std::string_view> strings);
+    explicit Strings(const std::vector<std::string>& strings);
+    explicit Strings(const std::vector<std::string_view>& strings);
+    Strings(const Strings& other) noexcept : block_(other.block_) {
+        if (block_ != nullptr) ++block_->refs;
+    }
+    Strings(Strings&& other) noexcept : block_(other.block_) { other.block_ = nullptr; }
+    Strings& operator=(Strings other) noexcept {
+        std::swap(block_, other.block_);
+        return *this;
+    }
+    ~Strings() {
+        if (block_ != nullptr && --block_->refs == 0) release(block_);
+    }
+
+    bool empty() const noexcept { return block_ == nullptr; }
+    std::size_t size() const noexcept { return block_ ? block_->count : 0; }
+    Iterator begin() const noexcept { return {data(), data() + bytes()}; }
+    Iterator end() const noexcept { return {data() + bytes(), data() + bytes()}; }
+    /// The first string ("" when empty).
+    std::string_view front() const noexcept { return empty() ? std::string_view() : *begin(); }
+    bool contains(std::string_view s) const noexcept;
+    std::vector<std::string> to_vector() const;
+
+    /// The sorted list with `s` added (itself when it is there already).
+    Strings with(std::string_view s) const;
+    /// The list without `s` (itself when it is not there).
+    Strings without(std::string_view s) const;
+    /// The sorted union of two sorted lists.
+    static Strings merge(const Strings& a, const Strings& b);
+
+    bool operator==(const Strings& other) const noexcept;
+
+private:
+    struct Block {
+        std::uint32_t refs;
+        std::uint32_t count;
+        std::uint32_t bytes; // of the strings and their NULs, after the block
+    };
+    template <typename Range> static Block* build(const Range& strings);
+    const char* data() const noexcept {
+        return block_ ? reinterpret_cast<const char*>(block_ + 1) : nullptr;
+    }
+    std::size_t bytes() const noexcept { return block_ ? block_->bytes : 0; }
+    // Out of line: where GCC sees the delete inlined next to another copy's decrement it
+    // cannot tell the counts apart and warns of a use after free that cannot happen.
+    [[gnu::noinline]] static void release(Block* block) noexcept;
+
+    Block* block_ = nullptr;
+};
+
+} // namespace nsidd
