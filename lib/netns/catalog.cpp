@@ -439,12 +439,13 @@ void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     unassigned_.erase(it->first);
     // Dropped while mounted (its id was deleted): what its mount points reach is looked at
     // again at the next scan (through its own list of them, not a walk of every mount point).
-    for (const std::string_view view : it->second.mounts)
-        if (auto m = mounts_.find(std::string(view));
-            m != mounts_.end() && m->second.second == it->first) {
-            recheck_.push_back(m->first);
-            mounts_.erase(m);
+    for (const std::string_view view : it->second.mounts) {
+        std::string path(view);
+        if (const auto* at = mount_table_.point(path); at != nullptr && at->cookie == it->first) {
+            mount_table_.reach(path, 0, 0);
+            recheck_.push_back(std::move(path));
         }
+    }
     if (it->second.nsid)
         if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)
             by_nsid_.erase(n);

@@ -225,8 +225,6 @@ private:
     // Inodes of the namespaces known when the pass first read another mount namespace.
     std::unordered_set<std::uint64_t> pass_known_inodes_;
     std::string own_mnt_ns_;
-    // What each nsfs mount point reached at its last look: mount point -> (inode, cookie).
-    std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> mounts_;
     // Mount points to open again at the next scan: they could not be opened, or their
     // namespace was dropped while they held it.
     std::vector<std::string> recheck_;

@@ -33,10 +33,11 @@ std::unordered_map<std::uint64_t, std::uint64_t> Catalog::saved_mount_ids() cons
     // A mount's root is fixed for its life, and the namespace its mount point reached at the
     // last look (same inode, so the same live namespace) is that root.
     std::unordered_map<std::uint64_t, std::uint64_t> out;
+    const auto& points = mount_table_.paths();
     for (const auto& [id, m] : mount_table_.by_id())
-        if (const auto at = mounts_.find(*m.path);
-            at != mounts_.end() && at->second.first == m.inode)
-            if (const auto ns = namespaces_.find(at->second.second);
+        if (const auto at = points.find(*m.path);
+            at != points.end() && at->second.cookie != 0 && at->second.inode == m.inode)
+            if (const auto ns = namespaces_.find(at->second.cookie);
                 ns != namespaces_.end() && ns->second.nsid && !ns->second.cookie_is_inode)
                 out.emplace(ns->first, id);
     return out;
@@ -68,16 +69,12 @@ Catalog::reach_saved_mount(const std::string& path, std::uint64_t now_usec) {
 void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     if (!mount_table_.refresh(full))
         return;
-    const auto& current = mount_table_.paths();
     std::vector<std::string> todo = std::exchange(recheck_, {});
     todo.insert(todo.end(), mount_table_.changed_paths().begin(),
                 mount_table_.changed_paths().end());
-    if (full) {
-        for (const auto& [path, at] : mounts_)
+    if (full) // every point mounted, and every one that reached a namespace at the last look
+        for (const auto& [path, point] : mount_table_.paths())
             todo.push_back(path);
-        for (const auto& [path, count] : current)
-            todo.push_back(path);
-    }
     if (todo.empty())
         return; // during a storm of `ip netns add`, most wakeups of other kinds find this
     std::sort(todo.begin(), todo.end());
@@ -87,7 +84,7 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     std::vector<Opened> opened;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> reached(todo.size()); // (inode, cookie)
     for (std::size_t i = 0; i < todo.size(); ++i) {
-        if (!current.count(todo[i]))
+        if (!mount_table_.mounted(todo[i]))
             continue; // no nsfs mount left there
         if (!mount_hints_.empty())
             if (const auto known = reach_saved_mount(todo[i], now_usec)) {
@@ -123,15 +120,14 @@ std::optional<std::string_view> Catalog::name_of(const std::string& path) const 
 
 void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t cookie) {
     const auto name = name_of(path);
-    auto at = mounts_.find(path);
-    if (at != mounts_.end()) {
-        if (at->second.second == cookie) {
-            at->second.first = inode;
+    if (const auto* at = mount_table_.point(path); at != nullptr && at->cookie != 0) {
+        if (at->cookie == cookie) {
+            mount_table_.reach(path, inode, cookie);
             return;
         }
         // It reached another namespace: that one loses this mount point (and the name, which
         // becomes a former name).
-        if (auto was = namespaces_.find(at->second.second); was != namespaces_.end()) {
+        if (auto was = namespaces_.find(at->cookie); was != namespaces_.end()) {
             Namespace& ns = was->second;
             // (Names and mount points are shared with registry rows: changed copies replace
             // them.)
@@ -142,15 +138,14 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
             }
             changed_.push_back(ns.cookie);
         }
-        mounts_.erase(at);
     }
-    if (cookie == 0)
+    const auto it = cookie == 0 ? namespaces_.end() : namespaces_.find(cookie);
+    if (it == namespaces_.end()) {
+        mount_table_.reach(path, 0, 0);
         return;
-    const auto it = namespaces_.find(cookie);
-    if (it == namespaces_.end())
-        return;
+    }
     Namespace& ns = it->second;
-    mounts_.emplace(path, std::make_pair(inode, cookie));
+    mount_table_.reach(path, inode, cookie);
     ns.mounts = ns.mounts.with(path);
     if (name) {
         ns.names = ns.names.with(*name);
@@ -164,12 +159,11 @@ void Catalog::scan_dangling() {
     std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(roots_.netns_dir.c_str()), ::closedir);
     if (!dir)
         return; // no netns directory: no names at all
-    const auto& mounted = mount_table_.paths();
     while (const dirent* d = ::readdir(dir.get())) {
         const std::string name = d->d_name;
         if (name == "." || name == ".." || d->d_type == DT_DIR)
             continue;
-        if (!mounted.count(roots_.netns_dir + "/" + name))
+        if (!mount_table_.mounted(roots_.netns_dir + "/" + name))
             dangling_.push_back(name);
     }
     std::sort(dangling_.begin(), dangling_.end());

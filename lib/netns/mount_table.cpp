@@ -133,11 +133,34 @@ std::vector<NsfsMount> MountTable::mounts() const {
     return out;
 }
 
+bool MountTable::mounted(const std::string& path) const {
+    const auto at = paths_.find(path);
+    return at != paths_.end() && at->second.mounts > 0;
+}
+
+MountTable::Point* MountTable::point(const std::string& path) {
+    const auto at = paths_.find(path);
+    return at == paths_.end() ? nullptr : &at->second;
+}
+
+void MountTable::reach(const std::string& path, std::uint64_t inode, std::uint64_t cookie) {
+    const auto at = paths_.find(path);
+    if (at == paths_.end()) {
+        if (cookie != 0)
+            paths_.emplace(path, Point{0, inode, cookie});
+        return;
+    }
+    at->second.inode = inode;
+    at->second.cookie = cookie;
+    if (at->second.mounts == 0 && cookie == 0)
+        paths_.erase(at);
+}
+
 void MountTable::add(std::uint64_t id, NsfsMount m) {
     if (nsfs_.count(id))
         return; // listed already (mount ids are never reused)
-    const auto at = paths_.try_emplace(std::move(m.path), 0).first;
-    ++at->second;
+    const auto at = paths_.try_emplace(std::move(m.path)).first;
+    ++at->second.mounts;
     changed_paths_.push_back(at->first);
     nsfs_.emplace(id, Listed{m.inode, &at->first});
 }
@@ -146,7 +169,7 @@ void MountTable::remove(std::unordered_map<std::uint64_t, Listed>::iterator it) 
     const auto at = paths_.find(*it->second.path);
     changed_paths_.push_back(at->first);
     nsfs_.erase(it);
-    if (--at->second == 0)
+    if (--at->second.mounts == 0 && at->second.cookie == 0)
         paths_.erase(at); // no mount is listed there any more: nothing points at its path
 }
 
@@ -178,9 +201,12 @@ bool MountTable::refresh_mountinfo() {
     std::sort(changed_paths_.begin(), changed_paths_.end());
     changed_paths_.erase(std::unique(changed_paths_.begin(), changed_paths_.end()),
                          changed_paths_.end());
-    paths_.clear();
+    for (auto& [path, point] : paths_)
+        point.mounts = 0;
     for (const auto& m : next)
-        ++paths_[m.path];
+        ++paths_[m.path].mounts;
+    std::erase_if(paths_,
+                  [](const auto& p) { return p.second.mounts == 0 && p.second.cookie == 0; });
     text_ = std::move(next);
     return true;
 }

@@ -30,8 +30,24 @@ public:
     /// Mount points at which an nsfs mount appeared or went in the last refresh(), each once:
     /// what is reached through them may have changed.
     const std::vector<std::string>& changed_paths() const noexcept { return changed_paths_; }
-    /// Mount points with at least one nsfs mount of a network namespace (-> how many).
-    const std::unordered_map<std::string, std::uint32_t>& paths() const noexcept { return paths_; }
+    /// A mount point: how many nsfs mounts of network namespaces are listed there, and what the
+    /// catalog last found it reaching. Kept while either is set, so that the catalog still
+    /// knows what a mount point reached when its last mount goes (one map for both: a path is
+    /// the largest thing kept per mount).
+    struct Point {
+        std::uint32_t mounts = 0;
+        std::uint64_t inode = 0;  ///< reached, as of the catalog's last look
+        std::uint64_t cookie = 0; ///< reached (0: nothing)
+    };
+    /// The mount points with an nsfs mount (mounts > 0) or a namespace the catalog placed there.
+    const std::unordered_map<std::string, Point>& paths() const noexcept { return paths_; }
+    /// Whether an nsfs mount is listed at `path`.
+    bool mounted(const std::string& path) const;
+    /// The point at `path`, or nullptr (for the catalog to read and set what it reaches).
+    Point* point(const std::string& path);
+    /// Records what `path` reaches now (cookie 0: nothing); forgets a point with neither a
+    /// mount nor a namespace.
+    void reach(const std::string& path, std::uint64_t inode, std::uint64_t cookie);
     /// The nsfs mounts, in no particular order (O(mounts): for checks and tests).
     std::vector<NsfsMount> mounts() const;
     /// An nsfs mount known by its unique mount id (listmount(2) only). `path` is the key of
@@ -61,7 +77,7 @@ private:
     bool listmount_;
     int checks_left_;
     std::vector<std::string> changed_paths_;
-    std::unordered_map<std::string, std::uint32_t> paths_;
+    std::unordered_map<std::string, Point> paths_;
     // listmount: every mount id (ascending) and the nsfs mounts among them.
     std::vector<std::uint64_t> ids_, listed_;
     UniqueFd mnt_ns_;    // our mount namespace: NS_MNT_GET_INFO counts its mounts

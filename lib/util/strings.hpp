@@ -60,7 +60,8 @@ public:
     explicit Strings(const std::vector<std::string>& strings);
     explicit Strings(const std::vector<std::string_view>& strings);
     Strings(const Strings& other) noexcept : block_(other.block_) {
-        if (block_ != nullptr) ++block_->refs;
+        if (block_ != nullptr)
+            ++block_->refs;
     }
     Strings(Strings&& other) noexcept : block_(other.block_) { other.block_ = nullptr; }
     Strings& operator=(Strings other) noexcept {
@@ -68,7 +69,8 @@ public:
         return *this;
     }
     ~Strings() {
-        if (block_ != nullptr && --block_->refs == 0) release(block_);
+        if (block_ != nullptr && --block_->refs == 0)
+            release(block_);
     }
 
     bool empty() const noexcept { return block_ == nullptr; }

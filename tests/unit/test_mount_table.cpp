@@ -89,10 +89,16 @@ protected:
         for (const auto& p : text_->changed_paths())
             EXPECT_TRUE(std::binary_search(changed.begin(), changed.end(), p))
                 << p << " changed, not reported";
-        std::map<std::string, std::uint32_t> a(listed_->paths().begin(), listed_->paths().end());
-        std::map<std::string, std::uint32_t> b(text_->paths().begin(), text_->paths().end());
-        EXPECT_EQ(a, b);
+        EXPECT_EQ(counts(*listed_), counts(*text_));
         return listed_->changed_paths();
+    }
+
+    // Mount point -> nsfs mounts listed there.
+    static std::map<std::string, std::uint32_t> counts(const MountTable& t) {
+        std::map<std::string, std::uint32_t> out;
+        for (const auto& [path, point] : t.paths())
+            out.emplace(path, point.mounts);
+        return out;
     }
 
     std::string dir_, other_;
@@ -108,14 +114,46 @@ TEST_F(MountTableKernel, ReportsAddedStackedAndRemovedMountPoints) {
     // Mounted over: the same point changes, and now counts two mounts.
     bind(point(1), other_);
     EXPECT_EQ(refresh(), std::vector<std::string>{point(1)});
-    EXPECT_EQ(listed_->paths().at(point(1)), 2u);
+    EXPECT_EQ(listed_->paths().at(point(1)).mounts, 2u);
     // The top one gone: the point is still mounted, and changed.
     unmount(point(1));
     EXPECT_EQ(refresh(), std::vector<std::string>{point(1)});
-    EXPECT_EQ(listed_->paths().at(point(1)), 1u);
+    EXPECT_EQ(listed_->paths().at(point(1)).mounts, 1u);
     unmount(point(1));
     EXPECT_EQ(refresh(), std::vector<std::string>{point(1)});
     EXPECT_EQ(listed_->paths().count(point(1)), 0u);
+}
+
+TEST_F(MountTableKernel, KeepsWhatAPointReachedUntilTheCatalogLetsGo) {
+    bind(point(1));
+    refresh();
+    for (auto* t : {&*listed_, &*text_}) {
+        EXPECT_TRUE(t->mounted(point(1)));
+        t->reach(point(1), 11, 7);
+    }
+    unmount(point(1));
+    EXPECT_EQ(refresh(), std::vector<std::string>{point(1)});
+    for (auto* t : {&*listed_, &*text_}) {
+        // Unmounted, but the catalog has yet to take the mount point from namespace 7.
+        EXPECT_FALSE(t->mounted(point(1)));
+        ASSERT_NE(t->point(point(1)), nullptr);
+        EXPECT_EQ(t->point(point(1))->cookie, 7u);
+        EXPECT_EQ(t->point(point(1))->inode, 11u);
+        t->reach(point(1), 0, 0);
+        EXPECT_EQ(t->point(point(1)), nullptr) << "neither mounted nor reaching: forgotten";
+    }
+    // Mounted again while still reached: counted afresh, what it reached kept until placed.
+    bind(point(2));
+    refresh();
+    for (auto* t : {&*listed_, &*text_})
+        t->reach(point(2), 12, 8);
+    unmount(point(2));
+    bind(point(2));
+    refresh();
+    for (auto* t : {&*listed_, &*text_}) {
+        EXPECT_TRUE(t->mounted(point(2)));
+        EXPECT_EQ(t->point(point(2))->cookie, 8u);
+    }
 }
 
 TEST_F(MountTableKernel, AgreesWithTheTextThroughChurnPastTheFullListings) {
