@@ -5,7 +5,6 @@
 #include <csignal>
 #include <cstring>
 
-#include <fcntl.h>
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -23,7 +22,6 @@
 namespace nsidd::daemon {
 
 using mirror::ResyncReason;
-using varlink::Json;
 
 Daemon::Daemon(Options options, int argc, char** argv)
     : options_(std::move(options)), argc_(argc), argv_(argv), metrics_(VarlinkApi::method_names()) {
@@ -131,69 +129,6 @@ Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
         return fail_errno(-r);
     }
     sources_.emplace_back(s);
-    return {};
-}
-
-Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
-    UniqueFd listener;
-    passed_socket_ = varlink.has_value();
-    if (varlink) {
-        listener = std::move(*varlink);
-        // Passed sockets may be blocking; accept4() runs until EAGAIN.
-        const int flags = ::fcntl(listener.get(), F_GETFL);
-        if (flags < 0 || ::fcntl(listener.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
-            spdlog::error("Failed to make the passed socket non-blocking: {}",
-                          std::strerror(errno));
-            return fail_errno();
-        }
-    } else {
-        auto fd = listen_unix(options_.socket);
-        if (!fd) {
-            const auto& ec = fd.error();
-            const char* why = ec == std::errc::address_in_use ? " (another nsidd serves it)"
-                              : ec == std::errc::file_exists  ? " (not a socket: left alone)"
-                                                              : "";
-            spdlog::error("Failed to listen on {}: {}{}", options_.socket, ec.message(), why);
-            return fail(ec);
-        }
-        listener = std::move(*fd);
-        struct stat st {};
-        if (::lstat(options_.socket.c_str(), &st) == 0)
-            socket_inode_ = st.st_ino;
-    }
-    VarlinkApi::Hooks hooks{
-        [this] {
-            settle();
-            return status();
-        },
-        [this] { resync(ResyncReason::Manual); },
-        [this] { return reload(); },
-        [this] { return restart_needed_; },
-        [this] {
-            settle();
-            sync_metrics();
-            return metrics_.text();
-        },
-        [this](const std::string& name) { return engine_->nsid_of_name(name); },
-        [this](std::size_t n) { release_memory(n); },
-        [this](std::string_view method, bool ok) { metrics_.count_request(method, ok); },
-        [this] {
-            settle();
-        }};
-    // Sequences start at the start time in microseconds: a Watch resumed with a seq of an
-    // earlier run is not mistaken for one of this run.
-    api_ = std::make_unique<VarlinkApi>(*engine_, std::move(hooks), realtime_usec());
-    Server::Limits limits{options_.max_connections, options_.max_connections_per_uid,
-                          varlink::ConnectionLimits{options_.max_request, options_.max_output},
-                          std::uint64_t{options_.idle_timeout} * 1'000'000u,
-                          options_.max_total_output};
-    server_ = std::make_unique<Server>(
-        event_.get(), std::move(listener), limits,
-        [this](Server::Peer& p, const varlink::Call& c) { api_->call(p, c); });
-    if (auto r = server_->start(); !r) {
-        spdlog::error("Failed to accept Varlink connections: {}", r.error().message());
-        return fail(r.error());
-    }
     return {};
 }
 
@@ -465,35 +400,6 @@ std::optional<std::string> Daemon::reload() {
     spdlog::info("Reloaded the configuration");
     sd_notify(0, "READY=1");
     return std::nullopt;
-}
-
-Json Daemon::status() const {
-    const auto& reg = engine_->registry();
-    const auto& st = engine_->stats();
-    Json peers = Json::object();
-    const auto counts = engine_->state_counts();
-    for (std::size_t i = 0; i < counts.size(); ++i) {
-        std::string name = mirror::to_string(static_cast<mirror::PeerState>(i));
-        std::replace(name.begin(), name.end(), '-', '_'); // a Varlink field name
-        peers[name] = counts[i];
-    }
-    return {{"version", kVersion},
-            {"uptime_usec", monotonic_usec() - started_usec_},
-            {"scope", options_.scope == Scope::Host ? "host" : "self"},
-            {"tables", reg.tables().size()},
-            {"entries", reg.entry_count()},
-            {"events", reg.counters().events},
-            {"batches", reg.counters().batches},
-            {"overruns", kernel_->stats().overruns},
-            {"resyncs", st.resyncs_total()},
-            {"last_resync_usec", st.last_resync_usec},
-            {"peers", std::move(peers)},
-            {"dangling_names", engine_->catalog().dangling_names()},
-            {"kernel",
-             {{"dump_truncation", features_.dump_truncation},
-              {"listen_all_nsid", kernel_->event_socket().listen_all()},
-              {"ns_get_id", features_.ns_get_id},
-              {"listmount", engine_->catalog().mounts_by_listmount()}}}};
 }
 
 } // namespace nsidd::daemon

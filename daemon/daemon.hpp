@@ -40,7 +40,9 @@ private:
     // Runs the loop until it exits; returns its exit code, or a negative errno.
     int loop();
     Result<void> start_engine(std::optional<UniqueFd> netlink);
+    // The Varlink listener, API and server (serve.cpp).
     Result<void> start_server(std::optional<UniqueFd> varlink);
+    VarlinkApi::Hooks api_hooks();
     void log_started();
     // Removes the socket file that start_server() created, if it is still ours.
     void remove_socket();
@@ -56,7 +58,7 @@ private:
     std::optional<std::string> reload();
     static std::vector<std::string> restart_only_changes(const Options& running,
                                                          const Options& fresh);
-    varlink::Json status() const;
+    varlink::Json status() const; // (serve.cpp)
     void arm_resync_timer();
     void notify_status();
     // Returns freed heap to the system once work on many entries has added up.
@@ -96,6 +98,9 @@ private:
     static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
     static constexpr std::uint64_t kRetryResyncUsec = 200'000;
     static constexpr std::size_t kTrimThreshold = 1000;
+    // An output buffer at least this large freed: trim (a Watch backlog below it is not worth
+    // a walk of the heap).
+    static constexpr std::size_t kTrimAfterBytes = 1 << 20;
     static constexpr std::uint64_t kMountDelayUsec = 50'000; // the shortest
     // Longest stretch of questions for unexplained ids before the loop serves others again.
     static constexpr std::uint64_t kRefreshSliceUsec = 1'000;

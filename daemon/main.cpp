@@ -4,6 +4,8 @@
 #include <exception>
 #include <new>
 
+#include <malloc.h>
+
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -13,6 +15,11 @@
 
 int main(int argc, char** argv) {
     using namespace nsidd::daemon;
+    // Blocks of 128 KiB and more (an answer to List or Graph, the tables' arrays) are mapped
+    // on their own and returned whole when freed. Left to glibc, the threshold rises to the
+    // largest block freed so far, after which a multi-megabyte answer is carved from the heap
+    // and stays in the RSS once sent (bench/README.md, "Memory").
+    ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     try {
         auto parsed = parse_options(argc, argv);
         if (auto* code = std::get_if<int>(&parsed))

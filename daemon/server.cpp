@@ -89,6 +89,13 @@ Server::Server(sd_event* event, UniqueFd listener, Limits limits, Dispatch dispa
 
 Server::~Server() = default;
 
+Result<void> Server::flush(Peer& peer) {
+    auto r = peer.conn_.flush();
+    if (const auto freed = peer.conn_.take_released(); freed > 0 && released_)
+        released_(freed);
+    return r;
+}
+
 Result<void> Server::start() {
     sd_event_source* s = nullptr;
     int r = sd_event_add_io(event_, &s, listener_.get(), EPOLLIN, on_accept, this);
@@ -217,7 +224,7 @@ void Server::handle_io(Peer& peer, uint32_t revents) {
         drop(peer);
         return;
     }
-    if (auto r = peer.conn_.flush(); !r) {
+    if (auto r = flush(peer); !r) {
         drop(peer);
         return;
     }
@@ -225,7 +232,7 @@ void Server::handle_io(Peer& peer, uint32_t revents) {
     if (!(revents & EPOLLIN) && peer.conn_.buffered_input() > 0 &&
         peer.conn_.pending_output() <= kBackpressureBytes) {
         process(peer);
-        if (auto r = peer.conn_.flush(); !r) {
+        if (auto r = flush(peer); !r) {
             drop(peer);
             return;
         }
@@ -338,7 +345,7 @@ void Server::publish(const std::function<std::string()>& make, std::string_view 
         } else {
             (void)peer.conn_.queue(message);
         }
-        if (auto r = peer.conn_.flush(); !r) {
+        if (auto r = flush(peer); !r) {
             drop(peer);
             continue;
         }

@@ -79,6 +79,9 @@ public:
 
     /// Starts accepting.
     Result<void> start();
+    /// Called with the size of a large output buffer freed once sent (memory that may be
+    /// worth returning to the system).
+    void on_released(std::function<void(std::size_t)> fn) { released_ = std::move(fn); }
 
     /// Sends `make()`'s message to every subscriber (built only if there is one). A subscriber
     /// whose unsent output would pass its cap is sent `too_slow` and disconnected.
@@ -113,6 +116,8 @@ private:
     void process(Peer& peer);
     void queue(Peer& peer, std::string message);
     void update_events(Peer& peer);
+    // Writes what the socket takes and reports a large buffer freed.
+    Result<void> flush(Peer& peer);
     // All clients' unsent output passed its bound: drops the largest until it fits.
     void shed_output();
     void drop(Peer& peer);
@@ -121,6 +126,7 @@ private:
     UniqueFd listener_;
     Limits limits_;
     Dispatch dispatch_;
+    std::function<void(std::size_t)> released_;
     EventSource accept_source_;
     EventSource sweep_source_;
     EventSource accept_retry_;

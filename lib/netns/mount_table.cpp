@@ -324,6 +324,7 @@ bool MountTable::refresh_listmount(bool full) {
         }
     }
     listed_ = std::move(next);
+    ids_ = {}; // every id is in listed_ now: no full-sized scratch kept between rereads
     return true;
 }
 

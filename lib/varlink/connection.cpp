@@ -42,8 +42,9 @@ Result<void> Connection::queue(std::string message) {
     if (pending_output() > 0 && pending_output() + message.size() > limits_.max_output)
         return fail(Errc::TooLarge);
     if (sent_ == output_.size()) {
-        output_.clear();
+        output_ = std::move(message); // no copy of a large answer
         sent_ = 0;
+        return {};
     }
     output_ += message;
     return {};
@@ -77,7 +78,13 @@ Result<void> Connection::flush() {
         return fail_errno(n < 0 ? errno : EPIPE);
     }
     if (sent_ == output_.size()) {
-        output_.clear();
+        // A large answer's buffer is returned now, not kept for the connection's life.
+        if (output_.capacity() > kKeptOutputBytes) {
+            released_ += output_.capacity();
+            std::string().swap(output_); // (assigning an empty string would keep the buffer)
+        } else {
+            output_.clear();
+        }
         sent_ = 0;
     } else if (sent_ > (1u << 20) && sent_ > output_.size() / 2) {
         output_.erase(0, sent_);

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include <sys/types.h>
 
@@ -23,6 +24,7 @@ struct ConnectionLimits {
 /// It does no dispatch; the owner reads calls, answers them and flushes.
 class Connection {
 public:
+    static constexpr std::size_t kKeptOutputBytes = 64 * 1024;
     /// Takes an accepted socket (non-blocking) and reads the peer's credentials.
     Connection(UniqueFd fd, ConnectionLimits limits);
 
@@ -43,6 +45,9 @@ public:
     /// Writes queued output until done or the socket is full.
     Result<void> flush();
     std::size_t pending_output() const noexcept { return output_.size() - sent_; }
+    /// Bytes of output buffers freed once sent since the last call (a buffer past 64 KiB is
+    /// not kept): the owner may return them to the system.
+    std::size_t take_released() noexcept { return std::exchange(released_, 0); }
     std::size_t buffered_input() const noexcept { return framer_.buffered(); }
 
 private:
@@ -51,6 +56,7 @@ private:
     Framer framer_;
     std::string output_;
     std::size_t sent_ = 0;
+    std::size_t released_ = 0;
     uid_t uid_ = static_cast<uid_t>(-1);
 };
 

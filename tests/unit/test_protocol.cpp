@@ -3,7 +3,13 @@
 
 #include <string>
 
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
+
+#include "varlink/connection.hpp"
 
 namespace nsidd::varlink {
 namespace {
@@ -124,6 +130,42 @@ TEST(Framer, ManySmallMessagesStayBounded) {
         ASSERT_TRUE(m && *m);
     }
     EXPECT_EQ(f.buffered(), 0u);
+}
+
+// Reads what `fd` holds until `want` bytes arrived, flushing `c` between reads.
+std::string drain(Connection& c, int fd, std::size_t want) {
+    std::string got;
+    char buf[65536];
+    while (got.size() < want) {
+        EXPECT_TRUE(c.flush().has_value());
+        const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0)
+            got.append(buf, static_cast<std::size_t>(n));
+        else if (n == 0 || errno != EAGAIN)
+            break;
+    }
+    EXPECT_TRUE(c.flush().has_value());
+    return got;
+}
+
+TEST(Connection, SendsAnswersWholeInOrderAndFreesALargeBufferOnceSent) {
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    UniqueFd client(sv[1]);
+    Connection c{UniqueFd(sv[0]), ConnectionLimits{1024, 1 << 20}};
+
+    const std::string large(300 * 1024, 'x');  // past what the socket takes at once
+    ASSERT_TRUE(c.queue(large).has_value());   // taken whole: nothing was pending
+    ASSERT_TRUE(c.queue("small").has_value()); // appended behind it
+    EXPECT_GT(c.pending_output(), 0u);
+    EXPECT_EQ(drain(c, client.get(), large.size() + 5), large + "small");
+    EXPECT_EQ(c.pending_output(), 0u);
+    EXPECT_GE(c.take_released(), large.size()) << "the large buffer is freed once sent";
+    EXPECT_EQ(c.take_released(), 0u);
+
+    ASSERT_TRUE(c.queue("tiny").has_value());
+    EXPECT_EQ(drain(c, client.get(), 4), "tiny");
+    EXPECT_EQ(c.take_released(), 0u) << "a small buffer is kept for the next answer";
 }
 
 } // namespace
