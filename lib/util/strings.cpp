@@ -6,14 +6,14 @@
 
 namespace nsidd {
 
-template <typename Range> Strings::Block* Strings::build(const Range& strings) {
+template <typename Range> Strings Strings::build(const Range& strings) {
     std::size_t count = 0, bytes = 0;
     for (std::string_view s : strings) {
         ++count;
         bytes += s.size() + 1;
     }
     if (count == 0)
-        return nullptr;
+        return {};
     auto* block = static_cast<Block*>(::operator new(sizeof(Block) + bytes));
     new (block) Block{1, static_cast<std::uint32_t>(count), static_cast<std::uint32_t>(bytes)};
     char* at = reinterpret_cast<char*>(block + 1);
@@ -22,14 +22,16 @@ template <typename Range> Strings::Block* Strings::build(const Range& strings) {
         at[s.size()] = '\0';
         at += s.size() + 1;
     }
-    return block;
+    Strings out;
+    out.ref_ = Counted<Block>(block);
+    return out;
 }
 
-Strings::Strings(std::initializer_list<std::string_view> strings) : block_(build(strings)) {}
-Strings::Strings(const std::vector<std::string>& strings) : block_(build(strings)) {}
-Strings::Strings(const std::vector<std::string_view>& strings) : block_(build(strings)) {}
+Strings::Strings(std::initializer_list<std::string_view> strings) : Strings(build(strings)) {}
+Strings::Strings(const std::vector<std::string>& strings) : Strings(build(strings)) {}
+Strings::Strings(const std::vector<std::string_view>& strings) : Strings(build(strings)) {}
 
-void Strings::release(Block* block) noexcept {
+void Strings::Block::release(Block* block) noexcept {
     ::operator delete(block);
 }
 
@@ -47,9 +49,7 @@ Strings Strings::with(std::string_view s) const {
     if (at != out.end() && *at == s)
         return *this;
     out.insert(at, s);
-    Strings result;
-    result.block_ = build(out);
-    return result;
+    return build(out);
 }
 
 Strings Strings::without(std::string_view s) const {
@@ -58,9 +58,7 @@ Strings Strings::without(std::string_view s) const {
     if (at == out.end())
         return *this;
     out.erase(at);
-    Strings result;
-    result.block_ = build(out);
-    return result;
+    return build(out);
 }
 
 Strings Strings::merge(const Strings& a, const Strings& b) {
@@ -71,13 +69,11 @@ Strings Strings::merge(const Strings& a, const Strings& b) {
     std::vector<std::string_view> out;
     out.reserve(a.size() + b.size());
     std::set_union(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
-    Strings result;
-    result.block_ = build(out);
-    return result;
+    return build(out);
 }
 
 bool Strings::operator==(const Strings& other) const noexcept {
-    return block_ == other.block_ ||
+    return ref_.get() == other.ref_.get() ||
            (bytes() == other.bytes() && std::memcmp(data(), other.data(), bytes()) == 0);
 }
 

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "util/shared.hpp"
+
 namespace nsidd {
 
 /// An immutable list of strings shared by every copy, for the names and mount points of an
@@ -17,8 +19,7 @@ namespace nsidd {
 /// One reference-counted block holds the strings back to back, each ending in a NUL (no name or
 /// path has one): a one-name list is one 32-byte allocation instead of a vector's two of 48
 /// and the string's own when it is longer than 15 bytes (bench/README.md, "Memory"). An empty
-/// list holds nothing. The count is not atomic: nsidd shares these only on its one event-loop
-/// thread.
+/// list holds nothing.
 class Strings {
 public:
     /// Iterates the strings in order, as views into the block (valid while a copy lives).
@@ -59,22 +60,9 @@ public:
     Strings(std::initializer_list<std::string_view> strings);
     explicit Strings(const std::vector<std::string>& strings);
     explicit Strings(const std::vector<std::string_view>& strings);
-    Strings(const Strings& other) noexcept : block_(other.block_) {
-        if (block_ != nullptr)
-            ++block_->refs;
-    }
-    Strings(Strings&& other) noexcept : block_(other.block_) { other.block_ = nullptr; }
-    Strings& operator=(Strings other) noexcept {
-        std::swap(block_, other.block_);
-        return *this;
-    }
-    ~Strings() {
-        if (block_ != nullptr && --block_->refs == 0)
-            release(block_);
-    }
 
-    bool empty() const noexcept { return block_ == nullptr; }
-    std::size_t size() const noexcept { return block_ ? block_->count : 0; }
+    bool empty() const noexcept { return ref_.get() == nullptr; }
+    std::size_t size() const noexcept { return empty() ? 0 : ref_.get()->count; }
     Iterator begin() const noexcept { return {data(), data() + bytes()}; }
     Iterator end() const noexcept { return {data() + bytes(), data() + bytes()}; }
     /// The first string ("" when empty).
@@ -96,17 +84,15 @@ private:
         std::uint32_t refs;
         std::uint32_t count;
         std::uint32_t bytes; // of the strings and their NULs, after the block
+        static void release(Block* block) noexcept;
     };
-    template <typename Range> static Block* build(const Range& strings);
+    template <typename Range> static Strings build(const Range& strings);
     const char* data() const noexcept {
-        return block_ ? reinterpret_cast<const char*>(block_ + 1) : nullptr;
+        return empty() ? nullptr : reinterpret_cast<const char*>(ref_.get() + 1);
     }
-    std::size_t bytes() const noexcept { return block_ ? block_->bytes : 0; }
-    // Out of line: where GCC sees the delete inlined next to another copy's decrement it
-    // cannot tell the counts apart and warns of a use after free that cannot happen.
-    [[gnu::noinline]] static void release(Block* block) noexcept;
+    std::size_t bytes() const noexcept { return empty() ? 0 : ref_.get()->bytes; }
 
-    Block* block_ = nullptr;
+    Counted<Block> ref_;
 };
 
 } // namespace nsidd
