@@ -98,9 +98,9 @@ private:
     static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
     static constexpr std::uint64_t kRetryResyncUsec = 200'000;
     static constexpr std::size_t kTrimThreshold = 1000;
-    // An output buffer at least this large freed: trim (a Watch backlog below it is not worth
-    // a walk of the heap).
-    static constexpr std::size_t kTrimAfterBytes = 1 << 20;
+    // An output buffer at least this large freed (an answer of ~1000 rows): trim. Smaller ones,
+    // and most Watch backlogs, are not worth a walk of the heap.
+    static constexpr std::size_t kTrimAfterBytes = 256 * 1024;
     static constexpr std::uint64_t kMountDelayUsec = 50'000; // the shortest
     // Longest stretch of questions for unexplained ids before the loop serves others again.
     static constexpr std::uint64_t kRefreshSliceUsec = 1'000;

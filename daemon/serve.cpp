@@ -52,7 +52,8 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
     server_ = std::make_unique<Server>(
         event_.get(), std::move(listener), limits,
         [this](Server::Peer& p, const varlink::Call& c) { api_->call(p, c); });
-    // A large answer (List, Graph at thousands of rows) is sent: what it held goes back.
+    // A large answer (List or Graph of ~1000 rows or more) was sent and its buffer freed: what
+    // it and its document held goes back, once, now that none of it is in use.
     server_->on_released([this](std::size_t bytes) {
         if (bytes >= kTrimAfterBytes)
             release_memory(kTrimThreshold);
@@ -78,7 +79,6 @@ VarlinkApi::Hooks Daemon::api_hooks() {
                 return metrics_.text();
             },
             [this](const std::string& name) { return engine_->nsid_of_name(name); },
-            [this](std::size_t n) { release_memory(n); },
             [this](std::string_view method, bool ok) { metrics_.count_request(method, ok); },
             [this] {
                 settle();

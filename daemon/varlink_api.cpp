@@ -168,7 +168,6 @@ void VarlinkApi::list(Server::Peer& peer, const varlink::Call& call) {
         return;
     }
     peer.reply({{"entries", entries(*observer, *table)}, {"seq", seq_}});
-    hooks_.rendered(table->rows.size());
 }
 
 void VarlinkApi::graph(Server::Peer& peer, const varlink::Call&) {
@@ -179,7 +178,6 @@ void VarlinkApi::graph(Server::Peer& peer, const varlink::Call&) {
         tables.push_back(
             {{"observer", observer_name(observer)}, {"entries", entries(observer, table)}});
     peer.reply({{"tables", std::move(tables)}, {"seq", seq_}});
-    hooks_.rendered(engine_.registry().entry_count());
 }
 
 namespace {

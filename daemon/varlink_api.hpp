@@ -32,8 +32,6 @@ public:
         std::function<std::string()> metrics_text;
         /// Self's id for a /run/netns name (asks the kernel).
         std::function<std::optional<registry::Nsid>(const std::string&)> nsid_of_name;
-        /// `n` entries were rendered: memory may be worth returning to the system.
-        std::function<void(std::size_t)> rendered;
         /// A method was called; `ok`: answered without an error.
         std::function<void(std::string_view method, bool ok)> counted;
         /// Publishes what changed and is not yet published, so that an answer reflects

@@ -29,7 +29,6 @@ template <typename Range> Strings Strings::build(const Range& strings) {
 
 Strings::Strings(std::initializer_list<std::string_view> strings) : Strings(build(strings)) {}
 Strings::Strings(const std::vector<std::string>& strings) : Strings(build(strings)) {}
-Strings::Strings(const std::vector<std::string_view>& strings) : Strings(build(strings)) {}
 
 void Strings::Block::release(Block* block) noexcept {
     ::operator delete(block);
@@ -37,10 +36,6 @@ void Strings::Block::release(Block* block) noexcept {
 
 bool Strings::contains(std::string_view s) const noexcept {
     return std::find(begin(), end(), s) != end();
-}
-
-std::vector<std::string> Strings::to_vector() const {
-    return {begin(), end()};
 }
 
 Strings Strings::with(std::string_view s) const {

@@ -59,7 +59,6 @@ public:
     Strings() = default;
     Strings(std::initializer_list<std::string_view> strings);
     explicit Strings(const std::vector<std::string>& strings);
-    explicit Strings(const std::vector<std::string_view>& strings);
 
     bool empty() const noexcept { return ref_.get() == nullptr; }
     std::size_t size() const noexcept { return empty() ? 0 : ref_.get()->count; }
@@ -68,7 +67,6 @@ public:
     /// The first string ("" when empty).
     std::string_view front() const noexcept { return empty() ? std::string_view() : *begin(); }
     bool contains(std::string_view s) const noexcept;
-    std::vector<std::string> to_vector() const;
 
     /// The sorted list with `s` added (itself when it is there already).
     Strings with(std::string_view s) const;

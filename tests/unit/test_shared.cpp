@@ -107,7 +107,7 @@ TEST(Shared, AVectorOfCopiesReleasesEveryValue) {
 }
 
 std::vector<std::string> all(const Strings& s) {
-    return s.to_vector();
+    return {s.begin(), s.end()};
 }
 
 TEST(Strings, HoldsTheStringsInOrder) {
