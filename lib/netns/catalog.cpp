@@ -60,22 +60,20 @@ void Catalog::set_nsid(Namespace& ns, std::optional<std::int32_t> nsid) {
     if (ns.nsid == nsid)
         return;
     ++ids_version_;
-    if (ns.nsid) {
-        if (auto it = by_nsid_.find(*ns.nsid); it != by_nsid_.end() && it->second == ns.cookie)
-            by_nsid_.erase(it);
-    }
+    if (ns.nsid)
+        if (const auto* at = by_nsid_.find(*ns.nsid); at != nullptr && at->cookie == ns.cookie)
+            by_nsid_.erase(*ns.nsid);
     ns.nsid = nsid;
     if (nsid) {
         unassigned_.erase(ns.cookie);
         // Ids are unique among live peers: a namespace that held this one before is dead.
-        auto [it, inserted] = by_nsid_.try_emplace(*nsid, ns.cookie);
-        if (!inserted && it->second != ns.cookie) {
-            if (auto old = namespaces_.find(it->second); old != namespaces_.end()) {
+        auto& at = by_nsid_[*nsid];
+        if (!at.blank() && at.cookie != ns.cookie)
+            if (auto old = namespaces_.find(at.cookie); old != namespaces_.end()) {
                 old->second.nsid.reset();
                 unassigned_.insert(old->first);
             }
-            it->second = ns.cookie;
-        }
+        at.cookie = ns.cookie;
     } else {
         unassigned_.insert(ns.cookie);
     }
@@ -231,7 +229,7 @@ void Catalog::describe_process(Namespace& ns) {
 
 void Catalog::restart_pass() {
     proc_.reset();
-    pass_inodes_.clear();
+    drop_pass_scratch();
     for (auto& [cookie, ns] : namespaces_)
         ns.pass_processes = 0;
     ++pass_;
@@ -264,6 +262,15 @@ std::size_t Catalog::read_other_mounts(const char* pid, std::uint64_t now_usec) 
     const auto work = opened.size() + text->size() / 256; // a process's worth per 256 bytes
     record(opened, now_usec, false);
     return work;
+}
+
+void Catalog::drop_pass_scratch() {
+    // Freed, not cleared: between passes they would keep a bucket array and, where another
+    // mount namespace was read, an inode of every namespace known.
+    pass_inodes_ = {};
+    pass_mnt_ns_ = {};
+    pass_other_mounts_ = {};
+    pass_known_inodes_ = {};
 }
 
 void Catalog::end_pass(std::uint64_t now_usec) {
@@ -300,6 +307,7 @@ void Catalog::end_pass(std::uint64_t now_usec) {
             drop(it);
         it = next;
     }
+    drop_pass_scratch();
     ++pass_;
     ++stats_.passes;
     hints_.clear(); // a namespace the pass did not meet is gone
@@ -308,10 +316,6 @@ void Catalog::end_pass(std::uint64_t now_usec) {
 bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
     if (!proc_) {
         proc_.reset(::opendir(roots_.proc_dir.c_str()));
-        pass_inodes_.clear();
-        pass_mnt_ns_.clear();
-        pass_other_mounts_.clear();
-        pass_known_inodes_.clear();
         if (own_mnt_ns_.empty())
             own_mnt_ns_ = read_link(roots_.proc_dir + "/self/ns/mnt");
         if (!proc_)
@@ -446,17 +450,17 @@ void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
             recheck_.push_back(std::move(path));
         }
     }
-    if (it->second.nsid)
-        if (auto n = by_nsid_.find(*it->second.nsid); n != by_nsid_.end() && n->second == it->first)
-            by_nsid_.erase(n);
+    if (const auto nsid = it->second.nsid)
+        if (const auto* at = by_nsid_.find(*nsid); at != nullptr && at->cookie == it->first)
+            by_nsid_.erase(*nsid);
     namespaces_.erase(it);
 }
 
 const Namespace* Catalog::by_nsid(std::int32_t nsid) const {
-    auto it = by_nsid_.find(nsid);
-    if (it == by_nsid_.end())
+    const auto* at = by_nsid_.find(nsid);
+    if (at == nullptr || at->blank())
         return nullptr;
-    auto ns = namespaces_.find(it->second);
+    auto ns = namespaces_.find(at->cookie);
     return ns == namespaces_.end() ? nullptr : &ns->second;
 }
 

@@ -20,6 +20,7 @@
 #include "netns/mount_table.hpp"
 #include "netns/owner.hpp"
 #include "netns/queries.hpp"
+#include "util/by_nsid.hpp"
 #include "util/strings.hpp"
 #include "util/unique_fd.hpp"
 
@@ -177,6 +178,8 @@ private:
     void assign_missing(const std::vector<Namespace*>& asked, const std::vector<int>& fds);
     // The /proc pass is over: drops what neither a process nor a mount held during it.
     void end_pass(std::uint64_t now_usec);
+    // Frees what only the pass under way uses.
+    void drop_pass_scratch();
     // Reads the nsfs mounts of pid's mount namespace, when it is another one met first now, and
     // records the namespaces only they reach. Returns the work it took, in processes' worth
     // (for the slice's budget).
@@ -212,8 +215,13 @@ private:
     std::vector<std::uint64_t> distrusted_;
     std::uint64_t ids_version_ = 0;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie
-    std::unordered_map<std::int32_t, std::uint64_t> by_nsid_; // self's id -> cookie
-    std::unordered_set<std::uint64_t> unassigned_;            // cookies of those without an id
+    // Self's id -> cookie (flat: 12 bytes an id, where a hash node would take 40).
+    struct CookieOf {
+        std::uint64_t cookie = 0;
+        bool blank() const noexcept { return cookie == 0; }
+    };
+    ByNsid<CookieOf> by_nsid_;
+    std::unordered_set<std::uint64_t> unassigned_; // cookies of those without an id
     std::vector<std::uint64_t> changed_;
     // The /proc walk: the open directory and the inodes met in this pass (-> cookie).
     std::unique_ptr<DIR, FnDeleter<closedir>> proc_;

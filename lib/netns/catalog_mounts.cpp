@@ -69,9 +69,9 @@ Catalog::reach_saved_mount(const std::string& path, std::uint64_t now_usec) {
 void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     if (!mount_table_.refresh(full))
         return;
-    std::vector<std::string> todo = std::exchange(recheck_, {});
-    todo.insert(todo.end(), mount_table_.changed_paths().begin(),
-                mount_table_.changed_paths().end());
+    std::vector<std::string> todo = mount_table_.take_changed_paths();
+    for (auto& path : std::exchange(recheck_, {}))
+        todo.push_back(std::move(path));
     if (full) // every point mounted, and every one that reached a namespace at the last look
         for (const auto& [path, point] : mount_table_.paths())
             todo.push_back(path);

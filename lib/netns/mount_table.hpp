@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "netns/mountinfo.hpp"
@@ -27,9 +28,12 @@ public:
     /// Rereads the table (`full`: lists every mount, never only the new ones). Returns false
     /// when it could not be read (nothing changes).
     bool refresh(bool full = false);
-    /// Mount points at which an nsfs mount appeared or went in the last refresh(), each once:
-    /// what is reached through them may have changed.
-    const std::vector<std::string>& changed_paths() const noexcept { return changed_paths_; }
+    /// Mount points at which an nsfs mount appeared or went in the last refresh(), each once
+    /// and sorted: what is reached through them may have changed. Taken, not kept: the first
+    /// listing reports every mount point, and a copy of each would stay until the next change.
+    std::vector<std::string> take_changed_paths() noexcept {
+        return std::exchange(changed_paths_, {});
+    }
     /// A mount point: how many nsfs mounts of network namespaces are listed there, and what the
     /// catalog last found it reaching. Kept while either is set, so that the catalog still
     /// knows what a mount point reached when its last mount goes (one map for both: a path is

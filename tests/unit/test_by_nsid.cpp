@@ -1,21 +1,23 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// The engine's flat per-row tables (mirror/by_nsid.hpp).
+// The flat per-row tables of the engine and the catalog (util/by_nsid.hpp).
 #include <cstdint>
+#include <vector>
 
 #include <gtest/gtest.h>
 
-#include "mirror/by_nsid.hpp"
+#include "util/by_nsid.hpp"
 
-namespace nsidd::mirror {
+namespace nsidd {
 namespace {
 
 struct Note {
     std::uint64_t row_since = 0;
     int value = 0;
+    bool blank() const noexcept { return row_since == 0; }
 };
 
-std::vector<registry::Nsid> ids(const ByNsid<Note>& t) {
-    std::vector<registry::Nsid> out;
+std::vector<std::int32_t> ids(const ByNsid<Note>& t) {
+    std::vector<std::int32_t> out;
     for (const auto& [nsid, note] : t)
         out.push_back(nsid);
     return out;
@@ -23,9 +25,9 @@ std::vector<registry::Nsid> ids(const ByNsid<Note>& t) {
 
 TEST(ByNsid, KeepsIdsInOrderWhereverTheyArrive) {
     ByNsid<Note> t;
-    for (registry::Nsid n : {5, 1, 9, 3, 7})
+    for (std::int32_t n : {5, 1, 9, 3, 7})
         t[n] = Note{100u + static_cast<std::uint64_t>(n), n};
-    EXPECT_EQ(ids(t), (std::vector<registry::Nsid>{1, 3, 5, 7, 9}));
+    EXPECT_EQ(ids(t), (std::vector<std::int32_t>{1, 3, 5, 7, 9}));
     ASSERT_NE(t.find(7), nullptr);
     EXPECT_EQ(t.find(7)->value, 7);
     EXPECT_EQ(t.find(4), nullptr);
@@ -34,7 +36,7 @@ TEST(ByNsid, KeepsIdsInOrderWhereverTheyArrive) {
 
 TEST(ByNsid, ATakenBackEntryIsBlankAndItsIdTakesTheSlotBack) {
     ByNsid<Note> t;
-    for (registry::Nsid n = 0; n < 10; ++n)
+    for (std::int32_t n = 0; n < 10; ++n)
         t[n] = Note{1, n};
     t.erase(4);
     ASSERT_NE(t.find(4), nullptr); // still there, blank: it matches no row
@@ -51,9 +53,9 @@ TEST(ByNsid, ATakenBackEntryIsBlankAndItsIdTakesTheSlotBack) {
 
 TEST(ByNsid, BlanksAreDroppedOnceTheyAreHalfTheTable) {
     ByNsid<Note> t;
-    for (registry::Nsid n = 0; n < 400; ++n)
+    for (std::int32_t n = 0; n < 400; ++n)
         t[n] = Note{1, n};
-    for (registry::Nsid n = 0; n < 200; ++n)
+    for (std::int32_t n = 0; n < 200; ++n)
         t.erase(n);
     EXPECT_EQ(t.size(), 400u); // exactly half: kept
     t.erase(200);
@@ -65,4 +67,4 @@ TEST(ByNsid, BlanksAreDroppedOnceTheyAreHalfTheTable) {
 }
 
 } // namespace
-} // namespace nsidd::mirror
+} // namespace nsidd

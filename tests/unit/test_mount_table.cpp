@@ -85,12 +85,13 @@ protected:
         EXPECT_TRUE(text_->refresh());
         EXPECT_TRUE(listed_->uses_listmount());
         EXPECT_EQ(key(listed_->mounts()), key(text_->mounts()));
-        const auto& changed = listed_->changed_paths();
-        for (const auto& p : text_->changed_paths())
+        auto changed = listed_->take_changed_paths();
+        for (const auto& p : text_->take_changed_paths())
             EXPECT_TRUE(std::binary_search(changed.begin(), changed.end(), p))
                 << p << " changed, not reported";
         EXPECT_EQ(counts(*listed_), counts(*text_));
-        return listed_->changed_paths();
+        EXPECT_TRUE(listed_->take_changed_paths().empty()) << "taken twice";
+        return changed;
     }
 
     // Mount point -> nsfs mounts listed there.

@@ -3,58 +3,60 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
-#include "registry/registry.hpp"
+namespace nsidd {
 
-namespace nsidd::mirror {
-
-/// What the engine keeps per row of self's table, by nsid: a flat table sorted by nsid (no
-/// allocation per row; lookups by binary search; new ids, mostly the highest, append). `T` says
-/// which row it is about in `row_since` (0: none). An entry taken back is blanked (T{}) rather
-/// than moved out: an id reused meanwhile takes its slot back in place, and the blanks are
-/// dropped together once they are half the table.
+/// Something kept per row of self's table, by nsid: a flat table sorted by nsid (no allocation
+/// per row, 4 bytes of key; lookups by binary search; new ids, mostly the highest, append). An
+/// entry taken back is blanked (T{}: `blank()` is then true) rather than moved out: an id
+/// reused meanwhile takes its slot back in place, and the blanks are dropped together once they
+/// are half the table. So a burst of deaths costs no move per row.
 template <typename T> class ByNsid {
 public:
-    using Item = std::pair<registry::Nsid, T>;
+    using Nsid = std::int32_t;
+    using Item = std::pair<Nsid, T>;
 
-    const T* find(registry::Nsid nsid) const {
+    /// The entry of `nsid` (possibly blank), or nullptr.
+    const T* find(Nsid nsid) const {
         const auto it = slot(items_, nsid);
         return it != items_.end() && it->first == nsid ? &it->second : nullptr;
     }
     /// The entry of `nsid`, made blank when there was none.
-    T& operator[](registry::Nsid nsid) {
+    T& operator[](Nsid nsid) {
         auto it = slot(items_, nsid);
         if (it == items_.end() || it->first != nsid)
             it = items_.emplace(it, nsid, T{});
         return it->second;
     }
-    void erase(registry::Nsid nsid) {
+    void erase(Nsid nsid) {
         const auto it = slot(items_, nsid);
-        if (it == items_.end() || it->first != nsid || it->second.row_since == 0)
+        if (it == items_.end() || it->first != nsid || it->second.blank())
             return;
         it->second = T{};
         if (++blanks_ > 64 && blanks_ > items_.size() / 2) {
-            std::erase_if(items_, [](const Item& i) { return i.second.row_since == 0; });
+            std::erase_if(items_, [](const Item& i) { return i.second.blank(); });
             blanks_ = 0;
         }
     }
     /// Appends an entry above every other (building a table in row order).
-    void push_back(registry::Nsid nsid, T value) { items_.emplace_back(nsid, std::move(value)); }
+    void push_back(Nsid nsid, T value) { items_.emplace_back(nsid, std::move(value)); }
     void reserve(std::size_t n) { items_.reserve(n); }
+    /// Entries, blanks included.
     std::size_t size() const noexcept { return items_.size(); }
     auto begin() const noexcept { return items_.begin(); }
     auto end() const noexcept { return items_.end(); }
 
 private:
-    template <typename Items> static auto slot(Items& items, registry::Nsid nsid) {
+    template <typename Items> static auto slot(Items& items, Nsid nsid) {
         return std::lower_bound(items.begin(), items.end(), nsid,
-                                [](const Item& i, registry::Nsid n) { return i.first < n; });
+                                [](const Item& i, Nsid n) { return i.first < n; });
     }
 
     std::vector<Item> items_;
     std::size_t blanks_ = 0;
 };
 
-} // namespace nsidd::mirror
+} // namespace nsidd
