@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "util/by_nsid.hpp"
+#include "util/flat_table.hpp"
 #include "mirror/kernel.hpp"
 #include "netns/catalog.hpp"
 #include "netns/fd_scan.hpp"

@@ -20,7 +20,7 @@
 #include "netns/mount_table.hpp"
 #include "netns/owner.hpp"
 #include "netns/queries.hpp"
-#include "util/by_nsid.hpp"
+#include "util/flat_table.hpp"
 #include "util/strings.hpp"
 #include "util/unique_fd.hpp"
 
@@ -28,10 +28,10 @@ namespace nsidd::netns {
 
 /// One live namespace, as discovery last saw it.
 struct Namespace {
+    // (Fields in an order that leaves no padding: one is kept per live namespace.)
     /// NS_GET_ID: never reused within a boot. Where the ioctl is missing, the inode stands in
     /// (then `cookie_is_inode`), which is only unique among live namespaces.
     std::uint64_t cookie = 0;
-    bool cookie_is_inode = false;
     std::uint64_t inode = 0;
     /// Bind mounts under the netns directory, and the names it had there, no longer (sorted;
     /// shared with the registry: changed as copies).
@@ -42,17 +42,18 @@ struct Namespace {
     /// Any nsfs bind mount, under the netns directory or not, here or in another mount
     /// namespace.
     bool mounted() const noexcept { return !mounts.empty() || !other_mounts.empty(); }
+    Shared<std::string> comm;                ///< the command name of `pid`
+    Shared<Owner> owner;                     ///< from the cgroup of a process met inside it
+    std::uint64_t no_process_since_usec = 0; ///< end of the first pass that met none; 0: one
+    std::uint64_t first_seen_usec = 0;       ///< CLOCK_REALTIME
     std::optional<pid_t> pid;                ///< one process inside it, from the last /proc pass
-    Shared<std::string> comm;                ///< that process's command name
+    std::optional<std::int32_t> nsid;        ///< self's id for it, when it has one
     std::uint32_t processes = 0;             ///< processes inside it, counted by the last pass
     std::uint32_t pass_processes = 0;        ///< counted so far by the pass under way
-    std::uint64_t no_process_since_usec = 0; ///< end of the first pass that met none; 0: one
-    Shared<Owner> owner;                     ///< from the cgroup of a process met inside it
-    std::optional<std::int32_t> nsid;        ///< self's id for it, when it has one
-    std::uint64_t first_seen_usec = 0;       ///< CLOCK_REALTIME
-    std::uint64_t seen_pass = 0;             ///< the last /proc pass that met a process in it
-    std::uint64_t asked_round = 0;           ///< the last refresh round that asked for its id
-    bool unverified = false;                 ///< the id came from saved ids, not from the kernel
+    std::uint32_t seen_pass = 0;             ///< the last /proc pass that met a process in it
+    std::uint32_t asked_round = 0;           ///< the last refresh round that asked for its id
+    bool cookie_is_inode = false;
+    bool unverified = false; ///< the id came from saved ids, not from the kernel
 };
 
 /// What discovery did, for status and metrics.
@@ -238,8 +239,8 @@ private:
     std::vector<std::string> recheck_;
     std::vector<std::string> dangling_;
     MountTable mount_table_;
-    std::uint64_t pass_ = 1;
-    std::uint64_t round_ = 1; // rounds of ask_unassigned()
+    std::uint32_t pass_ = 1;  // /proc passes begun (wraps after 2^32: compared only for ==)
+    std::uint32_t round_ = 1; // rounds of ask_unassigned()
     CatalogStats stats_;
 };
 

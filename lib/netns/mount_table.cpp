@@ -129,7 +129,8 @@ std::vector<NsfsMount> MountTable::mounts() const {
     std::vector<NsfsMount> out;
     out.reserve(nsfs_.size());
     for (const auto& [id, m] : nsfs_)
-        out.push_back(NsfsMount{m.inode, *m.path});
+        if (!m.blank())
+            out.push_back(NsfsMount{m.inode, *m.path});
     return out;
 }
 
@@ -157,18 +158,19 @@ void MountTable::reach(const std::string& path, std::uint64_t inode, std::uint64
 }
 
 void MountTable::add(std::uint64_t id, NsfsMount m) {
-    if (nsfs_.count(id))
+    Listed& listed = nsfs_[id];
+    if (!listed.blank())
         return; // listed already (mount ids are never reused)
     const auto at = paths_.try_emplace(std::move(m.path)).first;
     ++at->second.mounts;
     changed_paths_.push_back(at->first);
-    nsfs_.emplace(id, Listed{m.inode, &at->first});
+    listed = Listed{m.inode, &at->first};
 }
 
-void MountTable::remove(std::unordered_map<std::uint64_t, Listed>::iterator it) {
-    const auto at = paths_.find(*it->second.path);
+void MountTable::remove(std::uint64_t id, const Listed& listed) {
+    const auto at = paths_.find(*listed.path);
     changed_paths_.push_back(at->first);
-    nsfs_.erase(it);
+    nsfs_.erase(id);
     if (--at->second.mounts == 0 && at->second.cookie == 0)
         paths_.erase(at); // no mount is listed there any more: nothing points at its path
 }
@@ -315,8 +317,8 @@ bool MountTable::refresh_listmount(bool full) {
             }
             ++i;
         } else if (i == ids_.size() || listed_[j] < ids_[i]) {
-            if (auto it = nsfs_.find(listed_[j]); it != nsfs_.end())
-                remove(it);
+            if (const auto* listed = nsfs_.find(listed_[j]); listed && !listed->blank())
+                remove(listed_[j], *listed);
             ++j;
         } else {
             next.push_back(ids_[i]);

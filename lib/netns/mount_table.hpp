@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "netns/mountinfo.hpp"
+#include "util/flat_table.hpp"
 #include "util/unique_fd.hpp"
 
 namespace nsidd::netns {
@@ -55,13 +56,15 @@ public:
     /// The nsfs mounts, in no particular order (O(mounts): for checks and tests).
     std::vector<NsfsMount> mounts() const;
     /// An nsfs mount known by its unique mount id (listmount(2) only). `path` is the key of
-    /// paths(), valid while the mount is listed.
+    /// paths(), valid while the mount is listed; null in a blank entry (a mount gone).
     struct Listed {
         std::uint64_t inode = 0;
         const std::string* path = nullptr;
+        bool blank() const noexcept { return path == nullptr; }
     };
-    /// The nsfs mounts by unique mount id (listmount(2) only; empty when reading the text).
-    const std::unordered_map<std::uint64_t, Listed>& by_id() const noexcept { return nsfs_; }
+    /// The nsfs mounts by unique mount id, ascending, with blanks to skip (listmount(2) only;
+    /// empty when reading the text). Mount ids only grow, so a new mount appends.
+    const FlatTable<std::uint64_t, Listed>& by_id() const noexcept { return nsfs_; }
     /// Whether refresh() uses listmount(2)/statmount(2).
     bool uses_listmount() const noexcept { return listmount_; }
 
@@ -74,7 +77,7 @@ private:
     bool stat_id(std::uint64_t id, std::optional<NsfsMount>& out);
     // A new nsfs mount: counted under its mount point (which keeps the one copy of the path).
     void add(std::uint64_t id, NsfsMount m);
-    void remove(std::unordered_map<std::uint64_t, Listed>::iterator it);
+    void remove(std::uint64_t id, const Listed& listed);
     void fall_back();
 
     std::string mountinfo_;
@@ -86,7 +89,7 @@ private:
     std::vector<std::uint64_t> ids_, listed_;
     UniqueFd mnt_ns_;    // our mount namespace: NS_MNT_GET_INFO counts its mounts
     int until_full_ = 0; // rereads that may list only the new ids before a full listing
-    std::unordered_map<std::uint64_t, Listed> nsfs_;
+    FlatTable<std::uint64_t, Listed> nsfs_;
     // mountinfo: the nsfs mounts of the last parse, in its order.
     std::vector<NsfsMount> text_;
     std::vector<char> stat_buf_;

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// The flat per-row tables of the engine and the catalog (util/by_nsid.hpp).
+// The flat per-row tables of the engine and the catalog (util/flat_table.hpp).
 #include <cstdint>
 #include <vector>
 
 #include <gtest/gtest.h>
 
-#include "util/by_nsid.hpp"
+#include "util/flat_table.hpp"
 
 namespace nsidd {
 namespace {
