@@ -12,6 +12,9 @@ namespace {
 template <typename T> varlink::Json or_null(const std::optional<T>& v) {
     return v ? varlink::Json(*v) : varlink::Json(nullptr);
 }
+template <typename T> varlink::Json or_null(Nonzero<T> v) {
+    return or_null(v.optional());
+}
 
 varlink::Json owner_json(const Shared<Owner>& o) {
     if (!o)

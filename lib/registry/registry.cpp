@@ -242,7 +242,13 @@ std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_ass
     }
     if (!dying_.empty())
         sweep(changes);
+    compact();
     return changes;
+}
+
+void Registry::compact() {
+    for (auto& [observer, table] : tables_)
+        table.rows.compact();
 }
 
 void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
@@ -411,6 +417,7 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
     }
     if (!dying_.empty())
         sweep(changes);
+    compact();
     return changes;
 }
 

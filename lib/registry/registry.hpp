@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "util/flat_map.hpp"
+#include "util/nonzero.hpp"
 #include "util/shared.hpp"
 #include "util/strings.hpp"
 
@@ -51,8 +53,9 @@ struct Holders {
 };
 
 struct Identity {
-    std::optional<std::uint64_t> cookie; ///< NS_GET_ID / SO_NETNS_COOKIE, never reused
-    std::optional<std::uint64_t> inode;  ///< nsfs inode, reused after death
+    // (The numbers are never 0 when known: Nonzero keeps each in 8 bytes. One per row.)
+    Nonzero<std::uint64_t> cookie; ///< NS_GET_ID / SO_NETNS_COOKIE, never reused
+    Nonzero<std::uint64_t> inode;  ///< nsfs inode, reused after death
     /// Current /run/netns names (as `ip netns` lists), sorted; shared with the catalog.
     Strings names;
     /// Names it had under /run/netns, no longer (sorted); shared with the catalog.
@@ -61,7 +64,7 @@ struct Identity {
     Holders holders;
     Shared<Owner> owner; ///< unknown: empty
     /// When nsidd first saw it, where that is earlier than the row (kept across restarts).
-    std::optional<std::uint64_t> first_seen_usec;
+    Nonzero<std::uint64_t> first_seen_usec;
     bool operator==(const Identity&) const = default;
 };
 
@@ -148,9 +151,9 @@ public:
         /// holder's, still in flight, and is skipped.
         bool unsure = false;
     };
-    /// One observer's peer-ID table.
+    /// One observer's peer-ID table: flat, a row costs its own size (docs/design.md, "Memory").
     struct Table {
-        std::map<Nsid, Row> rows;
+        FlatMap<Nsid, Row> rows;
         std::uint64_t stamp = 0; ///< op counter at creation
     };
 
@@ -196,6 +199,9 @@ private:
     void record_death(const Entry& dead, std::uint64_t now_usec);
     // Drops every table of a dying observer and every row that points at a dying peer.
     void sweep(std::vector<Change>& changes);
+    // Drops the rows erased since, where they have become half a table (rows are erased in
+    // place, and never moved while a walk of them is under way).
+    void compact();
     Table& table_for(Observer observer);
     // The row points at a peer that died earlier in this batch: the sweep will drop it.
     bool purged_later(Observer observer, const Row& row) const;

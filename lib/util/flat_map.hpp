@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <iterator>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+namespace nsidd {
+
+/// An ordered map kept as one array sorted by key, with the std::map calls nsidd uses. Made for
+/// tables of many rows keyed by small ids (a peer-ID table): no allocation per entry and no
+/// node header, so a row costs its own size. New keys mostly come in ascending order (the
+/// kernel gives the lowest free id, and a table fills upwards), so inserting is mostly an
+/// append. An erased entry is left in place, dead, and reset to V{}: a key reused soon after
+/// (ids are reused at once) takes its slot back without moving anything, and a burst of erases
+/// moves nothing. The dead are dropped together by compact(), never by erase().
+///
+/// Iterators visit only live entries, in key order. erase() invalidates nothing but the entry
+/// erased; emplace() and compact() may move every entry (as a vector's insert does).
+template <typename K, typename V> class FlatMap {
+    using Items = std::vector<std::pair<K, V>>;
+
+public:
+    using value_type = std::pair<K, V>;
+
+    template <bool Const> class Iterator {
+        using Map = std::conditional_t<Const, const FlatMap, FlatMap>;
+
+    public:
+        using iterator_category = std::forward_iterator_tag;
+        using value_type = FlatMap::value_type;
+        using difference_type = std::ptrdiff_t;
+        using reference = std::conditional_t<Const, const value_type&, value_type&>;
+        using pointer = std::conditional_t<Const, const value_type*, value_type*>;
+
+        Iterator() = default;
+        Iterator(Map* map, std::size_t at) : map_(map), at_(at) {}
+        operator Iterator<true>() const { return {map_, at_}; } // NOLINT: as std::map's
+        reference operator*() const { return map_->items_[at_]; }
+        pointer operator->() const { return &map_->items_[at_]; }
+        Iterator& operator++() {
+            at_ = map_->next_live(at_ + 1);
+            return *this;
+        }
+        Iterator operator++(int) {
+            auto was = *this;
+            ++*this;
+            return was;
+        }
+        bool operator==(const Iterator& o) const noexcept { return at_ == o.at_; }
+
+    private:
+        friend class FlatMap;
+        Map* map_ = nullptr;
+        std::size_t at_ = 0;
+    };
+    using iterator = Iterator<false>;
+    using const_iterator = Iterator<true>;
+
+    iterator begin() noexcept { return {this, next_live(0)}; }
+    iterator end() noexcept { return {this, items_.size()}; }
+    const_iterator begin() const noexcept { return {this, next_live(0)}; }
+    const_iterator end() const noexcept { return {this, items_.size()}; }
+
+    std::size_t size() const noexcept { return live_count_; }
+    bool empty() const noexcept { return live_count_ == 0; }
+
+    iterator find(const K& key) { return {this, find_at(key)}; }
+    const_iterator find(const K& key) const { return {this, find_at(key)}; }
+    std::size_t count(const K& key) const { return find_at(key) != items_.size() ? 1 : 0; }
+    V& at(const K& key) { return const_cast<V&>(std::as_const(*this).at(key)); }
+    const V& at(const K& key) const {
+        const auto i = find_at(key);
+        if (i == items_.size())
+            throw std::out_of_range("FlatMap::at");
+        return items_[i].second;
+    }
+
+    /// Inserts (key, value) unless the key is there; {the entry, whether it was inserted}.
+    std::pair<iterator, bool> emplace(const K& key, V value) {
+        auto i = slot(key);
+        if (i < items_.size() && items_[i].first == key) {
+            if (live_[i])
+                return {iterator{this, i}, false};
+            items_[i].second = std::move(value); // a dead entry of the same key: revived
+            live_[i] = true;
+            --dead_count_;
+        } else {
+            // A dead neighbour (its key just above or below) takes the key: nothing moves.
+            const bool above = i < items_.size() && !live_[i];
+            const bool below = !above && i > 0 && !live_[i - 1];
+            if (above || below) {
+                i -= below ? 1 : 0;
+                items_[i] = {key, std::move(value)};
+                live_[i] = true;
+                --dead_count_;
+                ++live_count_;
+                return {iterator{this, i}, true};
+            }
+            items_.emplace(items_.begin() + static_cast<std::ptrdiff_t>(i), key, std::move(value));
+            live_.insert(live_.begin() + static_cast<std::ptrdiff_t>(i), true);
+        }
+        ++live_count_;
+        return {iterator{this, i}, true};
+    }
+
+    /// Erases the entry (left dead in place: see compact()); returns the next live one.
+    iterator erase(const_iterator it) {
+        const auto i = it.at_;
+        items_[i].second = V{};
+        live_[i] = false;
+        --live_count_;
+        ++dead_count_;
+        return {this, next_live(i + 1)};
+    }
+    std::size_t erase(const K& key) {
+        const auto i = find_at(key);
+        if (i == items_.size())
+            return 0;
+        erase(const_iterator{this, i});
+        return 1;
+    }
+    void clear() noexcept {
+        items_ = {};
+        live_ = {};
+        live_count_ = dead_count_ = 0;
+    }
+
+    /// Drops the dead entries once they are at least half of all (and gives back the spare
+    /// capacity once that is most of it). Amortized O(1) per erase.
+    void compact() {
+        if (dead_count_ <= 64 || dead_count_ < items_.size() / 2)
+            return;
+        std::size_t out = 0;
+        for (std::size_t i = 0; i < items_.size(); ++i)
+            if (live_[i]) {
+                if (out != i)
+                    items_[out] = std::move(items_[i]);
+                ++out;
+            }
+        items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(out), items_.end());
+        live_.assign(out, true);
+        dead_count_ = 0;
+        if (items_.capacity() > 2 * items_.size() + 64) {
+            items_.shrink_to_fit();
+            live_.shrink_to_fit();
+        }
+    }
+    /// Entries held, the dead included (for tests).
+    std::size_t slots() const noexcept { return items_.size(); }
+
+private:
+    std::size_t slot(const K& key) const {
+        // Most lookups are for the newest ids: try the end first.
+        if (items_.empty() || items_.back().first < key)
+            return items_.size();
+        return static_cast<std::size_t>(
+            std::lower_bound(items_.begin(), items_.end(), key,
+                             [](const value_type& v, const K& k) { return v.first < k; }) -
+            items_.begin());
+    }
+    std::size_t find_at(const K& key) const {
+        const auto i = slot(key);
+        return i < items_.size() && items_[i].first == key && live_[i] ? i : items_.size();
+    }
+    std::size_t next_live(std::size_t i) const noexcept {
+        while (i < items_.size() && !live_[i])
+            ++i;
+        return i;
+    }
+
+    Items items_;
+    std::vector<bool> live_;
+    std::size_t live_count_ = 0;
+    std::size_t dead_count_ = 0;
+};
+
+} // namespace nsidd

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The flat tables: ByNsid (util/flat_table.hpp), per-row notes of the engine and the catalog,
+// and FlatMap (util/flat_map.hpp), the registry's peer-ID tables.
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "util/flat_map.hpp"
+#include "util/flat_table.hpp"
+
+namespace nsidd {
+namespace {
+
+struct Note {
+    std::uint64_t row_since = 0;
+    int value = 0;
+    bool blank() const noexcept { return row_since == 0; }
+};
+
+std::vector<std::int32_t> ids(const ByNsid<Note>& t) {
+    std::vector<std::int32_t> out;
+    for (const auto& [nsid, note] : t)
+        out.push_back(nsid);
+    return out;
+}
+
+TEST(ByNsid, KeepsIdsInOrderWhereverTheyArrive) {
+    ByNsid<Note> t;
+    for (std::int32_t n : {5, 1, 9, 3, 7})
+        t[n] = Note{100u + static_cast<std::uint64_t>(n), n};
+    EXPECT_EQ(ids(t), (std::vector<std::int32_t>{1, 3, 5, 7, 9}));
+    ASSERT_NE(t.find(7), nullptr);
+    EXPECT_EQ(t.find(7)->value, 7);
+    EXPECT_EQ(t.find(4), nullptr);
+    EXPECT_EQ(t.find(10), nullptr);
+}
+
+TEST(ByNsid, ATakenBackEntryIsBlankAndItsIdTakesTheSlotBack) {
+    ByNsid<Note> t;
+    for (std::int32_t n = 0; n < 10; ++n)
+        t[n] = Note{1, n};
+    t.erase(4);
+    ASSERT_NE(t.find(4), nullptr); // still there, blank: it matches no row
+    EXPECT_EQ(t.find(4)->row_since, 0u);
+    EXPECT_EQ(t.size(), 10u);
+    t[4] = Note{2, 40}; // the id reused: same slot
+    EXPECT_EQ(t.size(), 10u);
+    EXPECT_EQ(t.find(4)->value, 40);
+    t.erase(4);
+    t.erase(4);  // a second erase of a blank counts nothing
+    t.erase(11); // absent: nothing
+    EXPECT_EQ(t.size(), 10u);
+}
+
+TEST(ByNsid, BlanksAreDroppedOnceTheyAreHalfTheTable) {
+    ByNsid<Note> t;
+    for (std::int32_t n = 0; n < 400; ++n)
+        t[n] = Note{1, n};
+    for (std::int32_t n = 0; n < 200; ++n)
+        t.erase(n);
+    EXPECT_EQ(t.size(), 400u); // exactly half: kept
+    t.erase(200);
+    EXPECT_EQ(t.size(), 199u); // past half: the 201 blanks dropped together
+    EXPECT_EQ(ids(t).front(), 201);
+    EXPECT_EQ(t.find(100), nullptr);
+    ASSERT_NE(t.find(399), nullptr);
+    EXPECT_EQ(t.find(399)->value, 399);
+}
+
+// A value that counts its live instances holding a payload: an erased entry must let go of
+// what it held at once (a dead slot keeps only an empty value).
+struct Held {
+    static inline int alive = 0;
+    std::string payload;
+    Held() = default;
+    explicit Held(std::string p) : payload(std::move(p)) { ++alive; }
+    Held(const Held& o) : payload(o.payload) { alive += payload.empty() ? 0 : 1; }
+    Held(Held&& o) noexcept : payload(std::move(o.payload)) { o.payload.clear(); }
+    Held& operator=(const Held& o) {
+        if (this != &o)
+            *this = Held(o);
+        return *this;
+    }
+    Held& operator=(Held&& o) noexcept {
+        if (this != &o) {
+            alive -= payload.empty() ? 0 : 1;
+            payload = std::move(o.payload);
+            o.payload.clear();
+        }
+        return *this;
+    }
+    ~Held() { alive -= payload.empty() ? 0 : 1; }
+};
+
+std::vector<std::pair<int, std::string>> contents(const FlatMap<int, Held>& m) {
+    std::vector<std::pair<int, std::string>> out;
+    for (const auto& [k, v] : m)
+        out.emplace_back(k, v.payload);
+    return out;
+}
+
+TEST(FlatMap, BehavesAsAStdMapThroughRandomInsertsErasesAndCompactions) {
+    {
+        FlatMap<int, Held> flat;
+        std::map<int, std::string> model;
+        std::mt19937 rng(15);
+        for (int step = 0; step < 20000; ++step) {
+            const int key = static_cast<int>(rng() % 300);
+            switch (rng() % 8) {
+            case 0:
+            case 1:
+            case 2: {
+                const auto payload = "v" + std::to_string(step);
+                const auto [it, inserted] = flat.emplace(key, Held(payload));
+                const auto [mit, minserted] = model.emplace(key, payload);
+                ASSERT_EQ(inserted, minserted) << "step " << step;
+                ASSERT_EQ(it->first, key);
+                ASSERT_EQ(it->second.payload, mit->second);
+                break;
+            }
+            case 3:
+            case 4:
+                ASSERT_EQ(flat.erase(key), model.erase(key)) << "step " << step;
+                break;
+            case 5: { // erase every third row in one walk, as a purge sweep does
+                int n = 0;
+                for (auto it = flat.begin(); it != flat.end();)
+                    if (n++ % 3 == 0) {
+                        model.erase(it->first);
+                        it = flat.erase(it);
+                    } else {
+                        ++it;
+                    }
+                break;
+            }
+            case 6:
+                flat.compact();
+                break;
+            default: {
+                const auto it = flat.find(key);
+                const auto mit = model.find(key);
+                ASSERT_EQ(it == flat.end(), mit == model.end()) << "step " << step;
+                ASSERT_EQ(flat.count(key), model.count(key));
+                if (mit != model.end()) {
+                    ASSERT_EQ(flat.at(key).payload, mit->second);
+                }
+            }
+            }
+            ASSERT_EQ(flat.size(), model.size()) << "step " << step;
+            ASSERT_EQ(Held::alive, static_cast<int>(model.size())) << "step " << step;
+        }
+        const std::vector<std::pair<int, std::string>> expected(model.begin(), model.end());
+        EXPECT_EQ(contents(flat), expected);
+        EXPECT_THROW(flat.at(1000), std::out_of_range);
+    }
+    EXPECT_EQ(Held::alive, 0);
+}
+
+TEST(FlatMap, ErasedSlotsStayUntilCompactedAndAReusedKeyTakesItsSlotBack) {
+    FlatMap<int, Held> m;
+    for (int k = 0; k < 1000; ++k)
+        m.emplace(k, Held("x"));
+    EXPECT_EQ(m.slots(), 1000u);
+    // A burst of deaths: nothing moves, every value is let go at once.
+    auto it = m.begin();
+    for (int k = 0; k < 600; ++k)
+        it = m.erase(it);
+    EXPECT_EQ(it->first, 600); // erase returns the next live entry
+    EXPECT_EQ(m.size(), 400u);
+    EXPECT_EQ(m.slots(), 1000u);
+    EXPECT_EQ(Held::alive, 400);
+    // Ids are reused lowest first: they take their dead slots back in place.
+    m.emplace(0, Held("again"));
+    m.emplace(5, Held("again"));
+    EXPECT_EQ(m.slots(), 1000u);
+    EXPECT_EQ(m.begin()->first, 0);
+    EXPECT_EQ(std::next(m.begin())->first, 5);
+    EXPECT_EQ(std::next(m.begin(), 2)->first, 600);
+    // A key between two others, next to a dead slot, takes that slot: still nothing moves.
+    m.erase(700);
+    m.emplace(1000, Held("appended"));
+    EXPECT_EQ(m.slots(), 1001u);
+    m.compact(); // 599 dead of 1001: dropped
+    EXPECT_EQ(m.slots(), 402u);
+    EXPECT_EQ(m.size(), 402u);
+    EXPECT_EQ(m.count(700), 0u);
+    EXPECT_EQ(m.at(1000).payload, "appended");
+    int last = -1;
+    for (const auto& [k, v] : m) {
+        EXPECT_LT(last, k);
+        last = k;
+    }
+    m.compact(); // nothing dead: nothing changes
+    EXPECT_EQ(m.slots(), 402u);
+}
+
+TEST(FlatMap, ADeadNeighbourTakesANewKeyWithoutAMove) {
+    FlatMap<int, Held> m;
+    for (int k : {10, 20, 30})
+        m.emplace(k, Held("x"));
+    m.erase(20);
+    m.emplace(25, Held("y")); // between 10 and 30, where 20 lay dead
+    EXPECT_EQ(m.slots(), 3u);
+    EXPECT_EQ(contents(m),
+              (std::vector<std::pair<int, std::string>>{{10, "x"}, {25, "y"}, {30, "x"}}));
+    m.erase(30);
+    m.emplace(40, Held("z")); // above every key: the dead last slot takes it
+    EXPECT_EQ(m.slots(), 3u);
+    EXPECT_EQ(contents(m),
+              (std::vector<std::pair<int, std::string>>{{10, "x"}, {25, "y"}, {40, "z"}}));
+    const auto [it, inserted] = m.emplace(25, Held("again"));
+    EXPECT_FALSE(inserted);
+    EXPECT_EQ(it->second.payload, "y");
+}
+
+} // namespace
+} // namespace nsidd
