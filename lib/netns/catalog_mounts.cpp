@@ -74,7 +74,7 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
         todo.push_back(std::move(path));
     if (full) // every point mounted, and every one that reached a namespace at the last look
         for (const auto& [path, point] : mount_table_.paths())
-            todo.push_back(path);
+            todo.emplace_back(path.front());
     if (todo.empty())
         return; // during a storm of `ip netns add`, most wakeups of other kinds find this
     std::sort(todo.begin(), todo.end());
@@ -146,7 +146,8 @@ void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t 
     }
     Namespace& ns = it->second;
     mount_table_.reach(path, inode, cookie);
-    ns.mounts = ns.mounts.with(path);
+    // Its only mount point (the common case) is the mount table's own block for the path.
+    ns.mounts = ns.mounts.empty() ? mount_table_.path_block(path) : ns.mounts.with(path);
     if (name) {
         ns.names = ns.names.with(*name);
         ns.former_names = ns.former_names.without(*name);

@@ -130,7 +130,7 @@ std::vector<NsfsMount> MountTable::mounts() const {
     out.reserve(nsfs_.size());
     for (const auto& [id, m] : nsfs_)
         if (!m.blank())
-            out.push_back(NsfsMount{m.inode, *m.path});
+            out.push_back(NsfsMount{m.inode, std::string(m.path->front())});
     return out;
 }
 
@@ -144,11 +144,22 @@ MountTable::Point* MountTable::point(const std::string& path) {
     return at == paths_.end() ? nullptr : &at->second;
 }
 
+Strings MountTable::path_block(std::string_view path) const {
+    const auto at = paths_.find(path);
+    return at == paths_.end() ? Strings() : at->first;
+}
+
+MountTable::Paths::iterator MountTable::point_at(std::string_view path) {
+    if (auto at = paths_.find(path); at != paths_.end())
+        return at;
+    return paths_.emplace(Strings{path}, Point{}).first;
+}
+
 void MountTable::reach(const std::string& path, std::uint64_t inode, std::uint64_t cookie) {
     const auto at = paths_.find(path);
     if (at == paths_.end()) {
         if (cookie != 0)
-            paths_.emplace(path, Point{0, inode, cookie});
+            paths_.emplace(Strings{path}, Point{0, inode, cookie});
         return;
     }
     at->second.inode = inode;
@@ -161,15 +172,15 @@ void MountTable::add(std::uint64_t id, NsfsMount m) {
     Listed& listed = nsfs_[id];
     if (!listed.blank())
         return; // listed already (mount ids are never reused)
-    const auto at = paths_.try_emplace(std::move(m.path)).first;
+    const auto at = point_at(m.path);
     ++at->second.mounts;
-    changed_paths_.push_back(at->first);
+    changed_paths_.emplace_back(at->first.front());
     listed = Listed{m.inode, &at->first};
 }
 
 void MountTable::remove(std::uint64_t id, const Listed& listed) {
     const auto at = paths_.find(*listed.path);
-    changed_paths_.push_back(at->first);
+    changed_paths_.emplace_back(at->first.front());
     nsfs_.erase(id);
     if (--at->second.mounts == 0 && at->second.cookie == 0)
         paths_.erase(at); // no mount is listed there any more: nothing points at its path
@@ -206,7 +217,7 @@ bool MountTable::refresh_mountinfo() {
     for (auto& [path, point] : paths_)
         point.mounts = 0;
     for (const auto& m : next)
-        ++paths_[m.path].mounts;
+        ++point_at(m.path)->second.mounts;
     std::erase_if(paths_,
                   [](const auto& p) { return p.second.mounts == 0 && p.second.cookie == 0; });
     text_ = std::move(next);

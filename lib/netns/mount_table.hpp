@@ -4,12 +4,14 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "netns/mountinfo.hpp"
 #include "util/flat_table.hpp"
+#include "util/strings.hpp"
 #include "util/unique_fd.hpp"
 
 namespace nsidd::netns {
@@ -44,8 +46,29 @@ public:
         std::uint64_t inode = 0;  ///< reached, as of the catalog's last look
         std::uint64_t cookie = 0; ///< reached (0: nothing)
     };
+    /// Mount points by path. A path is kept as a one-string `Strings` block, which the catalog
+    /// shares as the mount point list of the namespace it reaches (most have one): the path is
+    /// then kept once, and the map's node is 48 bytes. Looked up by string_view.
+    struct PathHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view path) const noexcept {
+            return std::hash<std::string_view>{}(path);
+        }
+        std::size_t operator()(const Strings& path) const noexcept { return (*this)(path.front()); }
+    };
+    struct PathEq {
+        using is_transparent = void;
+        template <typename A, typename B> bool operator()(const A& a, const B& b) const noexcept {
+            return view(a) == view(b);
+        }
+        static std::string_view view(const Strings& s) noexcept { return s.front(); }
+        static std::string_view view(std::string_view s) noexcept { return s; }
+    };
+    using Paths = std::unordered_map<Strings, Point, PathHash, PathEq>;
     /// The mount points with an nsfs mount (mounts > 0) or a namespace the catalog placed there.
-    const std::unordered_map<std::string, Point>& paths() const noexcept { return paths_; }
+    const Paths& paths() const noexcept { return paths_; }
+    /// The one-string block that names `path` in paths() (empty when it is not there).
+    Strings path_block(std::string_view path) const;
     /// Whether an nsfs mount is listed at `path`.
     bool mounted(const std::string& path) const;
     /// The point at `path`, or nullptr (for the catalog to read and set what it reaches).
@@ -59,7 +82,7 @@ public:
     /// paths(), valid while the mount is listed; null in a blank entry (a mount gone).
     struct Listed {
         std::uint64_t inode = 0;
-        const std::string* path = nullptr;
+        const Strings* path = nullptr;
         bool blank() const noexcept { return path == nullptr; }
     };
     /// The nsfs mounts by unique mount id, ascending, with blanks to skip (listmount(2) only;
@@ -84,7 +107,9 @@ private:
     bool listmount_;
     int checks_left_;
     std::vector<std::string> changed_paths_;
-    std::unordered_map<std::string, Point> paths_;
+    Paths paths_;
+    // The entry of `path`, made (with no mount and nothing reached) when there was none.
+    Paths::iterator point_at(std::string_view path);
     // listmount: every mount id (ascending) and the nsfs mounts among them.
     std::vector<std::uint64_t> ids_, listed_;
     UniqueFd mnt_ns_;    // our mount namespace: NS_MNT_GET_INFO counts its mounts
