@@ -155,7 +155,7 @@ void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>
             continue; // gone or replaced since it was listed
         changes.push_back(Change{ChangeKind::Purge, l.observer, std::move(r->second.entry)});
         ++counters_.purged_entries;
-        t->second.rows.erase(r);
+        t->second.rows.erase(l.nsid);
     }
     by_peer_size_ -= listed->second.size() - newer.size();
     if (newer.empty())
@@ -346,7 +346,7 @@ void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
         }
     }
     Entry dead = std::move(it->second.entry);
-    table.rows.erase(it);
+    table.rows.erase(op.nsid);
     if (op.observer == kSelf)
         record_death(dead, batch.now_usec);
     changes.push_back(Change{ChangeKind::Del, op.observer, std::move(dead)});

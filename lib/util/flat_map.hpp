@@ -107,20 +107,19 @@ public:
         return {iterator{this, i}, true};
     }
 
-    /// Erases the entry (left dead in place: see compact()); returns the next live one.
+    /// Erases the entry (left dead in place: see compact()); returns the next live one (which
+    /// may take a walk over the dead: a walk that erases as it goes costs no more than one
+    /// that does not, but a lone erase is cheaper by key).
     iterator erase(const_iterator it) {
-        const auto i = it.at_;
-        items_[i].second = V{};
-        live_[i] = false;
-        --live_count_;
-        ++dead_count_;
-        return {this, next_live(i + 1)};
+        kill(it.at_);
+        return {this, next_live(it.at_ + 1)};
     }
+    /// Erases the entry of `key`, if any (O(log n), nothing else looked at).
     std::size_t erase(const K& key) {
         const auto i = find_at(key);
         if (i == items_.size())
             return 0;
-        erase(const_iterator{this, i});
+        kill(i);
         return 1;
     }
     void clear() noexcept {
@@ -165,6 +164,12 @@ private:
     std::size_t find_at(const K& key) const {
         const auto i = slot(key);
         return i < items_.size() && items_[i].first == key && live_[i] ? i : items_.size();
+    }
+    void kill(std::size_t i) {
+        items_[i].second = V{};
+        live_[i] = false;
+        --live_count_;
+        ++dead_count_;
     }
     std::size_t next_live(std::size_t i) const noexcept {
         while (i < items_.size() && !live_[i])
