@@ -156,6 +156,7 @@ void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>
         changes.push_back(Change{ChangeKind::Purge, l.observer, std::move(r->second.entry)});
         ++counters_.purged_entries;
         t->second.rows.erase(l.nsid);
+        t->second.rows.compact();
     }
     by_peer_size_ -= listed->second.size() - newer.size();
     if (newer.empty())
@@ -179,6 +180,7 @@ void Registry::purge_all_rows(std::vector<Change>& changes) {
                 ++r;
             }
         }
+        table.rows.compact();
     }
     // What the index listed for the dead is gone now, but for rows newer than the death.
     for (const auto& [peer, death] : dying_) {
@@ -242,13 +244,7 @@ std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_ass
     }
     if (!dying_.empty())
         sweep(changes);
-    compact();
     return changes;
-}
-
-void Registry::compact() {
-    for (auto& [observer, table] : tables_)
-        table.rows.compact();
 }
 
 void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
@@ -347,6 +343,7 @@ void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
     }
     Entry dead = std::move(it->second.entry);
     table.rows.erase(op.nsid);
+    table.rows.compact();
     if (op.observer == kSelf)
         record_death(dead, batch.now_usec);
     changes.push_back(Change{ChangeKind::Del, op.observer, std::move(dead)});
@@ -406,6 +403,7 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
         ++r;
         ++t;
     }
+    table.rows.compact();
     ++stamp_;
     for (Entry& e : truth) {
         if (table.rows.count(e.nsid))
@@ -417,7 +415,6 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
     }
     if (!dying_.empty())
         sweep(changes);
-    compact();
     return changes;
 }
 

@@ -152,6 +152,8 @@ public:
         bool unsure = false;
     };
     /// One observer's peer-ID table: flat, a row costs its own size (docs/design.md, "Memory").
+    /// A row erased stays dead in place; each erasing step compacts the table once it is done
+    /// (never while a walk of its rows is under way).
     struct Table {
         FlatMap<Nsid, Row> rows;
         std::uint64_t stamp = 0; ///< op counter at creation
@@ -199,9 +201,6 @@ private:
     void record_death(const Entry& dead, std::uint64_t now_usec);
     // Drops every table of a dying observer and every row that points at a dying peer.
     void sweep(std::vector<Change>& changes);
-    // Drops the rows erased since, where they have become half a table (rows are erased in
-    // place, and never moved while a walk of them is under way).
-    void compact();
     Table& table_for(Observer observer);
     // The row points at a peer that died earlier in this batch: the sweep will drop it.
     bool purged_later(Observer observer, const Row& row) const;
