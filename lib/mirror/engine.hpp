@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "util/flat_table.hpp"
+#include "util/flat_map.hpp"
 #include "mirror/kernel.hpp"
 #include "netns/catalog.hpp"
 #include "netns/fd_scan.hpp"
@@ -213,7 +213,6 @@ private:
     struct Verdict {
         std::uint64_t row_since = 0;    // the row it is about (ids are reused)
         std::uint64_t unheld_since = 0; // 0: held; else wall clock since when not
-        bool blank() const noexcept { return row_since == 0; }
     };
     // Rebuilt in row order by each renewal. A blank one (taken back) matches no row and says
     // "held", so no fd search is made for it.
@@ -246,7 +245,6 @@ private:
         std::uint64_t row_since = 0;
         PeerState state = PeerState::Unknown;
         PeerState decided = PeerState::Unknown; // the last state other than unknown
-        bool blank() const noexcept { return row_since == 0; }
     };
     ByNsid<Shown> shown_;
     std::unordered_map<Nsid, bool> touched_; // rows to settle; true: their identity changed

@@ -90,9 +90,9 @@ void Engine::forget_dead(const registry::Change& c) {
         catalog_.forget(*c.entry.peer.cookie);
     else if (const auto* ns = catalog_.by_nsid(c.entry.nsid))
         catalog_.forget(ns->cookie);
-    if (const auto* v = verdicts_.find(c.entry.nsid); v && v->row_since == c.entry.since_usec)
+    if (const auto* v = verdicts_.get(c.entry.nsid); v && v->row_since == c.entry.since_usec)
         verdicts_.erase(c.entry.nsid);
-    if (const auto* s = shown_.find(c.entry.nsid); s && s->row_since == c.entry.since_usec) {
+    if (const auto* s = shown_.get(c.entry.nsid); s && s->row_since == c.entry.since_usec) {
         // The last state decided: a peer being torn down (its mount gone, its DEL on the way)
         // is unknown for its last moments.
         if ((c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync) &&
@@ -213,7 +213,7 @@ void Engine::renew_verdicts() {
     for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
         const auto since = row.entry.since_usec;
         if (catalog_.by_nsid(nsid) != nullptr) {
-            next.push_back(nsid, Verdict{since, 0});
+            next.emplace(nsid, Verdict{since, 0});
             continue;
         }
         if (const auto& peer = row.entry.peer; !peer.names.empty() || peer.pid ||
@@ -233,13 +233,13 @@ void Engine::renew_verdicts() {
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
             // Newer than the pass or the last look at the mounts (either may have missed its
             // holder), or ids still being asked for: no verdict until discovery covers it.
-            if (const auto* v = verdicts_.find(nsid); v && v->row_since == since)
-                next.push_back(nsid, *v);
+            if (const auto* v = verdicts_.get(nsid); v && v->row_since == since)
+                next.emplace(nsid, *v);
             continue;
         }
-        const auto* v = verdicts_.find(nsid);
+        const auto* v = verdicts_.get(nsid);
         const bool still = v && v->row_since == since && v->unheld_since != 0;
-        next.push_back(nsid, Verdict{since, still ? v->unheld_since : pass_started_usec_});
+        next.emplace(nsid, Verdict{since, still ? v->unheld_since : pass_started_usec_});
     }
     touch_changed(verdicts_, next);
     verdicts_ = std::move(next);
@@ -325,7 +325,7 @@ bool Engine::discover_fds(std::size_t budget) {
     std::vector<std::pair<Nsid, registry::Identity>> updates;
     for (const auto& [nsid, row] : rows) {
         std::vector<registry::FdHolder> fds;
-        const auto* v = verdicts_.find(nsid);
+        const auto* v = verdicts_.get(nsid);
         if (v && v->unheld_since != 0 && row.entry.peer.inode)
             if (const auto it = fd_scan_.found().find(*row.entry.peer.inode);
                 it != fd_scan_.found().end())

@@ -66,7 +66,7 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
         return PeerState::Unknown;
     const auto& rows = registry_.table(registry::kSelf)->rows;
     const auto row = rows.find(*peer);
-    const auto* s = shown_.find(*peer);
+    const auto* s = shown_.get(*peer);
     if (row == rows.end() || s == nullptr || s->row_since != row->second.entry.since_usec)
         return PeerState::Unknown;
     return s->state;
@@ -75,7 +75,7 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
 PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
                              std::uint64_t& deadline) const {
     deadline = 0;
-    const auto* v = verdicts_.find(nsid);
+    const auto* v = verdicts_.get(nsid);
     if (v == nullptr || v->row_since != entry.since_usec)
         return PeerState::Unknown;
     const auto grace = config_.orphan_grace_usec;

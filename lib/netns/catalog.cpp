@@ -61,19 +61,19 @@ void Catalog::set_nsid(Namespace& ns, std::optional<std::int32_t> nsid) {
         return;
     ++ids_version_;
     if (ns.nsid)
-        if (const auto* at = by_nsid_.find(*ns.nsid); at != nullptr && at->cookie == ns.cookie)
+        if (const auto* at = by_nsid_.get(*ns.nsid); at != nullptr && *at == ns.cookie)
             by_nsid_.erase(*ns.nsid);
     ns.nsid = nsid;
     if (nsid) {
         unassigned_.erase(ns.cookie);
         // Ids are unique among live peers: a namespace that held this one before is dead.
         auto& at = by_nsid_[*nsid];
-        if (!at.blank() && at.cookie != ns.cookie)
-            if (auto old = namespaces_.find(at.cookie); old != namespaces_.end()) {
+        if (at != 0 && at != ns.cookie)
+            if (auto old = namespaces_.find(at); old != namespaces_.end()) {
                 old->second.nsid.reset();
                 unassigned_.insert(old->first);
             }
-        at.cookie = ns.cookie;
+        at = ns.cookie;
     } else {
         unassigned_.insert(ns.cookie);
     }
@@ -451,16 +451,16 @@ void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
         }
     }
     if (const auto nsid = it->second.nsid)
-        if (const auto* at = by_nsid_.find(*nsid); at != nullptr && at->cookie == it->first)
+        if (const auto* at = by_nsid_.get(*nsid); at != nullptr && *at == it->first)
             by_nsid_.erase(*nsid);
     namespaces_.erase(it);
 }
 
 const Namespace* Catalog::by_nsid(std::int32_t nsid) const {
-    const auto* at = by_nsid_.find(nsid);
-    if (at == nullptr || at->blank())
+    const auto* at = by_nsid_.get(nsid);
+    if (at == nullptr)
         return nullptr;
-    auto ns = namespaces_.find(at->cookie);
+    auto ns = namespaces_.find(*at);
     return ns == namespaces_.end() ? nullptr : &ns->second;
 }
 

@@ -35,7 +35,7 @@ std::unordered_map<std::uint64_t, std::uint64_t> Catalog::saved_mount_ids() cons
     std::unordered_map<std::uint64_t, std::uint64_t> out;
     const auto& points = mount_table_.paths();
     for (const auto& [id, m] : mount_table_.by_id())
-        if (const auto at = m.blank() ? points.end() : points.find(*m.path);
+        if (const auto at = points.find(*m.path);
             at != points.end() && at->second.cookie != 0 && at->second.inode == m.inode)
             if (const auto ns = namespaces_.find(at->second.cookie);
                 ns != namespaces_.end() && ns->second.nsid && !ns->second.cookie_is_inode)

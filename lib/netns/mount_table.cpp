@@ -129,8 +129,7 @@ std::vector<NsfsMount> MountTable::mounts() const {
     std::vector<NsfsMount> out;
     out.reserve(nsfs_.size());
     for (const auto& [id, m] : nsfs_)
-        if (!m.blank())
-            out.push_back(NsfsMount{m.inode, std::string(m.path->front())});
+        out.push_back(NsfsMount{m.inode, std::string(m.path->front())});
     return out;
 }
 
@@ -170,7 +169,7 @@ void MountTable::reach(const std::string& path, std::uint64_t inode, std::uint64
 
 void MountTable::add(std::uint64_t id, NsfsMount m) {
     Listed& listed = nsfs_[id];
-    if (!listed.blank())
+    if (listed.path != nullptr)
         return; // listed already (mount ids are never reused)
     const auto at = point_at(m.path);
     ++at->second.mounts;
@@ -328,7 +327,7 @@ bool MountTable::refresh_listmount(bool full) {
             }
             ++i;
         } else if (i == ids_.size() || listed_[j] < ids_[i]) {
-            if (const auto* listed = nsfs_.find(listed_[j]); listed && !listed->blank())
+            if (const auto* listed = nsfs_.get(listed_[j]))
                 remove(listed_[j], *listed);
             ++j;
         } else {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "netns/mountinfo.hpp"
-#include "util/flat_table.hpp"
+#include "util/flat_map.hpp"
 #include "util/strings.hpp"
 #include "util/unique_fd.hpp"
 
@@ -79,15 +79,14 @@ public:
     /// The nsfs mounts, in no particular order (O(mounts): for checks and tests).
     std::vector<NsfsMount> mounts() const;
     /// An nsfs mount known by its unique mount id (listmount(2) only). `path` is the key of
-    /// paths(), valid while the mount is listed; null in a blank entry (a mount gone).
+    /// paths(), valid while the mount is listed.
     struct Listed {
         std::uint64_t inode = 0;
         const Strings* path = nullptr;
-        bool blank() const noexcept { return path == nullptr; }
     };
-    /// The nsfs mounts by unique mount id, ascending, with blanks to skip (listmount(2) only;
-    /// empty when reading the text). Mount ids only grow, so a new mount appends.
-    const FlatTable<std::uint64_t, Listed>& by_id() const noexcept { return nsfs_; }
+    /// The nsfs mounts by unique mount id, ascending (listmount(2) only; empty when reading the
+    /// text). Mount ids only grow, so a new mount appends.
+    const FlatMap<std::uint64_t, Listed>& by_id() const noexcept { return nsfs_; }
     /// Whether refresh() uses listmount(2)/statmount(2).
     bool uses_listmount() const noexcept { return listmount_; }
 
@@ -114,7 +113,7 @@ private:
     std::vector<std::uint64_t> ids_, listed_;
     UniqueFd mnt_ns_;    // our mount namespace: NS_MNT_GET_INFO counts its mounts
     int until_full_ = 0; // rereads that may list only the new ids before a full listing
-    FlatTable<std::uint64_t, Listed> nsfs_;
+    FlatMap<std::uint64_t, Listed> nsfs_;
     // mountinfo: the nsfs mounts of the last parse, in its order.
     std::vector<NsfsMount> text_;
     std::vector<char> stat_buf_;

@@ -156,7 +156,6 @@ void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>
         changes.push_back(Change{ChangeKind::Purge, l.observer, std::move(r->second.entry)});
         ++counters_.purged_entries;
         t->second.rows.erase(l.nsid);
-        t->second.rows.compact();
     }
     by_peer_size_ -= listed->second.size() - newer.size();
     if (newer.empty())
@@ -343,7 +342,6 @@ void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
     }
     Entry dead = std::move(it->second.entry);
     table.rows.erase(op.nsid);
-    table.rows.compact();
     if (op.observer == kSelf)
         record_death(dead, batch.now_usec);
     changes.push_back(Change{ChangeKind::Del, op.observer, std::move(dead)});

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <iterator>
 #include <stdexcept>
 #include <utility>
@@ -16,10 +17,12 @@ namespace nsidd {
 /// kernel gives the lowest free id, and a table fills upwards), so inserting is mostly an
 /// append. An erased entry is left in place, dead, and reset to V{}: a key reused soon after
 /// (ids are reused at once) takes its slot back without moving anything, and a burst of erases
-/// moves nothing. The dead are dropped together by compact(), never by erase().
+/// moves nothing. The dead are dropped together once they are more than half of all: by an
+/// erase by key, or by compact() after a walk that erased through its iterator.
 ///
-/// Iterators visit only live entries, in key order. erase() invalidates nothing but the entry
-/// erased; emplace() and compact() may move every entry (as a vector's insert does).
+/// Iterators visit only live entries, in key order. Erasing through an iterator invalidates
+/// nothing but the entry erased (so a walk may erase as it goes); erasing by key, emplace()
+/// and compact() may move every entry (as a vector's insert does).
 template <typename K, typename V> class FlatMap {
     using Items = std::vector<std::pair<K, V>>;
 
@@ -71,6 +74,14 @@ public:
     iterator find(const K& key) { return {this, find_at(key)}; }
     const_iterator find(const K& key) const { return {this, find_at(key)}; }
     std::size_t count(const K& key) const { return find_at(key) != items_.size() ? 1 : 0; }
+    /// The value of `key`, or nullptr.
+    V* get(const K& key) { return const_cast<V*>(std::as_const(*this).get(key)); }
+    const V* get(const K& key) const {
+        const auto i = find_at(key);
+        return i == items_.size() ? nullptr : &items_[i].second;
+    }
+    /// The value of `key`, made V{} when there was none.
+    V& operator[](const K& key) { return emplace(key, V{}).first->second; }
     V& at(const K& key) { return const_cast<V&>(std::as_const(*this).at(key)); }
     const V& at(const K& key) const {
         const auto i = find_at(key);
@@ -86,7 +97,7 @@ public:
             if (live_[i])
                 return {iterator{this, i}, false};
             items_[i].second = std::move(value); // a dead entry of the same key: revived
-            live_[i] = true;
+            live_[i] = 1;
             --dead_count_;
         } else {
             // A dead neighbour (its key just above or below) takes the key: nothing moves.
@@ -95,13 +106,13 @@ public:
             if (above || below) {
                 i -= below ? 1 : 0;
                 items_[i] = {key, std::move(value)};
-                live_[i] = true;
+                live_[i] = 1;
                 --dead_count_;
                 ++live_count_;
                 return {iterator{this, i}, true};
             }
             items_.emplace(items_.begin() + static_cast<std::ptrdiff_t>(i), key, std::move(value));
-            live_.insert(live_.begin() + static_cast<std::ptrdiff_t>(i), true);
+            live_.insert(live_.begin() + static_cast<std::ptrdiff_t>(i), 1);
         }
         ++live_count_;
         return {iterator{this, i}, true};
@@ -114,13 +125,19 @@ public:
         kill(it.at_);
         return {this, next_live(it.at_ + 1)};
     }
-    /// Erases the entry of `key`, if any (O(log n), nothing else looked at).
+    /// Erases the entry of `key`, if any, and compacts when the dead are more than half of all
+    /// (amortized O(log n): no walk to the next live entry).
     std::size_t erase(const K& key) {
         const auto i = find_at(key);
         if (i == items_.size())
             return 0;
         kill(i);
+        compact();
         return 1;
+    }
+    void reserve(std::size_t n) {
+        items_.reserve(n);
+        live_.reserve(n);
     }
     void clear() noexcept {
         items_ = {};
@@ -128,10 +145,10 @@ public:
         live_count_ = dead_count_ = 0;
     }
 
-    /// Drops the dead entries once they are at least half of all (and gives back the spare
+    /// Drops the dead entries once they are more than half of all (and gives back the spare
     /// capacity once that is most of it). Amortized O(1) per erase.
     void compact() {
-        if (dead_count_ <= 64 || dead_count_ < items_.size() / 2)
+        if (dead_count_ <= 64 || dead_count_ <= items_.size() / 2)
             return;
         std::size_t out = 0;
         for (std::size_t i = 0; i < items_.size(); ++i)
@@ -141,7 +158,7 @@ public:
                 ++out;
             }
         items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(out), items_.end());
-        live_.assign(out, true);
+        live_.assign(out, 1);
         dead_count_ = 0;
         if (items_.capacity() > 2 * items_.size() + 64) {
             items_.shrink_to_fit();
@@ -167,7 +184,7 @@ private:
     }
     void kill(std::size_t i) {
         items_[i].second = V{};
-        live_[i] = false;
+        live_[i] = 0;
         --live_count_;
         ++dead_count_;
     }
@@ -178,9 +195,14 @@ private:
     }
 
     Items items_;
-    std::vector<bool> live_;
+    // Whether each entry is live: a byte each, not std::vector<bool>, whose insert in the
+    // middle shifts bit by bit (an id given out of order, e.g. at a restart, moves memory).
+    std::vector<std::uint8_t> live_;
     std::size_t live_count_ = 0;
     std::size_t dead_count_ = 0;
 };
+
+/// Something kept per row of self's table, by nsid (the engine's notes, the catalog's index).
+template <typename V> using ByNsid = FlatMap<std::int32_t, V>;
 
 } // namespace nsidd

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// The flat tables: ByNsid (util/flat_table.hpp), per-row notes of the engine and the catalog,
-// and FlatMap (util/flat_map.hpp), the registry's peer-ID tables.
+// FlatMap (util/flat_map.hpp): the registry's peer-ID tables and the per-row notes of the
+// engine, the catalog and the mount table.
 #include <cstdint>
 #include <map>
 #include <random>
@@ -10,66 +10,9 @@
 #include <gtest/gtest.h>
 
 #include "util/flat_map.hpp"
-#include "util/flat_table.hpp"
 
 namespace nsidd {
 namespace {
-
-struct Note {
-    std::uint64_t row_since = 0;
-    int value = 0;
-    bool blank() const noexcept { return row_since == 0; }
-};
-
-std::vector<std::int32_t> ids(const ByNsid<Note>& t) {
-    std::vector<std::int32_t> out;
-    for (const auto& [nsid, note] : t)
-        out.push_back(nsid);
-    return out;
-}
-
-TEST(ByNsid, KeepsIdsInOrderWhereverTheyArrive) {
-    ByNsid<Note> t;
-    for (std::int32_t n : {5, 1, 9, 3, 7})
-        t[n] = Note{100u + static_cast<std::uint64_t>(n), n};
-    EXPECT_EQ(ids(t), (std::vector<std::int32_t>{1, 3, 5, 7, 9}));
-    ASSERT_NE(t.find(7), nullptr);
-    EXPECT_EQ(t.find(7)->value, 7);
-    EXPECT_EQ(t.find(4), nullptr);
-    EXPECT_EQ(t.find(10), nullptr);
-}
-
-TEST(ByNsid, ATakenBackEntryIsBlankAndItsIdTakesTheSlotBack) {
-    ByNsid<Note> t;
-    for (std::int32_t n = 0; n < 10; ++n)
-        t[n] = Note{1, n};
-    t.erase(4);
-    ASSERT_NE(t.find(4), nullptr); // still there, blank: it matches no row
-    EXPECT_EQ(t.find(4)->row_since, 0u);
-    EXPECT_EQ(t.size(), 10u);
-    t[4] = Note{2, 40}; // the id reused: same slot
-    EXPECT_EQ(t.size(), 10u);
-    EXPECT_EQ(t.find(4)->value, 40);
-    t.erase(4);
-    t.erase(4);  // a second erase of a blank counts nothing
-    t.erase(11); // absent: nothing
-    EXPECT_EQ(t.size(), 10u);
-}
-
-TEST(ByNsid, BlanksAreDroppedOnceTheyAreHalfTheTable) {
-    ByNsid<Note> t;
-    for (std::int32_t n = 0; n < 400; ++n)
-        t[n] = Note{1, n};
-    for (std::int32_t n = 0; n < 200; ++n)
-        t.erase(n);
-    EXPECT_EQ(t.size(), 400u); // exactly half: kept
-    t.erase(200);
-    EXPECT_EQ(t.size(), 199u); // past half: the 201 blanks dropped together
-    EXPECT_EQ(ids(t).front(), 201);
-    EXPECT_EQ(t.find(100), nullptr);
-    ASSERT_NE(t.find(399), nullptr);
-    EXPECT_EQ(t.find(399)->value, 399);
-}
 
 // A value that counts its live instances holding a payload: an erased entry must let go of
 // what it held at once (a dead slot keeps only an empty value).
@@ -181,7 +124,7 @@ TEST(FlatMap, ErasedSlotsStayUntilCompactedAndAReusedKeyTakesItsSlotBack) {
     EXPECT_EQ(std::next(m.begin())->first, 5);
     EXPECT_EQ(std::next(m.begin(), 2)->first, 600);
     // A key between two others, next to a dead slot, takes that slot: still nothing moves.
-    m.erase(700);
+    m.erase(m.find(700)); // through the iterator: no compaction
     m.emplace(1000, Held("appended"));
     EXPECT_EQ(m.slots(), 1001u);
     m.compact(); // 599 dead of 1001: dropped
@@ -196,6 +139,30 @@ TEST(FlatMap, ErasedSlotsStayUntilCompactedAndAReusedKeyTakesItsSlotBack) {
     }
     m.compact(); // nothing dead: nothing changes
     EXPECT_EQ(m.slots(), 402u);
+}
+
+TEST(FlatMap, AnEraseByKeyCompactsOnceHalfIsDeadAWalkThatErasesNever) {
+    FlatMap<int, Held> m;
+    for (int k = 0; k < 400; ++k)
+        m.emplace(k, Held("x"));
+    for (int k = 0; k < 200; ++k)
+        m.erase(k);
+    EXPECT_EQ(m.slots(), 400u); // exactly half: kept
+    m.erase(200);
+    EXPECT_EQ(m.slots(), 199u); // past half: the 201 dead dropped together
+    EXPECT_EQ(m.begin()->first, 201);
+    EXPECT_EQ(m.get(100), nullptr);
+    ASSERT_NE(m.get(399), nullptr);
+    m[399].payload = "y"; // operator[] finds the live entry
+    EXPECT_EQ(m.at(399).payload, "y");
+    EXPECT_EQ(m[500].payload, ""); // and makes an empty one where there was none
+    EXPECT_EQ(m.size(), 200u);
+    for (auto it = m.begin(); it != m.end();) // a walk erasing every entry moves nothing
+        it = m.erase(it);
+    EXPECT_EQ(m.slots(), 200u);
+    EXPECT_TRUE(m.empty());
+    m.compact();
+    EXPECT_EQ(m.slots(), 0u);
 }
 
 TEST(FlatMap, ADeadNeighbourTakesANewKeyWithoutAMove) {
