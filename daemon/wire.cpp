@@ -52,7 +52,7 @@ varlink::Json peer_json(const registry::Identity& id) {
             {"pid", or_null(id.pid)},
             {"holders",
              {{"processes", h.processes},
-              {"pid", or_null(h.pid)},
+              {"pid", or_null(id.pid)},
               {"comm", h.comm->empty() ? varlink::Json(nullptr) : varlink::Json(*h.comm)},
               {"mounts", mounts_json(h)},
               {"fds", fds_json(*h.fds)}}},

@@ -31,7 +31,6 @@ registry::Identity Engine::identity_of(const netns::Namespace& ns) {
         id.pid = *ns.pid;
     // Counted at the end of each pass; a process met in the pass under way counts already.
     id.holders.processes = std::max<std::uint32_t>(ns.processes, ns.pid ? 1 : 0);
-    id.holders.pid = id.pid;
     id.holders.comm = ns.comm;
     id.holders.mounts = ns.mounts;
     id.holders.other_mounts = ns.other_mounts;
@@ -226,8 +225,7 @@ void Engine::renew_verdicts() {
                 id.names = {};
             }
             id.pid.reset();
-            id.holders =
-                registry::Holders{{}, {}, {}, {}, peer.holders.fds, peer.holders.other_mounts};
+            id.holders = registry::Holders{{}, {}, {}, peer.holders.fds, peer.holders.other_mounts};
             unheld.emplace_back(nsid, std::move(id));
         }
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {

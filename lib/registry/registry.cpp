@@ -259,7 +259,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
                 return;
             }
         }
-        Entry e{op.nsid, current, {}, batch.now_usec, Source::Event};
+        Entry e{op.nsid, current, Source::Event, {}, batch.now_usec};
         table.rows.emplace(op.nsid, Row{e, stamp_, false});
         index_row(op.observer, e);
         changes.push_back(Change{ChangeKind::New, op.observer, std::move(e)});
@@ -271,7 +271,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
         // names a new peer. The old row goes now, the new one takes its place.
         changes.push_back(Change{ChangeKind::Purge, op.observer, row.entry});
         ++counters_.purged_entries;
-        row = Row{Entry{op.nsid, current, {}, batch.now_usec, Source::Event}, stamp_, false};
+        row = Row{Entry{op.nsid, current, Source::Event, {}, batch.now_usec}, stamp_, false};
         index_row(op.observer, row.entry);
         changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
         return;
@@ -298,7 +298,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
     if (op.observer == kSelf)
         record_death(row.entry, batch.now_usec);
     ++stamp_;
-    row.entry = Entry{op.nsid, current, {}, batch.now_usec, Source::Event};
+    row.entry = Entry{op.nsid, current, Source::Event, {}, batch.now_usec};
     row.stamp = stamp_;
     index_row(op.observer, row.entry);
     changes.push_back(Change{ChangeKind::New, op.observer, row.entry});

@@ -40,10 +40,9 @@ struct FdHolder {
 
 /// What held a peer alive at the last look.
 struct Holders {
-    std::uint32_t processes = 0;     ///< processes inside it
-    std::optional<std::int32_t> pid; ///< one of them
-    Shared<std::string> comm;        ///< its command name (shared with the catalog)
-    Strings mounts;                  ///< nsfs bind mounts of it, anywhere (sorted)
+    std::uint32_t processes = 0; ///< processes inside it (Identity::pid is one of them)
+    Shared<std::string> comm;    ///< the command name of that one (shared with the catalog)
+    Strings mounts;              ///< nsfs bind mounts of it, anywhere (sorted)
     /// Searched only while nothing above holds it. (This and the next are rarely set: shared,
     /// an empty one costs a row a null pointer.)
     Shared<std::vector<FdHolder>> fds;
@@ -70,12 +69,13 @@ struct Identity {
 
 /// One row of a peer-ID table.
 struct Entry {
+    // (Fields in an order that leaves no padding: one per row.)
     Nsid nsid = 0;
     /// `self`'s id for the same peer (equal to nsid in self's own table), when known.
     std::optional<Nsid> current_nsid;
+    Source source = Source::Event;
     Identity peer;
     std::uint64_t since_usec = 0; ///< first seen, CLOCK_REALTIME
-    Source source = Source::Event;
 };
 
 /// A peer that died, as recorded in the history ring.

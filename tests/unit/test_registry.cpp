@@ -153,7 +153,7 @@ std::vector<Entry> truth_of(const Kernel& k, Observer o) {
     if (t == tables.end())
         return out;
     for (const auto& [id, cur] : t->second)
-        out.push_back(Entry{id, cur, {}, 0, Source::Resync});
+        out.push_back(Entry{id, cur, Source::Resync, {}, 0});
     return out;
 }
 
@@ -310,7 +310,7 @@ void sweep_finds_every_row(Nsid padding) {
     r.apply(build, never);
     // 10 is given to self's 2 (its NEW overtook the DEL of 1's entry there).
     r.apply(Batch{{{Op::Kind::New, 0, 10, 2}}, 2, false}, never);
-    r.resync(3, {Entry{20, 2, {}, 3, Source::Resync}}, 3); // observer 3: its id 20 is self's 2
+    r.resync(3, {Entry{20, 2, Source::Resync, {}, 3}}, 3); // observer 3: its id 20 is self's 2
     ASSERT_EQ(r.table(0)->rows.at(10).entry.current_nsid, 2);
     // Self's peer 2 dies: both rows that name it go in the same batch, with no DEL for them.
     const auto c = r.apply(Batch{{{Op::Kind::Del, kSelf, 2, 2}}, 4, false}, never);
@@ -392,7 +392,7 @@ TEST(Registry, ResyncDiffsAndKeepsFirstSeen) {
     };
     r.apply(Batch{{{Op::Kind::New, kSelf, 1, 1}, {Op::Kind::New, kSelf, 2, 2}}, 10, false}, no);
     auto changes = r.resync(
-        kSelf, {Entry{2, 2, {}, 99, Source::Resync}, Entry{3, 3, {}, 99, Source::Resync}}, 50);
+        kSelf, {Entry{2, 2, Source::Resync, {}, 99}, Entry{3, 3, Source::Resync, {}, 99}}, 50);
     ASSERT_EQ(changes.size(), 2u);
     EXPECT_TRUE(changes[0].removed);
     EXPECT_EQ(changes[0].entry.nsid, 1);
@@ -402,7 +402,7 @@ TEST(Registry, ResyncDiffsAndKeepsFirstSeen) {
     EXPECT_EQ(r.table(kSelf)->rows.at(2).entry.source, Source::Event);
     EXPECT_EQ(r.counters().deaths, 1u);
     EXPECT_TRUE(r.resync(kSelf,
-                         {Entry{2, 2, {}, 0, Source::Resync}, Entry{3, 3, {}, 0, Source::Resync}},
+                         {Entry{2, 2, Source::Resync, {}, 0}, Entry{3, 3, Source::Resync, {}, 0}},
                          60)
                     .empty());
 }
