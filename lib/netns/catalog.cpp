@@ -46,7 +46,7 @@ std::optional<Catalog::Opened> Catalog::open_ns(const std::string& path, std::op
     struct stat st {};
     if (::fstat(fd->get(), &st) < 0)
         return std::nullopt;
-    Opened m{std::move(*fd), path, static_cast<std::uint64_t>(st.st_ino), 0, pid};
+    Opened m{std::move(*fd), static_cast<std::uint64_t>(st.st_ino), 0, pid};
     if (auto cookie = queries_.cookie(m.fd.get())) {
         m.cookie = *cookie;
         cookies_ = true;
@@ -443,11 +443,10 @@ void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     unassigned_.erase(it->first);
     // Dropped while mounted (its id was deleted): what its mount points reach is looked at
     // again at the next scan (through its own list of them, not a walk of every mount point).
-    for (const std::string_view view : it->second.mounts) {
-        std::string path(view);
+    for (const std::string_view path : it->second.mounts) {
         if (const auto* at = mount_table_.point(path); at != nullptr && at->cookie == it->first) {
+            recheck_.push_back(mount_table_.path_block(path));
             mount_table_.reach(path, 0, 0);
-            recheck_.push_back(std::move(path));
         }
     }
     if (const auto nsid = it->second.nsid)

@@ -158,7 +158,6 @@ private:
     // A namespace file opened on this scan, its cookie read.
     struct Opened {
         UniqueFd fd;
-        std::string path;
         std::uint64_t inode = 0;
         std::uint64_t cookie = 0;
         std::optional<pid_t> pid;
@@ -195,9 +194,9 @@ private:
     void drop(std::unordered_map<std::uint64_t, Namespace>::iterator it);
     // What mount point `path` reaches now: `cookie` (0: nothing). Keeps each namespace's names
     // (under the netns directory) and mounted flag.
-    void place(const std::string& path, std::uint64_t inode, std::uint64_t cookie);
+    void place(std::string_view path, std::uint64_t inode, std::uint64_t cookie);
     // The name `path` gives its namespace, if it is directly under the netns directory.
-    std::optional<std::string_view> name_of(const std::string& path) const;
+    std::optional<std::string_view> name_of(std::string_view path) const;
     // Compares what the kernel said of namespaces whose id came from a hint; false on a
     // mismatch (then every hint is discarded).
     bool check_hints(const std::vector<Namespace*>& ns, const std::vector<int>& fds);
@@ -232,7 +231,7 @@ private:
     std::string own_mnt_ns_;
     // Mount points to open again at the next scan: they could not be opened, or their
     // namespace was dropped while they held it.
-    std::vector<std::string> recheck_;
+    std::vector<Strings> recheck_;
     std::vector<std::string> dangling_;
     MountTable mount_table_;
     std::uint32_t pass_ = 1;  // /proc passes begun (wraps after 2^32: compared only for ==)

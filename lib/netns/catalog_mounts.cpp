@@ -69,29 +69,30 @@ Catalog::reach_saved_mount(const std::string& path, std::uint64_t now_usec) {
 void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     if (!mount_table_.refresh(full))
         return;
-    std::vector<std::string> todo = mount_table_.take_changed_paths();
+    // (One-path blocks shared with the mount table: no path is copied.)
+    std::vector<Strings> todo = mount_table_.take_changed_paths();
     for (auto& path : std::exchange(recheck_, {}))
         todo.push_back(std::move(path));
     if (full) // every point mounted, and every one that reached a namespace at the last look
         for (const auto& [path, point] : mount_table_.paths())
-            todo.emplace_back(path.front());
+            todo.push_back(path);
     if (todo.empty())
         return; // during a storm of `ip netns add`, most wakeups of other kinds find this
-    std::sort(todo.begin(), todo.end());
-    todo.erase(std::unique(todo.begin(), todo.end()), todo.end());
+    sort_unique_paths(todo);
     // Open what each mount point reaches now (the topmost mount); place them once every
     // namespace met is recorded.
     std::vector<Opened> opened;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> reached(todo.size()); // (inode, cookie)
     for (std::size_t i = 0; i < todo.size(); ++i) {
-        if (!mount_table_.mounted(todo[i]))
-            continue; // no nsfs mount left there
+        if (!mount_table_.mounted(todo[i].front()))
+            continue;                            // no nsfs mount left there
+        const std::string path(todo[i].front()); // for the syscalls (freed at once)
         if (!mount_hints_.empty())
-            if (const auto known = reach_saved_mount(todo[i], now_usec)) {
+            if (const auto known = reach_saved_mount(path, now_usec)) {
                 reached[i] = *known;
                 continue;
             }
-        auto m = open_ns(todo[i], std::nullopt);
+        auto m = open_ns(path, std::nullopt);
         if (!m) {
             recheck_.push_back(todo[i]);
             continue;
@@ -107,18 +108,18 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
         verify_saved_ids(kVerifyAtOnce);
     }
     for (std::size_t i = 0; i < todo.size(); ++i)
-        place(todo[i], reached[i].first, reached[i].second);
+        place(todo[i].front(), reached[i].first, reached[i].second);
 }
 
-std::optional<std::string_view> Catalog::name_of(const std::string& path) const {
+std::optional<std::string_view> Catalog::name_of(std::string_view path) const {
     const auto slash = path.rfind('/');
     if (slash == std::string::npos || slash != roots_.netns_dir.size() ||
-        path.compare(0, slash, roots_.netns_dir) != 0)
+        path.substr(0, slash) != roots_.netns_dir)
         return std::nullopt;
-    return std::string_view(path).substr(slash + 1);
+    return path.substr(slash + 1);
 }
 
-void Catalog::place(const std::string& path, std::uint64_t inode, std::uint64_t cookie) {
+void Catalog::place(std::string_view path, std::uint64_t inode, std::uint64_t cookie) {
     const auto name = name_of(path);
     if (const auto* at = mount_table_.point(path); at != nullptr && at->cookie != 0) {
         if (at->cookie == cookie) {

@@ -85,6 +85,12 @@ bool same(std::vector<NsfsMount> a, std::vector<NsfsMount> b) {
 
 } // namespace
 
+void sort_unique_paths(std::vector<Strings>& paths) {
+    std::sort(paths.begin(), paths.end(),
+              [](const Strings& a, const Strings& b) { return a.front() < b.front(); });
+    paths.erase(std::unique(paths.begin(), paths.end()), paths.end());
+}
+
 MountTable::MountTable(std::string mountinfo, bool listmount)
     : mountinfo_(std::move(mountinfo)), listmount_(listmount), checks_left_(kChecks) {
     if (listmount_)
@@ -99,9 +105,7 @@ bool MountTable::refresh(bool full) {
         fall_back(); // ENOSYS, or refused: the text it is
         return refresh_mountinfo();
     }
-    std::sort(changed_paths_.begin(), changed_paths_.end());
-    changed_paths_.erase(std::unique(changed_paths_.begin(), changed_paths_.end()),
-                         changed_paths_.end());
+    sort_unique_paths(changed_paths_);
     if (checks_left_ > 0 && mount_count() == listed_.size()) {
         checks_left_ = 0; // it listed every mount the namespace counts: no text to compare
     } else if (checks_left_ > 0) {
@@ -133,12 +137,12 @@ std::vector<NsfsMount> MountTable::mounts() const {
     return out;
 }
 
-bool MountTable::mounted(const std::string& path) const {
+bool MountTable::mounted(std::string_view path) const {
     const auto at = paths_.find(path);
     return at != paths_.end() && at->second.mounts > 0;
 }
 
-MountTable::Point* MountTable::point(const std::string& path) {
+MountTable::Point* MountTable::point(std::string_view path) {
     const auto at = paths_.find(path);
     return at == paths_.end() ? nullptr : &at->second;
 }
@@ -154,7 +158,7 @@ MountTable::Paths::iterator MountTable::point_at(std::string_view path) {
     return paths_.emplace(Strings{path}, Point{}).first;
 }
 
-void MountTable::reach(const std::string& path, std::uint64_t inode, std::uint64_t cookie) {
+void MountTable::reach(std::string_view path, std::uint64_t inode, std::uint64_t cookie) {
     const auto at = paths_.find(path);
     if (at == paths_.end()) {
         if (cookie != 0)
@@ -167,19 +171,19 @@ void MountTable::reach(const std::string& path, std::uint64_t inode, std::uint64
         paths_.erase(at);
 }
 
-void MountTable::add(std::uint64_t id, NsfsMount m) {
+void MountTable::add(std::uint64_t id, std::uint64_t inode, std::string_view path) {
     Listed& listed = nsfs_[id];
     if (listed.path != nullptr)
         return; // listed already (mount ids are never reused)
-    const auto at = point_at(m.path);
+    const auto at = point_at(path);
     ++at->second.mounts;
-    changed_paths_.emplace_back(at->first.front());
-    listed = Listed{m.inode, &at->first};
+    changed_paths_.push_back(at->first);
+    listed = Listed{inode, &at->first};
 }
 
 void MountTable::remove(std::uint64_t id, const Listed& listed) {
     const auto at = paths_.find(*listed.path);
-    changed_paths_.emplace_back(at->first.front());
+    changed_paths_.push_back(at->first);
     nsfs_.erase(id);
     if (--at->second.mounts == 0 && at->second.cookie == 0)
         paths_.erase(at); // no mount is listed there any more: nothing points at its path
@@ -208,15 +212,15 @@ bool MountTable::refresh_mountinfo() {
     std::vector<NsfsMount> differ;
     std::set_symmetric_difference(before.begin(), before.end(), after.begin(), after.end(),
                                   std::back_inserter(differ), less);
-    for (auto& m : differ)
-        changed_paths_.push_back(std::move(m.path));
-    std::sort(changed_paths_.begin(), changed_paths_.end());
-    changed_paths_.erase(std::unique(changed_paths_.begin(), changed_paths_.end()),
-                         changed_paths_.end());
     for (auto& [path, point] : paths_)
         point.mounts = 0;
     for (const auto& m : next)
         ++point_at(m.path)->second.mounts;
+    for (const auto& m : differ) { // (a point about to be forgotten keeps its block here)
+        auto block = path_block(m.path);
+        changed_paths_.push_back(block.empty() ? Strings{m.path} : std::move(block));
+    }
+    sort_unique_paths(changed_paths_);
     std::erase_if(paths_,
                   [](const auto& p) { return p.second.mounts == 0 && p.second.cookie == 0; });
     text_ = std::move(next);
@@ -255,7 +259,7 @@ bool MountTable::list_ids(std::uint64_t after) {
 }
 
 // The nsfs mount of a network namespace that `id` is, if it is one. False: the mount is gone.
-bool MountTable::stat_id(std::uint64_t id, std::optional<NsfsMount>& out) {
+bool MountTable::stat_id(std::uint64_t id, std::optional<Stat>& out) {
     out.reset();
     if (stat_buf_.empty())
         stat_buf_.resize(4096);
@@ -280,7 +284,7 @@ bool MountTable::stat_id(std::uint64_t id, std::optional<NsfsMount>& out) {
     if ((sm.mask & wanted) != wanted || str(sm.fs_type) != "nsfs")
         return true;
     if (const auto inode = net_root_inode(str(sm.mnt_root)))
-        out = NsfsMount{*inode, std::string(str(sm.mnt_point))};
+        out = Stat{*inode, str(sm.mnt_point)};
     return true;
 }
 
@@ -301,12 +305,12 @@ bool MountTable::refresh_listmount(bool full) {
     if (!full && list_new()) {
         --until_full_;
         for (const auto id : ids_) {
-            std::optional<NsfsMount> m;
+            std::optional<Stat> m;
             if (!stat_id(id, m))
                 continue; // unmounted already
             listed_.push_back(id);
             if (m)
-                add(id, std::move(*m));
+                add(id, m->inode, m->path);
         }
         return true;
     }
@@ -319,11 +323,11 @@ bool MountTable::refresh_listmount(bool full) {
     std::size_t j = 0;
     for (std::size_t i = 0; i < ids_.size() || j < listed_.size();) {
         if (j == listed_.size() || (i < ids_.size() && ids_[i] < listed_[j])) {
-            std::optional<NsfsMount> m;
+            std::optional<Stat> m;
             if (stat_id(ids_[i], m)) { // else unmounted already
                 next.push_back(ids_[i]);
                 if (m) // else another file system
-                    add(ids_[i], std::move(*m));
+                    add(ids_[i], m->inode, m->path);
             }
             ++i;
         } else if (i == ids_.size() || listed_[j] < ids_[i]) {

@@ -16,6 +16,9 @@
 
 namespace nsidd::netns {
 
+/// Sorts one-path blocks by their path and drops repeats.
+void sort_unique_paths(std::vector<Strings>& paths);
+
 /// The nsfs mounts of network namespaces in our mount namespace, reread on each change of the
 /// mount table, reporting which mount points changed. Where the kernel has listmount(2) and
 /// statmount(2) (Linux 6.8+), a reread lists the mount ids, asks only about the new ones and
@@ -32,11 +35,10 @@ public:
     /// when it could not be read (nothing changes).
     bool refresh(bool full = false);
     /// Mount points at which an nsfs mount appeared or went in the last refresh(), each once
-    /// and sorted: what is reached through them may have changed. Taken, not kept: the first
-    /// listing reports every mount point, and a copy of each would stay until the next change.
-    std::vector<std::string> take_changed_paths() noexcept {
-        return std::exchange(changed_paths_, {});
-    }
+    /// and sorted: what is reached through them may have changed. Each is the table's own
+    /// one-path block (shared, never a copy of the text). Taken, not kept: the first listing
+    /// reports every mount point.
+    std::vector<Strings> take_changed_paths() noexcept { return std::exchange(changed_paths_, {}); }
     /// A mount point: how many nsfs mounts of network namespaces are listed there, and what the
     /// catalog last found it reaching. Kept while either is set, so that the catalog still
     /// knows what a mount point reached when its last mount goes (one map for both: a path is
@@ -70,12 +72,12 @@ public:
     /// The one-string block that names `path` in paths() (empty when it is not there).
     Strings path_block(std::string_view path) const;
     /// Whether an nsfs mount is listed at `path`.
-    bool mounted(const std::string& path) const;
+    bool mounted(std::string_view path) const;
     /// The point at `path`, or nullptr (for the catalog to read and set what it reaches).
-    Point* point(const std::string& path);
+    Point* point(std::string_view path);
     /// Records what `path` reaches now (cookie 0: nothing); forgets a point with neither a
     /// mount nor a namespace.
-    void reach(const std::string& path, std::uint64_t inode, std::uint64_t cookie);
+    void reach(std::string_view path, std::uint64_t inode, std::uint64_t cookie);
     /// The nsfs mounts, in no particular order (O(mounts): for checks and tests).
     std::vector<NsfsMount> mounts() const;
     /// An nsfs mount known by its unique mount id (listmount(2) only). `path` is the key of
@@ -96,16 +98,22 @@ private:
     bool list_ids(std::uint64_t after);
     bool list_new();
     std::optional<std::uint32_t> mount_count() const;
-    bool stat_id(std::uint64_t id, std::optional<NsfsMount>& out);
+    // An nsfs mount as statmount(2) gives it: the path is a view into stat_buf_, valid until
+    // the next call (no string is made for a path the table may already hold).
+    struct Stat {
+        std::uint64_t inode;
+        std::string_view path;
+    };
+    bool stat_id(std::uint64_t id, std::optional<Stat>& out);
     // A new nsfs mount: counted under its mount point (which keeps the one copy of the path).
-    void add(std::uint64_t id, NsfsMount m);
+    void add(std::uint64_t id, std::uint64_t inode, std::string_view path);
     void remove(std::uint64_t id, const Listed& listed);
     void fall_back();
 
     std::string mountinfo_;
     bool listmount_;
     int checks_left_;
-    std::vector<std::string> changed_paths_;
+    std::vector<Strings> changed_paths_; // the path blocks of paths_ (no copy of a path)
     Paths paths_;
     // The entry of `path`, made (with no mount and nothing reached) when there was none.
     Paths::iterator point_at(std::string_view path);
