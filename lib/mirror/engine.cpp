@@ -39,25 +39,6 @@ const char* to_string(ResyncReason reason) noexcept {
     return "unknown";
 }
 
-const char* to_string(PeerState state) noexcept {
-    switch (state) {
-    case PeerState::Active:
-        return "active";
-    case PeerState::Mounted:
-        return "mounted";
-    case PeerState::StaleMount:
-        return "stale-mount";
-    case PeerState::FdHeld:
-        return "fd-held";
-    case PeerState::Pinned:
-        return "pinned";
-    case PeerState::Unknown:
-    case PeerState::Count:
-        break;
-    }
-    return "unknown";
-}
-
 Clock Clock::system() {
     return Clock{realtime_usec, monotonic_usec};
 }

@@ -25,9 +25,8 @@ enum class ResyncReason : std::uint8_t { Startup, Overrun, Periodic, Manual, Rep
 const char* to_string(ResyncReason reason) noexcept;
 
 /// What holds a peer alive (see Engine::state and docs/design.md, "Peer states").
-enum class PeerState : std::uint8_t { Active, Mounted, StaleMount, FdHeld, Pinned, Unknown, Count };
-/// "active", "mounted", "stale-mount", "fd-held", "pinned", "unknown".
-const char* to_string(PeerState state) noexcept;
+using registry::PeerState;
+using registry::to_string;
 
 /// The engine's clocks, in microseconds: the wall clock (first-seen, death and verdict times)
 /// and a monotonic one (durations, deadlines). Tests pass their own.
@@ -241,12 +240,6 @@ private:
     std::uint64_t fd_searched_usec_ = 0; // when it was due
     Verdicts verdicts_;
     // Self's rows as last settled by take_updates(): what state() answers.
-    struct Shown {
-        std::uint64_t row_since = 0;
-        PeerState state = PeerState::Unknown;
-        PeerState decided = PeerState::Unknown; // the last state other than unknown
-    };
-    ByNsid<Shown> shown_;
     std::unordered_map<Nsid, bool> touched_; // rows to settle; true: their identity changed
     std::set<std::pair<std::uint64_t, Nsid>> deadlines_; // (wall clock, row) to settle then
     // Self's rows that had no identity when they last changed (a superset of those without).

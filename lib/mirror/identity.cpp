@@ -91,14 +91,11 @@ void Engine::forget_dead(const registry::Change& c) {
         catalog_.forget(ns->cookie);
     if (const auto* v = verdicts_.get(c.entry.nsid); v && v->row_since == c.entry.since_usec)
         verdicts_.erase(c.entry.nsid);
-    if (const auto* s = shown_.get(c.entry.nsid); s && s->row_since == c.entry.since_usec) {
-        // The last state decided: a peer being torn down (its mount gone, its DEL on the way)
-        // is unknown for its last moments.
-        if ((c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync) &&
-            s->decided != PeerState::Unknown)
-            registry_.set_death_state(c.entry.nsid, c.entry.since_usec, to_string(s->decided));
-        shown_.erase(c.entry.nsid);
-    }
+    // The last state decided: a peer being torn down (its mount gone, its DEL on the way) is
+    // unknown for its last moments.
+    if ((c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync) &&
+        c.entry.decided != PeerState::Unknown)
+        registry_.set_death_state(c.entry.nsid, c.entry.since_usec, to_string(c.entry.decided));
     pending_down_.erase(c.entry.nsid);
 }
 

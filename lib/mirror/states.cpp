@@ -65,11 +65,8 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
     if (!peer)
         return PeerState::Unknown;
     const auto& rows = registry_.table(registry::kSelf)->rows;
-    const auto row = rows.find(*peer);
-    const auto* s = shown_.get(*peer);
-    if (row == rows.end() || s == nullptr || s->row_since != row->second.entry.since_usec)
-        return PeerState::Unknown;
-    return s->state;
+    const auto* row = rows.get(*peer);
+    return row == nullptr ? PeerState::Unknown : row->entry.state;
 }
 
 PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
@@ -122,22 +119,14 @@ std::vector<registry::Change> Engine::take_updates() {
     const auto& rows = registry_.table(registry::kSelf)->rows;
     for (const auto& [nsid, identity] : touched_) {
         const auto row = rows.find(nsid);
-        if (row == rows.end()) {
-            shown_.erase(nsid);
+        if (row == rows.end())
             continue;
-        }
         const auto& entry = row->second.entry;
         std::uint64_t deadline = 0;
         const auto now_state = live_state(nsid, entry, now, deadline);
         if (deadline != 0)
             deadlines_.emplace(deadline, nsid);
-        auto& shown = shown_[nsid];
-        if (shown.row_since != entry.since_usec)
-            shown = Shown{entry.since_usec, PeerState::Unknown, PeerState::Unknown};
-        const auto had = shown.state;
-        shown.state = now_state;
-        if (now_state != PeerState::Unknown)
-            shown.decided = now_state;
+        const auto had = registry_.set_state(nsid, now_state);
         if (!identity && had == now_state)
             continue;
         out.push_back(registry::Change{registry::ChangeKind::Update, registry::kSelf, entry});
@@ -152,15 +141,8 @@ std::vector<registry::Change> Engine::take_updates() {
 }
 
 template <typename Fn> void Engine::for_each_self_state(Fn&& fn) const {
-    auto s = shown_.begin();
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
-        while (s != shown_.end() && s->first < nsid)
-            ++s;
-        // As state() answers for a self row: shown for this row, else unknown.
-        const bool shown =
-            s != shown_.end() && s->first == nsid && s->second.row_since == row.entry.since_usec;
-        fn(row.entry, shown ? s->second.state : PeerState::Unknown);
-    }
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
+        fn(row.entry, row.entry.state);
 }
 
 std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> Engine::state_counts() const {

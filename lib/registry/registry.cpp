@@ -356,6 +356,17 @@ bool Registry::set_peer(Nsid nsid, Identity peer) {
     return true;
 }
 
+PeerState Registry::set_state(Nsid nsid, PeerState state) {
+    auto* row = tables_[kSelf].rows.get(nsid);
+    if (row == nullptr)
+        return PeerState::Unknown;
+    const auto had = row->entry.state;
+    row->entry.state = state;
+    if (state != PeerState::Unknown)
+        row->entry.decided = state;
+    return had;
+}
+
 std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth,
                                      std::uint64_t now_usec) {
     std::vector<Change> changes;
@@ -414,6 +425,25 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
     if (!dying_.empty())
         sweep(changes);
     return changes;
+}
+
+const char* to_string(PeerState state) noexcept {
+    switch (state) {
+    case PeerState::Active:
+        return "active";
+    case PeerState::Mounted:
+        return "mounted";
+    case PeerState::StaleMount:
+        return "stale-mount";
+    case PeerState::FdHeld:
+        return "fd-held";
+    case PeerState::Pinned:
+        return "pinned";
+    case PeerState::Unknown:
+    case PeerState::Count:
+        break;
+    }
+    return "unknown";
 }
 
 const char* to_string(Source source) noexcept {

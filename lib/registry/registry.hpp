@@ -28,6 +28,12 @@ inline constexpr Observer kSelf = -1;
 /// How an entry was learned.
 enum class Source : std::uint8_t { Event, Dump, Probe, Resync };
 
+/// What holds a peer alive: decided by the engine from what discovery met (docs/design.md,
+/// "Peer states"), kept on self's row of the peer.
+enum class PeerState : std::uint8_t { Active, Mounted, StaleMount, FdHeld, Pinned, Unknown, Count };
+/// "active", "mounted", "stale-mount", "fd-held", "pinned", "unknown".
+const char* to_string(PeerState state) noexcept;
+
 /// What is known of a peer netns beyond its id; every field may be unknown.
 /// An fd of another process that is the peer namespace, or a socket created inside it.
 struct FdHolder {
@@ -69,11 +75,21 @@ struct Identity {
 
 /// One row of a peer-ID table.
 struct Entry {
+    Entry() = default;
+    Entry(Nsid id, std::optional<Nsid> current, Source learned, Identity identity,
+          std::uint64_t since)
+        : nsid(id), current_nsid(current), source(learned), peer(std::move(identity)),
+          since_usec(since) {}
+
     // (Fields in an order that leaves no padding: one per row.)
     Nsid nsid = 0;
     /// `self`'s id for the same peer (equal to nsid in self's own table), when known.
     std::optional<Nsid> current_nsid;
     Source source = Source::Event;
+    /// Self's rows: the peer's state as last shown (a new row starts unknown), and the last
+    /// one shown other than unknown. Set by the engine (Registry::set_state).
+    PeerState state = PeerState::Unknown;
+    PeerState decided = PeerState::Unknown;
     Identity peer;
     std::uint64_t since_usec = 0; ///< first seen, CLOCK_REALTIME
 };
@@ -178,6 +194,9 @@ public:
     /// Sets what is known of the peer self calls `nsid`. Returns false when self has no such
     /// entry or it already said so. Rows of other tables name the peer through current_nsid.
     bool set_peer(Nsid nsid, Identity peer);
+    /// Sets the state shown for self's row `nsid` (and the last decided, unless unknown);
+    /// returns the one it had (unknown without such a row, which is then not made).
+    PeerState set_state(Nsid nsid, PeerState state);
 
     /// Calls `fn(observer, entry)` for each row of another table that names self's `peer`.
     void for_each_row_naming(Nsid peer,
