@@ -2,6 +2,10 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Bootstrap time (cold, and a restart with saved ids) and memory of a real nsidd at N existing ids, in a sandbox netns, and
 `nsidctl -j list` against `ip -j netns list-id` (time and completeness).
+The RSS is read twice: for nsidd binding its own socket (the tests' way), and started on held
+sockets as the shipped units start it (nsidd.socket, nsidd-netlink.socket). The first also
+counts the NSS module that resolves the `nsidd` group where /etc/group lacks it, as in this
+sandbox; an installed nsidd (sysusers makes the group) is given its socket and loads none.
 Usage (root): python3 bench/mirror_scale.py [N ...]     (default: 3000 10000)"""
 import json
 import os
@@ -58,3 +62,16 @@ for n in sizes:
     print('      restart with the ids saved at stop: ready after %.0f ms' % (d.ready_after * 1000),
           flush=True)
     d.stop()
+    held = t.Activation('/run/nsidd-test/held.sock')
+    p, _ = held.start()
+    time.sleep(1)  # settled, as above
+    with open('/proc/%d/status' % p.pid) as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith('VmRSS:'))
+    entries = len(held.call('io.nsidd.Registry.List')['entries'])
+    print('      socket-activated (as installed): RSS %d KiB settled, with %d entries'
+          % (rss, entries), flush=True)
+    p.terminate()
+    p.wait()
+    held.listener.close()
+    held.events.close()
+    os.unlink('/run/nsidd-test/held.sock')

@@ -27,6 +27,8 @@ constexpr std::uint64_t kStatRoot = 0x08;              // STATMOUNT_MNT_ROOT
 constexpr std::uint64_t kStatPoint = 0x10;             // STATMOUNT_MNT_POINT
 constexpr std::uint64_t kStatFsType = 0x20;            // STATMOUNT_FS_TYPE
 constexpr std::size_t kIdsPerCall = 4096;
+// A listing of only the new ids asks for this many first: its scratch stays between rereads.
+constexpr std::size_t kNewIdsPerCall = 64;
 // NS_MNT_GET_INFO (Linux 6.12+): _IOR(0xb7, 10, struct mnt_ns_info).
 struct MntNsInfo {
     std::uint32_t size = sizeof(MntNsInfo); // MNT_NS_INFO_SIZE_VER0
@@ -240,16 +242,16 @@ bool MountTable::list_ids(std::uint64_t after) {
     MntIdReq req;
     req.mnt_id = kListRoot;
     req.param = after;
-    for (;;) {
+    for (std::size_t chunk = after == 0 ? kIdsPerCall : kNewIdsPerCall;; chunk = kIdsPerCall) {
         const auto at = ids_.size();
-        ids_.resize(at + kIdsPerCall);
-        const long n = ::syscall(kListmount, &req, ids_.data() + at, kIdsPerCall, 0);
+        ids_.resize(at + chunk);
+        const long n = ::syscall(kListmount, &req, ids_.data() + at, chunk, 0);
         if (n < 0) {
             ids_.clear();
             return false;
         }
         ids_.resize(at + static_cast<std::size_t>(n));
-        if (static_cast<std::size_t>(n) < kIdsPerCall)
+        if (static_cast<std::size_t>(n) < chunk)
             break;
         req.param = ids_.back(); // the next call lists the ids after it
     }
@@ -312,6 +314,8 @@ bool MountTable::refresh_listmount(bool full) {
             if (m)
                 add(id, m->inode, m->path);
         }
+        if (ids_.capacity() > kNewIdsPerCall)
+            ids_ = {}; // a burst's scratch is not kept
         return true;
     }
     until_full_ = kIncrementalRereads;
