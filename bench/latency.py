@@ -62,5 +62,9 @@ print('%d NEW events with %d other ids in the table: kernel -> nsidd -> Watch cl
 acks.sort()
 print('    the kernel alone (RTM_NEWNSID to its ACK): p50 %.0f us, p99 %.0f us'
       % (acks[len(acks) // 2], acks[len(acks) * 99 // 100]))
+pauses = [line.split()[-1] for line in t.nsidctl('metrics', socket_path=d.socket).stdout.split('\n')
+          if line.startswith('nsidd_event_read_pauses_total')]
+print('    storm pauses of the event socket during the run (each delays what it holds back): %s'
+      % (pauses[0] if pauses else 'unknown'))
 w.close()
 d.stop()

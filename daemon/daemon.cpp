@@ -122,13 +122,19 @@ Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
         return fail(Errc::Timeout);
     }
     sd_event_source* s = nullptr;
-    if (int r =
-            sd_event_add_io(event_.get(), &s, kernel_->event_fd(), EPOLLIN, on_netlink_io, this);
-        r < 0) {
+    int r = sd_event_add_io(event_.get(), &s, kernel_->event_fd(), EPOLLIN, on_netlink_io, this);
+    if (r >= 0) {
+        netlink_io_.reset(s);
+        // (Accuracy 1 us: 0 would be sd-event's default of 250 ms.)
+        r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, 0, 1, on_netlink_resume,
+                                       this);
+    }
+    if (r < 0) {
         spdlog::error("Failed to watch the event socket: {}", std::strerror(-r));
         return fail_errno(-r);
     }
-    sources_.emplace_back(s);
+    netlink_resume_.reset(s);
+    sd_event_source_set_enabled(s, SD_EVENT_OFF);
     return {};
 }
 
@@ -209,7 +215,8 @@ void Daemon::notify_status() {
 }
 
 void Daemon::sync_metrics() {
-    metrics_.sync({*engine_, kernel_->stats(), server_.get(), api_ ? api_->denials() : 0});
+    metrics_.sync({*engine_, kernel_->stats(), server_.get(), api_ ? api_->denials() : 0,
+                   storm_gate_.pauses()});
 }
 
 int Daemon::loop() {
@@ -233,8 +240,24 @@ int Daemon::loop() {
     }
 }
 
-int Daemon::on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept {
-    static_cast<Daemon*>(userdata)->on_netlink();
+int Daemon::on_netlink_io(sd_event_source* s, int, uint32_t, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    const auto now = monotonic_usec();
+    self->on_netlink();
+    // In a storm, the socket is left alone for a moment: its events queue up and the next
+    // wakeup reads them together (docs/design.md, "Storms").
+    if (const auto pause = self->storm_gate_.read(now)) {
+        sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        sd_event_source_set_time_relative(self->netlink_resume_.get(), pause);
+        sd_event_source_set_enabled(self->netlink_resume_.get(), SD_EVENT_ONESHOT);
+    }
+    return 0;
+}
+
+int Daemon::on_netlink_resume(sd_event_source*, uint64_t, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    sd_event_source_set_enabled(self->netlink_io_.get(), SD_EVENT_ON);
+    self->storm_gate_.resumed(monotonic_usec());
     return 0;
 }
 

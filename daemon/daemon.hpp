@@ -17,6 +17,7 @@
 #include "daemon/server.hpp"
 #include "daemon/varlink_api.hpp"
 #include "mirror/engine.hpp"
+#include "util/storm_gate.hpp"
 
 namespace nsidd::daemon {
 
@@ -86,6 +87,7 @@ private:
     void save_ids(bool now = false);
 
     static int on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept;
+    static int on_netlink_resume(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_signal(sd_event_source*, const signalfd_siginfo* si, void* userdata) noexcept;
     static int on_resync_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
@@ -122,6 +124,9 @@ private:
     KernelFeatures features_;
     UniqueFd mountinfo_; // watched for mount changes (before sources_: outlives its source)
     std::vector<EventSource> sources_;
+    EventSource netlink_io_;     // the event socket: off while a storm's events queue up
+    EventSource netlink_resume_; // turns it back on
+    StormGate storm_gate_;
     EventSource mounts_watch_; // on mountinfo_: off while a rescan is pending
     EventSource resync_timer_;
     EventSource mounts_timer_;

@@ -57,6 +57,8 @@ Metrics::Metrics(std::vector<std::string_view> methods)
                         "Event socket overruns (ENOBUFS): events lost and resynced")),
       malformed_(counter(*registry_, "nsidd_malformed_datagrams_total",
                          "Event datagrams that failed to parse")),
+      read_pauses_(counter(*registry_, "nsidd_event_read_pauses_total",
+                           "Pauses of the event socket in storms, for events to be read together")),
       resync_failures_(counter(*registry_, "nsidd_resync_failures_total", "Failed resyncs")),
       resync_seconds_(histogram(*registry_, "nsidd_resync_duration_seconds",
                                 "Time to read the tables and reconcile",
@@ -175,6 +177,7 @@ void Metrics::sync(const Sources& from) {
     advance(purged_entries_, c.purged_entries);
     advance(overruns_, ev.overruns);
     advance(malformed_, ev.malformed);
+    advance(read_pauses_, from.read_pauses);
     for (std::size_t i = 0; i < resyncs_.size(); ++i)
         advance(*resyncs_[i], st.resyncs[i]);
     advance(resync_failures_, st.resync_failures);

@@ -40,6 +40,7 @@ public:
         const EventStats& events;
         const Server* server;
         std::uint64_t denials;
+        std::uint64_t read_pauses; ///< storm pauses of the event socket (StormGate)
     };
     /// Brings every counter and gauge up to date.
     void sync(const Sources& from);
@@ -79,6 +80,7 @@ private:
     prometheus::Counter& purged_entries_;
     prometheus::Counter& overruns_;
     prometheus::Counter& malformed_;
+    prometheus::Counter& read_pauses_;
     std::array<prometheus::Counter*, static_cast<std::size_t>(ResyncReason::Count)> resyncs_{};
     prometheus::Counter& resync_failures_;
     prometheus::Histogram& resync_seconds_;

@@ -46,7 +46,7 @@ for name in ('nsidd_build_info', 'nsidd_start_time_seconds', 'nsidd_tables', 'ns
              'nsidd_resync_duration_seconds_bucket', 'nsidd_last_resync_timestamp_seconds',
              'nsidd_varlink_connections', 'nsidd_varlink_requests_total',
              'nsidd_varlink_denials_total', 'nsidd_varlink_dropped_watchers_total',
-             'nsidd_netns_limit', 'nsidd_netns'):
+             'nsidd_event_read_pauses_total', 'nsidd_netns_limit', 'nsidd_netns'):
     assert re.search(r'(?m)^%s[{ ]' % name, text), 'missing metric ' + name
 assert 'nsidd_resyncs_total{reason="startup"} 1' in text, text
 
