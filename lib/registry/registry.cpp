@@ -196,15 +196,19 @@ void Registry::purge_all_rows(std::vector<Change>& changes) {
 
 void Registry::sweep(std::vector<Change>& changes) {
     ++counters_.sweeps;
-    if (tables_.size() > 1) // rows of other tables may go with the dead
-        changes.reserve(changes.size() + dying_.size() * 4);
     // A stamp later than the death means the id was reused in this batch. Self's row for a dead
     // peer is the one its death removed (a DEL, a replacing NEW or a resync): nothing else in
     // self's table points at it.
-    std::size_t listed = 0;
+    std::size_t listed = 0, owned = 0;
     for (const auto& [peer, death] : dying_) {
         if (const auto l = by_peer_.find(peer); l != by_peer_.end())
             listed += l->second.size();
+        if (const auto t = tables_.find(peer); peer != kSelf && t != tables_.end())
+            owned += t->second.rows.size();
+    }
+    // At most one change per row listed or owned: made room for once.
+    changes.reserve(changes.size() + std::min(listed, by_peer_size_) + owned);
+    for (const auto& [peer, death] : dying_) {
         // A dead observer's own table vanishes with it; the kernel sends nothing for it.
         const auto t = tables_.find(peer);
         if (peer == kSelf || t == tables_.end() || t->second.stamp >= death)
