@@ -256,6 +256,17 @@ def wait_for(what, check, timeout=20, interval=0.1):
         time.sleep(interval)
 
 
+def fd_targets(pid):
+    """What the fds of `pid` point at now; an fd closed while they are read is left out."""
+    out = []
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            out.append(os.readlink('/proc/%d/fd/%s' % (pid, fd)))
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def wait_for_value(what, get, timeout=20):
     """Polls `get()` until it returns something other than None (an nsid may be 0)."""
     box = []

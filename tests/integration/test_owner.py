@@ -99,9 +99,8 @@ kept = kernel.by_name()['kept']
 moves = '; '.join('echo $$ > %s/%s/cgroup.procs' % (root, CASES[0][0]) for root in roots)
 holder = subprocess.Popen(['sh', '-c', moves + '; exec 3</run/netns/kept; exec sleep 600'])
 procs.append(holder)
-t.wait_for('the fd open', lambda: any(
-    os.readlink('/proc/%d/fd/%s' % (holder.pid, fd)) == '/run/netns/kept'
-    for fd in os.listdir('/proc/%d/fd' % holder.pid)))
+# (The shell opens and closes fds while it moves itself: fd_targets skips those gone.)
+t.wait_for('the fd open', lambda: '/run/netns/kept' in t.fd_targets(holder.pid))
 subprocess.run(['ip', 'netns', 'del', 'kept'], check=True)
 try:
     e = t.wait_for('kept fd-held, owned', lambda: (lambda e: e if e and e['state'] == 'fd_held'
