@@ -213,11 +213,10 @@ private:
         std::uint64_t row_since = 0;    // the row it is about (ids are reused)
         std::uint64_t unheld_since = 0; // 0: held; else wall clock since when not
     };
-    // Rebuilt in row order by each renewal. A blank one (taken back) matches no row and says
-    // "held", so no fd search is made for it.
+    // Rebuilt in row order by each renewal; a dead row's is erased with it.
     using Verdicts = ByNsid<Verdict>;
-    // Calls fn(entry, state) for each row of self's table, in order: one walk of the rows and
-    // the shown states together (both sorted by nsid), no lookup per row.
+    // Calls fn(entry, state) for each row of self's table, in order (the state shown is kept
+    // on the row: one walk, no lookup per row).
     template <typename Fn> void for_each_self_state(Fn&& fn) const;
     // Touches the rows whose verdict differs between the two.
     void touch_changed(const Verdicts& was, const Verdicts& is);
@@ -239,7 +238,6 @@ private:
     std::set<std::pair<Nsid, std::uint64_t>> fd_searched_for_;
     std::uint64_t fd_searched_usec_ = 0; // when it was due
     Verdicts verdicts_;
-    // Self's rows as last settled by take_updates(): what state() answers.
     std::unordered_map<Nsid, bool> touched_; // rows to settle; true: their identity changed
     std::set<std::pair<std::uint64_t, Nsid>> deadlines_; // (wall clock, row) to settle then
     // Self's rows that had no identity when they last changed (a superset of those without).

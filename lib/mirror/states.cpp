@@ -126,8 +126,9 @@ std::vector<registry::Change> Engine::take_updates() {
         const auto now_state = live_state(nsid, entry, now, deadline);
         if (deadline != 0)
             deadlines_.emplace(deadline, nsid);
-        const auto had = registry_.set_state(nsid, now_state);
-        if (!identity && had == now_state)
+        if (entry.state != now_state) // as last settled: what state() answers
+            registry_.set_state(nsid, now_state);
+        else if (!identity)
             continue;
         out.push_back(registry::Change{registry::ChangeKind::Update, registry::kSelf, entry});
         // Rows of other tables show this peer's identity and state.

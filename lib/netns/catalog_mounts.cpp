@@ -84,9 +84,11 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     std::vector<Opened> opened;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> reached(todo.size()); // (inode, cookie)
     for (std::size_t i = 0; i < todo.size(); ++i) {
+        // (No nsfs mount left there: nothing to open.)
         if (!mount_table_.mounted(todo[i].front()))
-            continue;                            // no nsfs mount left there
-        const std::string path(todo[i].front()); // for the syscalls (freed at once)
+            continue;
+        // A NUL-terminated copy for the syscalls, freed at once.
+        const std::string path(todo[i].front());
         if (!mount_hints_.empty())
             if (const auto known = reach_saved_mount(path, now_usec)) {
                 reached[i] = *known;

@@ -360,15 +360,13 @@ bool Registry::set_peer(Nsid nsid, Identity peer) {
     return true;
 }
 
-PeerState Registry::set_state(Nsid nsid, PeerState state) {
+void Registry::set_state(Nsid nsid, PeerState state) {
     auto* row = tables_[kSelf].rows.get(nsid);
     if (row == nullptr)
-        return PeerState::Unknown;
-    const auto had = row->entry.state;
+        return;
     row->entry.state = state;
     if (state != PeerState::Unknown)
         row->entry.decided = state;
-    return had;
 }
 
 std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth,

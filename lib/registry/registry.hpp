@@ -194,9 +194,9 @@ public:
     /// Sets what is known of the peer self calls `nsid`. Returns false when self has no such
     /// entry or it already said so. Rows of other tables name the peer through current_nsid.
     bool set_peer(Nsid nsid, Identity peer);
-    /// Sets the state shown for self's row `nsid` (and the last decided, unless unknown);
-    /// returns the one it had (unknown without such a row, which is then not made).
-    PeerState set_state(Nsid nsid, PeerState state);
+    /// Sets the state shown for self's row `nsid` (and the last decided, unless unknown).
+    /// Without such a row, nothing (none is made).
+    void set_state(Nsid nsid, PeerState state);
 
     /// Calls `fn(observer, entry)` for each row of another table that names self's `peer`.
     void for_each_row_naming(Nsid peer,
