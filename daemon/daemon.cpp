@@ -84,6 +84,14 @@ Result<void> Daemon::start_loop() {
         }
         sources_.emplace_back(s);
     }
+    if (int r = sd_event_add_time_relative(e, &s, CLOCK_MONOTONIC, kQuietUsec, 10'000,
+                                           on_quiet_timer, this);
+        r < 0) {
+        spdlog::error("Failed to add a timer: {}", std::strerror(-r));
+        return fail_errno(-r);
+    }
+    quiet_timer_.reset(s);
+    sd_event_source_set_enabled(s, SD_EVENT_OFF);
     return {};
 }
 
@@ -243,10 +251,10 @@ int Daemon::loop() {
 int Daemon::on_netlink_io(sd_event_source* s, int, uint32_t, void* userdata) noexcept {
     auto* self = static_cast<Daemon*>(userdata);
     const auto now = monotonic_usec();
-    self->on_netlink();
+    const auto events = self->on_netlink();
     // In a storm, the socket is left alone for a moment: its events queue up and the next
     // wakeup reads them together (docs/design.md, "Storms").
-    if (const auto pause = self->storm_gate_.read(now)) {
+    if (const auto pause = self->storm_gate_.read(now, events)) {
         sd_event_source_set_enabled(s, SD_EVENT_OFF);
         sd_event_source_set_time_relative(self->netlink_resume_.get(), pause);
         sd_event_source_set_enabled(self->netlink_resume_.get(), SD_EVENT_ONESHOT);
@@ -254,18 +262,25 @@ int Daemon::on_netlink_io(sd_event_source* s, int, uint32_t, void* userdata) noe
     return 0;
 }
 
-int Daemon::on_netlink_resume(sd_event_source*, uint64_t, void* userdata) noexcept {
+int Daemon::on_netlink_resume(sd_event_source* s, uint64_t, void* userdata) noexcept {
     auto* self = static_cast<Daemon*>(userdata);
-    sd_event_source_set_enabled(self->netlink_io_.get(), SD_EVENT_ON);
-    self->storm_gate_.resumed(monotonic_usec());
+    // The read the pause waited for is done here, with the socket still off: while the storm
+    // lasts, a wakeup per pause and no switching the socket on and off again.
+    const auto now = monotonic_usec();
+    if (const auto pause = self->storm_gate_.resumed(now, self->on_netlink())) {
+        sd_event_source_set_time_relative(s, pause);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+    } else {
+        sd_event_source_set_enabled(self->netlink_io_.get(), SD_EVENT_ON);
+    }
     return 0;
 }
 
-void Daemon::on_netlink() {
+std::size_t Daemon::on_netlink() {
     if (resync_timer_pending_) {
         // An overrun resync is due: the snapshot it takes supersedes whatever is read now.
         kernel_->discard();
-        return;
+        return 0;
     }
     auto applied = engine_->apply_events();
     if (applied.events > 0 && !applied.lost)
@@ -283,6 +298,7 @@ void Daemon::on_netlink() {
         overrun_resync();
     }
     notify_status();
+    return applied.events;
 }
 
 void Daemon::overrun_resync() {
@@ -355,12 +371,47 @@ void Daemon::resync(ResyncReason reason) {
 }
 
 void Daemon::release_memory(std::size_t items) {
-    // Counted across calls: a storm of small batches frees as much as one large one.
+    // Counted across calls: a storm of small batches frees as much as one large one. The walk
+    // of the heap waits for a quiet moment: one trim per storm, not one per thousand events.
     trim_debt_ += items;
-    if (trim_debt_ >= kTrimThreshold) {
-        ::malloc_trim(0);
-        trim_debt_ = 0;
+    if (trim_debt_ >= kTrimThreshold)
+        after_quiet();
+}
+
+void Daemon::after_quiet() {
+    last_work_usec_ = monotonic_usec();
+    if (!quiet_timer_)
+        return;
+    int enabled = SD_EVENT_OFF;
+    sd_event_source_get_enabled(quiet_timer_.get(), &enabled);
+    if (enabled == SD_EVENT_OFF) {
+        quiet_due_usec_ = last_work_usec_;
+        sd_event_source_set_time_relative(quiet_timer_.get(), kQuietUsec);
+        sd_event_source_set_enabled(quiet_timer_.get(), SD_EVENT_ONESHOT);
     }
+}
+
+int Daemon::on_quiet_timer(sd_event_source* s, uint64_t, void* userdata) noexcept {
+    auto* self = static_cast<Daemon*>(userdata);
+    const auto now = monotonic_usec();
+    // Work went on since it was armed: wait for a quiet moment again (one timer wakeup per
+    // kQuietUsec of storm, not a rearm per event), unless it has waited long already.
+    if (now - self->last_work_usec_ < kQuietUsec &&
+        now - self->quiet_due_usec_ < kQuietLatestUsec) {
+        sd_event_source_set_time_relative(s, self->last_work_usec_ + kQuietUsec - now);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+    }
+    if (self->burst_deaths_ >= kBurstToLog)
+        log_notable(Notable::DeathBurst, spdlog::level::info,
+                    fmt::format("{} peer namespaces died in a burst, purged in {} sweeps",
+                                self->burst_deaths_, self->burst_sweeps_));
+    self->burst_deaths_ = self->burst_sweeps_ = 0;
+    if (self->trim_debt_ >= kTrimThreshold) {
+        ::malloc_trim(0);
+        self->trim_debt_ = 0;
+    }
+    return 0;
 }
 
 void Daemon::arm_resync_timer() {

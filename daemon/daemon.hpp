@@ -49,7 +49,8 @@ private:
     void remove_socket();
 
     // Events and resyncs (daemon.cpp).
-    void on_netlink();
+    // Reads and applies what the event socket holds; returns the events read.
+    std::size_t on_netlink();
     void resync(mirror::ResyncReason reason);
     // After an overrun: resync now, or later if the last one was recent.
     void overrun_resync();
@@ -62,8 +63,12 @@ private:
     varlink::Json status() const; // (serve.cpp)
     void arm_resync_timer();
     void notify_status();
-    // Returns freed heap to the system once work on many entries has added up.
+    // Returns freed heap to the system once work on many entries has added up, when that
+    // work pauses.
     void release_memory(std::size_t items);
+    // Arms the quiet timer: once no work came for kQuietUsec, the heap is trimmed and a burst
+    // of deaths logged (on_quiet_timer).
+    void after_quiet();
     void sync_metrics();
     // Publishes the rows whose identity or state changed (Engine::take_updates), and wakes
     // again when a state changes with time alone.
@@ -96,10 +101,14 @@ private:
     static int on_refresh_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_discovery_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_state_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
+    static int on_quiet_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
 
     static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
     static constexpr std::uint64_t kRetryResyncUsec = 200'000;
     static constexpr std::size_t kTrimThreshold = 1000;
+    // The quiet timer fires once no work came for this long, or this long after it was armed.
+    static constexpr std::uint64_t kQuietUsec = 100'000;
+    static constexpr std::uint64_t kQuietLatestUsec = 2'000'000;
     // An output buffer at least this large freed (an answer of ~1000 rows): trim. Smaller ones,
     // and most Watch backlogs, are not worth a walk of the heap.
     static constexpr std::size_t kTrimAfterBytes = 256 * 1024;
@@ -134,12 +143,17 @@ private:
     EventSource overrun_timer_;
     EventSource discovery_timer_;
     EventSource state_timer_; // CLOCK_REALTIME: when a grace period ends
+    EventSource quiet_timer_; // once work pauses: the trim, the burst's log line
     bool resync_timer_pending_ = false;
     std::uint64_t last_resync_end_usec_ = 0; // CLOCK_MONOTONIC
     std::uint64_t mount_delay_usec_ = kMountDelayUsec;
     bool mounts_changed_ = false;
     std::uint64_t started_usec_ = 0;
-    std::size_t trim_debt_ = 0; // entries worked on since the last malloc_trim
+    std::size_t trim_debt_ = 0;        // entries worked on since the last malloc_trim
+    std::uint64_t quiet_due_usec_ = 0; // when the quiet timer was armed (CLOCK_MONOTONIC)
+    std::uint64_t last_work_usec_ = 0; // when work it waits for last came
+    std::size_t burst_deaths_ = 0;     // self's peers dead since the last quiet moment
+    std::size_t burst_sweeps_ = 0;     // in this many sweeps
     std::uint64_t last_status_usec_ = 0;
     bool passed_socket_ = false;
     ino_t socket_inode_ = 0; // the socket file we bound, 0: none (passed, or not yet)

@@ -253,10 +253,13 @@ void Daemon::publish(std::vector<registry::Change> changes) {
     const auto deaths = std::count_if(changes.begin(), changes.end(), [](const auto& c) {
         return c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
     });
-    if (static_cast<std::size_t>(deaths) >= kBurstToLog)
-        log_notable(
-            Notable::DeathBurst, spdlog::level::info,
-            fmt::format("{} peer namespaces died in one burst, purged in one sweep", deaths));
+    // Told once the burst is over (on_quiet_timer): one line for a storm, not one per read.
+    if (deaths > 0) {
+        burst_deaths_ += static_cast<std::size_t>(deaths);
+        ++burst_sweeps_;
+        if (burst_deaths_ >= kBurstToLog)
+            after_quiet();
+    }
 }
 
 void Daemon::settle() {

@@ -98,11 +98,12 @@ Result<void> EventSocket::configure(int rcvbuf) {
     return {};
 }
 
-// Event datagrams hold one small message each (an RTM_NEWNSID or DELNSID of ~40 bytes): a page
-// per slot is plenty, and a larger one is reported as truncated.
+// Event datagrams hold one small message each (an RTM_NEWNSID or DELNSID of ~40 bytes): 1 KiB
+// per slot is plenty, and a larger one is reported as truncated. 32 slots: a storm's pause
+// (docs/design.md, "Storms") queues a few dozen datagrams, read in one call.
 struct EventSocket::Slots {
-    static constexpr std::size_t kCount = 8;
-    static constexpr std::size_t kSize = 4096;
+    static constexpr std::size_t kCount = 32;
+    static constexpr std::size_t kSize = 1024;
     std::array<std::array<std::byte, kSize>, kCount> buffers;
     std::array<iovec, kCount> iov;
     std::array<sockaddr_nl, kCount> addrs;

@@ -70,7 +70,8 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
     if (!mount_table_.refresh(full))
         return;
     // (One-path blocks shared with the mount table: no path is copied.)
-    std::vector<Strings> todo = mount_table_.take_changed_paths();
+    std::vector<Strings> todo = mount_table_.take_changed_paths(); // sorted, each once
+    const bool merge = !recheck_.empty() || full;
     for (auto& path : std::exchange(recheck_, {}))
         todo.push_back(std::move(path));
     if (full) // every point mounted, and every one that reached a namespace at the last look
@@ -78,7 +79,8 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
             todo.push_back(path);
     if (todo.empty())
         return; // during a storm of `ip netns add`, most wakeups of other kinds find this
-    sort_unique_paths(todo);
+    if (merge)
+        sort_unique_paths(todo);
     // Open what each mount point reaches now (the topmost mount); place them once every
     // namespace met is recorded.
     std::vector<Opened> opened;

@@ -9,14 +9,21 @@
 namespace nsidd {
 namespace {
 
-constexpr StormGate::Config kConfig{150, 4, 500};
+constexpr StormGate::Config kConfig{150, 4, 500, 4000};
+
+// Starts a storm: five reads 100 us apart, the last finding two events. Returns the first pause.
+std::uint64_t start_storm(StormGate& gate, std::uint64_t& now) {
+    for (int i = 0; i < 4; ++i)
+        EXPECT_EQ(gate.read(now += 100, 1), 0U) << "read " << i;
+    return gate.read(now += 100, 2);
+}
 
 TEST(StormGate, EventsAfterQuietAreNeverDelayed) {
-    // Reads 150 us or more apart, however many: never a pause.
+    // Reads 150 us or more apart, however many events each finds: never a pause.
     StormGate gate(kConfig);
     std::uint64_t now = 1'000'000;
     for (int i = 0; i < 1000; ++i, now += 150 + static_cast<std::uint64_t>(i % 7) * 1000)
-        ASSERT_EQ(gate.read(now), 0U) << "read " << i;
+        ASSERT_EQ(gate.read(now, 1 + i % 5), 0U) << "read " << i;
     EXPECT_EQ(gate.pauses(), 0U);
 }
 
@@ -27,35 +34,52 @@ TEST(StormGate, FewFastReadsAreNotAStorm) {
     for (int burst = 0; burst < 100; ++burst) {
         now += 10'000;
         for (int i = 0; i < 4; ++i, now += 20) // the first of four follows the quiet spell
-            ASSERT_EQ(gate.read(now), 0U) << "burst " << burst << " read " << i;
+            ASSERT_EQ(gate.read(now, 3), 0U) << "burst " << burst << " read " << i;
     }
     EXPECT_EQ(gate.pauses(), 0U);
 }
 
-TEST(StormGate, AStormPausesUntilItEnds) {
+TEST(StormGate, OneEventAtATimeIsNeverPaused) {
+    // A client that causes an event and waits for it: fast reads, but never two events queued.
     StormGate gate(kConfig);
     std::uint64_t now = 1'000'000;
-    EXPECT_EQ(gate.read(now), 0U);
-    for (int i = 1; i < 4; ++i)
-        EXPECT_EQ(gate.read(now += 100), 0U) << "read " << i;
-    // The fifth fast read (the fourth fast gap): a storm.
-    ASSERT_EQ(gate.read(now += 100), 500U);
-    // While events queued during each pause are there at once when it ends, it goes on.
-    for (int i = 0; i < 50; ++i) {
-        gate.resumed(now += 500);
-        ASSERT_EQ(gate.read(now += 5), 500U) << "pause " << i;
+    for (int i = 0; i < 10'000; ++i)
+        ASSERT_EQ(gate.read(now += 20, 1), 0U) << "read " << i;
+    EXPECT_EQ(gate.pauses(), 0U);
+}
+
+TEST(StormGate, AStormPausesLongerWhileItLasts) {
+    StormGate gate(kConfig);
+    std::uint64_t now = 1'000'000;
+    ASSERT_EQ(start_storm(gate, now), 500U);
+    // Each pause that ends with events waiting doubles the next, up to the longest.
+    std::uint64_t pause = 500;
+    for (std::uint64_t want : {1000U, 2000U, 4000U, 4000U, 4000U}) {
+        ASSERT_EQ(pause = gate.resumed(now += pause, 7), want);
     }
-    EXPECT_EQ(gate.pauses(), 51U);
-    // Resumed and nothing was waiting: the next event, whenever it comes, is read at once.
-    gate.resumed(now += 500);
-    EXPECT_EQ(gate.read(now += 400), 0U);
-    EXPECT_EQ(gate.read(now += 2000), 0U);
+    EXPECT_EQ(gate.pauses(), 6U);
+    // A pause that ends with one event or none ends the storm: the next reads are at once.
+    EXPECT_EQ(gate.resumed(now += pause, 1), 0U);
+    EXPECT_EQ(gate.read(now += 100, 1), 0U);
+    EXPECT_EQ(gate.read(now += 2000, 5), 0U);
+    EXPECT_EQ(gate.pauses(), 6U);
+}
+
+TEST(StormGate, ANewStormStartsShort) {
+    StormGate gate(kConfig);
+    std::uint64_t now = 1'000'000;
+    ASSERT_EQ(start_storm(gate, now), 500U);
+    EXPECT_EQ(gate.resumed(now += 500, 3), 1000U);
+    EXPECT_EQ(gate.resumed(now += 1000, 0), 0U);
+    // It takes a run of fast reads again, and pauses from the shortest.
+    now += 100'000;
+    EXPECT_EQ(start_storm(gate, now), 500U);
 }
 
 TEST(StormGate, TheFirstReadIsNeverFast) {
-    StormGate gate(StormGate::Config{150, 1, 500});
-    EXPECT_EQ(gate.read(5), 0U); // no read before it: no gap to measure
-    EXPECT_EQ(gate.read(10), 500U);
+    StormGate gate(StormGate::Config{150, 1, 500, 4000});
+    EXPECT_EQ(gate.read(5, 2), 0U); // no read before it: no gap to measure
+    EXPECT_EQ(gate.read(10, 2), 500U);
 }
 
 } // namespace
