@@ -378,6 +378,11 @@ void Daemon::release_memory(std::size_t items) {
         after_quiet();
 }
 
+void Daemon::trim_now() {
+    ::malloc_trim(0);
+    trim_debt_ = 0;
+}
+
 void Daemon::after_quiet() {
     last_work_usec_ = monotonic_usec();
     if (!quiet_timer_)
@@ -407,10 +412,8 @@ int Daemon::on_quiet_timer(sd_event_source* s, uint64_t, void* userdata) noexcep
                     fmt::format("{} peer namespaces died in a burst, purged in {} sweeps",
                                 self->burst_deaths_, self->burst_sweeps_));
     self->burst_deaths_ = self->burst_sweeps_ = 0;
-    if (self->trim_debt_ >= kTrimThreshold) {
-        ::malloc_trim(0);
-        self->trim_debt_ = 0;
-    }
+    if (self->trim_debt_ >= kTrimThreshold)
+        self->trim_now();
     return 0;
 }
 

@@ -66,6 +66,9 @@ private:
     // Returns freed heap to the system once work on many entries has added up, when that
     // work pauses.
     void release_memory(std::size_t items);
+    // Returns freed heap to the system now (a large answer was sent and freed: one event,
+    // not a storm).
+    void trim_now();
     // Arms the quiet timer: once no work came for kQuietUsec, the heap is trimmed and a burst
     // of deaths logged (on_quiet_timer).
     void after_quiet();

@@ -56,7 +56,7 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
     // it and its document held goes back, once, now that none of it is in use.
     server_->on_released([this](std::size_t bytes) {
         if (bytes >= kTrimAfterBytes)
-            release_memory(kTrimThreshold);
+            trim_now();
     });
     if (auto r = server_->start(); !r) {
         spdlog::error("Failed to accept Varlink connections: {}", r.error().message());

@@ -443,12 +443,9 @@ void Catalog::drop(std::unordered_map<std::uint64_t, Namespace>::iterator it) {
     unassigned_.erase(it->first);
     // Dropped while mounted (its id was deleted): what its mount points reach is looked at
     // again at the next scan (through its own list of them, not a walk of every mount point).
-    for (const std::string_view path : it->second.mounts) {
-        if (const auto* at = mount_table_.point(path); at != nullptr && at->cookie == it->first) {
-            recheck_.push_back(mount_table_.path_block(path));
-            mount_table_.reach(path, 0, 0);
-        }
-    }
+    for (const std::string_view path : it->second.mounts)
+        if (auto block = mount_table_.unreach(path, it->first); !block.empty())
+            recheck_.push_back(std::move(block));
     if (const auto nsid = it->second.nsid)
         if (const auto* at = by_nsid_.get(*nsid); at != nullptr && *at == it->first)
             by_nsid_.erase(*nsid);

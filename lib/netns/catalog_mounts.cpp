@@ -2,8 +2,10 @@
 // The catalog's view of the nsfs mounts: which namespace each mount point reaches, and from
 // that each namespace's mount points, names and former names (docs/design.md, "Mount table").
 #include <algorithm>
+#include <iterator>
 #include <memory>
 #include <string_view>
+#include <utility>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -71,18 +73,28 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
         return;
     // (One-path blocks shared with the mount table: no path is copied.)
     std::vector<Strings> todo = mount_table_.take_changed_paths(); // sorted, each once
-    const bool merge = !recheck_.empty() || full;
-    for (auto& path : std::exchange(recheck_, {}))
-        todo.push_back(std::move(path));
+    auto more = std::exchange(recheck_, {});
     if (full) // every point mounted, and every one that reached a namespace at the last look
         for (const auto& [path, point] : mount_table_.paths())
-            todo.push_back(path);
-    if (todo.empty())
+            more.push_back(path);
+    if (todo.empty() && more.empty())
         return; // during a storm of `ip netns add`, most wakeups of other kinds find this
-    if (merge)
-        sort_unique_paths(todo);
+    if (!more.empty()) {
+        // (After a burst of deaths, the dead's mount points are in both lists: each once.)
+        sort_unique_paths(more);
+        std::vector<Strings> merged;
+        merged.reserve(todo.size() + more.size());
+        std::set_union(todo.begin(), todo.end(), more.begin(), more.end(),
+                       std::back_inserter(merged),
+                       [](const Strings& a, const Strings& b) { return a.front() < b.front(); });
+        todo = std::move(merged);
+    }
     // Open what each mount point reaches now (the topmost mount); place them once every
     // namespace met is recorded.
+    // A point neither mounted nor reaching a namespace (one that died and was let go of
+    // already: a burst of deaths leaves thousands) has nothing to open and nothing to place.
+    std::erase_if(todo,
+                  [this](const Strings& p) { return mount_table_.point(p.front()) == nullptr; });
     std::vector<Opened> opened;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> reached(todo.size()); // (inode, cookie)
     for (std::size_t i = 0; i < todo.size(); ++i) {

@@ -173,6 +173,17 @@ void MountTable::reach(std::string_view path, std::uint64_t inode, std::uint64_t
         paths_.erase(at);
 }
 
+Strings MountTable::unreach(std::string_view path, std::uint64_t cookie) {
+    const auto at = paths_.find(path);
+    if (at == paths_.end() || at->second.cookie != cookie)
+        return {};
+    Strings block = at->first;
+    at->second.inode = at->second.cookie = 0;
+    if (at->second.mounts == 0)
+        paths_.erase(at);
+    return block;
+}
+
 void MountTable::add(std::uint64_t id, std::uint64_t inode, std::string_view path) {
     Listed& listed = nsfs_[id];
     if (listed.path != nullptr)

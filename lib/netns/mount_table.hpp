@@ -78,6 +78,9 @@ public:
     /// Records what `path` reaches now (cookie 0: nothing); forgets a point with neither a
     /// mount nor a namespace.
     void reach(std::string_view path, std::uint64_t inode, std::uint64_t cookie);
+    /// If `path` reaches `cookie`, it reaches nothing now (as reach(path, 0, 0)): returns its
+    /// block, else an empty one. One lookup.
+    Strings unreach(std::string_view path, std::uint64_t cookie);
     /// The nsfs mounts, in no particular order (O(mounts): for checks and tests).
     std::vector<NsfsMount> mounts() const;
     /// An nsfs mount known by its unique mount id (listmount(2) only). `path` is the key of

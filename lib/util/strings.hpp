@@ -65,7 +65,13 @@ public:
     Iterator begin() const noexcept { return {data(), data() + bytes()}; }
     Iterator end() const noexcept { return {data() + bytes(), data() + bytes()}; }
     /// The first string ("" when empty).
-    std::string_view front() const noexcept { return empty() ? std::string_view() : *begin(); }
+    std::string_view front() const noexcept {
+        if (empty())
+            return {};
+        // A one-string list (a mount point's path, a namespace's one name) knows its length.
+        const Block* b = ref_.get();
+        return b->count == 1 ? std::string_view(data(), b->bytes - 1) : std::string_view(data());
+    }
     bool contains(std::string_view s) const noexcept;
 
     /// The sorted list with `s` added (itself when it is there already).

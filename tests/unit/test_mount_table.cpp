@@ -163,6 +163,23 @@ TEST_F(MountTableKernel, KeepsWhatAPointReachedUntilTheCatalogLetsGo) {
         EXPECT_TRUE(t->mounted(point(2)));
         EXPECT_EQ(t->point(point(2))->cookie, 8u);
     }
+    // A namespace let go of (it died): only the points that reach it, and a mounted point is
+    // kept, reaching nothing.
+    for (auto* t : {&*listed_, &*text_}) {
+        EXPECT_TRUE(t->unreach(point(2), 9).empty()) << "reaches 8, not 9";
+        EXPECT_EQ(t->point(point(2))->cookie, 8u);
+        const auto block = t->unreach(point(2), 8);
+        EXPECT_EQ(block.front(), point(2));
+        ASSERT_NE(t->point(point(2)), nullptr);
+        EXPECT_EQ(t->point(point(2))->cookie, 0u);
+        EXPECT_EQ(t->point(point(2))->inode, 0u);
+        EXPECT_TRUE(t->mounted(point(2)));
+        EXPECT_TRUE(t->unreach(point(3), 0).empty()) << "no such point";
+    }
+    unmount(point(2));
+    refresh();
+    for (auto* t : {&*listed_, &*text_})
+        EXPECT_EQ(t->point(point(2)), nullptr) << "unmounted, reaching nothing: forgotten";
 }
 
 TEST_F(MountTableKernel, AgreesWithTheTextThroughChurnPastTheFullListings) {
