@@ -9,6 +9,9 @@ and resyncs, CPU seconds of each, and nsidd's RSS after every cycle against its 
 
 A bare receive loop (bench/bare_recv: recv and count, nothing else) listens too: it is the
 floor, and nsidd's CPU is reported against it, for the creation and the deletion phases.
+After each creation, bench/ask_ids asks the kernel once for the id of every namespace created
+(RTM_GETNSID by fd, the only way to tell which namespace a new id is): the bare loop plus that is
+the floor of any mirror that resolves identities, reported beside nsidd's.
 
 Usage (root): python3 bench/storm.py [--cycles 5] [--count 10000] [--rcvbuf BYTES]
               [--no-monitor] [--together] [--perf create|delete] [-- NSIDD-ARGS...]
@@ -124,7 +127,9 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
     bare = Bare() if floor else None
     st0 = d.status()
     rss = []
-    cpu = {'nsidd_create': 0.0, 'nsidd_delete': 0.0, 'bare_create': 0.0, 'bare_delete': 0.0}
+    cpu = {'nsidd_create': 0.0, 'nsidd_delete': 0.0, 'bare_create': 0.0, 'bare_delete': 0.0,
+           'ask_ids': 0.0}
+    asked = []  # per cycle: the bare loop's creation CPU + ask_ids' CPU
     woke = {k: 0 for k in cpu}
     ratios = {'create': [], 'delete': []}  # nsidd / bare loop, per cycle
     started = time.monotonic()
@@ -172,6 +177,13 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
         got, want = t.settle(d, kernel, timeout=120)
         t.check_equal(got, want, 'cycle %d: %d created' % (c + 1, count))
         assert len(want) == count, len(want)
+        if bare:
+            n, ids, spent = subprocess.run([os.path.join(t.BUILD, 'bench/ask_ids'), '/run/netns'],
+                                           check=True, capture_output=True,
+                                           text=True).stdout.split()
+            assert int(n) == count and int(ids) == count, (n, ids)
+            cpu['ask_ids'] += float(spent)
+            asked.append(float(spent))
         storm(['netns del ' + n for n in names], 'delete')
         got, want = t.settle(d, kernel, timeout=120)
         t.check_equal(got, want, 'cycle %d: %d destroyed in one burst' % (c + 1, count))
@@ -187,7 +199,7 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
         'resyncs': st['resyncs'] - st0['resyncs'],
         'nsidd_cpu': cpu['nsidd_create'] + cpu['nsidd_delete'],
         'rss_baseline': baseline, 'rss': rss, 'elapsed': elapsed, 'cpu': cpu, 'wakeups': woke,
-        'ratios': ratios,
+        'ratios': ratios, 'asked': asked,
     }
     if bare:
         result['bare'] = bare.stop()
@@ -223,6 +235,11 @@ def report(r, log=t.log):
         if len(each) > 1:
             log('    per cycle: %s; median %.1f' % (' '.join('%.1f' % x for x in each),
                                                   statistics.median(each)))
+    if r['asked'] and c['bare_create'] > 0:
+        floor = c['bare_create'] + c['ask_ids']
+        log('  identity floor: the bare loop + one RTM_GETNSID per namespace created (bench/ask_ids)'
+            ' %.3f s = %.1f x the bare loop; nsidd / that floor = %.1f'
+            % (floor, floor / c['bare_create'], c['nsidd_create'] / floor))
     if 'monitor_cpu' in r:
         seen = r['monitor_new'] + r['monitor_del']
         log('  ip monitor: printed %d events (%d NEW, %d DEL), lost %d; CPU %.2f s'
