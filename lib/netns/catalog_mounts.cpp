@@ -89,12 +89,12 @@ void Catalog::scan_mounts(std::uint64_t now_usec, bool full) {
                        [](const Strings& a, const Strings& b) { return a.front() < b.front(); });
         todo = std::move(merged);
     }
-    // Open what each mount point reaches now (the topmost mount); place them once every
-    // namespace met is recorded.
     // A point neither mounted nor reaching a namespace (one that died and was let go of
     // already: a burst of deaths leaves thousands) has nothing to open and nothing to place.
     std::erase_if(todo,
                   [this](const Strings& p) { return mount_table_.point(p.front()) == nullptr; });
+    // Open what each mount point reaches now (the topmost mount); place them once every
+    // namespace met is recorded.
     std::vector<Opened> opened;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> reached(todo.size()); // (inode, cookie)
     for (std::size_t i = 0; i < todo.size(); ++i) {
