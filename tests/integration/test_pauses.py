@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Storm pauses (docs/design.md, "Storms"), in a sandbox netns. A client that assigns ids one
+at a time and waits for each on a Watch is never paused, however fast it goes: its events come
+one at a time, and nsidd reads each at once. A teardown storm afterwards leaves the mirror
+exact, and its deaths are logged in a few lines, not one per batch."""
+import os
+import re
+import socket
+import struct
+import time
+
+import nsidtest as t
+
+t.sandbox()
+N = 300
+t.ip_batch(['netns add one%d' % i for i in range(N)])
+d = t.Daemon()
+w = t.Varlink(d.socket)
+w.send('io.nsidd.Registry.Watch', {}, more=True)
+w.receive()  # the start marker
+
+nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+nl.bind((0, 0))
+RTM_NEWNSID, NLM_F_ACK = 88, 4
+for i in range(N):
+    fd = os.open('/run/netns/one%d' % i, os.O_RDONLY)
+    body = struct.pack('=Bxxx', 0) + struct.pack('=HHi', 8, t.NETNSA_NSID, -1) + \
+        struct.pack('=HHi', 8, t.NETNSA_FD, fd)
+    nl.send(struct.pack('=IHHII', 16 + len(body), RTM_NEWNSID, t.NLM_F_REQUEST | NLM_F_ACK,
+                        i + 1, 0) + body)
+    ack = nl.recv(4096)
+    assert struct.unpack_from('=i', ack, 16)[0] == 0, 'RTM_NEWNSID refused'
+    os.close(fd)
+    while w.receive()['parameters']['kind'] != 'new':
+        pass
+paused = t.metric(d, 'nsidd_event_read_pauses_total')
+assert paused == 0, '%d pauses for events that came one at a time' % paused
+t.log('%d ids assigned one at a time, each seen on a Watch: 0 pauses' % N)
+w.close()
+
+# A teardown storm: exact, and told in a few lines.
+M = 2000
+t.ip_batch(['netns add s%d' % i for i in range(M)] + ['netns set s%d auto' % i for i in range(M)])
+kernel = t.Kernel()
+got, want = t.settle(d, kernel, timeout=60)
+t.check_equal(got, want, '%d more created' % M)
+t.ip_batch(['netns del s%d' % i for i in range(M)] + ['netns del one%d' % i for i in range(N)])
+got, want = t.settle(d, kernel, timeout=60)
+t.check_equal(got, want, 'after the teardown')
+assert not want, want
+
+
+def told():
+    return [int(n) for n in re.findall(r'(\d+) peer namespaces died in a burst', d.log())]
+
+
+t.wait_for('the burst logged', told)
+time.sleep(2.5)  # the last line comes at most 2 s after its burst began
+told = told()
+# Each line waits for 100 ms without deaths (at most 2 s): a teardown of this size is a few
+# lines, not one per batch. (A stretch of fewer than ten deaths between quiet moments is not
+# logged: most are, none twice.)
+assert 1 <= len(told) <= 25 and (M + N) // 2 <= sum(told) <= M + N, told
+t.log('%d deaths logged in %d lines: %s; %d pauses' % (
+    M + N, len(told), told, t.metric(d, 'nsidd_event_read_pauses_total')))
+d.stop()
