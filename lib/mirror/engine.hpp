@@ -208,18 +208,19 @@ private:
     // Host scope: whether `entry` of `observer`'s table names our own namespace.
     bool names_self(Observer observer, const registry::Entry& entry) const;
 
-    // Whether anything held self's row for a peer at the last look.
-    struct Verdict {
+    // A row whose peer nothing held at the last look, since when. (A held one says so on the
+    // row itself, Entry::held: most are, and a map of them would cost 24 bytes a row.)
+    struct Unheld {
         std::uint64_t row_since = 0;    // the row it is about (ids are reused)
-        std::uint64_t unheld_since = 0; // 0: held; else wall clock since when not
+        std::uint64_t unheld_since = 0; // wall clock
     };
     // Rebuilt in row order by each renewal; a dead row's is erased with it.
-    using Verdicts = ByNsid<Verdict>;
+    using UnheldRows = ByNsid<Unheld>;
+    // The row's verdict: held (on the row; no unheld record kept), or none.
+    void judge_held(Nsid nsid, bool held);
     // Calls fn(entry, state) for each row of self's table, in order (the state shown is kept
     // on the row: one walk, no lookup per row).
     template <typename Fn> void for_each_self_state(Fn&& fn) const;
-    // Touches the rows whose verdict differs between the two.
-    void touch_changed(const Verdicts& was, const Verdicts& is);
 
     Kernel& kernel_;
     Config config_;
@@ -237,7 +238,7 @@ private:
     // The unheld rows (id, first seen) the last search began for.
     std::set<std::pair<Nsid, std::uint64_t>> fd_searched_for_;
     std::uint64_t fd_searched_usec_ = 0; // when it was due
-    Verdicts verdicts_;
+    UnheldRows unheld_;
     std::unordered_map<Nsid, bool> touched_; // rows to settle; true: their identity changed
     std::set<std::pair<std::uint64_t, Nsid>> deadlines_; // (wall clock, row) to settle then
     // Self's rows that had no identity when they last changed (a superset of those without).

@@ -50,7 +50,7 @@ void Engine::drop_distrusted() {
             rows.push_back(nsid);
     for (const Nsid nsid : rows) {
         set_peer(nsid, {});
-        verdicts_.erase(nsid);
+        judge_held(nsid, false);
         unidentified_.insert(nsid);
     }
     if (!refresh_due_)
@@ -78,9 +78,14 @@ void Engine::attach_changed() {
         }
         set_peer(nsid, identity_of(it->second));
         // Found through a process or a mount: held now.
-        verdicts_[nsid] = Verdict{row->second.entry.since_usec, 0};
+        judge_held(nsid, true);
         touch(nsid);
     }
+}
+
+void Engine::judge_held(Nsid nsid, bool held) {
+    registry_.set_held(nsid, held);
+    unheld_.erase(nsid);
 }
 
 void Engine::forget_dead(const registry::Change& c) {
@@ -89,8 +94,8 @@ void Engine::forget_dead(const registry::Change& c) {
         catalog_.forget(*c.entry.peer.cookie);
     else if (const auto* ns = catalog_.by_nsid(c.entry.nsid))
         catalog_.forget(ns->cookie);
-    if (const auto* v = verdicts_.get(c.entry.nsid); v && v->row_since == c.entry.since_usec)
-        verdicts_.erase(c.entry.nsid);
+    if (const auto* v = unheld_.get(c.entry.nsid); v && v->row_since == c.entry.since_usec)
+        unheld_.erase(c.entry.nsid);
     // The last state decided: a peer being torn down (its mount gone, its DEL on the way) is
     // unknown for its last moments.
     if ((c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync) &&
@@ -115,7 +120,7 @@ void Engine::identify(const std::vector<registry::Change>& changes) {
             continue;
         if (const auto* ns = catalog_.by_nsid(c.entry.nsid)) {
             set_peer(c.entry.nsid, identity_of(*ns));
-            verdicts_[c.entry.nsid] = Verdict{row->second.entry.since_usec, 0};
+            judge_held(c.entry.nsid, true);
             touch(c.entry.nsid);
         } else {
             unexplained = true;
@@ -203,13 +208,20 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
 void Engine::renew_verdicts() {
     // A row whose peer nothing held in the pass just ended is unheld since that pass began, or
     // since earlier if it already was.
-    Verdicts next; // rows come in ascending order: so do its verdicts
-    next.reserve(verdicts_.size());
+    UnheldRows next; // rows come in ascending order: so do its records
+    next.reserve(unheld_.size());
     std::vector<std::pair<Nsid, registry::Identity>> unheld;
+    std::vector<std::pair<Nsid, bool>> flips; // rows whose held flag changes
     for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
         const auto since = row.entry.since_usec;
+        const auto* was = unheld_.get(nsid);
+        if (was != nullptr && was->row_since != since)
+            was = nullptr; // a former row's, under a reused id
         if (catalog_.by_nsid(nsid) != nullptr) {
-            next.emplace(nsid, Verdict{since, 0});
+            if (!row.entry.held) { // unheld or undecided before: its state may change
+                flips.emplace_back(nsid, true);
+                touch(nsid);
+            }
             continue;
         }
         if (const auto& peer = row.entry.peer; !peer.names.empty() || peer.pid ||
@@ -228,25 +240,27 @@ void Engine::renew_verdicts() {
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
             // Newer than the pass or the last look at the mounts (either may have missed its
             // holder), or ids still being asked for: no verdict until discovery covers it.
-            if (const auto* v = verdicts_.get(nsid); v && v->row_since == since)
-                next.emplace(nsid, *v);
+            if (was != nullptr)
+                next.emplace(nsid, *was);
             continue;
         }
-        const auto* v = verdicts_.get(nsid);
-        const bool still = v && v->row_since == since && v->unheld_since != 0;
-        next.emplace(nsid, Verdict{since, still ? v->unheld_since : pass_started_usec_});
+        next.emplace(nsid, Unheld{since, was != nullptr ? was->unheld_since : pass_started_usec_});
+        if (row.entry.held)
+            flips.emplace_back(nsid, false);
+        if (was == nullptr || row.entry.held)
+            touch(nsid);
     }
-    touch_changed(verdicts_, next);
-    verdicts_ = std::move(next);
+    unheld_ = std::move(next);
+    for (const auto& [nsid, held] : flips)
+        registry_.set_held(nsid, held);
     for (auto& [nsid, id] : unheld)
         set_peer(nsid, std::move(id));
     // Peers nothing visible holds: search the fds of every process for them. A search costs
     // the kernel ~3 us per fd on the host (bench/README.md): again only when that set of peers
     // changed, or its last search is a minute old.
     std::set<std::pair<Nsid, std::uint64_t>> unheld_now; // rows, not ids: ids are reused
-    for (const auto& [nsid, v] : verdicts_)
-        if (v.unheld_since != 0)
-            unheld_now.emplace(nsid, v.row_since);
+    for (const auto& [nsid, v] : unheld_)
+        unheld_now.emplace(nsid, v.row_since);
     const auto now = clock_.realtime();
     if (!unheld_now.empty() &&
         (unheld_now != fd_searched_for_ || now - fd_searched_usec_ >= kFdSearchAgainUsec))
@@ -299,9 +313,7 @@ bool Engine::discover_fds(std::size_t budget) {
         std::unordered_map<std::uint64_t, std::uint64_t> sockets; // netns cookie -> inode
         fd_searched_for_.clear();
         fd_searched_usec_ = clock_.realtime();
-        for (const auto& [nsid, v] : verdicts_) {
-            if (v.unheld_since == 0)
-                continue;
+        for (const auto& [nsid, v] : unheld_) {
             fd_searched_for_.emplace(nsid, v.row_since);
             const auto row = rows.find(nsid);
             if (row == rows.end() || !row->second.entry.peer.inode)
@@ -320,8 +332,7 @@ bool Engine::discover_fds(std::size_t budget) {
     std::vector<std::pair<Nsid, registry::Identity>> updates;
     for (const auto& [nsid, row] : rows) {
         std::vector<registry::FdHolder> fds;
-        const auto* v = verdicts_.get(nsid);
-        if (v && v->unheld_since != 0 && row.entry.peer.inode)
+        if (unheld_.get(nsid) != nullptr && row.entry.peer.inode)
             if (const auto it = fd_scan_.found().find(*row.entry.peer.inode);
                 it != fd_scan_.found().end())
                 for (const auto& h : it->second)

@@ -9,22 +9,6 @@
 
 namespace nsidd::mirror {
 
-void Engine::touch_changed(const Verdicts& was, const Verdicts& is) {
-    // Rows whose verdict changed may have changed state.
-    for (auto a = was.begin(), b = is.begin(); a != was.end() || b != is.end();) {
-        if (b == is.end() || (a != was.end() && a->first < b->first)) {
-            touch((a++)->first);
-        } else if (a == was.end() || b->first < a->first) {
-            touch((b++)->first);
-        } else {
-            if (a->second.row_since != b->second.row_since ||
-                a->second.unheld_since != b->second.unheld_since)
-                touch(a->first);
-            ++a, ++b;
-        }
-    }
-}
-
 registry::Entry Engine::view(Observer observer, const registry::Entry& entry) const {
     return view(observer, registry::Entry(entry));
 }
@@ -72,11 +56,8 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
 PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
                              std::uint64_t& deadline) const {
     deadline = 0;
-    const auto* v = verdicts_.get(nsid);
-    if (v == nullptr || v->row_since != entry.since_usec)
-        return PeerState::Unknown;
     const auto grace = config_.orphan_grace_usec;
-    if (v->unheld_since == 0) {
+    if (entry.held) {
         const auto* ns = catalog_.by_nsid(nsid);
         if (ns == nullptr || (!ns->pid && ns->processes == 0 && !ns->mounted()))
             return PeerState::Unknown; // its holder went since the last look (a teardown)
@@ -91,6 +72,9 @@ PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint6
         deadline = ns->no_process_since_usec + grace;
         return PeerState::Mounted;
     }
+    const auto* v = unheld_.get(nsid);
+    if (v == nullptr || v->row_since != entry.since_usec)
+        return PeerState::Unknown; // no verdict yet
     if (!entry.peer.holders.fds->empty())
         return PeerState::FdHeld;
     if (now - v->unheld_since >= grace)

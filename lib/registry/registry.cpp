@@ -369,6 +369,11 @@ void Registry::set_state(Nsid nsid, PeerState state) {
         row->entry.decided = state;
 }
 
+void Registry::set_held(Nsid nsid, bool held) {
+    if (auto* row = tables_[kSelf].rows.get(nsid))
+        row->entry.held = held;
+}
+
 std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth,
                                      std::uint64_t now_usec) {
     std::vector<Change> changes;

@@ -90,6 +90,9 @@ struct Entry {
     /// one shown other than unknown. Set by the engine (Registry::set_state).
     PeerState state = PeerState::Unknown;
     PeerState decided = PeerState::Unknown;
+    /// Self's rows: a process or a mount held the peer at the engine's last look (a new row
+    /// starts without). Set by the engine (Registry::set_held).
+    bool held = false;
     Identity peer;
     std::uint64_t since_usec = 0; ///< first seen, CLOCK_REALTIME
 };
@@ -197,6 +200,9 @@ public:
     /// Sets the state shown for self's row `nsid` (and the last decided, unless unknown).
     /// Without such a row, nothing (none is made).
     void set_state(Nsid nsid, PeerState state);
+    /// Sets whether something held the peer of self's row `nsid` at the last look. Without
+    /// such a row, nothing.
+    void set_held(Nsid nsid, bool held);
 
     /// Calls `fn(observer, entry)` for each row of another table that names self's `peer`.
     void for_each_row_naming(Nsid peer,
