@@ -10,10 +10,14 @@ namespace nsidd {
 /// Decides when the reader of a stream of events pauses so that a storm's events queue up and
 /// are read together: one wakeup for many events, not one each (docs/design.md, "Storms").
 ///
-/// A storm is `run` reads in a row, each less than `gap_usec` after the one before, one of
-/// which found two events or more waiting: events come on their own faster than they are read.
-/// A client that causes one event at a time and waits for it (a request, then its answer) never
-/// finds two, and is never paused. An event that comes after a quiet spell is read at once.
+/// Reads are fast when each comes less than `gap_usec` after the one before. A storm is events
+/// that come on their own faster than they are read, which a pause shows: the read that ends
+/// it finds two events or more waiting. So the reader pauses after `run` fast reads in a row
+/// of which one found two events or more (a storm already), or, without that, as a probe
+/// after a longer run. A probe that finds fewer than two (a client that causes one event at a
+/// time and waits for it, which no pause could batch) doubles the run the next probe needs,
+/// up to `max_probe_run`: such a client is delayed once in that many events, at most. An
+/// event that comes after a quiet spell is read at once.
 ///
 /// In a storm the reader pauses after each read; the read that ends a pause goes on with the
 /// storm while it finds two events or more (each pause twice the last, up to
@@ -21,12 +25,16 @@ namespace nsidd {
 class StormGate {
 public:
     struct Config {
-        std::uint64_t gap_usec = 250;   ///< reads closer than this are a storm's
-        unsigned run = 4;               ///< after this many such reads in a row
-        std::uint64_t pause_usec = 500; ///< the first pause
+        std::uint64_t gap_usec = 250;   ///< reads closer than this are fast
+        unsigned run = 4;               ///< fast reads in a row, one of them batched: a storm
+        unsigned probe_run = 8;         ///< fast reads in a row, none batched: a probe
+        unsigned max_probe_run = 1024;  ///< the longest run between failed probes
+        std::uint64_t pause_usec = 500; ///< the first pause (and a probe's)
         /// Each pause that ends with events waiting doubles the next, up to this: a long storm
         /// is read a few hundred times a second, a short one is delayed little.
         std::uint64_t max_pause_usec = 4000;
+        /// A quiet spell this long forgets failed probes.
+        std::uint64_t forget_usec = 1'000'000;
     };
 
     StormGate() = default;
@@ -39,11 +47,17 @@ public:
             ++fast_;
             batched_ = batched_ || events > 1;
         } else {
+            if (last_usec_ == 0 || now_usec - last_usec_ >= config_.forget_usec)
+                probe_run_ = config_.probe_run;
             fast_ = 0;
             batched_ = events > 1;
         }
         last_usec_ = now_usec;
-        if (fast_ < config_.run || !batched_)
+        if (fast_ >= config_.run && batched_)
+            probing_ = false;
+        else if (fast_ >= probe_run_)
+            probing_ = true;
+        else
             return 0;
         ++pauses_;
         pause_usec_ = config_.pause_usec;
@@ -54,22 +68,30 @@ public:
     std::uint64_t resumed(std::uint64_t now_usec, std::size_t events) noexcept {
         last_usec_ = now_usec;
         if (events < 2) {
+            if (probing_)
+                probe_run_ = std::min(probe_run_ * 2, config_.max_probe_run);
+            probing_ = false;
             fast_ = 0;
             batched_ = false;
             return 0;
         }
+        if (probing_) // a storm after all
+            probe_run_ = config_.probe_run;
+        probing_ = false;
         ++pauses_;
         pause_usec_ = std::min(pause_usec_ * 2, config_.max_pause_usec);
         return pause_usec_;
     }
-    /// Pauses so far.
+    /// Pauses so far (probes included).
     std::uint64_t pauses() const noexcept { return pauses_; }
 
 private:
     Config config_;
     std::uint64_t last_usec_ = 0;
-    unsigned fast_ = 0;    // reads in a row less than gap_usec apart
-    bool batched_ = false; // one of them found more than one event
+    unsigned fast_ = 0;                      // reads in a row less than gap_usec apart
+    bool batched_ = false;                   // one of them found more than one event
+    bool probing_ = false;                   // the pause under way is a probe
+    unsigned probe_run_ = config_.probe_run; // fast reads the next probe needs
     std::uint64_t pause_usec_ = 0;
     std::uint64_t pauses_ = 0;
 };

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Storm pauses (docs/design.md, "Storms"), in a sandbox netns. A client that assigns ids one
-at a time and waits for each on a Watch is never paused, however fast it goes: its events come
-one at a time, and nsidd reads each at once. A teardown storm afterwards leaves the mirror
-exact, and its deaths are logged in a few lines, not one per batch."""
+at a time and waits for each on a Watch is paused at most once per doubling of the events it
+caused (a probe, which finds one event waiting and so no storm), however fast it goes. A
+teardown storm afterwards leaves the mirror exact, and its deaths are logged in a few lines,
+not one per batch."""
 import os
 import re
 import socket
@@ -34,9 +35,11 @@ for i in range(N):
     os.close(fd)
     while w.receive()['parameters']['kind'] != 'new':
         pass
+# Such a client is only ever probed (a pause that then finds one event, not a storm), each
+# probe after twice as many fast reads as the last: 5 in 300 (probes after 8, 16, ... 128).
 paused = t.metric(d, 'nsidd_event_read_pauses_total')
-assert paused == 0, '%d pauses for events that came one at a time' % paused
-t.log('%d ids assigned one at a time, each seen on a Watch: 0 pauses' % N)
+assert paused <= 8, '%d pauses for %d events that came one at a time' % (paused, N)
+t.log('%d ids assigned one at a time, each seen on a Watch: %d pauses' % (N, paused))
 w.close()
 
 # A teardown storm: exact, and told in a few lines.
