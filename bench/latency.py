@@ -5,9 +5,7 @@ on a raw netlink socket; the kernel emits the event before it answers), and the 
 Varlink Watch client holds the matching `new` change is measured, Python client included.
 Usage (root): python3 bench/latency.py [SAMPLES] [BACKGROUND_IDS]     (default: 500 0)"""
 import os
-import socket
 import statistics
-import struct
 import sys
 import time
 
@@ -27,24 +25,13 @@ w = t.Varlink(d.socket)
 w.send('io.nsidd.Registry.Watch', {}, more=True)
 w.receive()  # the start marker
 
-nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-nl.bind((0, 0))
-RTM_NEWNSID, NLM_F_ACK = 88, 4
-
-
-def assign(fd, seq):
-    body = struct.pack('=Bxxx', 0) + struct.pack('=HHi', 8, t.NETNSA_NSID, -1) + \
-        struct.pack('=HHi', 8, t.NETNSA_FD, fd)
-    nl.send(struct.pack('=IHHII', 16 + len(body), RTM_NEWNSID, t.NLM_F_REQUEST | NLM_F_ACK,
-                        seq, 0) + body)
-
-
+ids = t.Assigner()
 lat, acks = [], []
 for i in range(samples):
     fd = os.open('/run/netns/l%d' % i, os.O_RDONLY)
     t0 = time.perf_counter()
-    assign(fd, i + 1)
-    nl.recv(4096)  # the kernel's ACK: the event was queued before it
+    ids.send(fd)
+    ids.ack()  # the event was queued before it
     acks.append((time.perf_counter() - t0) * 1e6)
     while True:
         p = w.receive()['parameters']

@@ -34,7 +34,7 @@ VALGRIND = ['valgrind', '--quiet', '--error-exitcode=99', '--leak-check=full',
 
 RTM_NEWNSID, RTM_GETNSID = 88, 90
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 1, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 1, 4, 0x300
 NETNSA_NSID, NETNSA_FD = 1, 3
 SOL_NETLINK = 270
 
@@ -93,6 +93,29 @@ def netns_names():
         return sorted(os.listdir('/run/netns'))
     except FileNotFoundError:
         return []
+
+
+class Assigner:
+    """Gives namespaces ids as `ip netns set NAME auto` does (RTM_NEWNSID with NETNSA_NSID -1
+    and NETNSA_FD), one request at a time: send(), then ack() (the kernel queues the event
+    before it answers)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        self.sock.bind((0, 0))
+        self.sock.settimeout(5)
+        self.seq = 0
+
+    def send(self, fd):
+        self.seq += 1
+        body = struct.pack('=Bxxx', 0) + struct.pack('=HHi', 8, NETNSA_NSID, -1) + \
+            struct.pack('=HHi', 8, NETNSA_FD, fd)
+        self.sock.send(struct.pack('=IHHII', 16 + len(body), RTM_NEWNSID,
+                                   NLM_F_REQUEST | NLM_F_ACK, self.seq, 0) + body)
+
+    def ack(self):
+        """The kernel's answer: 0, or a negative errno."""
+        return struct.unpack_from('=i', self.sock.recv(4096), 16)[0]
 
 
 class Kernel:

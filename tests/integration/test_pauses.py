@@ -7,8 +7,6 @@ teardown storm afterwards leaves the mirror exact, and its deaths are logged in 
 not one per batch."""
 import os
 import re
-import socket
-import struct
 import time
 
 import nsidtest as t
@@ -21,17 +19,11 @@ w = t.Varlink(d.socket)
 w.send('io.nsidd.Registry.Watch', {}, more=True)
 w.receive()  # the start marker
 
-nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-nl.bind((0, 0))
-RTM_NEWNSID, NLM_F_ACK = 88, 4
+ids = t.Assigner()
 for i in range(N):
     fd = os.open('/run/netns/one%d' % i, os.O_RDONLY)
-    body = struct.pack('=Bxxx', 0) + struct.pack('=HHi', 8, t.NETNSA_NSID, -1) + \
-        struct.pack('=HHi', 8, t.NETNSA_FD, fd)
-    nl.send(struct.pack('=IHHII', 16 + len(body), RTM_NEWNSID, t.NLM_F_REQUEST | NLM_F_ACK,
-                        i + 1, 0) + body)
-    ack = nl.recv(4096)
-    assert struct.unpack_from('=i', ack, 16)[0] == 0, 'RTM_NEWNSID refused'
+    ids.send(fd)
+    assert ids.ack() == 0, 'RTM_NEWNSID refused'
     os.close(fd)
     while w.receive()['parameters']['kind'] != 'new':
         pass
