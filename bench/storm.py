@@ -127,9 +127,8 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
     bare = Bare() if floor else None
     st0 = d.status()
     rss = []
-    cpu = {'nsidd_create': 0.0, 'nsidd_delete': 0.0, 'bare_create': 0.0, 'bare_delete': 0.0,
-           'ask_ids': 0.0}
-    asked = []  # per cycle: the bare loop's creation CPU + ask_ids' CPU
+    cpu = {'nsidd_create': 0.0, 'nsidd_delete': 0.0, 'bare_create': 0.0, 'bare_delete': 0.0}
+    asked = 0.0  # bench/ask_ids' CPU, all cycles
     woke = {k: 0 for k in cpu}
     ratios = {'create': [], 'delete': []}  # nsidd / bare loop, per cycle
     started = time.monotonic()
@@ -182,8 +181,7 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
                                            check=True, capture_output=True,
                                            text=True).stdout.split()
             assert int(n) == count and int(ids) == count, (n, ids)
-            cpu['ask_ids'] += float(spent)
-            asked.append(float(spent))
+            asked += float(spent)
         storm(['netns del ' + n for n in names], 'delete')
         got, want = t.settle(d, kernel, timeout=120)
         t.check_equal(got, want, 'cycle %d: %d destroyed in one burst' % (c + 1, count))
@@ -199,7 +197,7 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
         'resyncs': st['resyncs'] - st0['resyncs'],
         'nsidd_cpu': cpu['nsidd_create'] + cpu['nsidd_delete'],
         'rss_baseline': baseline, 'rss': rss, 'elapsed': elapsed, 'cpu': cpu, 'wakeups': woke,
-        'ratios': ratios, 'asked': asked,
+        'ratios': ratios, 'ask_ids_cpu': asked,
     }
     if bare:
         result['bare'] = bare.stop()
@@ -235,8 +233,8 @@ def report(r, log=t.log):
         if len(each) > 1:
             log('    per cycle: %s; median %.1f' % (' '.join('%.1f' % x for x in each),
                                                   statistics.median(each)))
-    if r['asked'] and c['bare_create'] > 0:
-        floor = c['bare_create'] + c['ask_ids']
+    if r['ask_ids_cpu'] > 0 and c['bare_create'] > 0:
+        floor = c['bare_create'] + r['ask_ids_cpu']
         log('  identity floor: the bare loop + one RTM_GETNSID per namespace created (bench/ask_ids)'
             ' %.3f s = %.1f x the bare loop; nsidd / that floor = %.1f'
             % (floor, floor / c['bare_create'], c['nsidd_create'] / floor))

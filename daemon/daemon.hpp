@@ -137,7 +137,7 @@ private:
     UniqueFd mountinfo_; // watched for mount changes (before sources_: outlives its source)
     std::vector<EventSource> sources_;
     EventSource netlink_io_;     // the event socket: off while a storm's events queue up
-    EventSource netlink_resume_; // turns it back on
+    EventSource netlink_resume_; // ends a pause: reads, then pauses again or turns it back on
     StormGate storm_gate_;
     EventSource mounts_watch_; // on mountinfo_: off while a rescan is pending
     EventSource resync_timer_;
@@ -152,11 +152,12 @@ private:
     std::uint64_t mount_delay_usec_ = kMountDelayUsec;
     bool mounts_changed_ = false;
     std::uint64_t started_usec_ = 0;
-    std::size_t trim_debt_ = 0;        // entries worked on since the last malloc_trim
-    std::uint64_t quiet_due_usec_ = 0; // when the quiet timer was armed (CLOCK_MONOTONIC)
-    std::uint64_t last_work_usec_ = 0; // when work it waits for last came
-    std::size_t burst_deaths_ = 0;     // self's peers dead since the last quiet moment
-    std::size_t burst_sweeps_ = 0;     // in this many sweeps
+    std::size_t trim_debt_ = 0;         // entries worked on since the last malloc_trim
+    std::uint64_t quiet_due_usec_ = 0;  // when the quiet timer was armed (CLOCK_MONOTONIC)
+    std::uint64_t last_work_usec_ = 0;  // when work it waits for last came
+    std::size_t burst_deaths_ = 0;      // self's peers dead since the last quiet moment
+    std::size_t burst_sweeps_ = 0;      // in this many sweeps
+    std::uint64_t last_death_usec_ = 0; // when the last of them died (CLOCK_MONOTONIC)
     std::uint64_t last_status_usec_ = 0;
     bool passed_socket_ = false;
     ino_t socket_inode_ = 0; // the socket file we bound, 0: none (passed, or not yet)

@@ -254,7 +254,13 @@ void Daemon::publish(std::vector<registry::Change> changes) {
         return c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
     });
     // Told once the burst is over (on_quiet_timer): one line for a storm, not one per read.
+    // A burst is deaths with no quiet moment between them: a few earlier ones, too few to be
+    // told (so no line is pending for them), do not count toward it.
     if (deaths > 0) {
+        const auto now = monotonic_usec();
+        if (burst_deaths_ < kBurstToLog && now - last_death_usec_ >= kQuietUsec)
+            burst_deaths_ = burst_sweeps_ = 0;
+        last_death_usec_ = now;
         burst_deaths_ += static_cast<std::size_t>(deaths);
         ++burst_sweeps_;
         if (burst_deaths_ >= kBurstToLog)

@@ -57,8 +57,10 @@ Metrics::Metrics(std::vector<std::string_view> methods)
                         "Event socket overruns (ENOBUFS): events lost and resynced")),
       malformed_(counter(*registry_, "nsidd_malformed_datagrams_total",
                          "Event datagrams that failed to parse")),
-      read_pauses_(counter(*registry_, "nsidd_event_read_pauses_total",
-                           "Pauses of the event socket in storms, for events to be read together")),
+      read_pauses_(
+          counter(*registry_, "nsidd_event_read_pauses_total",
+                  "Pauses of the event socket in storms (and probes for one), for events to "
+                  "be read together")),
       resync_failures_(counter(*registry_, "nsidd_resync_failures_total", "Failed resyncs")),
       resync_seconds_(histogram(*registry_, "nsidd_resync_duration_seconds",
                                 "Time to read the tables and reconcile",
