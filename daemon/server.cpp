@@ -6,6 +6,7 @@
 
 #include <grp.h>
 #include <sys/epoll.h>
+#include <sys/fsuid.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -59,14 +60,26 @@ Result<UniqueFd> listen_unix(const std::string& path) {
             return fail_errno();
         ::unlink(path.c_str()); // stale: nobody listens there
     }
+    // The file bind() makes takes its mode from the socket's own inode (less the umask) and its
+    // group from the file-system gid: both are set on the fd and the process before bind, so
+    // nothing is done to the path afterwards (a chown there would follow a link planted in
+    // between).
+    if (::fchmod(fd.get(), 0660) < 0)
+        return fail_errno();
+    const group* g = ::getgrnam("nsidd");
+    const auto fsgid = ::setfsgid(static_cast<gid_t>(-1));
+    if (g != nullptr) {
+        ::setfsgid(g->gr_gid);
+        if (::setfsgid(static_cast<gid_t>(-1)) != static_cast<int>(g->gr_gid))
+            return fail_errno(EPERM); // neither CAP_SETGID nor a member of the group
+    }
     const mode_t old = ::umask(0117);
     const int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    const int error = errno;
     ::umask(old);
+    ::setfsgid(static_cast<gid_t>(fsgid));
     if (rc < 0)
-        return fail_errno();
-    if (const group* g = ::getgrnam("nsidd"))
-        if (::chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) < 0)
-            return fail_errno();
+        return fail_errno(error);
     if (::listen(fd.get(), SOMAXCONN) < 0)
         return fail_errno();
     return fd;

@@ -20,7 +20,8 @@ build_pkgs="meson ninja-build g++ pkg-config libmnl-dev libsystemd-dev libspdlog
     libcli11-dev nlohmann-json3-dev libexpected-dev libgtest-dev libgmock-dev
     libbenchmark-dev prometheus-cpp-dev libhttp-parser-dev iproute2 python3 scdoc"
 test_pkgs="clang-format util-linux git systemd man-db prometheus prometheus-alertmanager valgrind
-    build-essential debhelper dpkg-dev lintian debootstrap systemd-container"
+    build-essential debhelper dpkg-dev lintian debootstrap systemd-container strace
+    python3-fuse fuse3"
 pkgs=$build_pkgs
 [ "$mode" = test ] && pkgs="$pkgs $test_pkgs"
 
@@ -41,7 +42,14 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-[ -f build/build.ninja ] || meson setup build
+# The test build treats warnings as errors (the default build, a packager's, does not).
+werror=false
+[ "$mode" = test ] && werror=true
+if [ -f build/build.ninja ]; then
+    meson configure build -Dwerror=$werror >/dev/null
+else
+    meson setup build -Dwerror=$werror
+fi
 meson compile -C build
 
 case "$mode" in
