@@ -85,23 +85,39 @@ void HttpExporter::accept_all() {
                 return;
             continue;
         }
-        if (conns_.size() >= kMaxConnections)
-            continue; // closed at once: the scrapers already connected are served first
-        auto c = std::make_unique<Connection>();
-        c->owner = this;
-        c->fd = std::move(fd);
-        sd_event_source* io = nullptr;
-        sd_event_source* deadline = nullptr;
-        if (sd_event_add_io(event_, &io, c->fd.get(), EPOLLIN, on_io, c.get()) < 0)
-            continue;
-        c->io.reset(io);
-        if (sd_event_add_time_relative(event_, &deadline, CLOCK_MONOTONIC, kDeadlineUsec, 0,
-                                       on_deadline, c.get()) < 0)
-            continue;
-        c->deadline.reset(deadline);
-        conns_.push_back(std::move(c));
-        conns_.back()->self = std::prev(conns_.end());
+        if (conns_.size() >= kMaxConnections && !evict_idle())
+            continue; // closed at once: every connection is being answered
+        add(std::move(fd));
     }
+}
+
+bool HttpExporter::evict_idle() {
+    for (auto& c : conns_) // oldest first
+        if (c->out.empty()) {
+            close(*c);
+            return true;
+        }
+    return false;
+}
+
+void HttpExporter::add(UniqueFd fd) {
+    auto c = std::make_unique<Connection>();
+    c->owner = this;
+    c->fd = std::move(fd);
+    sd_event_source* io = nullptr;
+    sd_event_source* deadline = nullptr;
+    if (sd_event_add_io(event_, &io, c->fd.get(), EPOLLIN, on_io, c.get()) < 0)
+        return;
+    c->io.reset(io);
+    if (sd_event_add_time_relative(event_, &deadline, CLOCK_MONOTONIC, kRequestDeadlineUsec, 0,
+                                   on_deadline, c.get()) < 0)
+        return;
+    c->deadline.reset(deadline);
+    conns_.push_back(std::move(c));
+    auto& added = *conns_.back();
+    added.self = std::prev(conns_.end());
+    if (!read_request(added))
+        close(added);
 }
 
 int HttpExporter::on_deadline(sd_event_source*, uint64_t, void* userdata) noexcept {
@@ -138,6 +154,7 @@ bool HttpExporter::read_request(Connection& c) {
             break;
     }
     c.out = http_response(c.request, text_);
+    sd_event_source_set_time_relative(c.deadline.get(), kDeadlineUsec);
     return flush(c);
 }
 

@@ -23,9 +23,13 @@ namespace nsidd::daemon {
 /// connection. Requests are parsed by http-parser (HttpRequest); no TLS library is loaded.
 class HttpExporter {
 public:
-    /// Connections served at once; more are closed as they are accepted.
+    /// Connections served at once. When all are taken, a new one evicts the oldest that is
+    /// not being answered (still waiting for its request, or done): idle connections cannot
+    /// lock scrapers out.
     static constexpr std::size_t kMaxConnections = 8;
-    /// A connection's time to send its request and read the answer.
+    /// A connection's time to send its whole request (headers included).
+    static constexpr std::uint64_t kRequestDeadlineUsec = 2'000'000;
+    /// Its time to read the answer, from the end of its request.
     static constexpr std::uint64_t kDeadlineUsec = 10'000'000;
 
     /// Binds `where` and serves what `text()` returns (called on the loop, once per scrape).
@@ -56,6 +60,12 @@ private:
     static int on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept;
     static int on_deadline(sd_event_source*, uint64_t, void* userdata) noexcept;
     void accept_all();
+    // Makes room for one more connection: closes the oldest one not being answered. False
+    // when every connection is being answered.
+    bool evict_idle();
+    // A new connection: watched, its request deadline set, and read at once (a scraper's
+    // request usually arrives with it).
+    void add(UniqueFd fd);
     // Reads the request; false: the connection is done with.
     bool read_request(Connection& c);
     // Sends what is left of the answer; false: the connection is done with.
