@@ -174,25 +174,37 @@ bool Catalog::check_hints(const std::vector<Namespace*>& ns, const std::vector<i
     if (!ids)
         return true; // unanswered: checked after a later pass
     stats_.saved_ids_verified += ns.size();
-    for (std::size_t i = 0; i < ids->size() && i < ns.size(); ++i)
-        if ((*ids)[i] != ns[i]->nsid) {
-            distrust_hints();
-            return false;
+    bool right = true;
+    for (std::size_t i = 0; i < ids->size() && i < ns.size(); ++i) {
+        if ((*ids)[i] == ns[i]->nsid) {
+            ns[i]->unverified = false;
+            continue;
         }
-    for (auto* n : ns)
-        n->unverified = false;
-    return true;
+        contradict(*ns[i], (*ids)[i]);
+        right = false;
+    }
+    return right;
 }
 
-void Catalog::distrust_hints() {
-    ++stats_.saved_ids_rejected;
-    hints_.clear();
-    for (auto& [cookie, ns] : namespaces_)
-        if (ns.unverified) {
-            ns.unverified = false;
-            set_nsid(ns, std::nullopt);
-            distrusted_.push_back(cookie);
-        }
+void Catalog::contradict(Namespace& ns, std::optional<std::int32_t> real) {
+    // One wrong line costs that line alone: the kernel's answer replaces it. A namespace that
+    // took the same id from another saved line, and the lines not used yet that name it, are
+    // wrong too (ids are unique among live namespaces).
+    if (std::exchange(ns.unverified, false)) { // (else counted as another's conflict)
+        ++stats_.saved_ids_rejected;
+        distrusted_.push_back(ns.cookie);
+    }
+    if (real) {
+        if (const auto* at = by_nsid_.get(*real); at != nullptr && *at != ns.cookie)
+            if (auto other = namespaces_.find(*at);
+                other != namespaces_.end() && other->second.unverified) {
+                ++stats_.saved_ids_rejected;
+                other->second.unverified = false;
+                distrusted_.push_back(other->first);
+            }
+        std::erase_if(hints_, [&](const auto& h) { return h.second == *real; });
+    }
+    set_nsid(ns, real);
 }
 
 void Catalog::verify_saved_ids(std::size_t n) {

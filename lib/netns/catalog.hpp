@@ -65,7 +65,7 @@ struct CatalogStats {
     std::uint64_t assigned = 0;       ///< ids given by --assign-ids
     std::uint64_t assign_failures = 0;
     std::uint64_t saved_ids_verified = 0; ///< saved ids checked against the kernel
-    std::uint64_t saved_ids_rejected = 0; ///< times a mismatch discarded every saved id
+    std::uint64_t saved_ids_rejected = 0; ///< saved ids the kernel contradicted (each dropped)
 };
 
 /// The namespaces reachable from here, keyed by cookie: found through nsfs mounts (all of them at
@@ -114,7 +114,8 @@ public:
     /// Takes saved ids as hints for namespaces found from now on: such a namespace is not asked.
     /// The hints are dropped when the next /proc pass ends (what it did not meet is gone). The
     /// first few used are checked against the kernel at once, and a few more after each pass
-    /// until all were: one mismatch discards every saved id (see take_distrusted()).
+    /// until all were: a saved id the kernel contradicts is replaced by its answer, alone (see
+    /// take_distrusted()).
     /// `mounts` (cookie -> unique mount id, from the same cache) spares the first mount scan
     /// an open per mount point: a path that still reaches that mount (statx) reaches that
     /// namespace.
@@ -198,10 +199,11 @@ private:
     // The name `path` gives its namespace, if it is directly under the netns directory.
     std::optional<std::string_view> name_of(std::string_view path) const;
     // Compares what the kernel said of namespaces whose id came from a hint; false on a
-    // mismatch (then every hint is discarded).
+    // mismatch (then each wrong one takes the kernel's answer; the other hints stay).
     bool check_hints(const std::vector<Namespace*>& ns, const std::vector<int>& fds);
-    // A saved id was wrong: drops the hints and every id that came from them.
-    void distrust_hints();
+    // A saved id was wrong: the namespace takes the kernel's answer, `real`; what was attached
+    // from the saved id is suspect.
+    void contradict(Namespace& ns, std::optional<std::int32_t> real);
 
     Roots roots_;
     Queries& queries_;
