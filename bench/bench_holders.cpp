@@ -2,6 +2,7 @@
 // The cost of what leak forensics adds: one fd search over the real /proc (every process's
 // fds, looking for a namespace nobody holds, so nothing ends it early) and the owner parse of
 // one /proc/PID/cgroup. bench/holders.py fills the host with processes and fds first.
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -14,23 +15,26 @@
 
 namespace {
 
+// state.range(0): 0 seeks an inode no fd has (readlink of every fd, nothing copied); 1 also
+// identifies every namespace held by an fd (every socket copied and asked its namespace).
 void BM_FdSearchPass(benchmark::State& state) {
     nsidd::netns::FdScan scan("/proc");
+    nsidd::netns::FdSearch search;
+    search.inodes = {1}; // an inode no fd has: the whole of /proc is searched
+    search.identify = state.range(0) == 1;
+    const std::atomic<bool> go{false};
     std::uint64_t entries = 0;
     for (auto _ : state) {
-        const auto before = scan.looked_at();
-        scan.start({1}); // an inode no fd has: the whole of /proc is searched
-        while (!scan.step(4096)) {
-        }
-        entries = scan.looked_at() - before;
-        benchmark::DoNotOptimize(scan.found());
+        auto found = scan.run(search, go);
+        entries = found.looked_at;
+        benchmark::DoNotOptimize(found);
     }
     state.counters["entries"] = static_cast<double>(entries);
     state.counters["ns_per_entry"] =
         benchmark::Counter(static_cast<double>(entries) * static_cast<double>(state.iterations()),
                            benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
-BENCHMARK(BM_FdSearchPass)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FdSearchPass)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_OwnerParse(benchmark::State& state) {
     const std::vector<std::string> texts{

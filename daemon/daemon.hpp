@@ -11,6 +11,7 @@
 #include <systemd/sd-event.h>
 
 #include "daemon/activation.hpp"
+#include "daemon/fd_search.hpp"
 #include "daemon/kernel.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/options.hpp"
@@ -88,6 +89,9 @@ private:
     // Whether nsid events are queued on the event socket (polled: long work yields to them).
     bool events_waiting() const;
     void resync_if_replaced();
+    // Starts the fd search the engine wants, in its own process (fd_search.hpp).
+    void start_fd_search();
+    void on_fd_search_done(netns::FdFound found);
     // After a discovery pass: warns once of each peer newly leaking (stale-mount, fd-held,
     // pinned), with journal fields naming it, its holder and its owner.
     void report_leaks();
@@ -119,7 +123,6 @@ private:
     // Longest stretch of questions for unexplained ids before the loop serves others again.
     static constexpr std::uint64_t kRefreshSliceUsec = 1'000;
     static constexpr std::size_t kProcessesPerSlice = 2048;
-    static constexpr std::size_t kFdsPerSlice = 512; // processes and fds: ~1 ms
     static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
     static constexpr std::size_t kBurstToLog = 10;
     static constexpr std::size_t kOrphansToLog = 10;
@@ -163,6 +166,8 @@ private:
     ino_t socket_inode_ = 0; // the socket file we bound, 0: none (passed, or not yet)
     bool id_cache_warned_ = false;
     bool copies_denied_warned_ = false;
+    bool fd_search_warned_ = false; // a search given up was logged
+    std::unique_ptr<FdSearchRunner> fd_search_;
     std::vector<std::string> restart_needed_; // keys the last reload changed but cannot apply
     // Leaks reported: (nsid, since, state).
     std::set<std::tuple<registry::Nsid, std::uint64_t, mirror::PeerState>> leaks_;

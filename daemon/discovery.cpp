@@ -151,36 +151,21 @@ int Daemon::on_discovery_timer(sd_event_source* s, uint64_t, void* userdata) noe
 
 void Daemon::on_discovery_slice(sd_event_source* s) {
     // A bounded slice of the /proc walk per wakeup: a host with 100k processes does not stall
-    // the loop; the rest follows at once, after whatever else is pending. After a
-    // pass that left peers without a process or a mount, the fds of every process are
-    // searched for them, in slices too, before the next pass.
+    // the loop; the rest follows at once, after whatever else is pending. A pass that leaves
+    // peers without a process or a mount starts a search of every process's fds for them, in a
+    // process of its own (fd_search.hpp): its findings come back to the loop when it ends.
     const auto started = monotonic_usec();
     const auto interval = static_cast<std::uint64_t>(options_.discovery_interval * 1e6);
-    if (engine_->fds_due()) {
-        const bool searched = engine_->discover_fds(kFdsPerSlice);
-        sd_event_source_set_time_relative(s, searched ? interval : 0);
-        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-        if (searched) {
-            if (engine_->fd_copies_denied() > 0 && !copies_denied_warned_) {
-                copies_denied_warned_ = true;
-                spdlog::warn("Cannot copy other processes' fds (pidfd_getfd refused: a "
-                             "container's syscall filter, or no CAP_SYS_PTRACE): sockets held "
-                             "outside their namespace, and fds of processes nsidd may not list, "
-                             "are not found; such peers read as pinned");
-            }
-            report_leaks();
-        }
-        return;
-    }
     // Each pass rereads the mount table as it begins (by listmount, nearly free when nothing
     // changed): a verdict needs a look at the mounts no older than the pass.
     const bool done = engine_->discover_processes(kProcessesPerSlice, true);
     const auto walked = monotonic_usec();
-    sd_event_source_set_time_relative(s, done && !engine_->fds_due() ? interval : 0);
+    sd_event_source_set_time_relative(s, done ? interval : 0);
     sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
     resync_if_replaced();
     if (!done)
         return;
+    start_fd_search();
     report_leaks();
     save_ids();
     const auto namespaces = engine_->catalog().namespaces().size();
@@ -188,6 +173,43 @@ void Daemon::on_discovery_slice(sd_event_source* s) {
     release_memory(namespaces);
     spdlog::debug("Discovery pass ended: {} namespaces; last slice {} us, saving and metrics {} us",
                   namespaces, walked - started, monotonic_usec() - walked);
+}
+
+void Daemon::start_fd_search() {
+    if (!engine_->fds_due() || (fd_search_ && fd_search_->busy()))
+        return;
+    if (!fd_search_)
+        fd_search_ = std::make_unique<FdSearchRunner>(
+            event_.get(), "/proc", [this](netns::FdFound found) { on_fd_search_done(std::move(found)); },
+            [this](const char* why) {
+                engine_->fd_search_abandoned();
+                // Once per run at warning level: a host where searches overrun does so each time.
+                spdlog::log(std::exchange(fd_search_warned_, true) ? spdlog::level::debug
+                                                                   : spdlog::level::warn,
+                            "Fd search given up: {}; the next one starts afresh", why);
+            });
+    if (auto r = fd_search_->start(engine_->start_fd_search()); !r) {
+        engine_->fd_search_abandoned();
+        if (!std::exchange(fd_search_warned_, true))
+            spdlog::warn("Cannot start an fd search ({}; {} earlier search processes have not "
+                         "ended): fd holders are not searched for now",
+                         r.error().message(), fd_search_->ending());
+    }
+}
+
+void Daemon::on_fd_search_done(netns::FdFound found) {
+    for (const auto& s : found.swapped)
+        spdlog::warn("Process {} (uid {}) put another file under fd {} while nsidd copied it as a "
+                     "socket: nothing of uid {} is copied again; the copy is never closed",
+                     s.pid, s.uid, s.fd, s.uid);
+    engine_->fd_search_done(std::move(found));
+    if (engine_->fd_copies_denied() > 0 && !copies_denied_warned_) {
+        copies_denied_warned_ = true;
+        spdlog::warn("Cannot copy other processes' fds (pidfd_getfd refused: a container's "
+                     "syscall filter, or no CAP_SYS_PTRACE): sockets held outside their "
+                     "namespace are not found; such peers read as pinned");
+    }
+    report_leaks();
 }
 
 namespace {

@@ -21,7 +21,7 @@ build_pkgs="meson ninja-build g++ pkg-config libmnl-dev libsystemd-dev libspdlog
     libbenchmark-dev prometheus-cpp-dev libhttp-parser-dev iproute2 python3 scdoc"
 test_pkgs="clang-format util-linux git systemd man-db prometheus prometheus-alertmanager valgrind
     build-essential debhelper dpkg-dev lintian debootstrap systemd-container strace
-    python3-fuse fuse3"
+    python3-fuse"
 pkgs=$build_pkgs
 [ "$mode" = test ] && pkgs="$pkgs $test_pkgs"
 

@@ -52,8 +52,7 @@ std::uint64_t EngineStats::resyncs_total() const noexcept {
 
 Engine::Engine(Kernel& kernel, Config config, Clock clock)
     : kernel_(kernel), config_(std::move(config)), clock_(std::move(clock)),
-      registry_(config_.history), catalog_(config_.roots, kernel_, config_.assign_ids),
-      fd_scan_(config_.roots.proc_dir) {}
+      registry_(config_.history), catalog_(config_.roots, kernel_, config_.assign_ids) {}
 
 Result<std::vector<Change>> Engine::resync(ResyncReason reason) {
     const auto started = clock_.monotonic();

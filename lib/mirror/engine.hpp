@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 #include <string>
 #include <vector>
 
@@ -109,14 +110,21 @@ public:
     /// pass ended (then every verdict was renewed). `mounts`: reread the mount table as the
     /// pass begins (needed only where its changes are not watched).
     bool discover_processes(std::size_t budget, bool mounts);
-    /// Whether an fd search is due or under way: some peers had no process and no mount at
-    /// the end of the last pass.
-    bool fds_due() const noexcept { return fds_due_; }
-    /// Looks at up to `budget` more fds of that search. True when it ended: then each such
-    /// peer's fd holders (and state) are the search's findings.
-    bool discover_fds(std::size_t budget);
-    /// Fd copies (pidfd_getfd) the fd search was refused so far.
-    std::uint64_t fd_copies_denied() const noexcept { return fd_scan_.copies_denied(); }
+    /// Whether an fd search is due (and none is under way): some peers had no process and no
+    /// mount at the end of the last pass.
+    bool fds_due() const noexcept { return fds_due_ && !fd_search_running_; }
+    /// What the due search looks for: the unheld peers' inodes and cookies, and, while some
+    /// rows have no identity, every namespace held by an fd that no known one is. The engine
+    /// then waits for fd_search_done() or fd_search_abandoned().
+    netns::FdSearch start_fd_search();
+    /// Takes a search's findings: the namespaces it identified are asked for self's id (their
+    /// fds closed) and attached to the rows without an identity; each unheld peer's fd holders
+    /// (and state) are what it met.
+    void fd_search_done(netns::FdFound found);
+    /// The search was given up (it overran its time): the next one starts afresh when due.
+    void fd_search_abandoned();
+    /// Fd copies (pidfd_getfd) the fd searches were refused so far.
+    std::uint64_t fd_copies_denied() const noexcept { return fd_copies_denied_; }
 
     /// The entry as served: a row of another observer's table names its peer through
     /// current_nsid, so it gets the identity of self's row for that peer; a row naming our own
@@ -200,6 +208,8 @@ private:
     void scan_mounts(bool full);
     static registry::Identity identity_of(const netns::Namespace& ns);
     netns::IdCacheOrigin origin();
+    // Attaches the namespaces an fd search identified to the rows of their ids; closes their fds.
+    void identify_held(std::vector<netns::HeldNamespace>& found);
     // The owner parsed from /proc/PID/cgroup of a process holding a peer's fd.
     std::optional<Owner> fd_holder_owner(std::int32_t pid) const;
     // Whether one of the namespace's mounts is on a stale-mount path (a glob's literal prefix
@@ -233,11 +243,16 @@ private:
     // dump cannot say which row names us), refreshed with each read of its table.
     std::map<Observer, Nsid> own_ids_;
     netns::Catalog catalog_;
-    netns::FdScan fd_scan_;
     bool fds_due_ = false;
+    bool fd_search_running_ = false;
     // The unheld rows (id, first seen) the last search began for.
     std::set<std::pair<Nsid, std::uint64_t>> fd_searched_for_;
-    std::uint64_t fd_searched_usec_ = 0; // when it was due
+    std::uint64_t fd_searched_usec_ = 0; // when it began
+    // When the last search that walked every process began: no peer is pinned before one
+    // that began after it was unheld found nothing.
+    std::uint64_t fd_covered_usec_ = 0;
+    std::uint64_t fd_copies_denied_ = 0;
+    std::unordered_set<uid_t> no_copies_from_; // users whose processes swapped an fd under a copy
     UnheldRows unheld_;
     std::unordered_map<Nsid, bool> touched_; // rows to settle; true: their identity changed
     std::set<std::pair<std::uint64_t, Nsid>> deadlines_; // (wall clock, row) to settle then

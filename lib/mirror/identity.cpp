@@ -304,39 +304,99 @@ std::optional<Owner> Engine::fd_holder_owner(std::int32_t pid) const {
     return text ? netns::parse_cgroup_owner(*text) : std::nullopt;
 }
 
-bool Engine::discover_fds(std::size_t budget) {
-    if (!fds_due_)
-        return true;
+netns::FdSearch Engine::start_fd_search() {
+    netns::FdSearch search;
     const auto& rows = registry_.table(registry::kSelf)->rows;
-    if (!fd_scan_.running()) {
-        std::unordered_set<std::uint64_t> inodes;
-        std::unordered_map<std::uint64_t, std::uint64_t> sockets; // netns cookie -> inode
-        fd_searched_for_.clear();
-        fd_searched_usec_ = clock_.realtime();
-        for (const auto& [nsid, v] : unheld_) {
-            fd_searched_for_.emplace(nsid, v.row_since);
-            const auto row = rows.find(nsid);
-            if (row == rows.end() || !row->second.entry.peer.inode)
-                continue;
-            const auto& peer = row->second.entry.peer;
-            inodes.insert(*peer.inode);
-            if (peer.cookie) // NS_GET_ID: sockets can be tied to it
-                sockets.emplace(*peer.cookie, *peer.inode);
-        }
-        fd_scan_.start(std::move(inodes), std::move(sockets));
+    fd_searched_for_.clear();
+    fd_searched_usec_ = clock_.realtime();
+    for (const auto& [nsid, v] : unheld_) {
+        fd_searched_for_.emplace(nsid, v.row_since);
+        const auto row = rows.find(nsid);
+        if (row == rows.end())
+            continue;
+        const auto& peer = row->second.entry.peer;
+        search.identify |= !peer.inode && !peer.cookie;
+        if (!peer.inode)
+            continue;
+        search.inodes.insert(*peer.inode);
+        if (peer.cookie) // NS_GET_ID: sockets can be tied to it
+            search.sockets.emplace(*peer.cookie, *peer.inode);
     }
-    if (!fd_scan_.step(budget))
-        return false;
+    if (search.identify) {
+        // Namespaces whose identity is known need no fd opened on them.
+        for (const auto& [cookie, ns] : catalog_.namespaces()) {
+            search.known_inodes.insert(ns.inode);
+            if (!ns.cookie_is_inode)
+                search.known_cookies.insert(cookie);
+        }
+        for (const auto& [nsid, row] : rows) {
+            if (row.entry.peer.inode)
+                search.known_inodes.insert(*row.entry.peer.inode);
+            if (row.entry.peer.cookie)
+                search.known_cookies.insert(*row.entry.peer.cookie);
+        }
+        search.known_inodes.insert(catalog_.self_inode());
+        search.known_cookies.insert(catalog_.self_cookie());
+    }
+    search.no_copies_from = no_copies_from_;
     fds_due_ = false;
+    fd_search_running_ = true;
+    return search;
+}
+
+void Engine::fd_search_abandoned() {
+    fd_search_running_ = false;
+    fd_searched_for_.clear(); // due again at the next pass that leaves peers unheld
+}
+
+void Engine::identify_held(std::vector<netns::HeldNamespace>& found) {
+    // Self's id of each namespace the search met through an fd only: a row with that id and
+    // no identity is that namespace (ids are unique among live namespaces).
+    std::vector<int> fds;
+    for (const auto& n : found)
+        fds.push_back(n.fd.get());
+    const auto ids = fds.empty() ? Result<std::vector<std::optional<Nsid>>>()
+                                 : kernel_.ids_of(fds);
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    for (std::size_t i = 0; ids && i < ids->size() && i < found.size(); ++i) {
+        if (!(*ids)[i])
+            continue;
+        const auto row = rows.find(*(*ids)[i]);
+        if (row == rows.end() || row->second.entry.peer.cookie || row->second.entry.peer.inode)
+            continue;
+        auto id = row->second.entry.peer;
+        id.inode = found[i].inode;
+        if (found[i].cookie)
+            id.cookie = found[i].cookie;
+        set_peer(*(*ids)[i], std::move(id));
+    }
+    found.clear(); // closes every fd: nothing is kept open in a watched namespace
+}
+
+void Engine::fd_search_done(netns::FdFound found) {
+    fd_search_running_ = false;
+    fd_copies_denied_ += found.copies_denied;
+    for (const auto& s : found.swapped)
+        no_copies_from_.insert(s.uid);
+    identify_held(found.identified);
+    if (!found.complete) {
+        fd_searched_for_.clear();
+        return;
+    }
+    fd_covered_usec_ = fd_searched_usec_;
     // Each unheld peer's fd holders are what the search met; a held one has none to show.
+    const auto& rows = registry_.table(registry::kSelf)->rows;
     std::vector<std::pair<Nsid, registry::Identity>> updates;
     for (const auto& [nsid, row] : rows) {
+        const bool unheld = unheld_.get(nsid) != nullptr;
         std::vector<registry::FdHolder> fds;
-        if (unheld_.get(nsid) != nullptr && row.entry.peer.inode)
-            if (const auto it = fd_scan_.found().find(*row.entry.peer.inode);
-                it != fd_scan_.found().end())
+        if (unheld && row.entry.peer.inode)
+            if (const auto it = found.holders.find(*row.entry.peer.inode);
+                it != found.holders.end())
                 for (const auto& h : it->second)
                     fds.push_back(registry::FdHolder{h.pid, h.comm, h.fd, h.socket});
+        if (unheld)
+            touch(nsid); // a search that found nothing may make it pinned now
         if (fds != *row.entry.peer.holders.fds) {
             auto id = row.entry.peer;
             // Whose it is, when no process inside ever said: the fd holder's.
@@ -350,7 +410,6 @@ bool Engine::discover_fds(std::size_t budget) {
     }
     for (auto& [nsid, id] : updates)
         set_peer(nsid, std::move(id));
-    return true;
 }
 
 } // namespace nsidd::mirror

@@ -77,8 +77,10 @@ PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint6
         return PeerState::Unknown; // no verdict yet
     if (!entry.peer.holders.fds->empty())
         return PeerState::FdHeld;
+    // Pinned: nothing held it for the grace period, fds included (a search that began after it
+    // was unheld walked every process and found none).
     if (now - v->unheld_since >= grace)
-        return PeerState::Pinned;
+        return fd_covered_usec_ >= v->unheld_since ? PeerState::Pinned : PeerState::Unknown;
     deadline = v->unheld_since + grace;
     return PeerState::Unknown;
 }

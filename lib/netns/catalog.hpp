@@ -17,6 +17,7 @@
 
 #include "netns/discovery.hpp"
 #include "netns/id_cache.hpp"
+#include "netns/mountinfo.hpp"
 #include "netns/mount_table.hpp"
 #include "netns/owner.hpp"
 #include "netns/queries.hpp"
@@ -164,6 +165,9 @@ private:
         std::optional<pid_t> pid;
     };
     std::optional<Opened> open_ns(const std::string& path, std::optional<pid_t> pid);
+    // Opens mount `m` of another mount namespace (whose root is open as `root`) asking no file
+    // system anything on the way.
+    std::optional<Opened> open_other_mount(int root, const NsfsMount& m);
     // Sets up a namespace met for the first time; takes its id from a saved hint where there
     // is one (then true: no need to ask).
     bool add(Namespace& ns, std::uint64_t cookie, std::uint64_t now_usec);

@@ -2,15 +2,18 @@
 #include "netns/fd_scan.hpp"
 
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string_view>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "netns/discovery.hpp"
@@ -20,177 +23,372 @@
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71 // Linux 5.14
 #endif
+#ifndef SIOCGSKNS
+#define SIOCGSKNS 0x894C // Linux 4.9: an nsfs fd of the socket's network namespace
+#endif
 
 namespace nsidd::netns {
+namespace {
 
-void FdScan::start(std::unordered_set<std::uint64_t> inodes,
-                   std::unordered_map<std::uint64_t, std::uint64_t> sockets) {
-    if (!nsfs_dev_) {
-        struct stat st {};
-        if (::stat((proc_dir_ + "/self/ns/net").c_str(), &st) == 0)
-            nsfs_dev_ = st.st_dev;
-    }
-    sought_ = std::move(inodes);
-    sockets_ = std::move(sockets);
-    socket_ns_.clear();
-    pass_.clear();
-    fds_.reset();
-    proc_.reset(::opendir(proc_dir_.c_str()));
+// Namespaces identified in one search: each travels as an fd (SCM_RIGHTS holds 253 a message).
+constexpr std::size_t kMaxIdentified = 253;
+// The decoded text's bounds: a host's worth of holders, not a memory bomb.
+constexpr std::size_t kMaxFoundText = 32u << 20;
+
+using Dir = std::unique_ptr<DIR, int (*)(DIR*)>;
+
+std::optional<std::uint64_t> number(std::string_view s) {
+    std::uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || end != s.data() + s.size() || s.empty())
+        return std::nullopt;
+    return v;
 }
 
-// Opens the fd directory of the next process; false when /proc is done.
-bool FdScan::next_process() {
-    for (;;) {
-        const dirent* d = ::readdir(proc_.get());
-        if (d == nullptr)
-            return false;
-        ++looked_at_;
-        char* end = nullptr;
-        const long pid = std::strtol(d->d_name, &end, 10);
-        if (pid <= 0 || *end != '\0')
+// "socket:[INODE]" -> INODE.
+std::optional<std::uint64_t> socket_inode(std::string_view link) {
+    if (!link.starts_with("socket:[") || !link.ends_with(']'))
+        return std::nullopt;
+    return number(link.substr(8, link.size() - 9));
+}
+
+// The readlink of fd `name` under the open directory `dirfd` ("" when unreadable).
+std::string link_of(int dirfd, const char* name) {
+    char target[256];
+    const ssize_t len = ::readlinkat(dirfd, name, target, sizeof target);
+    return len > 0 ? std::string(target, static_cast<std::size_t>(len)) : std::string();
+}
+
+// The mount id of an fd of ours, from our own fdinfo.
+std::uint64_t own_mnt_id(const std::string& proc_dir, int fd) {
+    UniqueFd dir(::open((proc_dir + "/self/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    const auto info = dir ? read_fdinfo(dir.get(), std::to_string(fd).c_str()) : std::nullopt;
+    return info ? info->mnt_id : 0;
+}
+
+} // namespace
+
+std::optional<FdInfo> read_fdinfo(int dirfd, const char* name) {
+    UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd)
+        return std::nullopt;
+    char buf[512]; // pos, flags, mnt_id and ino come first
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n <= 0)
+        return std::nullopt;
+    const std::string_view text(buf, static_cast<std::size_t>(n));
+    FdInfo info;
+    bool mnt = false, ino = false;
+    for (std::size_t at = 0; at < text.size();) {
+        auto end = text.find('\n', at);
+        if (end == std::string_view::npos)
+            break; // cut: only whole lines count
+        const auto line = text.substr(at, end - at);
+        at = end + 1;
+        const auto tab = line.find(":\t");
+        if (tab == std::string_view::npos)
             continue;
-        const auto base = proc_dir_ + "/" + d->d_name;
-        fds_.reset(::opendir((base + "/fd").c_str()));
-        copies_ = !fds_ && errno == EACCES;
-        if (copies_) // not ours, and no CAP_DAC_READ_SEARCH: its fd numbers from fdinfo
-            fds_.reset(::opendir((base + "/fdinfo").c_str()));
-        if (!fds_)
+        const auto key = line.substr(0, tab);
+        const auto value = number(line.substr(tab + 2));
+        if (key == "mnt_id" && value)
+            mnt = true, info.mnt_id = *value;
+        else if (key == "ino" && value)
+            ino = true, info.inode = *value;
+    }
+    if (!mnt || !ino)
+        return std::nullopt;
+    return info;
+}
+
+struct FdScan::Process {
+    pid_t pid = 0;
+    std::string dir; // proc_dir/PID
+    Dir fds{nullptr, ::closedir};
+    UniqueFd fdinfo; // proc_dir/PID/fdinfo
+    bool linked = true; // its fd links can be read (ours, or CAP_DAC_READ_SEARCH)
+    std::optional<std::string> comm;
+    std::optional<uid_t> uid;
+    UniqueFd pidfd;
+    bool pidfd_tried = false;
+};
+
+FdScan::FdScan(std::string proc_dir) : proc_dir_(std::move(proc_dir)) {
+    // Which mounts nsfs and sockfs files live on, from fds of our own: fdinfo then tells an
+    // nsfs or socket fd of a process whose fd links nsidd may not read.
+    if (UniqueFd self(::open((proc_dir_ + "/self/ns/net").c_str(), O_RDONLY | O_CLOEXEC)); self)
+        nsfs_mnt_ = own_mnt_id(proc_dir_, self.get());
+    if (UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)); sock)
+        sockfs_mnt_ = own_mnt_id(proc_dir_, sock.get());
+}
+
+FdFound FdScan::run(const FdSearch& search, const std::atomic<bool>& stop) {
+    FdFound found;
+    socket_ns_.clear();
+    cookie_inode_.clear();
+    identified_.clear();
+    Dir proc(::opendir(proc_dir_.c_str()), ::closedir);
+    if (!proc)
+        return found;
+    while (const dirent* d = ::readdir(proc.get())) {
+        if (stop.load(std::memory_order_relaxed))
+            return found;
+        ++found.looked_at;
+        const auto pid = number(d->d_name);
+        if (!pid || *pid == 0 || *pid > INT32_MAX)
+            continue;
+        Process p;
+        p.pid = static_cast<pid_t>(*pid);
+        p.dir = proc_dir_ + "/" + d->d_name;
+        p.fds.reset(::opendir((p.dir + "/fd").c_str()));
+        // Not ours, and no CAP_DAC_READ_SEARCH: its fd numbers from fdinfo (ptrace access).
+        p.linked = p.fds != nullptr;
+        if (!p.fds && errno == EACCES)
+            p.fds.reset(::opendir((p.dir + "/fdinfo").c_str()));
+        if (!p.fds)
             continue; // gone, or a kernel thread
-        pid_ = static_cast<pid_t>(pid);
-        comm_read_ = false;
-        pidfd_.reset();
-        pidfd_tried_ = false;
-        return true;
+        p.fdinfo.reset(::open((p.dir + "/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        scan_process(p, search, found);
     }
+    found.complete = true;
+    return found;
 }
 
-void FdScan::finish() {
-    fds_.reset();
-    proc_.reset();
-    pidfd_.reset();
-    socket_ns_.clear();
-    found_ = std::move(pass_);
-    pass_.clear();
-}
-
-// The nsfs inode sought that fd `name` of the current process is, if it is one. An fd opened
-// through /proc/PID/ns/net reads back as "net:[INODE]"; one opened through a bind mount reads
-// back as that mount's path (or "/" once it is unmounted), so a path is stat'ed (through the
-// fd's magic link, with AT_STATX_DONT_SYNC: cached attributes, never a round trip to a network
-// file system) and matched by the nsfs device and inode. Sockets, pipes and anonymous inodes
-// ("socket:[...]") are no namespace: the readlink alone rules them out, and a socket is asked
-// for its namespace only while sockets are sought.
-std::optional<std::uint64_t> FdScan::match(const char* name, bool& socket) {
-    char target[64];
-    const ssize_t len = ::readlinkat(::dirfd(fds_.get()), name, target, sizeof target);
-    if (len <= 0)
-        return std::nullopt;
-    const std::string_view link(target, static_cast<std::size_t>(len));
-    socket = link.starts_with("socket:[");
-    if (socket)
-        return sockets_.empty() ? std::nullopt : match_socket(link, name);
-    if (link.front() != '/') {
-        const auto inode = net_root_inode(link);
-        return inode && sought_.count(*inode) ? inode : std::nullopt;
-    }
-    struct statx stx {};
-    if (!nsfs_dev_ || ::statx(::dirfd(fds_.get()), name, AT_STATX_DONT_SYNC, STATX_INO, &stx) < 0 ||
-        makedev(stx.stx_dev_major, stx.stx_dev_minor) != *nsfs_dev_ || !sought_.count(stx.stx_ino))
-        return std::nullopt;
-    return stx.stx_ino;
-}
-
-// A copy of fd `name` of the current process (pidfd_getfd), or an invalid fd.
-UniqueFd FdScan::copy_fd(const char* name) {
-    if (!pidfd_ && !pidfd_tried_) {
-        pidfd_tried_ = true;
-        pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
-    }
-    if (!pidfd_)
-        return UniqueFd();
-    UniqueFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd_.get(), std::atoi(name), 0)));
-    if (!copy && (errno == EPERM || errno == ENOSYS))
-        ++copies_denied_; // a seccomp filter (a container's), or no ptrace access
-    return copy;
-}
-
-// The same as match(), for a process whose fd links nsidd may not read (another user's, as
-// the service runs without CAP_DAC_READ_SEARCH): each fd is looked at through a copy, closed
-// at once. An nsfs file is matched by device and inode, a socket by its namespace's cookie.
-std::optional<std::uint64_t> FdScan::match_copy(const char* name, bool& socket) {
-    const auto copy = copy_fd(name);
-    struct stat st {};
-    if (!copy || ::fstat(copy.get(), &st) < 0)
-        return std::nullopt;
-    socket = S_ISSOCK(st.st_mode);
-    if (socket)
-        return sockets_.empty() ? std::nullopt : socket_namespace(st.st_ino, copy.get());
-    if (!nsfs_dev_ || st.st_dev != *nsfs_dev_ || !sought_.count(st.st_ino))
-        return std::nullopt;
-    return st.st_ino;
-}
-
-// The inode sought whose namespace the socket (`socket_inode`, open as `fd` here) was created
-// in, if any; each socket asked once per pass.
-std::optional<std::uint64_t> FdScan::socket_namespace(std::uint64_t socket_inode, int fd) {
-    auto known = socket_ns_.find(socket_inode);
-    if (known == socket_ns_.end()) {
-        std::uint64_t cookie = 0;
-        socklen_t size = sizeof cookie;
-        if (::getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &size) < 0)
-            return std::nullopt;
-        known = socket_ns_.emplace(socket_inode, cookie).first;
-    }
-    const auto it = sockets_.find(known->second);
-    return it == sockets_.end() ? std::nullopt : std::optional(it->second);
-}
-
-// A socket's namespace is its SO_NETNS_COOKIE, read on a copy of the fd (pidfd_getfd needs
-// ptrace access to the process: CAP_SYS_PTRACE). The copy is closed at once: nsidd never keeps
-// anything inside a namespace it watches. Sockets shared between fds and processes are asked
-// once per pass.
-std::optional<std::uint64_t> FdScan::match_socket(std::string_view link, const char* name) {
-    char* end = nullptr;
-    const std::uint64_t socket_inode = std::strtoull(link.data() + 8, &end, 10);
-    if (const auto known = socket_ns_.find(socket_inode); known != socket_ns_.end()) {
-        const auto it = sockets_.find(known->second);
-        return it == sockets_.end() ? std::nullopt : std::optional(it->second);
-    }
-    const auto copy = copy_fd(name);
-    return copy ? socket_namespace(socket_inode, copy.get()) : std::nullopt;
-}
-
-bool FdScan::step(std::size_t budget) {
-    if (!proc_)
-        return true;
-    if (sought_.empty() && sockets_.empty()) {
-        finish();
-        return true;
-    }
-    for (std::size_t n = 0; n < budget; ++n) {
-        if (!fds_ && !next_process()) {
-            finish();
-            return true;
-        }
-        const dirent* d = ::readdir(fds_.get());
-        if (d == nullptr) {
-            fds_.reset(); // this process is done (or exited meanwhile)
-            continue;
-        }
-        ++looked_at_;
+void FdScan::scan_process(Process& p, const FdSearch& search, FdFound& found) {
+    const int dirfd = ::dirfd(p.fds.get());
+    while (const dirent* d = ::readdir(p.fds.get())) {
+        ++found.looked_at;
         if (d->d_name[0] == '.')
             continue;
-        bool socket = false;
-        const auto inode = copies_ ? match_copy(d->d_name, socket) : match(d->d_name, socket);
-        if (!inode)
+        if (p.linked) {
+            const auto link = link_of(dirfd, d->d_name);
+            if (link.empty())
+                continue;
+            if (const auto inode = net_root_inode(link)) // opened via /proc/PID/ns/net
+                on_nsfs(p, d->d_name, *inode, true, search, found);
+            else if (const auto sock = socket_inode(link))
+                on_socket(p, d->d_name, *sock, search, found);
+            else if (link == "/" && p.fdinfo)
+                // The root of a mount, or an nsfs file opened through a bind mount since
+                // unmounted: known by its inode only when that inode is sought.
+                if (const auto info = read_fdinfo(p.fdinfo.get(), d->d_name);
+                    info && search.inodes.count(info->inode))
+                    add_holder(p, d->d_name, info->inode, false, found);
             continue;
-        if (!comm_read_) {
-            comm_read_ = true;
-            comm_ = process_comm(proc_dir_, pid_);
         }
-        pass_[*inode].push_back(FdHolder{pid_, comm_, std::atoi(d->d_name), socket});
+        const auto info = p.fdinfo ? read_fdinfo(p.fdinfo.get(), d->d_name) : std::nullopt;
+        if (!info)
+            continue;
+        if (info->mnt_id == sockfs_mnt_ && sockfs_mnt_ != 0)
+            on_socket(p, d->d_name, info->inode, search, found);
+        else if ((info->mnt_id == nsfs_mnt_ && nsfs_mnt_ != 0) || search.inodes.count(info->inode))
+            on_nsfs(p, d->d_name, info->inode, false, search, found);
     }
-    return false;
+}
+
+void FdScan::on_nsfs(Process& p, const char* fd, std::uint64_t inode, bool linked,
+                     const FdSearch& search, FdFound& found) {
+    if (search.inodes.count(inode) || identified_.count(inode)) {
+        add_holder(p, fd, inode, false, found);
+        return;
+    }
+    // Only a link can be opened (nsidd may open what it may read), and only a network
+    // namespace's ("net:[...]"); known namespaces need no fd.
+    if (!search.identify || !linked || search.known_inodes.count(inode) ||
+        found.identified.size() >= kMaxIdentified)
+        return;
+    // O_PATH: no file system is asked to open anything. The fd may have been replaced since the
+    // readlink: it is used only if our own fdinfo says it is that nsfs file.
+    const auto path = p.dir + "/fd/" + fd;
+    UniqueFd handle(::open(path.c_str(), O_PATH | O_CLOEXEC));
+    if (!handle)
+        return;
+    UniqueFd info_dir(::open((proc_dir_ + "/self/fdinfo").c_str(),
+                             O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    const auto info =
+        info_dir ? read_fdinfo(info_dir.get(), std::to_string(handle.get()).c_str()) : std::nullopt;
+    if (!info || info->mnt_id != nsfs_mnt_ || info->inode != inode)
+        return;
+    // Reopened through our own fd: an nsfs open, whatever the process does meanwhile.
+    UniqueFd ns(::open((proc_dir_ + "/self/fd/" + std::to_string(handle.get())).c_str(),
+                       O_RDONLY | O_CLOEXEC));
+    if (!ns)
+        return;
+    const auto cookie = namespace_cookie(ns.get());
+    identified_.insert(inode);
+    found.identified.push_back(HeldNamespace{inode, cookie ? *cookie : 0, std::move(ns)});
+    add_holder(p, fd, inode, false, found);
+}
+
+void FdScan::on_socket(Process& p, const char* fd, std::uint64_t inode, const FdSearch& search,
+                       FdFound& found) {
+    if (search.sockets.empty() && !search.identify)
+        return;
+    const auto cookie = socket_cookie(p, fd, inode, search, found);
+    if (!cookie)
+        return;
+    if (const auto it = search.sockets.find(*cookie); it != search.sockets.end())
+        add_holder(p, fd, it->second, true, found);
+    else if (const auto id = cookie_inode_.find(*cookie); id != cookie_inode_.end())
+        add_holder(p, fd, id->second, true, found);
+}
+
+// The cookie of the namespace socket `inode` (fd `fd` of p) was made in; each socket asked
+// once per search. A socket of a namespace no known one is gets that namespace identified.
+std::optional<std::uint64_t> FdScan::socket_cookie(Process& p, const char* fd,
+                                                   std::uint64_t inode, const FdSearch& search,
+                                                   FdFound& found) {
+    if (const auto known = socket_ns_.find(inode); known != socket_ns_.end())
+        return known->second;
+    if (!copying_)
+        return std::nullopt;
+    if (!p.uid) {
+        struct stat st {};
+        p.uid = ::stat(p.dir.c_str(), &st) == 0 ? st.st_uid : static_cast<uid_t>(-1);
+    }
+    if (search.no_copies_from.count(*p.uid))
+        return std::nullopt;
+    if (!p.pidfd && !p.pidfd_tried) {
+        p.pidfd_tried = true;
+        p.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)));
+    }
+    if (!p.pidfd)
+        return std::nullopt;
+    UniqueFd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, p.pidfd.get(), std::atoi(fd), 0)));
+    if (!copy) {
+        if (errno == EPERM || errno == ENOSYS)
+            ++found.copies_denied; // a seccomp filter (a container's), or no ptrace access
+        return std::nullopt;
+    }
+    // The process may have put another file under that number since the look: then the copy
+    // is that file, whose close could wait on whoever serves it (FUSE's FLUSH). It is kept open
+    // and nothing more is copied; the search process ends at its deadline.
+    const auto own = proc_dir_ + "/self/fd/" + std::to_string(copy.get());
+    if (socket_inode(read_link(own)) != inode) {
+        (void)copy.release();
+        copying_ = false;
+        found.swapped.push_back(Swapped{p.pid, *p.uid, std::atoi(fd)});
+        return std::nullopt;
+    }
+    std::uint64_t cookie = 0;
+    socklen_t size = sizeof cookie;
+    if (::getsockopt(copy.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &size) < 0)
+        return std::nullopt;
+    socket_ns_.emplace(inode, cookie);
+    if (search.identify && !search.sockets.count(cookie) && !search.known_cookies.count(cookie) &&
+        !cookie_inode_.count(cookie) && found.identified.size() < kMaxIdentified) {
+        UniqueFd ns(::ioctl(copy.get(), SIOCGSKNS));
+        struct stat st {};
+        if (ns && ::fstat(ns.get(), &st) == 0 && !search.known_inodes.count(st.st_ino)) {
+            cookie_inode_.emplace(cookie, st.st_ino);
+            identified_.insert(st.st_ino);
+            found.identified.push_back(HeldNamespace{st.st_ino, cookie, std::move(ns)});
+        }
+    }
+    return cookie;
+}
+
+void FdScan::add_holder(Process& p, const char* fd, std::uint64_t inode, bool socket,
+                        FdFound& found) {
+    if (!p.comm)
+        p.comm = process_comm(proc_dir_, p.pid);
+    found.holders[inode].push_back(FdHolder{p.pid, *p.comm, std::atoi(fd), socket});
+}
+
+// Text: "L LOOKED DENIED COMPLETE", then "H INODE PID FD SOCKET COMM", "I INODE COOKIE" (one
+// per fd passed, in order) and "S PID UID FD" lines. COMM is last on its line, newline-free.
+std::string encode_found(const FdFound& found) {
+    std::string out = "L " + std::to_string(found.looked_at) + " " +
+                      std::to_string(found.copies_denied) + " " + (found.complete ? "1" : "0") +
+                      "\n";
+    for (const auto& [inode, holders] : found.holders)
+        for (const auto& h : holders) {
+            std::string comm = h.comm;
+            for (auto& c : comm)
+                if (c == '\n')
+                    c = '?';
+            out += "H " + std::to_string(inode) + " " + std::to_string(h.pid) + " " +
+                   std::to_string(h.fd) + " " + (h.socket ? "1" : "0") + " " + comm + "\n";
+        }
+    for (const auto& n : found.identified)
+        out += "I " + std::to_string(n.inode) + " " + std::to_string(n.cookie) + "\n";
+    for (const auto& s : found.swapped)
+        out += "S " + std::to_string(s.pid) + " " + std::to_string(s.uid) + " " +
+               std::to_string(s.fd) + "\n";
+    return out;
+}
+
+namespace {
+
+// The `n` numbers after a line's tag ("X "); `rest`, when given, takes what follows the n-th
+// and a space (an H line's comm), else the line must end there.
+bool fields(std::string_view line, std::size_t n, std::uint64_t* out,
+            std::string_view* rest = nullptr) {
+    if (line.size() < 2 || line[1] != ' ')
+        return false;
+    std::size_t pos = 2;
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto space = line.find(' ', pos);
+        const bool last = i + 1 == n;
+        if ((space == std::string_view::npos) != (last && rest == nullptr))
+            return false;
+        const auto v = number(line.substr(pos, space == std::string_view::npos
+                                                   ? std::string_view::npos
+                                                   : space - pos));
+        if (!v)
+            return false;
+        out[i] = *v;
+        pos = space == std::string_view::npos ? line.size() : space + 1;
+    }
+    if (rest != nullptr)
+        *rest = line.substr(pos);
+    return true;
+}
+
+} // namespace
+
+std::optional<FdFound> decode_found(std::string_view text, std::vector<UniqueFd> fds) {
+    if (text.size() > kMaxFoundText || !text.starts_with("L "))
+        return std::nullopt;
+    FdFound found;
+    std::size_t next_fd = 0;
+    for (std::size_t at = 0; at < text.size();) {
+        const auto end = text.find('\n', at);
+        if (end == std::string_view::npos)
+            return std::nullopt; // cut
+        const auto line = text.substr(at, end - at);
+        at = end + 1;
+        std::uint64_t f[4] = {};
+        std::string_view comm;
+        switch (line.empty() ? '\0' : line[0]) {
+        case 'L':
+            if (!fields(line, 3, f) || f[2] > 1)
+                return std::nullopt;
+            found.looked_at = f[0], found.copies_denied = f[1], found.complete = f[2] == 1;
+            break;
+        case 'H':
+            if (!fields(line, 4, f, &comm) || f[1] > INT32_MAX || f[2] > INT32_MAX || f[3] > 1)
+                return std::nullopt;
+            found.holders[f[0]].push_back(FdHolder{static_cast<pid_t>(f[1]), std::string(comm),
+                                                   static_cast<int>(f[2]), f[3] == 1});
+            break;
+        case 'I':
+            if (!fields(line, 2, f) || next_fd >= fds.size())
+                return std::nullopt;
+            found.identified.push_back(HeldNamespace{f[0], f[1], std::move(fds[next_fd++])});
+            break;
+        case 'S':
+            if (!fields(line, 3, f) || f[0] > INT32_MAX || f[1] > UINT32_MAX || f[2] > INT32_MAX)
+                return std::nullopt;
+            found.swapped.push_back(Swapped{static_cast<pid_t>(f[0]), static_cast<uid_t>(f[1]),
+                                            static_cast<int>(f[2])});
+            break;
+        default:
+            return std::nullopt;
+        }
+    }
+    if (next_fd != fds.size())
+        return std::nullopt;
+    return found;
 }
 
 } // namespace nsidd::netns

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -11,7 +11,6 @@
 #include <unordered_set>
 #include <vector>
 
-#include <dirent.h>
 #include <sys/types.h>
 
 #include "util/unique_fd.hpp"
@@ -29,64 +28,101 @@ struct FdHolder {
     bool operator==(const FdHolder&) const = default;
 };
 
-/// Searches every process's open fds (/proc/PID/fd) for namespaces that nothing else visibly
-/// holds, in slices: a pass over a host with thousands of processes and fds never stalls the
-/// caller longer than its budget. nsfs files are matched by inode (opened through
-/// /proc/PID/ns/net or through a bind mount); sockets by the cookie of the namespace they were
-/// created in (SO_NETNS_COOKIE on a copy taken with pidfd_getfd, closed at once; each socket
-/// asked once per pass). A process whose /proc/PID/fd nsidd may not list (another user's, where
-/// nsidd runs without CAP_DAC_READ_SEARCH, as its unit does) is listed through /proc/PID/fdinfo
-/// (ptrace access) and each fd looked at through a copy. What is sought is fixed for the
-/// duration of a pass.
+/// What an fd search looks for.
+struct FdSearch {
+    /// nsfs inodes of the namespaces sought.
+    std::unordered_set<std::uint64_t> inodes;
+    /// Cookies of the namespaces sought through their sockets (cookie -> inode: reported under
+    /// the inode).
+    std::unordered_map<std::uint64_t, std::uint64_t> sockets;
+    /// Also identify the namespaces held by fds that are none of the known ones: some rows have
+    /// an id and no identity (their namespace was born before nsidd looked).
+    bool identify = false;
+    std::unordered_set<std::uint64_t> known_inodes;
+    std::unordered_set<std::uint64_t> known_cookies;
+    /// Processes of these users are not copied from: one of theirs swapped an fd under a copy.
+    std::unordered_set<uid_t> no_copies_from;
+};
+
+/// A namespace that no known one is, met through an fd; `fd` is open on it (nsfs) for the
+/// caller to ask its id, then close.
+struct HeldNamespace {
+    std::uint64_t inode = 0;
+    std::uint64_t cookie = 0; ///< NS_GET_ID; 0 where the kernel lacks it
+    UniqueFd fd;
+};
+
+/// A process that replaced an fd between the look that said "socket" and the copy: the copy
+/// is another kind of file, which is never closed (its close may wait on whoever serves it).
+struct Swapped {
+    pid_t pid = 0;
+    uid_t uid = 0;
+    int fd = 0;
+    bool operator==(const Swapped&) const = default;
+};
+
+/// What an fd search met.
+struct FdFound {
+    /// Holders of the namespaces sought or identified, by nsfs inode.
+    std::unordered_map<std::uint64_t, std::vector<FdHolder>> holders;
+    std::vector<HeldNamespace> identified;
+    std::vector<Swapped> swapped;
+    std::uint64_t looked_at = 0;     ///< processes and fds
+    std::uint64_t copies_denied = 0; ///< pidfd_getfd refused (EPERM, ENOSYS)
+    bool complete = false;           ///< every process was looked at
+};
+
+/// Searches every process's open fds for the namespaces sought, under rules that nothing
+/// another user owns can stall (docs/design.md, "Holders"):
+/// - an nsfs fd is known by readlink of /proc/PID/fd/N ("net:[INODE]"), never copied; where
+///   an fd on it is needed (to identify it), the link is opened O_PATH, checked to be that
+///   nsfs file through nsidd's own fdinfo, and reopened through /proc/self/fd: an nsfs open;
+/// - a socket is copied (pidfd_getfd) only after readlink (or, where nsidd may not read the
+///   link, fdinfo) says it is one, and the copy is checked to be that socket before it is
+///   used; a copy that is not (the fd was swapped meanwhile) is never closed, and the search
+///   copies nothing more;
+/// - nothing is stat'ed through an fd link, and no other kind of fd is opened or copied.
+/// A socket's close may still linger: the search runs in a process of its own
+/// (daemon/fd_search.hpp), which the daemon ends at its deadline.
 class FdScan {
 public:
-    explicit FdScan(std::string proc_dir) : proc_dir_(std::move(proc_dir)) {}
-
-    /// Starts a pass looking for these nsfs inodes, and for sockets of the namespaces with
-    /// these cookies (cookie -> inode: they are reported under the inode), abandoning one
-    /// under way.
-    void start(std::unordered_set<std::uint64_t> inodes,
-               std::unordered_map<std::uint64_t, std::uint64_t> sockets = {});
-    bool running() const noexcept { return proc_ != nullptr; }
-    /// Looks at up to `budget` more entries (processes and fds). True when the pass ended:
-    /// then found() holds what it met.
-    bool step(std::size_t budget);
-    /// The holders the last completed pass met, by inode.
-    const std::unordered_map<std::uint64_t, std::vector<FdHolder>>& found() const noexcept {
-        return found_;
-    }
-    /// Fd copies refused (EPERM, ENOSYS) in all: sockets and the fds of processes nsidd may not
-    /// list cannot be searched.
-    std::uint64_t copies_denied() const noexcept { return copies_denied_; }
-    /// Entries looked at in all (for the cost in status and benchmarks).
-    std::uint64_t looked_at() const noexcept { return looked_at_; }
+    explicit FdScan(std::string proc_dir);
+    /// Walks every process once; stops early (found.complete false) when `stop` is set.
+    FdFound run(const FdSearch& search, const std::atomic<bool>& stop);
 
 private:
-    bool next_process();
-    // The inode sought that the fd is (or, `socket` set, whose socket it is), if any.
-    std::optional<std::uint64_t> match(const char* name, bool& socket);
-    std::optional<std::uint64_t> match_socket(std::string_view link, const char* name);
-    std::optional<std::uint64_t> match_copy(const char* name, bool& socket);
-    std::optional<std::uint64_t> socket_namespace(std::uint64_t socket_inode, int fd);
-    UniqueFd copy_fd(const char* name);
-    void finish();
+    struct Process;
+    void scan_process(Process& p, const FdSearch& search, FdFound& found);
+    void on_nsfs(Process& p, const char* fd, std::uint64_t inode, bool linked,
+                 const FdSearch& search, FdFound& found);
+    void on_socket(Process& p, const char* fd, std::uint64_t inode, const FdSearch& search,
+                   FdFound& found);
+    std::optional<std::uint64_t> socket_cookie(Process& p, const char* fd, std::uint64_t inode,
+                                               const FdSearch& search, FdFound& found);
+    void add_holder(Process& p, const char* fd, std::uint64_t inode, bool socket,
+                    FdFound& found);
 
     std::string proc_dir_;
-    std::unordered_set<std::uint64_t> sought_;
-    std::unordered_map<std::uint64_t, std::uint64_t> sockets_;   // netns cookie -> inode
-    std::unordered_map<std::uint64_t, std::uint64_t> socket_ns_; // socket inode -> netns cookie
-    UniqueFd pidfd_;           // of pid_, opened at its first socket
-    bool pidfd_tried_ = false; // opening it failed: no socket of pid_ can be asked
-    bool copies_ = false;      // pid_'s fds are listed from fdinfo and looked at as copies
-    std::unique_ptr<DIR, int (*)(DIR*)> proc_{nullptr, ::closedir};
-    std::unique_ptr<DIR, int (*)(DIR*)> fds_{nullptr, ::closedir};
-    pid_t pid_ = 0;
-    std::string comm_; // of pid_, read when it is first needed
-    bool comm_read_ = false;
-    std::unordered_map<std::uint64_t, std::vector<FdHolder>> pass_, found_;
-    std::uint64_t looked_at_ = 0;
-    std::uint64_t copies_denied_ = 0;
-    std::optional<dev_t> nsfs_dev_; // the nsfs device, from our own namespace's file
+    std::uint64_t nsfs_mnt_ = 0;  // mount id of nsfs (an fd opened via /proc/PID/ns/*)
+    std::uint64_t sockfs_mnt_ = 0; // mount id of sockfs
+    bool copying_ = true;          // false once a copy was met swapped
+    std::unordered_map<std::uint64_t, std::uint64_t> socket_ns_; // socket inode -> cookie
+    std::unordered_map<std::uint64_t, std::uint64_t> cookie_inode_; // identified by socket
+    std::unordered_set<std::uint64_t> identified_;                  // inodes
 };
+
+/// The mount id and inode of an open file, from the first lines of an fdinfo file (open as
+/// `dirfd`/`name`); nullopt when it could not be read. Asks no file system.
+struct FdInfo {
+    std::uint64_t mnt_id = 0;
+    std::uint64_t inode = 0;
+};
+std::optional<FdInfo> read_fdinfo(int dirfd, const char* name);
+
+/// The search's findings as text for the pipe from its process, and back (the fds of
+/// `identified` travel beside it, in order). decode_found() rejects malformed or oversized
+/// text (nullopt). Pure.
+std::string encode_found(const FdFound& found);
+std::optional<FdFound> decode_found(std::string_view text, std::vector<UniqueFd> fds);
 
 } // namespace nsidd::netns

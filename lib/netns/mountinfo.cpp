@@ -2,6 +2,7 @@
 #include "netns/mountinfo.hpp"
 
 #include <algorithm>
+#include <charconv>
 
 namespace nsidd::netns {
 namespace {
@@ -59,7 +60,7 @@ std::vector<NsfsMount> parse_nsfs_mounts(std::string_view text) {
         std::string_view line = text.substr(0, eol);
         text.remove_prefix(std::min(eol + 1, text.size()));
         // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
-        field(line);
+        const std::string_view id = field(line);
         field(line);
         field(line);
         const std::string_view root = field(line);
@@ -72,8 +73,11 @@ std::vector<NsfsMount> parse_nsfs_mounts(std::string_view text) {
         while (!f.empty() && f != "-");
         if (f != "-" || field(line) != "nsfs")
             continue;
+        std::uint64_t mount_id = 0;
+        if (std::from_chars(id.data(), id.data() + id.size(), mount_id).ec != std::errc())
+            continue;
         if (const auto inode = net_root_inode(root))
-            out.push_back(NsfsMount{*inode, unescape(mount_point)});
+            out.push_back(NsfsMount{*inode, unescape(mount_point), mount_id});
     }
     return out;
 }

@@ -13,6 +13,7 @@ namespace nsidd::netns {
 struct NsfsMount {
     std::uint64_t inode = 0; ///< from the mount's root, "net:[INODE]"
     std::string path;        ///< the mount point, unescaped
+    std::uint64_t mount_id = 0; ///< the mount's id (mountinfo's first field, fdinfo's mnt_id)
 };
 
 /// The inode in an nsfs mount root of a network namespace, "net:[INODE]".

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""Packaging: the units pass `systemd-analyze verify` silently and score <= 2.1 on the offline
+"""Packaging: the units pass `systemd-analyze verify` silently and score <= 2.3 on the offline
 security check; `meson install --destdir` lays out the expected tree; every man page renders."""
 import os
 import re
@@ -52,7 +52,9 @@ with tempfile.TemporaryDirectory() as dest:
         m = re.search(r'Overall exposure level for nsidd\.service: ([0-9.]+)', r.stdout)
         assert m, r.stdout + r.stderr
         print('exposure', m.group(1))
-        assert float(m.group(1)) <= 2.1, m.group(1)  # 2.0 before pidfd_getfd (in @debug) was allowed
+        # 2.0 before pidfd_getfd (in @debug) was allowed; 2.3 with CAP_DAC_READ_SEARCH, which
+        # lets fd links tell nsfs files and sockets from any other file (nothing else is opened).
+        assert float(m.group(1)) <= 2.3, m.group(1)
 
     for page in ('man8/nsidd.8', 'man1/nsidctl.1', 'man5/nsidd.conf.5'):
         path = [os.path.join(dest, f) for f in files if f.endswith(page)][0]

@@ -7,8 +7,14 @@
 #include <optional>
 #include <string_view>
 
+#include <atomic>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "netns/discovery.hpp"
 #include "netns/fd_scan.hpp"
 #include "netns/id_cache.hpp"
 #include "netns/mountinfo.hpp"
@@ -131,7 +137,7 @@ TEST(SavedIds, RejectsAnythingElse) {
 }
 
 // FdScan over a directory tree standing in for /proc: fds are symlinks, as in /proc/PID/fd.
-TEST(FdScan, FindsNamespaceFdsInSlicesAndPublishesAtTheEnd) {
+TEST(FdScan, FindsNamespaceFdsByTheirLinks) {
     namespace fs = std::filesystem;
     const fs::path root = fs::temp_directory_path() / ("nsidd-fdscan-" + std::to_string(getpid()));
     fs::remove_all(root);
@@ -143,35 +149,116 @@ TEST(FdScan, FindsNamespaceFdsInSlicesAndPublishesAtTheEnd) {
             fs::create_symlink(target, root / pid / "fd" / std::to_string(fd));
     };
     proc("123", "keeper", {{0, "/dev/null"}, {3, "net:[42]"}, {4, "net:[43]"}, {9, "net:[42]"}});
-    proc("124", "other", {{0, "socket:[991]"}, {1, "net:[7]"}});
+    proc("124", "other", {{0, "socket:[991]"}, {1, "net:[7]"}, {2, "mnt:[42]"}});
     proc("130", "late", {{5, "net:[43]"}});
     fs::create_directories(root / "self"); // not a process directory
     fs::create_directories(root / "125");  // a process without an fd directory (gone)
     nsidd::netns::FdScan scan(root.string());
-    EXPECT_TRUE(scan.step(100)); // never started: nothing to do
-    scan.start({42, 43});
-    std::size_t steps = 0;
-    while (!scan.step(1)) {
-        ++steps;
-        EXPECT_TRUE(scan.found().empty()) << "published before the pass ended";
-        ASSERT_LT(steps, 1000u);
-    }
-    EXPECT_GT(steps, 8u); // one entry per step: it was sliced
+    const std::atomic<bool> go{false};
+    nsidd::netns::FdSearch search;
+    search.inodes = {42, 43};
+    auto found = scan.run(search, go);
+    EXPECT_TRUE(found.complete);
+    EXPECT_GT(found.looked_at, 10u);
     using H = nsidd::netns::FdHolder;
-    auto found = scan.found();
-    ASSERT_EQ(found.size(), 2u);
-    std::sort(found[42].begin(), found[42].end(),
+    ASSERT_EQ(found.holders.size(), 2u);
+    std::sort(found.holders[42].begin(), found.holders[42].end(),
               [](const H& a, const H& b) { return a.fd < b.fd; });
-    EXPECT_EQ(found[42], (std::vector<H>{{123, "keeper", 3}, {123, "keeper", 9}}));
-    std::sort(found[43].begin(), found[43].end(),
+    EXPECT_EQ(found.holders[42], (std::vector<H>{{123, "keeper", 3}, {123, "keeper", 9}}));
+    std::sort(found.holders[43].begin(), found.holders[43].end(),
               [](const H& a, const H& b) { return a.pid < b.pid; });
-    EXPECT_EQ(found[43], (std::vector<H>{{123, "keeper", 4}, {130, "late", 5}}));
-    // A new pass for another inode replaces the result when it ends.
+    EXPECT_EQ(found.holders[43], (std::vector<H>{{123, "keeper", 4}, {130, "late", 5}}));
+    // Another search, another inode: only what it seeks.
     fs::remove(root / "123" / "fd" / "3");
-    scan.start({7});
-    while (!scan.step(1000)) {
-    }
-    EXPECT_EQ(scan.found().size(), 1u);
-    EXPECT_EQ(scan.found().at(7), (std::vector<H>{{124, "other", 1}}));
+    search.inodes = {7};
+    found = scan.run(search, go);
+    EXPECT_EQ(found.holders.size(), 1u);
+    EXPECT_EQ(found.holders.at(7), (std::vector<H>{{124, "other", 1}}));
+    // Told to stop: incomplete.
+    const std::atomic<bool> stop{true};
+    EXPECT_FALSE(scan.run(search, stop).complete);
     fs::remove_all(root);
+}
+
+// The real /proc, this process as the holder: a socket is matched by its namespace's cookie
+// (through a copy of it), and a namespace no known one is gets identified through an nsfs fd
+// (opened O_PATH, checked, reopened: an fd on it comes back) and through a socket.
+TEST(FdScan, FindsAndIdentifiesThroughRealFds) {
+    nsidd::UniqueFd ns(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(ns);
+    struct stat st {};
+    ASSERT_EQ(::fstat(ns.get(), &st), 0);
+    const auto cookie = nsidd::netns::namespace_cookie(ns.get());
+    if (!cookie)
+        GTEST_FAIL() << "NS_GET_ID is missing (Linux < 6.18): the test cannot run here";
+    nsidd::UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ASSERT_TRUE(sock);
+    nsidd::netns::FdScan scan("/proc");
+    const std::atomic<bool> go{false};
+    nsidd::netns::FdSearch search;
+    search.sockets = {{*cookie, st.st_ino}};
+    auto found = scan.run(search, go);
+    ASSERT_TRUE(found.complete);
+    const auto mine = [&](const std::vector<nsidd::netns::FdHolder>& hs, int fd, bool socket) {
+        return std::any_of(hs.begin(), hs.end(), [&](const auto& h) {
+            return h.pid == ::getpid() && h.fd == fd && h.socket == socket;
+        });
+    };
+    ASSERT_TRUE(found.holders.count(st.st_ino));
+    EXPECT_TRUE(mine(found.holders.at(st.st_ino), sock.get(), true));
+    EXPECT_TRUE(found.identified.empty());
+    // Identify: our namespace is not among the known ones.
+    search = {};
+    search.identify = true;
+    found = scan.run(search, go);
+    ASSERT_TRUE(found.complete);
+    ASSERT_GE(found.identified.size(), 1u);
+    const auto it = std::find_if(found.identified.begin(), found.identified.end(),
+                                 [&](const auto& n) { return n.inode == st.st_ino; });
+    ASSERT_NE(it, found.identified.end());
+    EXPECT_EQ(it->cookie, *cookie);
+    struct stat got {};
+    ASSERT_EQ(::fstat(it->fd.get(), &got), 0);
+    EXPECT_EQ(got.st_ino, st.st_ino);
+    EXPECT_EQ(nsidd::netns::namespace_cookie(it->fd.get()).value_or(0), *cookie);
+    EXPECT_TRUE(mine(found.holders.at(st.st_ino), ns.get(), false));
+    EXPECT_TRUE(mine(found.holders.at(st.st_ino), sock.get(), true));
+    // Known: nothing is opened for it.
+    search.known_inodes = {st.st_ino};
+    search.known_cookies = {*cookie};
+    found = scan.run(search, go);
+    EXPECT_TRUE(std::none_of(found.identified.begin(), found.identified.end(),
+                             [&](const auto& n) { return n.inode == st.st_ino; }));
+}
+
+TEST(FdScan, FindingsRoundTripAndBadTextIsRejected) {
+    using nsidd::netns::decode_found;
+    nsidd::netns::FdFound found;
+    found.looked_at = 12345;
+    found.copies_denied = 2;
+    found.complete = true;
+    found.holders[4026532201] = {{812, "dockerd", 14, true}, {813, "with space", 3, false}};
+    found.identified.push_back({4026532202, 8192, nsidd::UniqueFd(::open("/dev/null", O_RDONLY))});
+    found.swapped.push_back({77, 1000, 5});
+    const auto text = nsidd::netns::encode_found(found);
+    std::vector<nsidd::UniqueFd> fds;
+    fds.emplace_back(::open("/dev/null", O_RDONLY));
+    const auto back = decode_found(text, std::move(fds));
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->looked_at, 12345u);
+    EXPECT_EQ(back->copies_denied, 2u);
+    EXPECT_TRUE(back->complete);
+    EXPECT_EQ(back->holders, found.holders);
+    ASSERT_EQ(back->identified.size(), 1u);
+    EXPECT_EQ(back->identified[0].inode, 4026532202u);
+    EXPECT_EQ(back->identified[0].cookie, 8192u);
+    EXPECT_TRUE(back->identified[0].fd);
+    EXPECT_EQ(back->swapped, found.swapped);
+    // Fewer or more fds than I lines, a cut line, garbage, out-of-range numbers: rejected.
+    EXPECT_FALSE(decode_found(text, {}));
+    for (const std::string bad :
+         {"", "X 1 2 3\n", "L 1 2 1", "L 1 2 1\nH 1 2 3 4 c\n", "L 1 2 1\nH 1 2 3\n",
+          "L 1 2 1\nH 1 99999999999 3 0 c\n", "L 1 2 1\nS 1 2\n", "L 1 2 1 5\n",
+          "L 1 2 1\nI 1 2\n", "L -1 2 1\n", "L 1 2 2\n"})
+        EXPECT_FALSE(decode_found(bad, {})) << bad;
 }

@@ -8,6 +8,7 @@
 #include "mirror/engine.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <deque>
 #include <filesystem>
@@ -435,6 +436,15 @@ void settle(Engine& engine, Replay* replay = nullptr) {
     }
 }
 
+// The daemon's fd search (run in a process of its own there), here over the simulated /proc.
+void search_fds(Engine& engine, Sim& sim) {
+    ASSERT_TRUE(engine.fds_due());
+    const std::atomic<bool> go{false};
+    netns::FdScan scan((sim.root() / "proc").string());
+    engine.fd_search_done(scan.run(engine.start_fd_search(), go));
+    EXPECT_FALSE(engine.fds_due());
+}
+
 // The state as the daemon serves it: settled first.
 PeerState settled_state(Engine& engine, Observer o, const registry::Entry& entry) {
     (void)engine.take_updates();
@@ -769,16 +779,21 @@ TEST(Mirror, VerdictsFollowTheClock) {
     clock.now += 59'000'000;
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Unknown);
     clock.now += 1'000'001;
+    // Past the grace, but no fd search has walked every process since it was unheld: not
+    // pinned yet. One that finds nothing makes it so.
+    EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Unknown);
+    search_fds(engine, sim);
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Pinned);
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(0).entry), PeerState::Mounted);
     auto counts = (engine.take_updates(), engine.state_counts());
     EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::Pinned)], 1u);
-    // A process keeps it open: the fd search names it, and it is fd-held.
-    ASSERT_TRUE(engine.fds_due());
+    // A process keeps it open: the next search (a minute later) names it, and it is fd-held.
     fs::create_directories(sim.root() / "proc/4242/fd");
     write(sim.root() / "proc/4242/comm", "keeper\n");
     fs::create_symlink("net:[" + std::to_string(st.st_ino) + "]", sim.root() / "proc/4242/fd/7");
-    ASSERT_TRUE(engine.discover_fds(SIZE_MAX));
+    clock.now += 60'000'000;
+    ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
+    search_fds(engine, sim);
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::FdHeld);
     EXPECT_EQ(*rows.at(1).entry.peer.holders.fds,
               (std::vector<registry::FdHolder>{{4242, "keeper", 7}}));
@@ -790,8 +805,7 @@ TEST(Mirror, VerdictsFollowTheClock) {
     fs::remove(sim.root() / "proc/4242/fd/7");
     clock.now += 60'000'000;
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
-    ASSERT_TRUE(engine.fds_due());
-    ASSERT_TRUE(engine.discover_fds(SIZE_MAX));
+    search_fds(engine, sim);
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Pinned);
     EXPECT_TRUE(rows.at(1).entry.peer.holders.fds->empty());
     // A namespace mounted after the last look at the mounts (rescans back off under load) is
