@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <sstream>
 
 #include <fcntl.h>
 #include <sys/epoll.h>
@@ -14,6 +15,9 @@
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
+
+#include "util/file.hpp"
+#include "util/time.hpp"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -38,6 +42,20 @@ bool write_all(int fd, std::string_view data) {
     return true;
 }
 
+// The CPU time (user and system) process `pid` has used so far; 0 when unknown.
+std::uint64_t process_cpu_usec(pid_t pid) {
+    const auto stat = read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
+    if (!stat)
+        return 0;
+    std::istringstream fields(stat->substr(std::min(stat->rfind(')') + 2, stat->size())));
+    std::string f;
+    std::uint64_t ticks = 0;
+    for (int i = 3; i <= 15 && fields >> f; ++i)
+        if (i == 14 || i == 15) // utime, stime
+            ticks += std::strtoull(f.c_str(), nullptr, 10);
+    return ticks * 1'000'000 / static_cast<std::uint64_t>(::sysconf(_SC_CLK_TCK));
+}
+
 // Reaps `pidfd`'s process if it has ended; true when it has.
 bool reaped(int pidfd) {
     siginfo_t info{};
@@ -48,8 +66,7 @@ bool reaped(int pidfd) {
 
 } // namespace
 
-FdSearchRunner::FdSearchRunner(sd_event* event, std::string proc_dir, Done done,
-                               GivenUp given_up)
+FdSearchRunner::FdSearchRunner(sd_event* event, std::string proc_dir, Done done, GivenUp given_up)
     : event_(event), proc_dir_(std::move(proc_dir)), done_(std::move(done)),
       given_up_(std::move(given_up)) {}
 
@@ -78,6 +95,7 @@ Result<void> FdSearchRunner::start(const netns::FdSearch& search) {
     }
     theirs.reset();
     child_ = pid;
+    started_usec_ = monotonic_usec();
     pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     sock_ = std::move(ours);
     ::fcntl(sock_.get(), F_SETFL, O_NONBLOCK);
@@ -128,8 +146,8 @@ void FdSearchRunner::run_child(int sock, const netns::FdSearch& search) {
         c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
         std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
     }
-    const bool sent = ::sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 &&
-                      write_all(sock, netns::encode_found(found));
+    const bool sent =
+        ::sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 && write_all(sock, netns::encode_found(found));
     ::close(sock); // the daemon has it all before this process closes anything else
     ::_exit(sent ? 0 : 1);
 }
@@ -170,7 +188,8 @@ bool FdSearchRunner::read_result() {
             if (text_.size() <= kMaxText)
                 continue;
         }
-        // The end: the whole text, or an error.
+        // The end: the whole text, or an error. Its process is done: what it cost.
+        cost_ = {monotonic_usec() - started_usec_, process_cpu_usec(child_)};
         auto found = n == 0 && text_.starts_with('F')
                          ? netns::decode_found(std::string_view(text_).substr(1), std::move(fds_))
                          : std::nullopt;

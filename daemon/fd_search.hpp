@@ -40,6 +40,12 @@ public:
     FdSearchRunner& operator=(const FdSearchRunner&) = delete;
 
     bool busy() const noexcept { return child_ > 0; }
+    /// What the last search that ended cost: wall time and its process's CPU time.
+    struct Cost {
+        std::uint64_t wall_usec = 0;
+        std::uint64_t cpu_usec = 0;
+    };
+    const Cost& last_cost() const noexcept { return cost_; }
     /// Search processes killed that have not ended yet.
     std::size_t ending() const noexcept { return ending_.size(); }
     /// Forks the search's process. Fails when one is under way, when kMaxEnding killed ones
@@ -75,6 +81,8 @@ private:
     EventSource deadline_;
     std::string text_;
     std::vector<UniqueFd> fds_;
+    std::uint64_t started_usec_ = 0; // CLOCK_MONOTONIC
+    Cost cost_;
     std::list<Ending> ending_;
 };
 

@@ -355,8 +355,7 @@ void Engine::identify_held(std::vector<netns::HeldNamespace>& found) {
     std::vector<int> fds;
     for (const auto& n : found)
         fds.push_back(n.fd.get());
-    const auto ids = fds.empty() ? Result<std::vector<std::optional<Nsid>>>()
-                                 : kernel_.ids_of(fds);
+    const auto ids = fds.empty() ? Result<std::vector<std::optional<Nsid>>>() : kernel_.ids_of(fds);
     const auto& rows = registry_.table(registry::kSelf)->rows;
     for (std::size_t i = 0; ids && i < ids->size() && i < found.size(); ++i) {
         if (!(*ids)[i])

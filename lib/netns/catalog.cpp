@@ -7,12 +7,8 @@
 #include <string_view>
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-#include "netns/fd_scan.hpp"
 #include "netns/mountinfo.hpp"
 #include "netns/owner.hpp"
 #include "util/file.hpp"
@@ -59,30 +55,6 @@ std::optional<Catalog::Opened> Catalog::open_ns(const std::string& path, std::op
         m.cookie = m.inode; // Linux < 6.18: the inode is the best key there is
     }
     return m;
-}
-
-std::optional<Catalog::Opened> Catalog::open_other_mount(int root, const NsfsMount& m) {
-    // Another mount namespace is another user's to build: a directory on the way may be a FUSE
-    // mount whose server never answers. The path is walked in the kernel's cache alone
-    // (RESOLVE_CACHED: EAGAIN where a file system would be asked; the next pass tries again),
-    // inside that namespace's root, opened O_PATH (no file system opens anything), checked to
-    // be that very mount, and reopened through our own fd: an nsfs open.
-    if (root < 0)
-        return std::nullopt;
-    open_how how{};
-    how.flags = O_PATH | O_CLOEXEC;
-    how.resolve = RESOLVE_CACHED | RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    UniqueFd handle(static_cast<int>(
-        ::syscall(SYS_openat2, root, m.path.c_str(), &how, sizeof how)));
-    if (!handle)
-        return std::nullopt;
-    UniqueFd info_dir(::open((roots_.proc_dir + "/self/fdinfo").c_str(),
-                             O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    const auto info =
-        info_dir ? read_fdinfo(info_dir.get(), std::to_string(handle.get()).c_str()) : std::nullopt;
-    if (!info || info->mnt_id != m.mount_id || info->inode != m.inode)
-        return std::nullopt;
-    return open_ns(roots_.proc_dir + "/self/fd/" + std::to_string(handle.get()), std::nullopt);
 }
 
 void Catalog::set_nsid(Namespace& ns, std::optional<std::int32_t> nsid) {

@@ -104,7 +104,7 @@ struct FdScan::Process {
     pid_t pid = 0;
     std::string dir; // proc_dir/PID
     Dir fds{nullptr, ::closedir};
-    UniqueFd fdinfo; // proc_dir/PID/fdinfo
+    UniqueFd fdinfo;    // proc_dir/PID/fdinfo
     bool linked = true; // its fd links can be read (ours, or CAP_DAC_READ_SEARCH)
     std::optional<std::string> comm;
     std::optional<uid_t> uid;
@@ -135,6 +135,10 @@ FdFound FdScan::run(const FdSearch& search, const std::atomic<bool>& stop) {
         ++found.looked_at;
         const auto pid = number(d->d_name);
         if (!pid || *pid == 0 || *pid > INT32_MAX)
+            continue;
+        // Not the search's own fds (the namespaces it identifies), nor nsidd's: it holds a
+        // namespace only for a moment, to ask about it.
+        if (static_cast<pid_t>(*pid) == ::getpid() || static_cast<pid_t>(*pid) == ::getppid())
             continue;
         Process p;
         p.pid = static_cast<pid_t>(*pid);
@@ -202,8 +206,8 @@ void FdScan::on_nsfs(Process& p, const char* fd, std::uint64_t inode, bool linke
     UniqueFd handle(::open(path.c_str(), O_PATH | O_CLOEXEC));
     if (!handle)
         return;
-    UniqueFd info_dir(::open((proc_dir_ + "/self/fdinfo").c_str(),
-                             O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd info_dir(
+        ::open((proc_dir_ + "/self/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     const auto info =
         info_dir ? read_fdinfo(info_dir.get(), std::to_string(handle.get()).c_str()) : std::nullopt;
     if (!info || info->mnt_id != nsfs_mnt_ || info->inode != inode)
@@ -234,9 +238,8 @@ void FdScan::on_socket(Process& p, const char* fd, std::uint64_t inode, const Fd
 
 // The cookie of the namespace socket `inode` (fd `fd` of p) was made in; each socket asked
 // once per search. A socket of a namespace no known one is gets that namespace identified.
-std::optional<std::uint64_t> FdScan::socket_cookie(Process& p, const char* fd,
-                                                   std::uint64_t inode, const FdSearch& search,
-                                                   FdFound& found) {
+std::optional<std::uint64_t> FdScan::socket_cookie(Process& p, const char* fd, std::uint64_t inode,
+                                                   const FdSearch& search, FdFound& found) {
     if (const auto known = socket_ns_.find(inode); known != socket_ns_.end())
         return known->second;
     if (!copying_)
@@ -331,9 +334,8 @@ bool fields(std::string_view line, std::size_t n, std::uint64_t* out,
         const bool last = i + 1 == n;
         if ((space == std::string_view::npos) != (last && rest == nullptr))
             return false;
-        const auto v = number(line.substr(pos, space == std::string_view::npos
-                                                   ? std::string_view::npos
-                                                   : space - pos));
+        const auto v = number(line.substr(
+            pos, space == std::string_view::npos ? std::string_view::npos : space - pos));
         if (!v)
             return false;
         out[i] = *v;

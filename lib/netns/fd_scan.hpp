@@ -87,7 +87,8 @@ struct FdFound {
 class FdScan {
 public:
     explicit FdScan(std::string proc_dir);
-    /// Walks every process once; stops early (found.complete false) when `stop` is set.
+    /// Walks every process once, but the caller and its parent (the search runs in a process
+    /// nsidd forks); stops early (found.complete false) when `stop` is set.
     FdFound run(const FdSearch& search, const std::atomic<bool>& stop);
 
 private:
@@ -99,14 +100,13 @@ private:
                    FdFound& found);
     std::optional<std::uint64_t> socket_cookie(Process& p, const char* fd, std::uint64_t inode,
                                                const FdSearch& search, FdFound& found);
-    void add_holder(Process& p, const char* fd, std::uint64_t inode, bool socket,
-                    FdFound& found);
+    void add_holder(Process& p, const char* fd, std::uint64_t inode, bool socket, FdFound& found);
 
     std::string proc_dir_;
-    std::uint64_t nsfs_mnt_ = 0;  // mount id of nsfs (an fd opened via /proc/PID/ns/*)
+    std::uint64_t nsfs_mnt_ = 0;   // mount id of nsfs (an fd opened via /proc/PID/ns/*)
     std::uint64_t sockfs_mnt_ = 0; // mount id of sockfs
     bool copying_ = true;          // false once a copy was met swapped
-    std::unordered_map<std::uint64_t, std::uint64_t> socket_ns_; // socket inode -> cookie
+    std::unordered_map<std::uint64_t, std::uint64_t> socket_ns_;    // socket inode -> cookie
     std::unordered_map<std::uint64_t, std::uint64_t> cookie_inode_; // identified by socket
     std::unordered_set<std::uint64_t> identified_;                  // inodes
 };

@@ -11,8 +11,8 @@ namespace nsidd::netns {
 
 /// An nsfs mount of a network namespace, from a mountinfo line.
 struct NsfsMount {
-    std::uint64_t inode = 0; ///< from the mount's root, "net:[INODE]"
-    std::string path;        ///< the mount point, unescaped
+    std::uint64_t inode = 0;    ///< from the mount's root, "net:[INODE]"
+    std::string path;           ///< the mount point, unescaped
     std::uint64_t mount_id = 0; ///< the mount's id (mountinfo's first field, fdinfo's mnt_id)
 };
 

@@ -48,8 +48,9 @@ def cannot_run(why):
     sys.exit(1)
 
 
-def sandbox():
-    """Re-runs the calling script inside a private network and mount namespace."""
+def sandbox(pid=False):
+    """Re-runs the calling script inside a private network and mount namespace (`pid`: and a
+    PID namespace with its own /proc, where only the test's processes are seen)."""
     if os.environ.get('NSIDD_SANDBOX') == '1':
         if VALGRIND:
             log('nsidd and nsidctl run under valgrind memcheck')
@@ -64,8 +65,9 @@ def sandbox():
     if not os.path.exists(NSIDD):
         cannot_run('nsidd not built at ' + NSIDD)
     env = dict(os.environ, NSIDD_SANDBOX='1')
-    args = ['unshare', '--net', '--mount', '--propagation', 'private', '--',
-            sys.executable, os.path.abspath(sys.argv[0])] + sys.argv[1:]
+    args = ['unshare', '--net', '--mount', '--propagation', 'private'] + \
+        (['--pid', '--fork', '--mount-proc'] if pid else []) + \
+        ['--', sys.executable, os.path.abspath(sys.argv[0])] + sys.argv[1:]
     sys.exit(subprocess.run(args, env=env).returncode)
 
 

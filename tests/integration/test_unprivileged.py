@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""nsidd as its unit runs it: not root, with only CAP_NET_ADMIN, CAP_NET_BROADCAST and
-CAP_SYS_PTRACE. It may not list another user's /proc/PID/fd (that takes CAP_DAC_READ_SEARCH),
-so the fd search lists /proc/PID/fdinfo and looks at each fd through a pidfd_getfd copy.
+"""nsidd not root, with only CAP_NET_ADMIN, CAP_NET_BROADCAST and CAP_SYS_PTRACE (the unit also
+grants CAP_DAC_READ_SEARCH; test_scans.py runs it so). It may not read another user's
+/proc/PID/fd links, so the fd search lists /proc/PID/fdinfo, tells nsfs files and sockets by
+the mount they live on, and copies only the sockets (pidfd_getfd).
 A root process outside two namespaces keeps a socket created in one and an fd of the other
 after both are deleted: both are fd-held, kind socket and kind ns, the process named; when it
 exits both die."""

@@ -12,7 +12,10 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include "netns/discovery.hpp"
 #include "netns/fd_scan.hpp"
@@ -180,8 +183,8 @@ TEST(FdScan, FindsNamespaceFdsByTheirLinks) {
     fs::remove_all(root);
 }
 
-// The real /proc, this process as the holder: a socket is matched by its namespace's cookie
-// (through a copy of it), and a namespace no known one is gets identified through an nsfs fd
+// The real /proc, a child of this process as the holder: a socket is matched by its namespace's
+// cookie (through a copy of it), and a namespace no known one is gets identified through an nsfs fd
 // (opened O_PATH, checked, reopened: an fd on it comes back) and through a socket.
 TEST(FdScan, FindsAndIdentifiesThroughRealFds) {
     nsidd::UniqueFd ns(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
@@ -193,6 +196,20 @@ TEST(FdScan, FindsAndIdentifiesThroughRealFds) {
         GTEST_FAIL() << "NS_GET_ID is missing (Linux < 6.18): the test cannot run here";
     nsidd::UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     ASSERT_TRUE(sock);
+    // The holder: a child with both fds (a search skips its own process and its parent).
+    const pid_t holder = ::fork();
+    ASSERT_GE(holder, 0);
+    if (holder == 0) {
+        ::pause();
+        ::_exit(0);
+    }
+    struct Reap {
+        pid_t pid;
+        ~Reap() {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+    } reap{holder};
     nsidd::netns::FdScan scan("/proc");
     const std::atomic<bool> go{false};
     nsidd::netns::FdSearch search;
@@ -201,7 +218,7 @@ TEST(FdScan, FindsAndIdentifiesThroughRealFds) {
     ASSERT_TRUE(found.complete);
     const auto mine = [&](const std::vector<nsidd::netns::FdHolder>& hs, int fd, bool socket) {
         return std::any_of(hs.begin(), hs.end(), [&](const auto& h) {
-            return h.pid == ::getpid() && h.fd == fd && h.socket == socket;
+            return h.pid == holder && h.fd == fd && h.socket == socket;
         });
     };
     ASSERT_TRUE(found.holders.count(st.st_ino));
@@ -258,7 +275,7 @@ TEST(FdScan, FindingsRoundTripAndBadTextIsRejected) {
     EXPECT_FALSE(decode_found(text, {}));
     for (const std::string bad :
          {"", "X 1 2 3\n", "L 1 2 1", "L 1 2 1\nH 1 2 3 4 c\n", "L 1 2 1\nH 1 2 3\n",
-          "L 1 2 1\nH 1 99999999999 3 0 c\n", "L 1 2 1\nS 1 2\n", "L 1 2 1 5\n",
-          "L 1 2 1\nI 1 2\n", "L -1 2 1\n", "L 1 2 2\n"})
+          "L 1 2 1\nH 1 99999999999 3 0 c\n", "L 1 2 1\nS 1 2\n", "L 1 2 1 5\n", "L 1 2 1\nI 1 2\n",
+          "L -1 2 1\n", "L 1 2 2\n"})
         EXPECT_FALSE(decode_found(bad, {})) << bad;
 }
