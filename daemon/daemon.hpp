@@ -122,7 +122,8 @@ private:
     static constexpr std::uint64_t kMountDelayUsec = 50'000; // the shortest
     // Longest stretch of questions for unexplained ids before the loop serves others again.
     static constexpr std::uint64_t kRefreshSliceUsec = 1'000;
-    static constexpr std::size_t kProcessesPerSlice = 2048;
+    // ~2-4 ms of /proc on a host with thousands of processes (bench/README.md, "Holder passes").
+    static constexpr std::size_t kProcessesPerSlice = 512;
     static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
     static constexpr std::size_t kBurstToLog = 10;
     static constexpr std::size_t kOrphansToLog = 10;

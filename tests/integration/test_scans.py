@@ -11,6 +11,7 @@ CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.
    is shown to hang first), held while fd searches run: GetStatus is answered every second for
    20 s, quickly, and SIGTERM stops nsidd cleanly; the same for an nsidd without
    CAP_DAC_READ_SEARCH, which tells fds apart by fdinfo."""
+import atexit
 import os
 import signal
 import subprocess
@@ -164,6 +165,9 @@ t.log('2 more, orphaned while nsidd runs: the same')
 # 3. A FUSE file whose FLUSH never returns, held by an unprivileged user.
 os.makedirs('/run/fuse-stuck', exist_ok=True)
 server = t.track(subprocess.Popen(['/usr/bin/python3', '-c', STUCK_FUSE, '/run/fuse-stuck']))
+# Should this test fail, the server goes first (atexit runs this before nsidtest's cleanup): a
+# process caught in a close on it ends only then.
+atexit.register(server.kill)
 t.wait_for('the FUSE mount', lambda: os.path.exists('/run/fuse-stuck/file'))
 closer = t.track(subprocess.Popen(['cat', '/run/fuse-stuck/file'], stdout=subprocess.DEVNULL))
 time.sleep(1.5)

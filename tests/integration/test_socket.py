@@ -5,6 +5,7 @@ no file that is not a socket is ever replaced, a stale socket is, a clean stop r
 own socket file, the socket is made 0660 in group nsidd with no call on its path after bind
 (a symlink swapped in right after bind is not followed), and the id cache is written 0600 and
 never through a symlink."""
+import atexit
 import os
 import signal
 import socket
@@ -93,8 +94,10 @@ os.unlink(path) if os.path.lexists(path) else None
 slow = subprocess.Popen(['strace', '-qq', '-o', '/dev/null', '-e', 'trace=bind',
                          '-e', 'inject=bind:delay_exit=1000000', t.NSIDD, '--config', '/dev/null',
                          '--metrics-listen', 'none', '--id-cache', 'none', '--socket', path],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-t.track(slow)
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                        start_new_session=True)
+# strace and the nsidd it runs go together, whatever happens below.
+atexit.register(lambda: slow.poll() is None and os.killpg(slow.pid, signal.SIGKILL))
 t.wait_for('the socket file made by bind', lambda: os.path.lexists(path), timeout=30,
            interval=0.005)
 st = os.lstat(path)
