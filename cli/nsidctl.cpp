@@ -319,7 +319,11 @@ public:
             return exit_code(r.error());
         const Json& deaths = array_at(*r, "deaths");
         if (!s_.json.empty()) {
-            print_json(s_, deaths);
+            Json out = deaths;
+            for (auto& d : out) // the state as list and leaks spell it
+                if (d.is_object() && d.contains("state"))
+                    d["state"] = state_name(d["state"]);
+            print_json(s_, out);
             return Ok;
         }
         std::vector<std::vector<std::string>> rows;
@@ -438,7 +442,17 @@ int run(Session& session, const CLI::App& app, const std::string& observer, cons
     return Usage;
 }
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv_in) {
+    // "-j=pretty" as "--json=pretty" (CLI11 takes "=" after long options only).
+    std::vector<std::string> words(argv_in, argv_in + argc);
+    for (auto& w : words)
+        if (w.rfind("-j=", 0) == 0)
+            w = "--json=" + w.substr(3);
+    std::vector<char*> pointers;
+    for (auto& w : words)
+        pointers.push_back(w.data());
+    pointers.push_back(nullptr);
+    char** argv = pointers.data();
     Settings settings;
     CLI::App app{"nsidctl: query nsidd, the nsid table mirror", "nsidctl"};
     app.set_version_flag("--version", std::string(nsidd::kVersion));

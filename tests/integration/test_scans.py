@@ -12,6 +12,7 @@ CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.
    20 s, quickly, and SIGTERM stops nsidd cleanly; the same for an nsidd without
    CAP_DAC_READ_SEARCH, which tells fds apart by fdinfo."""
 import atexit
+import json
 import os
 import signal
 import subprocess
@@ -161,6 +162,16 @@ os.kill(before[2]['holder'].pid, signal.SIGCONT)
 during = [orphan('run-ns', 'ns'), orphan('run-sk', 'socket')]
 wait_judged(d, during, 'orphans made while nsidd runs judged fd-held')
 t.log('2 more, orphaned while nsidd runs: the same')
+# Its holder gone, the namespace dies: history keeps its last state, spelled as list spells it
+# (and -j=pretty is --json=pretty).
+gone = during[1]
+gone['holder'].kill()
+gone['holder'].wait()
+t.wait_for('its death', lambda: any(x['nsid'] == gone['nsid'] for x in t.deaths(d)))
+hist = json.loads(t.nsidctl('-j=pretty', 'history', socket_path=d.socket).stdout)
+died = [x for x in hist if x['nsid'] == gone['nsid']]
+assert died and died[-1]['state'] == 'fd-held', died
+t.log('its holder killed, it died: nsidctl -j=pretty history says fd-held')
 
 # 3. A FUSE file whose FLUSH never returns, held by an unprivileged user.
 os.makedirs('/run/fuse-stuck', exist_ok=True)
