@@ -10,11 +10,8 @@ longest GetStatus took while asked every 5 ms during the pass.
 Usage (root): python3 bench/holder_pass.py [NS] [MOUNTS] [PROCS] [FDS]"""
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -29,27 +26,7 @@ os.makedirs('/run/m', exist_ok=True)
 have = sum(1 for _ in open('/proc/self/mountinfo'))
 subprocess.run(['sh', '-c', 'for i in $(seq %d); do mkdir /run/m/$i; mount -t tmpfs t /run/m/$i; '
                 'done' % max(0, mounts - have)], check=True)
-work = tempfile.mkdtemp()
-children = []
-for i in range(procs):
-    pid = os.fork()
-    if pid == 0:
-        keep = []
-        for k in range(fds):
-            kind = k % 5
-            if kind == 0:
-                keep.append(os.open('/dev/null', os.O_RDONLY))
-            elif kind == 1:
-                keep.extend(os.pipe())
-            elif kind == 2:
-                keep.append(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
-            else:
-                keep.append(os.open(os.path.join(work, 'f%d' % (k % 7)),
-                                    os.O_RDONLY | os.O_CREAT))
-        signal.pause()
-        os._exit(0)
-    children.append(pid)
-
+children = t.busy_host(procs, fds)
 
 def cpu_usec(pid):
     with open('/proc/%d/stat' % pid) as f:
@@ -127,7 +104,4 @@ try:
     holder.kill()
     d.stop()
 finally:
-    for pid in children:
-        os.kill(pid, signal.SIGKILL)
-    for pid in children:
-        os.waitpid(pid, 0)
+    t.end_busy_host(children)

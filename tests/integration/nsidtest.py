@@ -90,6 +90,40 @@ def ip_batch_in(netns, lines):
         os.unlink(f.name)
 
 
+def busy_host(procs, fds):
+    """Forks `procs` processes, each holding `fds` open fds (/dev/null, pipes, Unix sockets and
+    regular files, the mix of a real host), for the fd-search benchmarks; returns their pids
+    (end them with end_busy_host)."""
+    work = tempfile.mkdtemp()
+    children = []
+    for _ in range(procs):
+        pid = os.fork()
+        if pid == 0:
+            keep = []
+            for k in range(fds):
+                kind = k % 5
+                if kind == 0:
+                    keep.append(os.open('/dev/null', os.O_RDONLY))
+                elif kind == 1:
+                    keep.extend(os.pipe())
+                elif kind == 2:
+                    keep.append(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+                else:
+                    keep.append(os.open(os.path.join(work, 'f%d' % (k % 7)),
+                                        os.O_RDONLY | os.O_CREAT))
+            signal.pause()
+            os._exit(0)
+        children.append(pid)
+    return children
+
+
+def end_busy_host(children):
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
 def netns_names():
     try:
         return sorted(os.listdir('/run/netns'))
