@@ -19,8 +19,9 @@ would (nsenter into the container). It checks, in order:
  9. metrics are served on 127.0.0.1:9477;
 10. a user in group nsidd can list; one outside it is refused;
 11. namespaces kept only by a socket created inside one and an fd of the other, in a root
-    process, are fd-held, kind socket and ns (the service's user cannot list that process's
-    fds: it looks through pidfd_getfd copies, which the syscall filter lets through). Where the
+    process, are fd-held, kind socket and ns (the service's user reads that process's fd links
+    with CAP_DAC_READ_SEARCH, in a search process of its own, and copies only the socket, with
+    pidfd_getfd, which the syscall filter lets through). Where the
     container's root is not shared (nspawn run from a chroot), the service's private mount
     namespace never sees /run/netns mounts: it names them through /proc/PID/root;
 12. powered off: installing again keeps an edited config; purging removes what it made.
@@ -372,8 +373,8 @@ def journal_metrics_access(c):
 def fd_holders(c):
     """Under the unit's user, capabilities and syscall filter: a root process outside two
     namespaces keeps a socket created in one and an fd of the other after both are deleted.
-    nsidd may not list its /proc/PID/fd (no CAP_DAC_READ_SEARCH) and looks through fd copies:
-    both are fd-held, kind socket and kind ns."""
+    nsidd reads its fd links (CAP_DAC_READ_SEARCH) and copies only the socket: both are
+    fd-held, kind socket and kind ns."""
     c.sh('for n in sk nsfd; do ip netns add $n && ip netns set $n auto; done && '
          'ip -n sk link set lo up')
     ids = {n['id'] for n in c.json('ip -j netns list') if n.get('name') in ('sk', 'nsfd')}
