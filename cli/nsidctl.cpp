@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/args.hpp"
 #include "cli/format.hpp"
 #include "util/time.hpp"
 #include "varlink/client.hpp"
@@ -396,19 +397,6 @@ private:
 
 } // namespace
 
-// The first word that is not an option or an option's value: the command.
-std::string command_word(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const std::string prev = argv[i - 1];
-        if (a.rfind('-', 0) == 0 || prev == "--socket" ||
-            ((prev == "-j" || prev == "--json") && (a == "short" || a == "pretty")))
-            continue;
-        return a;
-    }
-    return {};
-}
-
 // Runs the parsed command. A reply that does not have the shape the interface promises is
 // nsidd's error (exit 1), never a crash.
 int run(Session& session, const CLI::App& app, const std::string& observer, const Filter& filter,
@@ -443,16 +431,8 @@ int run(Session& session, const CLI::App& app, const std::string& observer, cons
 }
 
 int main(int argc, char** argv_in) {
-    // "-j=pretty" as "--json=pretty" (CLI11 takes "=" after long options only).
-    std::vector<std::string> words(argv_in, argv_in + argc);
-    for (auto& w : words)
-        if (w.rfind("-j=", 0) == 0)
-            w = "--json=" + w.substr(3);
-    std::vector<char*> pointers;
-    for (auto& w : words)
-        pointers.push_back(w.data());
-    pointers.push_back(nullptr);
-    char** argv = pointers.data();
+    nsidctl::Args args(argc, argv_in);
+    char** argv = args.argv();
     Settings settings;
     CLI::App app{"nsidctl: query nsidd, the nsid table mirror", "nsidctl"};
     app.set_version_flag("--version", std::string(nsidd::kVersion));
@@ -490,7 +470,7 @@ int main(int argc, char** argv_in) {
     app.add_subcommand("resync", "Re-read the tables from the kernel (root)");
     app.add_subcommand("reload", "Re-read the configuration (root)");
     app.add_subcommand("metrics", "Print Prometheus metrics");
-    const std::string word = command_word(argc, argv);
+    const std::string word = nsidctl::command_word(argc, argv);
     const auto commands = app.get_subcommands([](const CLI::App*) { return true; });
     if (!word.empty() && std::none_of(commands.begin(), commands.end(),
                                       [&word](const auto* c) { return c->get_name() == word; })) {

@@ -305,10 +305,14 @@ void Catalog::end_pass(std::uint64_t now_usec) {
         }
         // What this pass counted is what holds it now; without a process, no pid to show.
         const auto counted = std::exchange(ns.pass_processes, 0);
-        if (counted > 0)
+        if (counted > 0) {
             ns.no_process_since_usec = 0;
-        else if (ns.no_process_since_usec == 0)
+        } else if (ns.no_process_since_usec == 0) {
+            // Its grace starts now: changed, so that its verdict gets the deadline (a leak
+            // older than nsidd, on a quiet host, is judged at the end of the grace).
             ns.no_process_since_usec = now_usec;
+            changed_.push_back(cookie);
+        }
         if (counted != ns.processes || (counted == 0 && ns.pid)) {
             ns.processes = counted;
             if (counted == 0) {
