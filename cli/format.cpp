@@ -179,14 +179,73 @@ std::string leak_holder(const std::string& state, const Json& peer) {
     return "the kernel";
 }
 
+namespace {
+
+// `word` quoted for a POSIX shell when it needs it.
+std::string shell_quote(const std::string& word) {
+    if (!word.empty() &&
+        word.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                               "0123456789/._-:@%+=,") == std::string::npos)
+        return word;
+    std::string out = "'";
+    for (const char c : word)
+        out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
+// The runtime whose path `path` is: its words on what happened and what it offers.
+std::string runtime_advice(const std::string& path) {
+    const auto base = path.substr(path.rfind('/') + 1);
+    if (path.find("/docker/netns/") != std::string::npos)
+        return "its container is gone or dockerd is down: docker rm -f the container if "
+               "docker ps -a lists it, or restart dockerd (it removes stale sandboxes); else";
+    if (base.rfind("netns-", 0) == 0)
+        return "its container is gone (podman): podman rm -f the container if podman ps -a "
+               "lists it; else";
+    if (base.rfind("cni-", 0) == 0)
+        return "its pod is gone: crictl rmp the pod if crictl pods lists it, or run the CNI "
+               "plugin's GC; else";
+    return "nothing but this mount holds it; if it is not wanted";
+}
+
+} // namespace
+
+std::string leak_command(const std::string& state, const Json& peer) {
+    if (state != "stale-mount")
+        return {};
+    // One command, on the host's own mount point where there is one: unmounting it there
+    // takes its propagated copies in other mount namespaces with it.
+    std::string host, other;
+    for (const auto& m : object_at(peer, "holders").value("mounts", Json::array())) {
+        const auto path = m.is_string() ? m.get<std::string>() : std::string();
+        if (path.rfind("/proc/", 0) != 0 && host.empty())
+            host = path;
+        else if (path.rfind("/proc/", 0) == 0 && other.empty())
+            other = path;
+    }
+    if (!host.empty()) {
+        if (host.rfind("/run/netns/", 0) == 0 && host.find('/', 11) == std::string::npos)
+            return "ip netns del " + shell_quote(host.substr(11)); // umount and rm, as ip does
+        return "umount " + shell_quote(host) + " && rm " + shell_quote(host);
+    }
+    // Only in another mount namespace: /proc/PID/root/PATH.
+    const auto root = other.find("/root/");
+    if (root == std::string::npos)
+        return {};
+    const auto pid = other.substr(6, root - 6);
+    const auto path = other.substr(root + 5);
+    return "nsenter -t " + pid + " -m umount " + shell_quote(path) + " && nsenter -t " + pid +
+           " -m rm " + shell_quote(path);
+}
+
 std::string leak_action(const std::string& state, const Json& peer) {
-    const Json& h = object_at(peer, "holders");
     if (state == "stale-mount") {
-        std::string paths;
-        for (const auto& m : h.value("mounts", Json::array()))
-            paths += (paths.empty() ? "" : " ") + cell(m);
-        return "its pod is gone: umount " + paths + " && rm " + paths +
-               " (or run the CNI plugin's GC)";
+        const auto command = leak_command(state, peer);
+        std::string path;
+        for (const auto& m : object_at(peer, "holders").value("mounts", Json::array()))
+            if (path.empty() && m.is_string())
+                path = m.get<std::string>();
+        return runtime_advice(path) + ": " + (command.empty() ? "unmount it" : command);
     }
     if (state == "fd-held")
         return "a process keeps an fd to it: " + leak_holder(state, peer) +

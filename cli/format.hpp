@@ -45,6 +45,9 @@ struct Filter {
 std::string leak_holder(const std::string& state, const Json& peer);
 /// What an operator can do about a leaking peer.
 std::string leak_action(const std::string& state, const Json& peer);
+/// The one shell command that frees a stale-mount leak (its mount gone, nothing holds the
+/// namespace), "" for other states.
+std::string leak_command(const std::string& state, const Json& peer);
 /// A peer's names, else "pid N", else "-".
 std::string peer_label(const Json& peer);
 /// One Watch change as a line: seq, kind, + or -, observer, nsid, peer, state.

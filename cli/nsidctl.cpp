@@ -237,6 +237,8 @@ public:
             const Json peer = e.value("peer", Json::object());
             Json out = cli_entry(e);
             out["action"] = leak_action(state.get<std::string>(), peer);
+            if (const auto command = leak_command(state.get<std::string>(), peer); !command.empty())
+                out["command"] = command;
             found.push_back(out);
             rows.push_back({std::to_string(e.at("nsid").get<std::int64_t>()), cell(state),
                             fit(leak_holder(state.get<std::string>(), peer), 24),
