@@ -8,6 +8,7 @@
 
 #include <fnmatch.h>
 
+#include "util/runtimes.hpp"
 #include "util/time.hpp"
 
 namespace nsidctl {
@@ -61,10 +62,15 @@ std::string age(const Json& v) {
     return t ? nsidd::format_age(t, nsidd::realtime_usec()) : v.get<std::string>();
 }
 
-std::string peer_label(const Json& peer) {
-    if (peer.contains("names") && peer["names"].is_array() && !peer["names"].empty()) {
+std::string peer_label(const Json& peer, bool former) {
+    for (const char* key : {"names", "former_names"}) {
+        if (!former && key[0] == 'f')
+            break;
+        const auto names = peer.find(key);
+        if (names == peer.end() || !names->is_array() || names->empty())
+            continue;
         std::string out;
-        for (const auto& n : peer["names"])
+        for (const auto& n : *names)
             out += (out.empty() ? "" : ",") + cell(n);
         return out;
     }
@@ -115,13 +121,17 @@ std::string held_by(const Json& peer) {
     return "-";
 }
 
-// Whose the peer is, briefly: runtime and short container id, else the pod, else the unit.
+// Whose the peer is, briefly: runtime and short container (else sandbox) id, else the pod, else
+// the unit.
 std::string owned_by(const Json& peer) {
     const Json& o = object_at(peer, "owner");
     const auto text = [&o](const char* key) {
         return o.contains(key) && o[key].is_string() ? cell(o[key]) : std::string();
     };
-    if (const auto container = text("container"); !container.empty()) {
+    auto container = text("container");
+    if (container.empty())
+        container = text("sandbox"); // all its mount point says
+    if (!container.empty()) {
         const auto runtime = text("runtime");
         return (runtime.empty() ? "" : runtime + ":") + container.substr(0, 12);
     }
@@ -179,8 +189,6 @@ std::string leak_holder(const std::string& state, const Json& peer) {
     return "the kernel";
 }
 
-namespace {
-
 // `word` quoted for a POSIX shell when it needs it.
 std::string shell_quote(const std::string& word) {
     if (!word.empty() &&
@@ -193,19 +201,23 @@ std::string shell_quote(const std::string& word) {
     return out + "'";
 }
 
-// The runtime whose path `path` is: its words on what happened and what it offers.
-std::string runtime_advice(const std::string& path) {
-    const auto base = path.substr(path.rfind('/') + 1);
-    if (path.find("/docker/netns/") != std::string::npos)
-        return "its container is gone or dockerd is down: docker rm -f the container if "
-               "docker ps -a lists it, or restart dockerd (it removes stale sandboxes); else";
-    if (base.rfind("netns-", 0) == 0)
-        return "its container is gone (podman): podman rm -f the container if podman ps -a "
-               "lists it; else";
-    if (base.rfind("cni-", 0) == 0)
-        return "its pod is gone: crictl rmp the pod if crictl pods lists it, or run the CNI "
-               "plugin's GC; else";
-    return "nothing but this mount holds it; if it is not wanted";
+namespace {
+
+// The runtime whose path `path` is: its words on what happened and what it offers
+// (util/runtimes.hpp), naming the container where the owner says which.
+std::string runtime_advice(const std::string& path, const Json& peer) {
+    const auto* runtime = nsidd::runtime_of_path(path);
+    std::string advice(runtime != nullptr && !runtime->advice.empty()
+                           ? runtime->advice
+                           : "nothing but this mount holds it; if it is not wanted");
+    const Json& o = object_at(peer, "owner");
+    const auto container = o.value("container", Json(nullptr));
+    const auto at = advice.find("{container}");
+    if (at != std::string::npos)
+        advice.replace(at, 11,
+                       container.is_string() ? shell_quote(container.get<std::string>())
+                                             : std::string("CONTAINER"));
+    return advice + (runtime != nullptr && runtime->leak_prone ? "; else" : "");
 }
 
 } // namespace
@@ -245,7 +257,7 @@ std::string leak_action(const std::string& state, const Json& peer) {
         for (const auto& m : object_at(peer, "holders").value("mounts", Json::array()))
             if (path.empty() && m.is_string())
                 path = m.get<std::string>();
-        return runtime_advice(path) + ": " + (command.empty() ? "unmount it" : command);
+        return runtime_advice(path, peer) + ": " + (command.empty() ? "unmount it" : command);
     }
     if (state == "fd-held")
         return "a process keeps an fd to it: " + leak_holder(state, peer) +

@@ -29,7 +29,8 @@ std::size_t columns(std::string_view text);
 const Json& object_at(const Json& j, const char* key);
 /// What holds a peer, briefly: its processes (one named), else its first bind mount.
 std::string held_by(const Json& peer);
-/// Whose a peer is, briefly: runtime and short container id, else the pod, else the unit.
+/// Whose a peer is, briefly: runtime and short container (else sandbox) id, else the pod, else
+/// the unit.
 std::string owned_by(const Json& peer);
 /// A state as people, metrics and the journal spell it: the wire's stale_mount and fd_held are
 /// stale-mount and fd-held.
@@ -48,8 +49,10 @@ std::string leak_action(const std::string& state, const Json& peer);
 /// The one shell command that frees a stale-mount leak (its mount gone, nothing holds the
 /// namespace), "" for other states.
 std::string leak_command(const std::string& state, const Json& peer);
-/// A peer's names, else "pid N", else "-".
-std::string peer_label(const Json& peer);
+/// `word` quoted for a POSIX shell where it needs it.
+std::string shell_quote(const std::string& word);
+/// A peer's names (else, with `former`, the names it had: a dead one's), else "pid N", else "-".
+std::string peer_label(const Json& peer, bool former = false);
 /// One Watch change as a line: seq, kind, + or -, observer, nsid, peer, state.
 std::string watch_line(const Json& change);
 

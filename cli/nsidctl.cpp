@@ -47,6 +47,7 @@ Json cli_entry(const Json& e) {
     out["peer"] = peer;
     out["state"] = state_name(e.value("state", Json(nullptr)));
     out["since"] = e.value("since", Json(nullptr));
+    out["leaking-since"] = e.value("leaking_since", Json(nullptr));
     out["source"] = e.value("source", Json(nullptr));
     return out;
 }
@@ -242,14 +243,18 @@ public:
             found.push_back(out);
             rows.push_back({std::to_string(e.at("nsid").get<std::int64_t>()), cell(state),
                             fit(leak_holder(state.get<std::string>(), peer), 24),
-                            fit(owned_by(peer), 16), age(e.value("since", Json()))});
+                            fit(owned_by(peer), 16), age(e.value("leaking_since", Json()))});
         }
         // Names left behind: `ip netns` lists them, no namespace is there.
         for (const auto& name : st->value("dangling_names", Json::array())) {
             const std::string path =
                 "/run/netns/" + (name.is_string() ? name.get<std::string>() : "");
-            found.push_back({{"dangling-name", name},
-                             {"action", "no namespace is mounted there: rm " + cell(Json(path))}});
+            const auto command = "rm " + shell_quote(path);
+            found.push_back({{"state", "dangling"},
+                             {"dangling-name", name},
+                             {"path", path},
+                             {"action", "no namespace is mounted there: " + command},
+                             {"command", command}});
             rows.push_back({"-", "dangling", fit(cell(Json(path)), 24), "-", "-"});
         }
         if (!s_.json.empty()) {
@@ -335,7 +340,7 @@ public:
             const std::string lifetime = nsidd::format_duration(life);
             const Json peer = d.value("peer", Json::object());
             const bool down = d.value("died_while_down", false);
-            rows.push_back({cell(d["nsid"]), peer_label(peer),
+            rows.push_back({cell(d["nsid"]), peer_label(peer, true),
                             cell(peer.value("cookie", Json(nullptr))),
                             down ? "while down" : age(d.value("died", Json())),
                             d.value("since", Json()).is_null() ? "-" : lifetime,

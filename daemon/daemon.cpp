@@ -16,6 +16,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "daemon/journal.hpp"
+#include "util/runtimes.hpp"
 #include "util/time.hpp"
 #include "version.hpp"
 
@@ -116,7 +117,7 @@ Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
                                   options_.scope == Scope::Host,
                                   options_.assign_ids,
                                   static_cast<std::uint64_t>(options_.orphan_grace * 1e6),
-                                  options_.stale_mount_paths};
+                                  leak_prone_paths(options_.stale_mount_paths)};
     engine_ = std::make_unique<mirror::Engine>(*kernel_, config);
     // Ids saved by an earlier nsidd in this boot spare the kernel a question per namespace.
     if (options_.id_cache != "none" && engine_->load_ids(options_.id_cache))

@@ -237,8 +237,12 @@ std::vector<std::string> leak_fields(registry::Nsid nsid, const registry::Identi
     if (p.owner) {
         if (!p.owner->unit.empty())
             f.push_back("UNIT=" + p.owner->unit);
+        if (!p.owner->runtime.empty())
+            f.push_back("RUNTIME=" + p.owner->runtime);
         if (!p.owner->container.empty())
             f.push_back("CONTAINER=" + p.owner->container);
+        if (!p.owner->sandbox.empty())
+            f.push_back("SANDBOX=" + p.owner->sandbox);
         if (!p.owner->pod_uid.empty())
             f.push_back("POD_UID=" + p.owner->pod_uid);
     }
@@ -256,8 +260,12 @@ std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::
     switch (s) {
     case mirror::PeerState::StaleMount:
         return fmt::format("{} is held only by the bind mount {} for {} s or more (a stale "
-                           "CNI-style mount: unmount it to free the namespace)",
-                           id, fmt::join(p.holders.mounts, ","), grace);
+                           "{} mount{}: nsidctl leaks says what frees it)",
+                           id, fmt::join(p.holders.mounts, ","), grace,
+                           p.owner && !p.owner->runtime.empty() ? p.owner->runtime : "runtime",
+                           p.owner && !p.owner->container.empty()
+                               ? " of container " + p.owner->container
+                               : std::string());
     case mirror::PeerState::FdHeld:
         return fmt::format(
             "{} is held only by {} of pid {} ({}), fd {}: that process keeps "

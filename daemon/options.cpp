@@ -105,7 +105,8 @@ void describe_limits(CLI::App& app, Options& o) {
         ->check(CLI::Range(0.0, 86400.0 * 7))
         ->capture_default_str();
     app.add_option("--stale-mount-paths", o.stale_mount_paths,
-                   "Globs of bind mounts that outlive their owner (CNI's); comma-separated")
+                   "Globs of bind mounts that outlive their owner, added to the runtimes' own "
+                   "(CNI/CRI, Docker, Podman); comma-separated")
         ->delimiter(',')
         ->check(CLI::Validator(
             [](std::string& glob) {

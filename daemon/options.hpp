@@ -33,13 +33,9 @@ struct Options {
     unsigned idle_timeout = 45;              ///< seconds a half-sent request may wait
     double discovery_interval = 10;          ///< seconds between discovery passes over /proc
     double orphan_grace = 60; ///< seconds a peer may go unheld before it is pinned (or stale)
-    /// Bind mounts that outlive their owner (globs): a peer held only by one is stale-mount.
-    /// CNI/CRI, Docker (rootful and rootless), Podman (rootful; rootless is under
-    /// /run/user/*/netns).
-    std::vector<std::string> stale_mount_paths{
-        "/run/netns/cni-*",        "/var/run/netns/cni-*",       "/run/docker/netns/*",
-        "/var/run/docker/netns/*", "/run/user/*/docker/netns/*", "/run/netns/netns-*",
-        "/var/run/netns/netns-*",  "/run/user/*/netns/*"};
+    /// Globs of bind mounts that outlive their owner, beyond the runtimes' own
+    /// (util/runtimes.hpp): a peer held only by one is stale-mount.
+    std::vector<std::string> stale_mount_paths;
     bool assign_ids = false;                 ///< give every namespace found an id in self's table
     std::string id_cache = "/run/nsidd/ids"; ///< ids kept across restarts; "none": not kept
 };

@@ -265,7 +265,13 @@ void VarlinkApi::publish(Server& server, std::vector<registry::Change>& changes)
                 dead[c.entry.nsid] = &c.entry.peer;
     for (auto& c : changes) {
         const std::uint64_t seq = ++seq_;
-        const char* state = to_string(engine_.state(c.observer, c.entry));
+        // A row that left its table shows the last state decided for it, as History does
+        // (not the unknown of its last moments, when its holder had gone).
+        const bool gone = c.kind == registry::ChangeKind::Del ||
+                          c.kind == registry::ChangeKind::Purge || c.removed;
+        const char* state = to_string(gone && c.entry.decided != registry::PeerState::Unknown
+                                          ? c.entry.decided
+                                          : engine_.state(c.observer, c.entry));
         // Taken over where no later change of this batch reads it (the dead's identities).
         registry::Change shown{c.kind, c.observer,
                                dead.empty() ? engine_.view(c.observer, std::move(c.entry))

@@ -25,7 +25,8 @@ varlink::Json owner_json(const Shared<Owner>& o) {
     return {{"unit", text(o->unit)},
             {"runtime", text(o->runtime)},
             {"container", text(o->container)},
-            {"pod_uid", text(o->pod_uid)}};
+            {"pod_uid", text(o->pod_uid)},
+            {"sandbox", text(o->sandbox)}};
 }
 
 varlink::Json fds_json(const std::vector<registry::FdHolder>& fds) {
@@ -55,6 +56,7 @@ varlink::Json peer_json(const registry::Identity& id) {
               {"pid", or_null(id.pid)},
               {"comm", h.comm->empty() ? varlink::Json(nullptr) : varlink::Json(*h.comm)},
               {"mounts", mounts_json(h)},
+              {"also_in", h.also_in},
               {"fds", fds_json(*h.fds)}}},
             {"owner", owner_json(id.owner)}};
 }
@@ -74,6 +76,9 @@ varlink::Json to_json(const registry::Entry& e, const char* state) {
             {"peer", peer_json(e.peer)},
             {"state", wire_state},
             {"since", format_iso8601(e.since_usec)},
+            {"leaking_since", e.leaking_since_usec != 0
+                                  ? varlink::Json(format_iso8601(e.leaking_since_usec))
+                                  : varlink::Json()},
             {"source", registry::to_string(e.source)}};
 }
 

@@ -197,13 +197,21 @@ private:
     // down; those whose id it holds are checked when their row's identity is known.
     void find_deaths_while_down();
     void record_death_while_down(Nsid nsid, std::uint64_t cookie);
+    // When a peer found unheld now became so: the time the id cache kept for it (unheld before
+    // a restart too; used once), else the start of this pass.
+    std::uint64_t resumed_unheld(const registry::Identity& peer);
     // Sets a row's identity, noting the row for the next take_updates().
     void set_peer(Nsid nsid, registry::Identity id);
     // A row whose state may have changed (and whose identity did, when `identity`).
     void touch(Nsid nsid, bool identity = false);
-    // The state as of now; `deadline`: set to when it changes with time alone, if it will.
-    PeerState live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
-                         std::uint64_t& deadline) const;
+    // The state as of now, since when its evidence has held (leak states only), and when it
+    // changes with time alone, if it will (0: it will not).
+    struct Verdict {
+        PeerState state = PeerState::Unknown;
+        std::uint64_t leaking_since = 0;
+        std::uint64_t deadline = 0;
+    };
+    Verdict live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now) const;
     // Rereads the mount table, noting when.
     void scan_mounts(bool full);
     static registry::Identity identity_of(const netns::Namespace& ns);
@@ -212,9 +220,11 @@ private:
     void identify_held(std::vector<netns::HeldNamespace>& found);
     // The owner parsed from /proc/PID/cgroup of a process holding a peer's fd.
     std::optional<Owner> fd_holder_owner(std::int32_t pid) const;
-    // Whether one of the namespace's mounts is on a stale-mount path (a glob's literal prefix
-    // first: most mounts fail it, and fnmatch costs ~1 us).
-    bool on_stale_path(const Strings& mounts) const;
+    // Whether a mount-only namespace leaks once no process has been inside for the grace: it
+    // was a container's (its owner names one), or one of its mounts, here or in another mount
+    // namespace, is on a leak-prone path (a glob's literal prefix first: most mounts fail it,
+    // and fnmatch costs ~1 us).
+    bool leak_prone(const netns::Namespace& ns) const;
     // Host scope: whether `entry` of `observer`'s table names our own namespace.
     bool names_self(Observer observer, const registry::Entry& entry) const;
 
@@ -268,6 +278,12 @@ private:
     // From the id cache: first-seen times by cookie (taken once a row is identified), the ids
     // saved (for deaths while down) and when they were saved.
     std::unordered_map<std::uint64_t, std::uint64_t> first_seen_;
+    // From the id cache, by cookie: since when nothing visible held a namespace before the
+    // restart (its verdict's clock resumes from there).
+    std::unordered_map<std::uint64_t, std::uint64_t> saved_unheld_;
+    // Bumped when a row's leaking-since changes: the id cache keeps it (saved when it moved).
+    std::uint64_t evidence_version_ = 0;
+    std::uint64_t saved_evidence_version_ = 0;
     netns::SavedIds cached_ids_;
     std::uint64_t cache_saved_usec_ = 0;
     std::unordered_map<Nsid, std::uint64_t> pending_down_; // saved id -> its saved cookie

@@ -34,6 +34,7 @@ registry::Identity Engine::identity_of(const netns::Namespace& ns) {
     id.holders.comm = ns.comm;
     id.holders.mounts = ns.mounts;
     id.holders.other_mounts = ns.other_mounts;
+    id.holders.also_in = ns.also_in;
     id.owner = ns.owner;
     return id;
 }
@@ -205,6 +206,28 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
     return true;
 }
 
+namespace {
+
+// Nothing discovery can see holds the peer now: no process, no mount, no name. Its identity
+// without them (its names become former names; fds are the search's to say), or nullopt
+// when it shows none already.
+std::optional<registry::Identity> without_holders(const registry::Identity& peer) {
+    if (peer.names.empty() && !peer.pid && peer.holders.processes == 0 &&
+        peer.holders.mounts.empty() && peer.holders.other_mounts.empty())
+        return std::nullopt;
+    auto id = peer;
+    if (!id.names.empty()) {
+        id.former_names = Strings::merge(id.former_names, id.names);
+        id.names = {};
+    }
+    id.pid.reset();
+    id.holders = registry::Holders{}; // gone: not shown
+    id.holders.fds = peer.holders.fds;
+    return id;
+}
+
+} // namespace
+
 void Engine::renew_verdicts() {
     // A row whose peer nothing held in the pass just ended is unheld since that pass began, or
     // since earlier if it already was.
@@ -224,19 +247,8 @@ void Engine::renew_verdicts() {
             }
             continue;
         }
-        if (const auto& peer = row.entry.peer; !peer.names.empty() || peer.pid ||
-                                               peer.holders.processes > 0 ||
-                                               !peer.holders.mounts.empty()) {
-            // Nothing discovery can see holds it now: no process, no mount, no name.
-            auto id = peer;
-            if (!id.names.empty()) {
-                id.former_names = Strings::merge(id.former_names, id.names);
-                id.names = {};
-            }
-            id.pid.reset();
-            id.holders = registry::Holders{{}, {}, {}, peer.holders.fds, peer.holders.other_mounts};
-            unheld.emplace_back(nsid, std::move(id));
-        }
+        if (auto id = without_holders(row.entry.peer))
+            unheld.emplace_back(nsid, std::move(*id));
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
             // Newer than the pass or the last look at the mounts (either may have missed its
             // holder), or ids still being asked for: no verdict until discovery covers it.
@@ -244,7 +256,8 @@ void Engine::renew_verdicts() {
                 next.emplace(nsid, *was);
             continue;
         }
-        next.emplace(nsid, Unheld{since, was != nullptr ? was->unheld_since : pass_started_usec_});
+        next.emplace(nsid, Unheld{since, was != nullptr ? was->unheld_since
+                                                        : resumed_unheld(row.entry.peer)});
         if (row.entry.held)
             flips.emplace_back(nsid, false);
         if (was == nullptr || row.entry.held)
@@ -265,6 +278,15 @@ void Engine::renew_verdicts() {
     if (!unheld_now.empty() &&
         (unheld_now != fd_searched_for_ || now - fd_searched_usec_ >= kFdSearchAgainUsec))
         fds_due_ = true;
+}
+
+std::uint64_t Engine::resumed_unheld(const registry::Identity& peer) {
+    const auto saved = peer.cookie ? saved_unheld_.find(*peer.cookie) : saved_unheld_.end();
+    if (saved == saved_unheld_.end())
+        return pass_started_usec_;
+    const auto since = std::min(pass_started_usec_, saved->second);
+    saved_unheld_.erase(saved); // once: a later unheld spell starts afresh
+    return since;
 }
 
 bool Engine::names_self(Observer observer, const registry::Entry& entry) const {
@@ -294,6 +316,10 @@ void Engine::set_peer(Nsid nsid, registry::Identity id) {
             id.first_seen_usec = seen->second;
         first_seen_.erase(seen);
     }
+    // Known only now (an fd search identified it): if it was unheld before a restart too, its
+    // verdict's clock runs on from then.
+    if (auto* v = unheld_.get(nsid); v != nullptr && v->row_since == row->second.entry.since_usec)
+        v->unheld_since = std::min(v->unheld_since, resumed_unheld(id));
     if (registry_.set_peer(nsid, std::move(id)))
         touch(nsid, true);
 }

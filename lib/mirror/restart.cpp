@@ -32,8 +32,10 @@ bool Engine::load_ids(const std::string& path) {
     if (!cache)
         return false;
     catalog_.use_saved_ids(cache->ids, cache->mount_ids);
+    catalog_.use_saved_evidence(std::move(cache->no_process_since_usec), std::move(cache->owners));
     cached_ids_ = std::move(cache->ids);
     first_seen_ = std::move(cache->first_seen_usec);
+    saved_unheld_ = std::move(cache->unheld_since_usec);
     cache_saved_usec_ = cache->saved_usec;
     return true;
 }
@@ -41,16 +43,33 @@ bool Engine::load_ids(const std::string& path) {
 Result<void> Engine::save_ids(const std::string& path, bool now) {
     auto key = origin();
     if (key.boot_id.empty() || key.self_cookie == 0 ||
-        (!now && catalog_.ids_version() == saved_ids_version_))
+        (!now && catalog_.ids_version() == saved_ids_version_ &&
+         evidence_version_ == saved_evidence_version_))
         return {};
-    netns::IdCache cache{catalog_.saved_ids(), {}, clock_.realtime(), catalog_.saved_mount_ids()};
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
-        if (const auto& p = row.entry.peer; p.cookie && cache.ids.count(*p.cookie))
-            cache.first_seen_usec.emplace(
-                *p.cookie, std::min(row.entry.since_usec, p.first_seen_usec.value_or(UINT64_MAX)));
+    netns::IdCache cache;
+    cache.ids = catalog_.saved_ids();
+    cache.saved_usec = clock_.realtime();
+    cache.mount_ids = catalog_.saved_mount_ids();
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
+        const auto& p = row.entry.peer;
+        if (!p.cookie)
+            continue;
+        cache.ids.emplace(*p.cookie, nsid); // also those only an fd holds (no mount, no process)
+        cache.first_seen_usec.emplace(
+            *p.cookie, std::min(row.entry.since_usec, p.first_seen_usec.value_or(UINT64_MAX)));
+        // What a verdict's clock runs from, and whose it is: a restart keeps both.
+        if (const auto* ns = catalog_.by_nsid(nsid); ns != nullptr && ns->no_process_since_usec)
+            cache.no_process_since_usec.emplace(*p.cookie, ns->no_process_since_usec);
+        if (const auto* v = unheld_.get(nsid); v != nullptr && v->row_since == row.entry.since_usec)
+            cache.unheld_since_usec.emplace(*p.cookie, v->unheld_since);
+        if (p.owner)
+            cache.owners.emplace(*p.cookie, *p.owner);
+    }
     auto written = write_file_atomic(path, netns::format_id_cache(key, cache), 0600);
-    if (written)
+    if (written) {
         saved_ids_version_ = catalog_.ids_version();
+        saved_evidence_version_ = evidence_version_;
+    }
     return written;
 }
 

@@ -25,20 +25,37 @@ registry::Entry Engine::view(Observer observer, registry::Entry&& entry) const {
             entry.since_usec = *entry.peer.first_seen_usec; // first seen before a restart
     } else if (entry.current_nsid) {
         const auto& rows = registry_.table(registry::kSelf)->rows;
-        if (const auto it = rows.find(*entry.current_nsid); it != rows.end())
+        if (const auto it = rows.find(*entry.current_nsid); it != rows.end()) {
             entry.peer = it->second.entry.peer;
+            entry.leaking_since_usec = it->second.entry.leaking_since_usec;
+        }
     }
     return std::move(entry);
 }
 
-bool Engine::on_stale_path(const Strings& mounts) const {
-    for (const std::string_view m : mounts) // each ends in a NUL (util/strings.hpp)
+bool Engine::leak_prone(const netns::Namespace& ns) const {
+    // A container's namespace (its owner names a container or a runtime's sandbox) with no
+    // process left is a leak wherever its mount is, an agent container's copy included:
+    // runtimes remove theirs with the container.
+    if (ns.owner && (!ns.owner->container.empty() || !ns.owner->sandbox.empty()))
+        return true;
+    const auto on_glob = [this](std::string_view m) {
         for (const auto& glob : config_.stale_mount_paths) {
             const auto literal = glob.find_first_of("*?[\\");
             if (m.compare(0, literal, glob, 0, literal) == 0 &&
-                ::fnmatch(glob.c_str(), m.data(), FNM_PATHNAME) == 0)
+                ::fnmatch(glob.c_str(), std::string(m).c_str(), FNM_PATHNAME) == 0)
                 return true;
         }
+        return false;
+    };
+    for (const std::string_view m : ns.mounts)
+        if (on_glob(m))
+            return true;
+    for (std::string_view m : ns.other_mounts) { // /proc/PID/root/PATH: PATH there
+        const auto root = m.find("/root/");
+        if (root != std::string_view::npos && on_glob(m.substr(root + 5)))
+            return true;
+    }
     return false;
 }
 
@@ -53,36 +70,35 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
     return row == nullptr ? PeerState::Unknown : row->entry.state;
 }
 
-PeerState Engine::live_state(Nsid nsid, const registry::Entry& entry, std::uint64_t now,
-                             std::uint64_t& deadline) const {
-    deadline = 0;
+Engine::Verdict Engine::live_state(Nsid nsid, const registry::Entry& entry,
+                                   std::uint64_t now) const {
     const auto grace = config_.orphan_grace_usec;
     if (entry.held) {
         const auto* ns = catalog_.by_nsid(nsid);
         if (ns == nullptr || (!ns->pid && ns->processes == 0 && !ns->mounted()))
-            return PeerState::Unknown; // its holder went since the last look (a teardown)
+            return {PeerState::Unknown}; // its holder went since the last look (a teardown)
         if (ns->pid || ns->processes > 0)
-            return PeerState::Active; // a process held it at the last look
-        // Bind mounts only: a stale-mount path that has outlived every process by the grace
-        // period is the leak CNI leaves behind.
-        if (ns->no_process_since_usec == 0 || !on_stale_path(ns->mounts))
-            return PeerState::Mounted;
-        if (now - ns->no_process_since_usec >= grace)
-            return PeerState::StaleMount;
-        deadline = ns->no_process_since_usec + grace;
-        return PeerState::Mounted;
+            return {PeerState::Active}; // a process held it at the last look
+        // Bind mounts only: a runtime's mount (its path, or its container's owner) that has
+        // outlived every process by the grace period is the leak a runtime leaves behind.
+        const auto since = ns->no_process_since_usec;
+        if (since == 0 || !leak_prone(*ns))
+            return {PeerState::Mounted};
+        if (now - since >= grace)
+            return {PeerState::StaleMount, since};
+        return {PeerState::Mounted, 0, since + grace};
     }
     const auto* v = unheld_.get(nsid);
     if (v == nullptr || v->row_since != entry.since_usec)
-        return PeerState::Unknown; // no verdict yet
+        return {PeerState::Unknown}; // no verdict yet
     if (!entry.peer.holders.fds->empty())
-        return PeerState::FdHeld;
+        return {PeerState::FdHeld, v->unheld_since};
     // Pinned: nothing held it for the grace period, fds included (a search that began after it
     // was unheld walked every process and found none).
     if (now - v->unheld_since >= grace)
-        return fd_covered_usec_ >= v->unheld_since ? PeerState::Pinned : PeerState::Unknown;
-    deadline = v->unheld_since + grace;
-    return PeerState::Unknown;
+        return fd_covered_usec_ >= v->unheld_since ? Verdict{PeerState::Pinned, v->unheld_since}
+                                                   : Verdict{PeerState::Unknown};
+    return {PeerState::Unknown, 0, v->unheld_since + grace};
 }
 
 void Engine::touch(Nsid nsid, bool identity) {
@@ -108,12 +124,14 @@ std::vector<registry::Change> Engine::take_updates() {
         if (row == rows.end())
             continue;
         const auto& entry = row->second.entry;
-        std::uint64_t deadline = 0;
-        const auto now_state = live_state(nsid, entry, now, deadline);
-        if (deadline != 0)
-            deadlines_.emplace(deadline, nsid);
-        if (entry.state != now_state) // as last settled: what state() answers
-            registry_.set_state(nsid, now_state);
+        const auto verdict = live_state(nsid, entry, now);
+        if (verdict.deadline != 0)
+            deadlines_.emplace(verdict.deadline, nsid);
+        // As last settled: what state() answers.
+        if (entry.leaking_since_usec != verdict.leaking_since)
+            ++evidence_version_;
+        if (entry.state != verdict.state || entry.leaking_since_usec != verdict.leaking_since)
+            registry_.set_state(nsid, verdict.state, verdict.leaking_since);
         else if (!identity)
             continue;
         out.push_back(registry::Change{registry::ChangeKind::Update, registry::kSelf, entry});

@@ -116,6 +116,8 @@ bool Catalog::add(Namespace& ns, std::uint64_t cookie, std::uint64_t now_usec) {
     ns.cookie_is_inode = !cookies_;
     ns.first_seen_usec = now_usec;
     changed_.push_back(cookie);
+    if (const auto o = saved_owners_.find(cookie); o != saved_owners_.end())
+        ns.owner = Shared(std::move(o->second)); // until a process met inside says better
     const auto h = hints_.find(cookie);
     if (h == hints_.end() || ns.cookie_is_inode)
         return false;
@@ -248,45 +250,16 @@ void Catalog::restart_pass() {
     ++pass_;
 }
 
-std::size_t Catalog::read_other_mounts(const char* pid, std::uint64_t now_usec) {
-    const auto base = roots_.proc_dir + "/" + pid;
-    auto mnt = read_link(base + "/ns/mnt");
-    if (own_mnt_ns_.empty() || mnt.empty() || mnt == own_mnt_ns_ ||
-        !pass_mnt_ns_.insert(std::move(mnt)).second)
-        return 0;
-    const auto text = read_file(base + "/mountinfo");
-    if (!text)
-        return 0; // exited meanwhile
-    if (pass_known_inodes_.empty())
-        for (const auto& [cookie, ns] : namespaces_)
-            pass_known_inodes_.insert(ns.inode);
-    std::vector<Opened> opened;
-    UniqueFd root;
-    for (auto& m : parse_nsfs_mounts(*text)) {
-        auto path = base + "/root" + m.path;
-        // A namespace no process here is in and no mount of ours reaches is named through
-        // this mount alone (e.g. a CNI mount in a runtime's private mount namespace).
-        if (!pass_known_inodes_.count(m.inode) && !pass_inodes_.count(m.inode)) {
-            if (!root)
-                root.reset(::open((base + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-            if (auto ns = open_other_mount(root.get(), m)) {
-                pass_known_inodes_.insert(ns->inode);
-                opened.push_back(std::move(*ns));
-            }
-        }
-        pass_other_mounts_[m.inode].push_back(std::move(path));
-    }
-    const auto work = opened.size() + text->size() / 256; // a process's worth per 256 bytes
-    record(opened, now_usec, false);
-    return work;
-}
-
 void Catalog::drop_pass_scratch() {
     // Freed, not cleared: between passes they would keep a bucket array and, where another
     // mount namespace was read, an inode of every namespace known.
     pass_inodes_ = {};
     pass_mnt_ns_ = {};
     pass_other_mounts_ = {};
+    pass_own_groups_ = {};
+    pass_other_groups_ = {};
+    pass_also_in_ = {};
+    pass_own_groups_read_ = false;
     pass_known_inodes_ = {};
 }
 
@@ -299,8 +272,11 @@ void Catalog::end_pass(std::uint64_t now_usec) {
             other = std::move(it->second);
             std::sort(other.begin(), other.end());
         }
-        if (Strings now(other); now != ns.other_mounts) {
+        const auto also = pass_also_in_.find(ns.inode);
+        const auto also_in = also == pass_also_in_.end() ? 0 : also->second;
+        if (Strings now(other); now != ns.other_mounts || also_in != ns.also_in) {
             ns.other_mounts = std::move(now);
+            ns.also_in = also_in;
             changed_.push_back(cookie);
         }
         // What this pass counted is what holds it now; without a process, no pid to show.
@@ -308,11 +284,15 @@ void Catalog::end_pass(std::uint64_t now_usec) {
         if (counted > 0) {
             ns.no_process_since_usec = 0;
         } else if (ns.no_process_since_usec == 0) {
-            // Its grace starts now: changed, so that its verdict gets the deadline (a leak
-            // older than nsidd, on a quiet host, is judged at the end of the grace).
-            ns.no_process_since_usec = now_usec;
+            // Its grace starts now (or ran on from before a restart): changed, so that its
+            // verdict gets the deadline (a leak older than nsidd is judged when grace ends).
+            const auto saved = saved_no_process_.find(cookie);
+            ns.no_process_since_usec =
+                saved != saved_no_process_.end() ? std::min(now_usec, saved->second) : now_usec;
             changed_.push_back(cookie);
         }
+        if (!saved_no_process_.empty())
+            saved_no_process_.erase(cookie);
         if (counted != ns.processes || (counted == 0 && ns.pid)) {
             ns.processes = counted;
             if (counted == 0) {
@@ -332,6 +312,8 @@ void Catalog::end_pass(std::uint64_t now_usec) {
     ++pass_;
     ++stats_.passes;
     hints_.clear(); // a namespace the pass did not meet is gone
+    saved_no_process_.clear();
+    saved_owners_.clear();
 }
 
 bool Catalog::scan_proc(std::size_t budget, std::uint64_t now_usec) {
@@ -486,6 +468,12 @@ std::vector<std::uint64_t> Catalog::take_changed() {
     out.swap(changed_);
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
+    // No process was seen in it: its mount points say whose it is (a runtime's sandbox), and
+    // it stays so when they move (an agent's copy outliving the runtime's own mount).
+    for (const auto cookie : out)
+        if (const auto it = namespaces_.find(cookie); it != namespaces_.end() && !it->second.owner)
+            if (auto o = owner_of_mounts(it->second.mounts, it->second.other_mounts))
+                it->second.owner = Shared(std::move(*o));
     return out;
 }
 

@@ -38,7 +38,9 @@ struct Namespace {
     /// shared with the registry: changed as copies).
     Strings names, former_names;
     Strings mounts; ///< every mount point that reaches it (sorted)
-    /// Bind mounts in other mount namespaces, /proc/PID/root/PATH (the last /proc pass, sorted).
+    /// Bind mounts in other mount namespaces, /proc/PID/root/PATH (the last /proc pass, sorted):
+    /// each a holder of its own (a private copy, or the first of a propagation group no mount
+    /// of ours is in).
     Strings other_mounts;
     /// Any nsfs bind mount, under the netns directory or not, here or in another mount
     /// namespace.
@@ -53,6 +55,9 @@ struct Namespace {
     std::uint32_t pass_processes = 0;        ///< counted so far by the pass under way
     std::uint32_t seen_pass = 0;             ///< the last /proc pass that met a process in it
     std::uint32_t asked_round = 0;           ///< the last refresh round that asked for its id
+    /// Copies of its mounts in other mount namespaces that go with a mount named above (the
+    /// same propagation group): unmounting that one takes them (the last /proc pass).
+    std::uint32_t also_in = 0;
     bool cookie_is_inode = false;
     bool unverified = false; ///< the id came from saved ids, not from the kernel
 };
@@ -122,6 +127,12 @@ public:
     /// namespace.
     void use_saved_ids(SavedIds ids,
                        const std::unordered_map<std::uint64_t, std::uint64_t>& mounts);
+    /// Takes what the id cache kept of namespaces as found from now on: since when no process
+    /// was inside (a namespace the first pass again finds without one keeps that time, so its
+    /// verdict's clock runs on), and their owners (kept until a process inside says another).
+    /// Dropped when the next /proc pass ends, like the saved ids.
+    void use_saved_evidence(std::unordered_map<std::uint64_t, std::uint64_t> no_process_since,
+                            std::unordered_map<std::uint64_t, Owner> owners);
     /// For the id cache: by cookie, the unique id of a mount whose root is that namespace
     /// (listmount(2) only).
     std::unordered_map<std::uint64_t, std::uint64_t> saved_mount_ids() const;
@@ -189,6 +200,10 @@ private:
     // records the namespaces only they reach. Returns the work it took, in processes' worth
     // (for the slice's budget).
     std::size_t read_other_mounts(const char* pid, std::uint64_t now_usec);
+    // Whether nsfs mount `m` of another mount namespace is a propagated copy (peer group
+    // from mountinfo's shared:N/master:N) of one of ours or of one named already: then it is
+    // counted in its namespace's also_in, not named.
+    bool fold_propagated(const NsfsMount& m);
     void set_nsid(Namespace& ns, std::optional<std::int32_t> nsid);
     // Where the namespace was last seen: a mount point of it here, one in another mount
     // namespace, or a process in it ("" when none is known). Derived, not stored: one path per
@@ -217,7 +232,9 @@ private:
     std::uint64_t self_cookie_ = 0; // our own namespace: never given an id by --assign-ids
     std::uint64_t self_inode_ = 0;
     SavedIds hints_; // cookie -> id, from a saved id cache
-    std::unordered_map<std::uint64_t, std::uint64_t> mount_hints_; // unique mount id -> cookie
+    std::unordered_map<std::uint64_t, std::uint64_t> mount_hints_;      // unique mount id -> cookie
+    std::unordered_map<std::uint64_t, std::uint64_t> saved_no_process_; // cookie -> usec
+    std::unordered_map<std::uint64_t, Owner> saved_owners_;             // cookie -> owner
     std::vector<std::uint64_t> distrusted_;
     std::uint64_t ids_version_ = 0;
     std::unordered_map<std::uint64_t, Namespace> namespaces_; // by cookie
@@ -232,6 +249,17 @@ private:
     // read from them: namespace inode -> /proc/PID/root/PATH.
     std::unordered_set<std::string> pass_mnt_ns_;
     std::unordered_map<std::uint64_t, std::vector<std::string>> pass_other_mounts_;
+    // Propagation in this pass: (inode, peer group) of our own nsfs mounts and of the copies
+    // in other mount namespaces named so far; copies that go with one, by namespace inode.
+    struct PairHash {
+        std::size_t operator()(const std::pair<std::uint64_t, std::uint64_t>& p) const noexcept {
+            return std::hash<std::uint64_t>{}(p.first * 0x9e3779b97f4a7c15ull ^ p.second);
+        }
+    };
+    using Groups = std::unordered_set<std::pair<std::uint64_t, std::uint64_t>, PairHash>;
+    Groups pass_own_groups_, pass_other_groups_;
+    std::unordered_map<std::uint64_t, std::uint32_t> pass_also_in_;
+    bool pass_own_groups_read_ = false;
     // Inodes of the namespaces known when the pass first read another mount namespace.
     std::unordered_set<std::uint64_t> pass_known_inodes_;
     std::string own_mnt_ns_;

@@ -16,6 +16,7 @@
 
 #include "netns/catalog.hpp"
 #include "netns/fd_scan.hpp"
+#include "util/file.hpp"
 
 namespace nsidd::netns {
 namespace {
@@ -25,6 +26,12 @@ namespace {
 constexpr unsigned kStatxMntIdUnique = 0x4000;
 
 } // namespace
+
+void Catalog::use_saved_evidence(std::unordered_map<std::uint64_t, std::uint64_t> no_process_since,
+                                 std::unordered_map<std::uint64_t, Owner> owners) {
+    saved_no_process_ = std::move(no_process_since);
+    saved_owners_ = std::move(owners);
+}
 
 void Catalog::use_saved_ids(SavedIds ids,
                             const std::unordered_map<std::uint64_t, std::uint64_t>& mounts) {
@@ -206,13 +213,68 @@ std::optional<Catalog::Opened> Catalog::open_other_mount(int root, const NsfsMou
         static_cast<int>(::syscall(SYS_openat2, root, m.path.c_str(), &how, sizeof how)));
     if (!handle)
         return std::nullopt;
-    UniqueFd info_dir(
-        ::open((roots_.proc_dir + "/self/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    const auto info =
-        info_dir ? read_fdinfo(info_dir.get(), std::to_string(handle.get()).c_str()) : std::nullopt;
+    const auto info = own_fdinfo(roots_.proc_dir, handle.get());
     if (!info || info->mnt_id != m.mount_id || info->inode != m.inode)
         return std::nullopt;
     return open_ns(roots_.proc_dir + "/self/fd/" + std::to_string(handle.get()), std::nullopt);
+}
+
+std::size_t Catalog::read_other_mounts(const char* pid, std::uint64_t now_usec) {
+    const auto base = roots_.proc_dir + "/" + pid;
+    auto mnt = read_link(base + "/ns/mnt");
+    if (own_mnt_ns_.empty() || mnt.empty() || mnt == own_mnt_ns_ ||
+        !pass_mnt_ns_.insert(std::move(mnt)).second)
+        return 0;
+    const auto text = read_file(base + "/mountinfo");
+    if (!text)
+        return 0; // exited meanwhile
+    if (pass_known_inodes_.empty())
+        for (const auto& [cookie, ns] : namespaces_)
+            pass_known_inodes_.insert(ns.inode);
+    std::vector<Opened> opened;
+    UniqueFd root;
+    for (auto& m : parse_nsfs_mounts(*text)) {
+        auto path = base + "/root" + m.path;
+        const bool copy = fold_propagated(m);
+        // A namespace no process here is in and no mount of ours reaches is named through
+        // this mount alone (e.g. a CNI mount in a runtime's private mount namespace).
+        if (!pass_known_inodes_.count(m.inode) && !pass_inodes_.count(m.inode)) {
+            if (!root)
+                root.reset(::open((base + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+            if (auto ns = open_other_mount(root.get(), m)) {
+                pass_known_inodes_.insert(ns->inode);
+                opened.push_back(std::move(*ns));
+            }
+        }
+        if (!copy)
+            pass_other_mounts_[m.inode].push_back(std::move(path));
+    }
+    const auto work = opened.size() + text->size() / 256; // a process's worth per 256 bytes
+    record(opened, now_usec, false);
+    return work;
+}
+
+bool Catalog::fold_propagated(const NsfsMount& m) {
+    if (m.peer_group == 0 && m.master == 0)
+        return false; // private: a holder of its own (an agent container's volume)
+    if (!pass_own_groups_read_) {
+        // Our own nsfs mounts' peer groups, read once per pass where some other mount
+        // namespace has a propagating nsfs mount.
+        pass_own_groups_read_ = true;
+        if (const auto own = read_file(roots_.proc_dir + "/self/mountinfo"))
+            for (const auto& o : parse_nsfs_mounts(*own))
+                if (o.peer_group != 0)
+                    pass_own_groups_.emplace(o.inode, o.peer_group);
+    }
+    // It goes with a mount of ours (a peer, or a slave of one: unmounting ours takes it), or
+    // with a copy elsewhere already named (the same group it receives from).
+    const bool folded =
+        pass_own_groups_.count({m.inode, m.master}) ||
+        pass_own_groups_.count({m.inode, m.peer_group}) ||
+        !pass_other_groups_.emplace(m.inode, m.master ? m.master : m.peer_group).second;
+    if (folded)
+        ++pass_also_in_[m.inode];
+    return folded;
 }
 
 } // namespace nsidd::netns

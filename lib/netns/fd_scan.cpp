@@ -10,10 +10,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/nsfs.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "netns/discovery.hpp"
@@ -59,13 +62,6 @@ std::string link_of(int dirfd, const char* name) {
     return len > 0 ? std::string(target, static_cast<std::size_t>(len)) : std::string();
 }
 
-// The mount id of an fd of ours, from our own fdinfo.
-std::uint64_t own_mnt_id(const std::string& proc_dir, int fd) {
-    UniqueFd dir(::open((proc_dir + "/self/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    const auto info = dir ? read_fdinfo(dir.get(), std::to_string(fd).c_str()) : std::nullopt;
-    return info ? info->mnt_id : 0;
-}
-
 } // namespace
 
 std::optional<FdInfo> read_fdinfo(int dirfd, const char* name) {
@@ -100,6 +96,11 @@ std::optional<FdInfo> read_fdinfo(int dirfd, const char* name) {
     return info;
 }
 
+std::optional<FdInfo> own_fdinfo(const std::string& proc_dir, int fd) {
+    UniqueFd dir(::open((proc_dir + "/self/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    return dir ? read_fdinfo(dir.get(), std::to_string(fd).c_str()) : std::nullopt;
+}
+
 struct FdScan::Process {
     pid_t pid = 0;
     std::string dir; // proc_dir/PID
@@ -115,10 +116,13 @@ struct FdScan::Process {
 FdScan::FdScan(std::string proc_dir) : proc_dir_(std::move(proc_dir)) {
     // Which mounts nsfs and sockfs files live on, from fds of our own: fdinfo then tells an
     // nsfs or socket fd of a process whose fd links nsidd may not read.
-    if (UniqueFd self(::open((proc_dir_ + "/self/ns/net").c_str(), O_RDONLY | O_CLOEXEC)); self)
-        nsfs_mnt_ = own_mnt_id(proc_dir_, self.get());
+    if (UniqueFd self(::open((proc_dir_ + "/self/ns/net").c_str(), O_RDONLY | O_CLOEXEC)); self) {
+        nsfs_mnt_ = own_fdinfo(proc_dir_, self.get()).value_or(FdInfo{}).mnt_id;
+        if (struct stat st{}; ::fstat(self.get(), &st) == 0)
+            nsfs_dev_ = st.st_dev;
+    }
     if (UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)); sock)
-        sockfs_mnt_ = own_mnt_id(proc_dir_, sock.get());
+        sockfs_mnt_ = own_fdinfo(proc_dir_, sock.get()).value_or(FdInfo{}).mnt_id;
 }
 
 FdFound FdScan::run(const FdSearch& search, const std::atomic<bool>& stop) {
@@ -168,15 +172,14 @@ void FdScan::scan_process(Process& p, const FdSearch& search, FdFound& found) {
             if (link.empty())
                 continue;
             if (const auto inode = net_root_inode(link)) // opened via /proc/PID/ns/net
-                on_nsfs(p, d->d_name, *inode, true, search, found);
+                on_nsfs(p, d->d_name, *inode, Seen::Link, search, found);
             else if (const auto sock = socket_inode(link))
                 on_socket(p, d->d_name, *sock, search, found);
             else if (link == "/" && p.fdinfo)
                 // The root of a mount, or an nsfs file opened through a bind mount since
-                // unmounted: known by its inode only when that inode is sought.
-                if (const auto info = read_fdinfo(p.fdinfo.get(), d->d_name);
-                    info && search.inodes.count(info->inode))
-                    add_holder(p, d->d_name, info->inode, false, found);
+                // unmounted (`ip netns del` while a process keeps the file open).
+                if (const auto info = read_fdinfo(p.fdinfo.get(), d->d_name))
+                    on_nsfs(p, d->d_name, info->inode, Seen::DetachedRoot, search, found);
             continue;
         }
         const auto info = p.fdinfo ? read_fdinfo(p.fdinfo.get(), d->d_name) : std::nullopt;
@@ -185,38 +188,44 @@ void FdScan::scan_process(Process& p, const FdSearch& search, FdFound& found) {
         if (info->mnt_id == sockfs_mnt_ && sockfs_mnt_ != 0)
             on_socket(p, d->d_name, info->inode, search, found);
         else if ((info->mnt_id == nsfs_mnt_ && nsfs_mnt_ != 0) || search.inodes.count(info->inode))
-            on_nsfs(p, d->d_name, info->inode, false, search, found);
+            on_nsfs(p, d->d_name, info->inode, Seen::FdInfo, search, found);
     }
 }
 
-void FdScan::on_nsfs(Process& p, const char* fd, std::uint64_t inode, bool linked,
+void FdScan::on_nsfs(Process& p, const char* fd, std::uint64_t inode, Seen seen,
                      const FdSearch& search, FdFound& found) {
     if (search.inodes.count(inode) || identified_.count(inode)) {
         add_holder(p, fd, inode, false, found);
         return;
     }
-    // Only a link can be opened (nsidd may open what it may read), and only a network
-    // namespace's ("net:[...]"); known namespaces need no fd.
-    if (!search.identify || !linked || search.known_inodes.count(inode) ||
+    // Only a link can be opened (nsidd may open what it may read); known namespaces need no
+    // fd.
+    if (!search.identify || seen == Seen::FdInfo || search.known_inodes.count(inode) ||
         found.identified.size() >= kMaxIdentified)
         return;
     // O_PATH: no file system is asked to open anything. The fd may have been replaced since the
-    // readlink: it is used only if our own fdinfo says it is that nsfs file.
+    // readlink: it is used only if it is that nsfs file now, by our own fdinfo (its mount is
+    // nsfs's) or, for a bind mount since unmounted, by a statx that asks no file system
+    // (AT_STATX_DONT_SYNC: nsfs's device and that inode).
     const auto path = p.dir + "/fd/" + fd;
     UniqueFd handle(::open(path.c_str(), O_PATH | O_CLOEXEC));
     if (!handle)
         return;
-    UniqueFd info_dir(
-        ::open((proc_dir_ + "/self/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    const auto info =
-        info_dir ? read_fdinfo(info_dir.get(), std::to_string(handle.get()).c_str()) : std::nullopt;
-    if (!info || info->mnt_id != nsfs_mnt_ || info->inode != inode)
-        return;
+    if (seen == Seen::Link) {
+        const auto info = own_fdinfo(proc_dir_, handle.get());
+        if (!info || info->mnt_id != nsfs_mnt_ || info->inode != inode)
+            return;
+    } else {
+        struct statx stx {};
+        if (::statx(handle.get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) != 0 ||
+            ::makedev(stx.stx_dev_major, stx.stx_dev_minor) != nsfs_dev_ || stx.stx_ino != inode)
+            return;
+    }
     // Reopened through our own fd: an nsfs open, whatever the process does meanwhile.
     UniqueFd ns(::open((proc_dir_ + "/self/fd/" + std::to_string(handle.get())).c_str(),
                        O_RDONLY | O_CLOEXEC));
-    if (!ns)
-        return;
+    if (!ns || ::ioctl(ns.get(), NS_GET_NSTYPE) != CLONE_NEWNET)
+        return; // another kind of namespace
     const auto cookie = namespace_cookie(ns.get());
     identified_.insert(inode);
     found.identified.push_back(HeldNamespace{inode, cookie ? *cookie : 0, std::move(ns)});

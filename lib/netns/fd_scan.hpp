@@ -94,8 +94,12 @@ public:
 private:
     struct Process;
     void scan_process(Process& p, const FdSearch& search, FdFound& found);
-    void on_nsfs(Process& p, const char* fd, std::uint64_t inode, bool linked,
-                 const FdSearch& search, FdFound& found);
+    // How an fd was seen to be an nsfs file: its link (net:[INODE]), its link "/" (the root of
+    // a mount since detached: a namespace file opened through a bind mount since unmounted),
+    // or its fdinfo only (a process whose links nsidd may not read).
+    enum class Seen : std::uint8_t { Link, DetachedRoot, FdInfo };
+    void on_nsfs(Process& p, const char* fd, std::uint64_t inode, Seen seen, const FdSearch& search,
+                 FdFound& found);
     void on_socket(Process& p, const char* fd, std::uint64_t inode, const FdSearch& search,
                    FdFound& found);
     std::optional<std::uint64_t> socket_cookie(Process& p, const char* fd, std::uint64_t inode,
@@ -105,6 +109,7 @@ private:
     std::string proc_dir_;
     std::uint64_t nsfs_mnt_ = 0;   // mount id of nsfs (an fd opened via /proc/PID/ns/*)
     std::uint64_t sockfs_mnt_ = 0; // mount id of sockfs
+    dev_t nsfs_dev_ = 0;           // nsfs's device
     bool copying_ = true;          // false once a copy was met swapped
     std::unordered_map<std::uint64_t, std::uint64_t> socket_ns_;    // socket inode -> cookie
     std::unordered_map<std::uint64_t, std::uint64_t> cookie_inode_; // identified by socket
@@ -118,6 +123,8 @@ struct FdInfo {
     std::uint64_t inode = 0;
 };
 std::optional<FdInfo> read_fdinfo(int dirfd, const char* name);
+/// The same for an fd of our own (proc_dir/self/fdinfo/FD).
+std::optional<FdInfo> own_fdinfo(const std::string& proc_dir, int fd);
 
 /// The search's findings as text for the pipe from its process, and back (the fds of
 /// `identified` travel beside it, in order). decode_found() rejects malformed or oversized

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "util/shared.hpp"
+
 namespace nsidd::netns {
 
 /// Self's ids of namespaces, by cookie: what a restarted nsidd may trust without asking the
@@ -32,12 +34,21 @@ struct IdCache {
     /// root is that namespace. A mount's root never changes: where a path still reaches that
     /// mount, it reaches that namespace, and nothing need be opened to know it.
     std::unordered_map<std::uint64_t, std::uint64_t> mount_ids;
+    /// By cookie, the evidence a verdict's clock runs from (docs/design.md, "Verdicts from
+    /// evidence"), so that a restart neither hides a leak nor restarts its age: since when no
+    /// process was inside (mounts held it), and since when nothing visible held it.
+    std::unordered_map<std::uint64_t, std::uint64_t> no_process_since_usec;
+    std::unordered_map<std::uint64_t, std::uint64_t> unheld_since_usec;
+    /// By cookie: whose it was, where known (a leaked namespace has no process left to say).
+    std::unordered_map<std::uint64_t, Owner> owners;
     bool operator==(const IdCache&) const = default;
 };
 
-/// The id-cache file's text: a header line "nsidd-ids 3 BOOT COOKIE SAVED_USEC", then
-/// "COOKIE NSID FIRST_SEEN_USEC MOUNT_ID" lines (sorted by cookie; 0: first-seen unknown, no
-/// mount id known). Pure.
+/// The id-cache file's text: a header line "nsidd-ids 4 BOOT COOKIE SAVED_USEC", then
+/// "COOKIE NSID FIRST_SEEN_USEC MOUNT_ID NO_PROCESS_SINCE_USEC UNHELD_SINCE_USEC OWNER" lines
+/// (sorted by cookie; 0: unknown or none). OWNER is "-" or its five parts (unit, runtime,
+/// container, pod_uid, sandbox) joined by '/', each with '%', '/', spaces and control bytes
+/// written as %XX. Version 3 files (the first four fields) are read too. Pure.
 std::string format_id_cache(const IdCacheOrigin& origin, const IdCache& cache);
 
 /// Parses what format_id_cache() wrote. Rejects the whole text (nullopt) when it is malformed,

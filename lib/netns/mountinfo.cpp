@@ -67,17 +67,24 @@ std::vector<NsfsMount> parse_nsfs_mounts(std::string_view text) {
         const std::string_view mount_point = field(line);
         if (field(line).empty()) // options
             continue;
+        // Optional fields: shared:N (its peer group), master:N (the group it receives from).
+        std::uint64_t group = 0, master = 0;
         std::string_view f;
-        do
-            f = field(line);
-        while (!f.empty() && f != "-");
+        while (!(f = field(line)).empty() && f != "-") {
+            const auto number = [&f](std::string_view tag, std::uint64_t& out) {
+                if (f.starts_with(tag))
+                    std::from_chars(f.data() + tag.size(), f.data() + f.size(), out);
+            };
+            number("shared:", group);
+            number("master:", master);
+        }
         if (f != "-" || field(line) != "nsfs")
             continue;
         std::uint64_t mount_id = 0;
         if (std::from_chars(id.data(), id.data() + id.size(), mount_id).ec != std::errc())
             continue;
         if (const auto inode = net_root_inode(root))
-            out.push_back(NsfsMount{*inode, unescape(mount_point), mount_id});
+            out.push_back(NsfsMount{*inode, unescape(mount_point), mount_id, group, master});
     }
     return out;
 }

@@ -14,6 +14,10 @@ struct NsfsMount {
     std::uint64_t inode = 0;    ///< from the mount's root, "net:[INODE]"
     std::string path;           ///< the mount point, unescaped
     std::uint64_t mount_id = 0; ///< the mount's id (mountinfo's first field, fdinfo's mnt_id)
+    /// Propagation (mountinfo's optional fields; 0: none): the peer group it is in (shared:N),
+    /// and the one it receives mounts and unmounts from (master:N).
+    std::uint64_t peer_group = 0;
+    std::uint64_t master = 0;
 };
 
 /// The inode in an nsfs mount root of a network namespace, "net:[INODE]".

@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "util/runtimes.hpp"
+
 namespace nsidd::netns {
 namespace {
 
@@ -84,19 +86,6 @@ std::optional<std::string> pod_uid_of(std::string_view c) {
     return uid;
 }
 
-// A scope named by a runtime: PREFIX<id>.scope.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 9> kScopes{{
-    {"cri-containerd-", "containerd"},
-    {"crio-conmon-", "cri-o"},
-    {"crio-", "cri-o"},
-    {"docker-", "docker"},
-    {"libpod-conmon-", "podman"},
-    {"libpod-", "podman"},
-    {"nerdctl-", "containerd"},
-    {"containerd-", "containerd"},
-    {"machine-", "systemd-nspawn"},
-}};
-
 // systemd escapes '-' in a machine name as \x2d.
 std::string unescape_machine(std::string_view name) {
     std::string out;
@@ -119,16 +108,10 @@ void read_unit(std::string_view c, Owner& o) {
         o.container = unescape_machine(c.substr(15, c.size() - 15 - 8));
         return;
     }
-    if (!ends_with(c, ".scope"))
-        return;
-    const auto name = c.substr(0, c.size() - 6);
-    for (const auto& [prefix, runtime] : kScopes) {
-        if (starts_with(name, prefix) && name.size() > prefix.size()) {
-            o.runtime = std::string(runtime);
-            o.container = runtime == "systemd-nspawn" ? unescape_machine(name.substr(prefix.size()))
-                                                      : std::string(name.substr(prefix.size()));
-            return;
-        }
+    std::string container;
+    if (const auto* runtime = runtime_of_scope(c, container)) {
+        o.runtime = std::string(runtime->name);
+        o.container = runtime->name == "systemd-nspawn" ? unescape_machine(container) : container;
     }
 }
 
@@ -166,6 +149,29 @@ std::optional<Owner> parse_cgroup_owner(std::string_view text) {
     if (o == Owner{})
         return std::nullopt;
     return o;
+}
+
+std::optional<Owner> owner_of_mounts(const Strings& mounts, const Strings& other_mounts) {
+    const auto from = [](std::string_view path) -> std::optional<Owner> {
+        if (path.starts_with("/proc/")) { // /proc/PID/root/PATH
+            const auto root = path.find("/root/");
+            if (root == std::string_view::npos)
+                return std::nullopt;
+            path.remove_prefix(root + 5);
+        }
+        const auto* runtime = runtime_of_path(std::string(path));
+        if (runtime == nullptr || runtime->name.empty())
+            return std::nullopt;
+        Owner o;
+        o.runtime = std::string(runtime->name);
+        o.sandbox = std::string(path.substr(path.rfind('/') + 1));
+        return o;
+    };
+    for (const auto& list : {mounts, other_mounts})
+        for (const std::string_view m : list)
+            if (auto o = from(m))
+                return o;
+    return std::nullopt;
 }
 
 } // namespace nsidd::netns

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "util/shared.hpp"
+#include "util/strings.hpp"
 
 namespace nsidd::netns {
 
@@ -18,5 +19,10 @@ using nsidd::Owner;
 /// under both systemd and cgroupfs drivers, and kubepods slices. Nothing (nullopt) when the
 /// text has no usable line or the path says nothing (the root cgroup). Pure.
 std::optional<Owner> parse_cgroup_owner(std::string_view text);
+
+/// The owner a namespace's mount points say, where no process in it was seen: the runtime
+/// whose path one is (util/runtimes.hpp) and the sandbox its last component names. Mounts in
+/// other mount namespaces count by their path there (/proc/PID/root/PATH). Pure.
+std::optional<Owner> owner_of_mounts(const Strings& mounts, const Strings& other_mounts);
 
 } // namespace nsidd::netns

@@ -360,11 +360,12 @@ bool Registry::set_peer(Nsid nsid, Identity peer) {
     return true;
 }
 
-void Registry::set_state(Nsid nsid, PeerState state) {
+void Registry::set_state(Nsid nsid, PeerState state, std::uint64_t leaking_since_usec) {
     auto* row = tables_[kSelf].rows.get(nsid);
     if (row == nullptr)
         return;
     row->entry.state = state;
+    row->entry.leaking_since_usec = leaking_since_usec;
     if (state != PeerState::Unknown)
         row->entry.decided = state;
 }

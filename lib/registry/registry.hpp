@@ -47,8 +47,11 @@ struct FdHolder {
 /// What held a peer alive at the last look.
 struct Holders {
     std::uint32_t processes = 0; ///< processes inside it (Identity::pid is one of them)
-    Shared<std::string> comm;    ///< the command name of that one (shared with the catalog)
-    Strings mounts;              ///< nsfs bind mounts of it, anywhere (sorted)
+    /// Copies of `mounts` (or `other_mounts`) in other mount namespaces that go with them: one
+    /// propagated mount is one holder.
+    std::uint32_t also_in = 0;
+    Shared<std::string> comm; ///< the command name of that one (shared with the catalog)
+    Strings mounts;           ///< nsfs bind mounts of it, anywhere (sorted)
     /// Searched only while nothing above holds it. (This and the next are rarely set: shared,
     /// an empty one costs a row a null pointer.)
     Shared<std::vector<FdHolder>> fds;
@@ -95,6 +98,10 @@ struct Entry {
     bool held = false;
     Identity peer;
     std::uint64_t since_usec = 0; ///< first seen, CLOCK_REALTIME
+    /// Self's rows in a leak state (stale-mount, fd-held, pinned): since when what holds the
+    /// peer has been so (the first look that showed it, across restarts); else 0. Set with
+    /// the state.
+    std::uint64_t leaking_since_usec = 0;
 };
 
 /// A peer that died, as recorded in the history ring.
@@ -199,7 +206,7 @@ public:
     bool set_peer(Nsid nsid, Identity peer);
     /// Sets the state shown for self's row `nsid` (and the last decided, unless unknown).
     /// Without such a row, nothing (none is made).
-    void set_state(Nsid nsid, PeerState state);
+    void set_state(Nsid nsid, PeerState state, std::uint64_t leaking_since_usec = 0);
     /// Sets whether something held the peer of self's row `nsid` at the last look. Without
     /// such a row, nothing.
     void set_held(Nsid nsid, bool held);

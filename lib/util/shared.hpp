@@ -78,6 +78,9 @@ struct Owner {
     std::string runtime;   ///< docker, containerd, cri-o, podman, systemd-nspawn
     std::string container; ///< the runtime's container id (or the machine's name)
     std::string pod_uid;   ///< the Kubernetes pod, from a kubepods cgroup
+    /// The runtime's sandbox, named by its mount point (util/runtimes.hpp): what is known of
+    /// a namespace no process was seen in.
+    std::string sandbox;
     bool operator==(const Owner&) const = default;
 };
 

@@ -390,9 +390,39 @@ def track(proc):
     return proc
 
 
+_cgroups = []
+
+
+def cgroups(paths):
+    """Makes the cgroup directories `paths` (relative; each test puts them under a parent of
+    its own) in the cgroup v2 hierarchy, mounted privately at /run/cg2, and where the host has
+    one in the v1 name=systemd hierarchy (/run/cgsd, hybrid hosts); returns the hierarchies'
+    mount points. They are removed when the test exits, after the tracked processes end."""
+    roots = ['/run/cg2']
+    os.makedirs('/run/cg2', exist_ok=True)
+    if subprocess.run(['mount', '-t', 'cgroup2', 'none', '/run/cg2']).returncode != 0:
+        cannot_run('cannot mount the cgroup v2 hierarchy')
+    with open('/proc/self/cgroup') as f:
+        if any(':name=systemd:' in line for line in f):
+            os.makedirs('/run/cgsd', exist_ok=True)
+            subprocess.run(['mount', '-t', 'cgroup', '-o', 'none,name=systemd', 'none',
+                            '/run/cgsd'], check=True)
+            roots.append('/run/cgsd')
+    for path in paths:
+        for root in roots:
+            parts = path.split('/')
+            for i in range(1, len(parts) + 1):
+                d = os.path.join(root, *parts[:i])
+                if not os.path.isdir(d):
+                    os.mkdir(d)
+                    _cgroups.append(d)
+    return roots
+
+
 @atexit.register
 def _stop_leftovers():
-    """A failed test still ends the processes it started (by their pid)."""
+    """A failed test still ends the processes it started (by their pid), then removes the
+    cgroups it made."""
     for d in _started:
         if d.proc.poll() is None:
             d.proc.kill()
@@ -402,6 +432,11 @@ def _stop_leftovers():
         if p.poll() is None:
             p.kill()
             p.wait()
+    for path in sorted(_cgroups, key=len, reverse=True):
+        try:
+            os.rmdir(path)
+        except OSError as e:
+            log('could not remove %s: %s' % (path, e))
 
 
 class Daemon:

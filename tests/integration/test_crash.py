@@ -140,7 +140,7 @@ exact(d, 'first start, no saved ids')
 cold = probes(d)
 d.stop()
 with open(cache) as f:
-    assert f.readline().startswith('nsidd-ids 3 '), 'no ids saved at stop'
+    assert f.readline().startswith('nsidd-ids 4 '), 'no ids saved at stop'
 cold_opened = opened(d)
 # While it is down: deaths, births, another sparse id; a name whose namespace was replaced (a
 # new mount at the same path), and a mount stacked over another name (the path reaches another
@@ -195,7 +195,7 @@ t.log('%d deaths while nsidd was down recorded, with the window; seen dying afte
       '%s' % (len(down), seen_dying))
 assert warm * 2 < cold, (warm, cold)
 d.stop()
-for damage in ('garbage\n', open(cache).read().replace('nsidd-ids 3 ', 'nsidd-ids 3 x', 1),
+for damage in ('garbage\n', open(cache).read().replace('nsidd-ids 4 ', 'nsidd-ids 4 x', 1),
                open(cache).read()[:-3]):
     with open(cache, 'w') as f:
         f.write(damage)

@@ -6,7 +6,6 @@ driver, made by this test in the cgroup v2 hierarchy and, where the host has it,
 name=systemd one (hybrid hosts). Each process then enters a network namespace of its own;
 nsidd names the unit, the runtime, the container and the pod of each. The cgroups are removed
 at the end, pass or fail."""
-import atexit
 import os
 import subprocess
 
@@ -19,61 +18,28 @@ UID = '9c1d3f2e-6b7a-4c8d-9e0f-1a2b3c4d5e6f'
 TOP = 'nsidd-test-%d' % os.getpid()
 CASES = [
     ('%s/system.slice/docker-%s.scope' % (TOP, ID),
-     {'unit': 'docker-%s.scope' % ID, 'runtime': 'docker', 'container': ID, 'pod_uid': None}),
+     {'unit': 'docker-%s.scope' % ID, 'runtime': 'docker', 'container': ID, 'pod_uid': None,
+      'sandbox': None}),
     ('%s/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%s.slice/'
      'cri-containerd-%s.scope' % (TOP, UID.replace('-', '_'), ID),
      {'unit': 'cri-containerd-%s.scope' % ID, 'runtime': 'containerd', 'container': ID,
-      'pod_uid': UID}),
+      'pod_uid': UID, 'sandbox': None}),
     ('%s/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod%s.slice/'
      'crio-%s.scope' % (TOP, UID.replace('-', '_'), ID),
-     {'unit': 'crio-%s.scope' % ID, 'runtime': 'cri-o', 'container': ID, 'pod_uid': UID}),
+     {'unit': 'crio-%s.scope' % ID, 'runtime': 'cri-o', 'container': ID, 'pod_uid': UID,
+      'sandbox': None}),
     ('%s/kubepods/burstable/pod%s/%s' % (TOP, UID, ID),
-     {'unit': None, 'runtime': None, 'container': ID, 'pod_uid': UID}),
+     {'unit': None, 'runtime': None, 'container': ID, 'pod_uid': UID, 'sandbox': None}),
 ]
 
-# The hierarchies, mounted privately (this sandbox's mount namespace).
-roots = []
-os.makedirs('/run/cg2')
-if subprocess.run(['mount', '-t', 'cgroup2', 'none', '/run/cg2']).returncode != 0:
-    t.cannot_run('cannot mount the cgroup v2 hierarchy')
-roots.append('/run/cg2')
-with open('/proc/self/cgroup') as f:
-    if any(':name=systemd:' in line for line in f):
-        os.makedirs('/run/cgsd')
-        subprocess.run(['mount', '-t', 'cgroup', '-o', 'none,name=systemd', 'none', '/run/cgsd'],
-                       check=True)
-        roots.append('/run/cgsd')
-made, procs = [], []
-
-
-@atexit.register
-def cleanup():
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    for path in sorted(made, key=len, reverse=True):
-        try:
-            os.rmdir(path)
-        except OSError as e:
-            t.log('could not remove %s: %s' % (path, e))
-
-
-for path, _ in CASES:
-    for root in roots:
-        parts = path.split('/')
-        for i in range(1, len(parts) + 1):
-            d = os.path.join(root, *parts[:i])
-            if not os.path.isdir(d):
-                os.mkdir(d)
-                made.append(d)
+roots = t.cgroups([path for path, _ in CASES])
 
 d = t.Daemon('--discovery-interval', '0.2', '--assign-ids')
 kernel = t.Kernel()
 for path, want in CASES:
     moves = '; '.join('echo $$ > %s/%s/cgroup.procs' % (root, path) for root in roots)
     p = subprocess.Popen(['sh', '-c', moves + '; exec unshare --net sleep 600'])
-    procs.append(p)
+    t.track(p)
     ns = '/proc/%d/ns/net' % p.pid
     own = os.readlink('/proc/self/ns/net')
     t.wait_for('its own namespace', lambda: os.readlink(ns) != own)
@@ -98,7 +64,7 @@ subprocess.run(['ip', 'netns', 'set', 'kept', 'auto'], check=True)
 kept = kernel.by_name()['kept']
 moves = '; '.join('echo $$ > %s/%s/cgroup.procs' % (root, CASES[0][0]) for root in roots)
 holder = subprocess.Popen(['sh', '-c', moves + '; exec 3</run/netns/kept; exec sleep 600'])
-procs.append(holder)
+t.track(holder)
 # (The shell opens and closes fds while it moves itself: fd_targets skips those gone.)
 t.wait_for('the fd open', lambda: '/run/netns/kept' in t.fd_targets(holder.pid))
 subprocess.run(['ip', 'netns', 'del', 'kept'], check=True)

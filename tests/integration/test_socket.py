@@ -71,7 +71,7 @@ d.stop()
 assert open(target).read() == 'untouched\n', 'the id cache was written through a symlink'
 st = os.lstat('/run/nsidd-test/ids')
 assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
-assert open('/run/nsidd-test/ids').readline().startswith('nsidd-ids 3 ')
+assert open('/run/nsidd-test/ids').readline().startswith('nsidd-ids 4 ')
 t.log('id cache: 0600, written past a planted symlink without following it')
 
 # The socket's mode and group are set before bind: nothing is done to the path after it. Here a

@@ -49,11 +49,13 @@ assert sum(status['peers'].values()) == 5 and status['dangling_names'] == [], st
 entries = ok(d.call('io.nsidd.Registry.List'), 'List')['entries']
 assert sorted(e['nsid'] for e in entries) == list(range(5)), entries
 for e in entries:
-    assert set(e) == {'nsid', 'current_nsid', 'peer', 'state', 'since', 'source'}, e
+    assert set(e) == {'nsid', 'current_nsid', 'peer', 'state', 'since', 'leaking_since',
+                      'source'}, e
     assert e['state'] in ('active', 'mounted', 'stale_mount', 'fd_held', 'pinned', 'unknown'), e
     assert set(e['peer']) == {'cookie', 'inode', 'names', 'former_names', 'pid', 'holders',
                               'owner'}, e
-    assert set(e['peer']['holders']) == {'processes', 'pid', 'comm', 'mounts', 'fds'}, e
+    assert set(e['peer']['holders']) == {'processes', 'pid', 'comm', 'mounts', 'also_in',
+                                         'fds'}, e
     assert e['source'] == 'dump' and e['current_nsid'] == e['nsid'], e
 ok(d.call('io.nsidd.Registry.List', {'observer': 'self'}), 'List self')
 err(d.call('io.nsidd.Registry.List', {'observer': '77'}), 'io.nsidd.Registry.NoSuchObserver',

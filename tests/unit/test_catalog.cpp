@@ -48,6 +48,17 @@ TEST(Mountinfo, OptionalFieldsBeforeTheSeparator) {
     ASSERT_EQ(mounts.size(), 2u);
     EXPECT_EQ(mounts[0].path, "/a");
     EXPECT_EQ(mounts[1].inode, 8u);
+    // Its propagation: the peer group it is in, the one it receives from; 0 for none.
+    EXPECT_EQ(mounts[0].peer_group, 5u);
+    EXPECT_EQ(mounts[0].master, 3u);
+    EXPECT_EQ(mounts[1].peer_group, 0u);
+    EXPECT_EQ(mounts[1].master, 0u);
+    const auto slave = parse_nsfs_mounts("1 1 0:4 net:[9] /x rw master:12 - nsfs nsfs rw\n"
+                                         "2 1 0:4 net:[9] /y rw shared:x - nsfs nsfs rw\n");
+    ASSERT_EQ(slave.size(), 2u);
+    EXPECT_EQ(slave[0].peer_group, 0u);
+    EXPECT_EQ(slave[0].master, 12u);
+    EXPECT_EQ(slave[1].peer_group, 0u); // not a number: no group
 }
 
 TEST(Mountinfo, SkipsMalformedLines) {
@@ -88,11 +99,14 @@ bool parses(std::string_view text) {
 TEST(SavedIds, AcceptsWhatFormatWrites) {
     using nsidd::netns::format_id_cache;
     using nsidd::netns::IdCache;
-    EXPECT_EQ(format_id_cache(kOrigin, IdCache{{}, {}, 5, {}}), "nsidd-ids 3 b00t 7 5\n");
-    EXPECT_EQ(format_id_cache(kOrigin,
-                              IdCache{{{9, 1}, {4101, 0}}, {{4101, 1234}}, 5, {{9, 2147483700}}}),
-              "nsidd-ids 3 b00t 7 5\n9 1 0 2147483700\n4101 0 1234 0\n");
-    EXPECT_TRUE(parses("nsidd-ids 3 b00t 7 0\n"));
+    EXPECT_EQ(format_id_cache(kOrigin, IdCache{{}, {}, 5, {}, {}, {}, {}}),
+              "nsidd-ids 4 b00t 7 5\n");
+    EXPECT_EQ(format_id_cache(
+                  kOrigin,
+                  IdCache{{{9, 1}, {4101, 0}}, {{4101, 1234}}, 5, {{9, 2147483700}}, {}, {}, {}}),
+              "nsidd-ids 4 b00t 7 5\n9 1 0 2147483700 0 0 -\n4101 0 1234 0 0 0 -\n");
+    EXPECT_TRUE(parses("nsidd-ids 3 b00t 7 0\n")); // version 3 (nsidd before owners) too
+    EXPECT_TRUE(parses("nsidd-ids 4 b00t 7 0\n"));
     const auto cache = nsidd::netns::parse_id_cache(
         "nsidd-ids 3 b00t 7 99\n4101 0 17 0\n18446744073709551615 2147483647 0 "
         "18446744073709551615\n",
@@ -108,6 +122,32 @@ TEST(SavedIds, AcceptsWhatFormatWrites) {
                                     {18446744073709551615u, 18446744073709551615u}}));
     // Round trip.
     EXPECT_EQ(nsidd::netns::parse_id_cache(format_id_cache(kOrigin, *cache), kOrigin), cache);
+}
+
+TEST(SavedIds, KeepEvidenceAndOwners) {
+    using nsidd::netns::format_id_cache;
+    nsidd::netns::IdCache cache{{{9, 1}, {10, 2}}, {}, 5, {}, {}, {}, {}};
+    cache.no_process_since_usec = {{9, 1000}};
+    cache.unheld_since_usec = {{10, 2000}};
+    // Parts with spaces, slashes, '%' and control bytes, and empty ones, survive as written.
+    cache.owners = {{9, nsidd::Owner{"a b/c%.scope", "docker", "", "", "\n\x7f"}},
+                    {10, nsidd::Owner{"", "", "", "", "netns-1"}}};
+    const auto text = format_id_cache(kOrigin, cache);
+    EXPECT_EQ(text, "nsidd-ids 4 b00t 7 5\n9 1 0 0 1000 0 a%20b%2Fc%25.scope/docker///%0A%7F\n"
+                    "10 2 0 0 0 2000 ////netns-1\n");
+    EXPECT_EQ(nsidd::netns::parse_id_cache(text, kOrigin), cache);
+    for (const char* bad : {
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0\n",              // no owner
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a/b/c/d\n",      // an owner part missing
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a/b/c/d/e/f\n",  // one too many
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 ////\n",         // an owner saying nothing
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a%2/b/c/d/e\n",  // a cut escape
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a%zz/b/c/d/e\n", // not hex
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 x 0 -\n",            // a bad number
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 -\n",                // a v3 line in a v4 file
+             "nsidd-ids 3 b00t 7 0\n9 1 0 0 0 0 -\n",            // a v4 line in a v3 file
+         })
+        EXPECT_FALSE(parses(bad)) << bad;
 }
 
 TEST(SavedIds, RejectsAnythingElse) {
@@ -196,7 +236,13 @@ TEST(FdScan, FindsAndIdentifiesThroughRealFds) {
         GTEST_FAIL() << "NS_GET_ID is missing (Linux < 6.18): the test cannot run here";
     nsidd::UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     ASSERT_TRUE(sock);
-    // The holder: a child with both fds (a search skips its own process and its parent).
+    // A directory whose link reads "/", as a namespace file's does once its bind mount is
+    // unmounted: never taken for one.
+    nsidd::UniqueFd root(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(root);
+    struct stat root_st {};
+    ASSERT_EQ(::fstat(root.get(), &root_st), 0);
+    // The holder: a child with the fds (a search skips its own process and its parent).
     const pid_t holder = ::fork();
     ASSERT_GE(holder, 0);
     if (holder == 0) {
@@ -240,6 +286,8 @@ TEST(FdScan, FindsAndIdentifiesThroughRealFds) {
     EXPECT_EQ(nsidd::netns::namespace_cookie(it->fd.get()).value_or(0), *cookie);
     EXPECT_TRUE(mine(found.holders.at(st.st_ino), ns.get(), false));
     EXPECT_TRUE(mine(found.holders.at(st.st_ino), sock.get(), true));
+    EXPECT_TRUE(std::none_of(found.identified.begin(), found.identified.end(),
+                             [&](const auto& n) { return n.inode == root_st.st_ino; }));
     // Known: nothing is opened for it.
     search.known_inodes = {st.st_ino};
     search.known_cookies = {*cookie};

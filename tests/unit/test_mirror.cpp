@@ -675,9 +675,9 @@ void tampered_cache(int count, int first_swapped) {
             const auto sp = line.find(' ');
             const auto cookie = line.substr(0, sp);
             if (cookie == std::to_string(a))
-                line = cookie + " " + std::to_string(first_swapped + 1) + " 0 0";
+                line = cookie + " " + std::to_string(first_swapped + 1) + " 0 0 0 0 -";
             else if (cookie == std::to_string(b))
-                line = cookie + " " + std::to_string(first_swapped) + " 0 0";
+                line = cookie + " " + std::to_string(first_swapped) + " 0 0 0 0 -";
             text += line + "\n";
         }
     }

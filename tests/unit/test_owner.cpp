@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// parse_cgroup_owner on /proc/PID/cgroup text of the shapes each runtime gives its cgroups.
+// parse_cgroup_owner on /proc/PID/cgroup text of the shapes each runtime gives its cgroups,
+// owners from runtimes' mount paths, and the runtime table itself.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "netns/owner.hpp"
+#include "util/runtimes.hpp"
 
 namespace nsidd::netns {
 namespace {
@@ -19,7 +23,7 @@ Owner owner(const std::string& text) {
 
 TEST(Owner, DockerSystemdDriver) {
     const auto o = owner("0::/system.slice/docker-" + kId + ".scope\n");
-    EXPECT_EQ(o, (Owner{"docker-" + kId + ".scope", "docker", kId, ""}));
+    EXPECT_EQ(o, (Owner{"docker-" + kId + ".scope", "docker", kId, "", ""}));
 }
 
 TEST(Owner, DockerCgroupfsDriverV1) {
@@ -36,7 +40,7 @@ TEST(Owner, ContainerdCriInKubepodsSlices) {
                          "cri-containerd-" +
                          kId + ".scope\n");
     EXPECT_EQ(o, (Owner{"cri-containerd-" + kId + ".scope", "containerd", kId,
-                        "9c1d3f2e-6b7a-4c8d-9e0f-1a2b3c4d5e6f"}));
+                        "9c1d3f2e-6b7a-4c8d-9e0f-1a2b3c4d5e6f", ""}));
 }
 
 TEST(Owner, GuaranteedPodWithoutQosSlice) {
@@ -73,7 +77,7 @@ TEST(Owner, KubepodsCgroupfsDriver) {
 
 TEST(Owner, PodmanRootfulRootlessAndCgroupfs) {
     auto o = owner("0::/machine.slice/libpod-" + kId + ".scope/container\n");
-    EXPECT_EQ(o, (Owner{"libpod-" + kId + ".scope", "podman", kId, ""}));
+    EXPECT_EQ(o, (Owner{"libpod-" + kId + ".scope", "podman", kId, "", ""}));
     o = owner("0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + kId +
               ".scope\n");
     EXPECT_EQ(o.runtime, "podman");
@@ -95,7 +99,7 @@ TEST(Owner, SystemdNspawnMachines) {
 }
 
 TEST(Owner, PlainUnitsAndNerdctl) {
-    EXPECT_EQ(owner("0::/system.slice/nginx.service\n"), (Owner{"nginx.service", "", "", ""}));
+    EXPECT_EQ(owner("0::/system.slice/nginx.service\n"), (Owner{"nginx.service", "", "", "", ""}));
     EXPECT_EQ(owner("0::/user.slice/user-1000.slice/session-3.scope\n").unit, "session-3.scope");
     const auto o = owner("0::/system.slice/nerdctl-" + kId + ".scope\n");
     EXPECT_EQ(o.runtime, "containerd");
@@ -122,6 +126,46 @@ TEST(Owner, NothingToSayOrNothingUsable) {
     EXPECT_FALSE(parse_cgroup_owner(junk).has_value());
     // "b.service" is no line of its own (no "ID:CONTROLLERS:"), and "a" is no unit.
     EXPECT_FALSE(parse_cgroup_owner("0::/system.slice/a\nb.service\n").has_value());
+}
+
+Owner from_mounts(std::vector<std::string> mounts, std::vector<std::string> other = {}) {
+    return owner_of_mounts(Strings(mounts), Strings(other)).value_or(Owner{});
+}
+
+TEST(Owner, RuntimePathsNameRuntimeAndSandbox) {
+    // Each runtime's rootful and rootless mount points, as the runtimes make them.
+    EXPECT_EQ(from_mounts({"/run/docker/netns/1f2e3d4c5b6a"}),
+              (Owner{"", "docker", "", "", "1f2e3d4c5b6a"}));
+    EXPECT_EQ(from_mounts({"/run/user/1000/docker/netns/abc"}).runtime, "docker");
+    EXPECT_EQ(from_mounts({"/var/run/netns/netns-5a1b2c3d-1111-2222-3333-444455556666"}),
+              (Owner{"", "podman", "", "", "netns-5a1b2c3d-1111-2222-3333-444455556666"}));
+    EXPECT_EQ(from_mounts({"/run/user/1000/netns/netns-x"}).runtime, "podman");
+    EXPECT_EQ(from_mounts({"/run/netns/cni-0b1c"}), (Owner{"", "cri", "", "", "cni-0b1c"}));
+    // Seen in another mount namespace only: its path there counts.
+    EXPECT_EQ(from_mounts({}, {"/proc/77/root/run/docker/netns/beef"}).sandbox, "beef");
+    // The first runtime path wins over a plain name beside it.
+    EXPECT_EQ(from_mounts({"/run/netns/blue", "/run/netns/cni-1"}).runtime, "cri");
+    // Plain ip netns names, other places, and lookalikes say nothing.
+    for (const char* path : {"/run/netns/blue", "/tmp/netns-x", "/run/docker/netns/a/b",
+                             "/run/netnsx/cni-1", "/proc/12/root"})
+        EXPECT_FALSE(owner_of_mounts(Strings(std::vector<std::string>{path}), {})) << path;
+}
+
+TEST(Runtimes, OneTableForScopesPathsAndLeaks) {
+    std::string id;
+    ASSERT_NE(runtime_of_scope("libpod-conmon-abc.scope", id), nullptr);
+    EXPECT_EQ(runtime_of_scope("libpod-conmon-abc.scope", id)->name, "podman");
+    EXPECT_EQ(id, "abc");
+    EXPECT_EQ(runtime_of_scope("docker-.scope", id), nullptr); // no id
+    EXPECT_EQ(runtime_of_scope("docker-abc.service", id), nullptr);
+    const auto globs = leak_prone_paths({"/srv/ns/*"});
+    for (const char* g : {"/run/netns/cni-*", "/run/docker/netns/*", "/run/netns/netns-*",
+                          "/run/user/*/docker/netns/*", "/run/user/*/netns/netns-*", "/srv/ns/*"})
+        EXPECT_NE(std::find(globs.begin(), globs.end(), g), globs.end()) << g;
+    // Plain names are kept on purpose: never leak-prone.
+    EXPECT_EQ(std::find(globs.begin(), globs.end(), "/run/netns/*"), globs.end());
+    EXPECT_FALSE(runtime_of_path("/run/netns/blue")->leak_prone);
+    EXPECT_TRUE(runtime_of_path("/run/netns/netns-1")->leak_prone);
 }
 
 } // namespace
