@@ -21,7 +21,8 @@ build_pkgs="meson ninja-build g++ pkg-config libmnl-dev libsystemd-dev libspdlog
     libbenchmark-dev prometheus-cpp-dev libhttp-parser-dev iproute2 python3 scdoc"
 test_pkgs="clang-format util-linux git systemd man-db prometheus prometheus-alertmanager valgrind
     build-essential debhelper dpkg-dev lintian debootstrap systemd-container strace
-    python3-fuse"
+    python3-fuse docker.io podman runc conmon netavark aardvark-dns containernetworking-plugins
+    iptables busybox-static"
 pkgs=$build_pkgs
 [ "$mode" = test ] && pkgs="$pkgs $test_pkgs"
 
@@ -38,8 +39,18 @@ if [ -n "$missing" ]; then
     echo "installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # The tests run dockerd and podman in sandboxes of their own: no service is started on
+    # this machine while the packages install (a policy-rc.d of our own, only if none is set).
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    [ -n "$policy" ] && rm -f "$policy"
 fi
 
 # The test build treats warnings as errors (the default build, a packager's, does not).

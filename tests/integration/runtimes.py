@@ -1,0 +1,275 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Real container runtimes for the integration tests: Debian 12's dockerd (docker.io) and
+podman, each run inside the test's sandbox (t.sandbox(pid=True): network, mount and PID
+namespaces of its own, /run on tmpfs).
+
+- Data and exec roots are on tmpfs mounts of the sandbox: nothing is written to the machine's
+  /var/lib/docker or /var/lib/containers.
+- No firewall rule is made outside the sandbox: dockerd runs with --iptables=false; podman's
+  netavark writes its rules in the sandbox's network namespace, which dies with it.
+- The containers' cgroups go under a parent of the test's own (cgroupfs driver,
+  --cgroup-parent), removed at exit once every process of the sandbox has ended.
+- The image is made offline: a busybox-static root (/bin/busybox and the applets the tests
+  run) imported with `docker import` / `podman import`; it takes well under a second, so each
+  run makes it afresh in its tmpfs root instead of keeping it anywhere.
+A runtime that is missing or cannot start makes the test fail with the reason."""
+import atexit
+import glob
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+import uuid
+
+import nsidtest as t
+
+IMAGE = 'nsidd-test/busybox'
+# The containers' cgroups: under a parent of this test's own, in every hierarchy.
+CGROUP_PARENT = '/nsidd-test-' + uuid.uuid4().hex[:12]
+
+
+def _busybox_root():
+    """A tar of a root with busybox-static's /bin/busybox and its sh and sleep applets."""
+    busybox = shutil.which('busybox')
+    if busybox is None:
+        t.cannot_run('busybox not installed (Debian package busybox-static)')
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode='w') as tar:
+        tar.add(busybox, arcname='bin/busybox')
+        for applet in ('sh', 'sleep'):
+            link = tarfile.TarInfo('bin/' + applet)
+            link.type, link.linkname = tarfile.SYMTYPE, 'busybox'
+            tar.addfile(link)
+    return out.getvalue()
+
+
+def _tmpfs(path):
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(['mount', '-t', 'tmpfs', 'tmpfs', path], check=True)
+
+
+@atexit.register
+def _end_sandbox():
+    """Ends every process of the sandbox's PID namespace but this one (dockerd, containerd,
+    shims, conmon and containers, whatever became of them), then removes the cgroups the
+    runtimes made under CGROUP_PARENT."""
+    if os.getpid() != 1:
+        return
+    for _ in range(100):
+        others = [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != 1]
+        if not others:
+            break
+        for pid in others:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    for top in glob.glob('/sys/fs/cgroup/%s' % CGROUP_PARENT) + \
+            glob.glob('/sys/fs/cgroup/*%s' % CGROUP_PARENT):
+        for path, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(path)
+            except OSError as e:
+                t.log('could not remove %s: %s' % (path, e))
+
+
+def reap():
+    """Collects the sandbox's exited processes (this test is their init)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def kill_named(*names):
+    """SIGKILLs every process of the sandbox whose command is one of `names`; returns them."""
+    killed = []
+    for p in os.listdir('/proc'):
+        if not p.isdigit() or int(p) == 1:
+            continue
+        try:
+            with open('/proc/%s/comm' % p) as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm in names or any(comm.startswith(n) for n in names if n.endswith('-')):
+            try:
+                os.kill(int(p), signal.SIGKILL)
+                killed.append((int(p), comm))
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+class Runtime:
+    """A runtime's command line, run and checked."""
+    tool = None
+
+    def __call__(self, *args, check=True, input=None):
+        r = subprocess.run(self.command + list(args), capture_output=True, input=input)
+        if check and r.returncode != 0:
+            raise AssertionError('%s %s: exit %d: %s' % (self.tool, ' '.join(args), r.returncode,
+                                                         r.stderr.decode(errors='replace')))
+        return r.stdout.decode().strip()
+
+    def inspect(self, name):
+        return json.loads(self('inspect', name))[0]
+
+
+class Docker(Runtime):
+    """dockerd (with its own containerd) on a socket of the sandbox, data on tmpfs."""
+    tool = 'docker'
+
+    def __init__(self):
+        for tool in ('/usr/sbin/dockerd', '/usr/bin/docker', 'containerd', 'runc'):
+            if shutil.which(tool) is None:
+                t.cannot_run(tool + ' not installed (Debian packages docker.io, runc)')
+        _tmpfs('/var/lib/nsidd-test-docker')
+        self.command = ['/usr/bin/docker', '-H', 'unix:///run/nsidd-docker.sock']
+        self.log = open('/run/dockerd.log', 'w')
+        self.daemon = subprocess.Popen(
+            ['/usr/sbin/dockerd', '--data-root', '/var/lib/nsidd-test-docker',
+             '--exec-root', '/run/docker', '--pidfile', '/run/nsidd-docker.pid',
+             '-H', 'unix:///run/nsidd-docker.sock', '--iptables=false', '--ip6tables=false',
+             '--ip-masq=false', '--ip-forward=false', '--userland-proxy=false',
+             '--storage-driver', 'vfs', '--cgroup-parent', CGROUP_PARENT + '/docker'],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            t.wait_for('dockerd up', lambda: subprocess.run(
+                self.command + ['version'], capture_output=True).returncode == 0, timeout=60,
+                interval=0.2)
+        except AssertionError:
+            t.cannot_run('dockerd did not start: ' + open('/run/dockerd.log').read()[-2000:])
+        self('import', '-', IMAGE, input=_busybox_root())
+
+
+class Podman(Runtime):
+    """podman (runc, netavark, conmon) with its storage on tmpfs and cgroupfs cgroups."""
+    tool = 'podman'
+
+    def __init__(self):
+        for tool in ('podman', 'conmon', 'runc'):
+            if shutil.which(tool) is None:
+                t.cannot_run(tool + ' not installed (Debian packages podman, conmon, runc)')
+        _tmpfs('/var/lib/nsidd-test-podman')
+        # runc: crun refuses hybrid cgroup hierarchies, which some hosts still have.
+        self.command = ['podman', '--runtime', shutil.which('runc'),
+                        '--root', '/var/lib/nsidd-test-podman/root',
+                        '--runroot', '/run/containers', '--tmpdir', '/run/libpod',
+                        '--cgroup-manager', 'cgroupfs', '--events-backend', 'file']
+        self('import', '-', IMAGE, input=_busybox_root())
+
+    def run(self, *args):
+        return self('run', '-d', '--cgroup-parent', CGROUP_PARENT, *args)
+
+
+def leak_scenario(runtime, start, remove, crash):
+    """What an operator meets with a real runtime, against a real nsidd:
+    - a running container is `active`, owner.runtime and owner.container as `inspect` says;
+    - removing a container (`remove(name)`) records its death with that container id;
+    - `crash()` kills the runtime's own processes (as when it is killed or hangs for good),
+      then the container's process is killed: its sandbox mount is left behind, and nsidd
+      calls it `stale-mount` within the grace and one discovery interval, owner kept;
+    - after an nsidd restart it is judged again at the first look, with the same
+      leaking-since and owner;
+    - the command `nsidctl leaks` prints for it, run as printed, frees the namespace.
+    `start(name)` returns the container's id."""
+    os.makedirs('/run/nsidd-test', exist_ok=True)
+    kernel = t.Kernel()
+    grace, interval = 3, 1
+    args = ('--orphan-grace', str(grace), '--discovery-interval', str(interval), '--id-cache',
+            '/run/nsidd-test/ids')
+    d = t.Daemon(*args)
+
+    def container(name):
+        cid = start(name)
+        info = runtime.inspect(cid)
+        key = info['NetworkSettings']['SandboxKey']
+        nsid = t.wait_for_value(name + "'s nsid", lambda: kernel.by_path([key])[key])
+        return cid, info['State']['Pid'], key, nsid
+
+    def owned_active(nsid, cid):
+        e = t.entries(d).get(nsid)
+        o = (e or {}).get('peer', {}).get('owner') or {}
+        return e and e['state'] == 'active' and o.get('runtime') == runtime.tool and \
+            o.get('container') == cid
+
+    c1, pid1, key1, n1 = container('c1')
+    t.wait_for('c1 active, owned', lambda: owned_active(n1, c1))
+    c2, _, _, n2 = container('c2')
+    t.wait_for('c2 active, owned', lambda: owned_active(n2, c2))
+    t.log('%s: running containers active, owner %s:%s (nsid %d, %s)' % (
+        runtime.tool, runtime.tool, c1[:12], n1, key1))
+    remove('c2')
+    t.wait_for('c2 dead in history', lambda: any(
+        x['nsid'] == n2 and (x['peer']['owner'] or {}).get('container') == c2
+        for x in t.deaths(d)))
+    t.log('%s rm: the death recorded with container %s' % (runtime.tool, c2[:12]))
+
+    killed = crash()
+    os.kill(pid1, signal.SIGKILL)
+    reap()
+    crashed = time.monotonic()
+    try:
+        e = t.wait_for('c1 stale-mount', lambda: (lambda e: e if e and e['state'] ==
+                       'stale_mount' else None)(t.entries(d).get(n1)),
+                       timeout=grace + interval + 15)
+    except AssertionError:
+        raise AssertionError(t.entries(d).get(n1))
+    took = time.monotonic() - crashed
+    assert e['peer']['owner']['container'] == c1, e
+    assert e['peer']['holders']['mounts'][0].endswith(os.path.basename(key1)), e
+    t.log('killed %s and the container: stale-mount after %.1f s (grace %d s, interval %d s), '
+          'held by %s' % (sorted({c for _, c in killed}), took, grace, interval,
+                          e['peer']['holders']['mounts']))
+    d.stop()
+    d = t.Daemon(*args)
+    try:
+        again = t.wait_for('c1 judged again', lambda: (lambda e: e if e and e['state'] ==
+                           'stale_mount' else None)(t.entries(d).get(n1)), timeout=grace + 15)
+    except AssertionError:
+        raise AssertionError(t.entries(d).get(n1))
+    assert again['leaking_since'] == e['leaking_since'], (e, again)
+    assert again['peer']['owner'] == e['peer']['owner'], (e, again)
+    leak = {x.get('nsid'): x for x in json.loads(
+        t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)}[n1]
+    assert ('%s rm -f %s' % (runtime.tool, c1)) in leak['action'], leak
+    t.log('restart: stale-mount again, leaking since %s, owner kept; nsidctl leaks: %s' % (
+        again['leaking_since'], leak['action']))
+    d.stop()
+    # An nsidd that never saw it (no id cache): the leak is older than it, judged after the
+    # grace; owned by what its path says. A namespace with a process inside stays active.
+    control = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
+    t.wait_for('the control in its namespace', lambda: os.readlink(
+        '/proc/%d/ns/net' % control.pid) != os.readlink('/proc/self/ns/net'))
+    t.ip_batch(['netns attach ctl %d' % control.pid, 'netns set ctl auto'])
+    ctl = kernel.by_name()['ctl']
+    d = t.Daemon('--orphan-grace', str(grace), '--discovery-interval', str(interval),
+                 '--id-cache', 'none')
+    started = time.monotonic()
+    try:
+        fresh = t.wait_for('c1 judged by a fresh nsidd', lambda: (lambda e: e if e and e[
+            'state'] == 'stale_mount' else None)(t.entries(d).get(n1)), timeout=grace + 15)
+    except AssertionError:
+        raise AssertionError(t.entries(d).get(n1))
+    o = fresh['peer']['owner']
+    assert o['runtime'] == runtime.tool and o['sandbox'] == os.path.basename(key1), fresh
+    assert t.entries(d)[ctl]['state'] == 'active', t.entries(d)[ctl]
+    t.log('a fresh nsidd: stale-mount %.1f s after its start, owner %s; the control active' % (
+        time.monotonic() - started, o))
+    subprocess.run(['sh', '-c', leak['command']], check=True)
+    t.wait_for('c1 dead', lambda: n1 not in t.entries(d))
+    assert any(x['nsid'] == n1 for x in t.deaths(d))
+    t.log('`%s` freed it' % leak['command'])
+    d.stop()
