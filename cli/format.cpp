@@ -278,4 +278,54 @@ std::string watch_line(const Json& j) {
            cell(state_name(e.value("state", Json())));
 }
 
+Json cli_entry(const Json& e) {
+    Json out = Json::object();
+    out["nsid"] = e.value("nsid", Json(nullptr));
+    out["current-nsid"] = e.value("current_nsid", Json(nullptr));
+    const Json peer = e.value("peer", Json::object());
+    if (peer.contains("names") && peer["names"].is_array() && !peer["names"].empty())
+        out["name"] = peer["names"][0];
+    out["peer"] = peer;
+    out["state"] = state_name(e.value("state", Json(nullptr)));
+    out["since"] = e.value("since", Json(nullptr));
+    out["leaking-since"] = e.value("leaking_since", Json(nullptr));
+    out["source"] = e.value("source", Json(nullptr));
+    return out;
+}
+
+void Leaks::add(const Json& e) {
+    const auto state = state_name(e.value("state", Json(nullptr)));
+    if (state != "stale-mount" && state != "fd-held" && state != "pinned")
+        return;
+    const auto how = state.get<std::string>();
+    const Json peer = e.value("peer", Json::object());
+    Json out = cli_entry(e);
+    out["action"] = leak_action(how, peer);
+    if (const auto command = leak_command(how, peer); !command.empty())
+        out["command"] = command;
+    found.push_back(out);
+    rows.push_back({cell(e.value("nsid", Json(nullptr))), cell(state),
+                    fit(leak_holder(how, peer), 24), fit(owned_by(peer), 16),
+                    age(e.value("leaking_since", Json()))});
+}
+
+void Leaks::add_dangling(const Json& name) {
+    const std::string path = "/run/netns/" + (name.is_string() ? name.get<std::string>() : "");
+    const auto command = "rm " + shell_quote(path);
+    found.push_back({{"state", "dangling"},
+                     {"dangling-name", name},
+                     {"path", path},
+                     {"action", "no namespace is mounted there: " + command},
+                     {"command", command}});
+    rows.push_back({"-", "dangling", fit(cell(Json(path)), 24), "-", "-"});
+}
+
+std::string Leaks::label(const Json& f) {
+    if (f.contains("dangling-name"))
+        return "name " + cell(f["dangling-name"]);
+    if (f["nsid"].is_null())
+        return "cookie " + cell(f["peer"].value("cookie", Json(nullptr)));
+    return "nsid " + cell(f["nsid"]);
+}
+
 } // namespace nsidctl

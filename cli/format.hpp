@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "varlink/protocol.hpp"
 
@@ -55,5 +56,22 @@ std::string shell_quote(const std::string& word);
 std::string peer_label(const Json& peer, bool former = false);
 /// One Watch change as a line: seq, kind, + or -, observer, nsid, peer, state.
 std::string watch_line(const Json& change);
+
+/// The CLI's Entry: the wire Entry (or Namespace) with ip's spelling "current-nsid", plus
+/// "name" (the peer's first /run/netns name) so that `nsidctl -j list` diffs against
+/// `ip -j netns list-id`, and "leaking-since".
+Json cli_entry(const Json& e);
+/// What `nsidctl leaks` shows: for JSON the entries with their action and command, for the
+/// table one row each (SINCE: how long it has leaked).
+struct Leaks {
+    Json found = Json::array();
+    std::vector<std::vector<std::string>> rows;
+    /// An Entry, or a Namespace without an id: kept when its state is a leak.
+    void add(const Json& entry);
+    /// A name under /run/netns that no namespace is mounted on.
+    void add_dangling(const Json& name);
+    /// How the legend names one of `found`: nsid, cookie (no id) or name (dangling).
+    static std::string label(const Json& found);
+};
 
 } // namespace nsidctl

@@ -35,23 +35,6 @@ void print_json(const Settings& s, const Json& j) {
               << '\n';
 }
 
-// The CLI's Entry: the wire Entry with ip's spelling "current-nsid", plus "name" (the peer's
-// first /run/netns name) so that `nsidctl -j list` diffs against `ip -j netns list-id`.
-Json cli_entry(const Json& e) {
-    Json out = Json::object();
-    out["nsid"] = e.value("nsid", Json(nullptr));
-    out["current-nsid"] = e.value("current_nsid", Json(nullptr));
-    const Json peer = e.value("peer", Json::object());
-    if (peer.contains("names") && peer["names"].is_array() && !peer["names"].empty())
-        out["name"] = peer["names"][0];
-    out["peer"] = peer;
-    out["state"] = state_name(e.value("state", Json(nullptr)));
-    out["since"] = e.value("since", Json(nullptr));
-    out["leaking-since"] = e.value("leaking_since", Json(nullptr));
-    out["source"] = e.value("source", Json(nullptr));
-    return out;
-}
-
 // The array under `key`; a reply without one is malformed (Json::exception, caught in run()).
 const Json& array_at(const Json& j, const char* key) {
     const Json& v = j.at(key);
@@ -221,53 +204,35 @@ public:
         return Ok;
     }
 
-    // Peers that leak (stale-mount, fd-held, pinned), with what holds them and what to do.
+    // Namespaces that leak (stale-mount, fd-held, pinned; with an id in self's table or not)
+    // and dangling names, with what holds them and what to do.
     int leaks() {
         auto r = call("io.nsidd.Registry.List");
         if (!r)
             return exit_code(r.error());
+        auto unlisted = call("io.nsidd.Registry.ListWithoutNsid");
+        if (!unlisted)
+            return exit_code(unlisted.error());
         auto st = call("io.nsidd.Registry.GetStatus");
         if (!st)
             return exit_code(st.error());
-        Json found = Json::array();
-        std::vector<std::vector<std::string>> rows;
-        for (const auto& e : array_at(*r, "entries")) {
-            const auto state = state_name(e.value("state", Json(nullptr)));
-            if (state != "stale-mount" && state != "fd-held" && state != "pinned")
-                continue;
-            const Json peer = e.value("peer", Json::object());
-            Json out = cli_entry(e);
-            out["action"] = leak_action(state.get<std::string>(), peer);
-            if (const auto command = leak_command(state.get<std::string>(), peer); !command.empty())
-                out["command"] = command;
-            found.push_back(out);
-            rows.push_back({std::to_string(e.at("nsid").get<std::int64_t>()), cell(state),
-                            fit(leak_holder(state.get<std::string>(), peer), 24),
-                            fit(owned_by(peer), 16), age(e.value("leaking_since", Json()))});
-        }
-        // Names left behind: `ip netns` lists them, no namespace is there.
-        for (const auto& name : st->value("dangling_names", Json::array())) {
-            const std::string path =
-                "/run/netns/" + (name.is_string() ? name.get<std::string>() : "");
-            const auto command = "rm " + shell_quote(path);
-            found.push_back({{"state", "dangling"},
-                             {"dangling-name", name},
-                             {"path", path},
-                             {"action", "no namespace is mounted there: " + command},
-                             {"command", command}});
-            rows.push_back({"-", "dangling", fit(cell(Json(path)), 24), "-", "-"});
-        }
+        Leaks leaks;
+        for (const auto& e : array_at(*r, "entries"))
+            leaks.add(e);
+        for (const auto& n : array_at(*unlisted, "namespaces"))
+            leaks.add(n); // without an id: named by cookie
+        for (const auto& name : st->value("dangling_names", Json::array()))
+            leaks.add_dangling(name);
         if (!s_.json.empty()) {
-            print_json(s_, found);
+            print_json(s_, leaks.found);
             return Ok;
         }
-        print_table(s_, {"NSID", "STATE", "HELD BY", "OWNER", "SINCE"}, rows);
+        print_table(s_, {"NSID", "STATE", "HELD BY", "OWNER", "SINCE"}, leaks.rows);
         if (!s_.no_legend) {
-            std::cout << '\n' << plural(rows.size(), "leaking peer", "leaking peers") << ".\n";
-            for (const auto& f : found)
-                std::cout << (f.contains("nsid") ? "nsid " + cell(f["nsid"])
-                                                 : "name " + cell(f["dangling-name"]))
-                          << ": " << f["action"].get<std::string>() << '\n';
+            std::cout << '\n'
+                      << plural(leaks.rows.size(), "leaking peer", "leaking peers") << ".\n";
+            for (const auto& f : leaks.found)
+                std::cout << leaks.label(f) << ": " << f["action"].get<std::string>() << '\n';
         }
         return Ok;
     }

@@ -101,14 +101,22 @@ Metrics::Metrics(std::vector<std::string_view> methods)
                       .Register(*registry_);
     auto& oldest = BuildGauge()
                        .Name("nsidd_leak_oldest_seconds")
-                       .Help("Age of the oldest peer in a leaking state, 0 when there is none")
+                       .Help("How long the oldest namespace in a leaking state (with an id or "
+                             "not) has leaked, 0 when there is none")
                        .Register(*registry_);
+    auto& leaking = BuildGauge()
+                        .Name("nsidd_leaking_namespaces")
+                        .Help("Network namespaces in a leaking state (stale-mount, fd-held, "
+                              "pinned), with an id in self's table or not")
+                        .Register(*registry_);
     for (std::size_t i = 0; i < peers_.size(); ++i) {
         const auto state = static_cast<PeerState>(i);
         peers_[i] = &peers.Add({{"state", to_string(state)}});
         if (state == PeerState::StaleMount || state == PeerState::FdHeld ||
-            state == PeerState::Pinned)
+            state == PeerState::Pinned) {
             leak_oldest_[i] = &oldest.Add({{"state", to_string(state)}});
+            leaking_[i] = &leaking.Add({{"state", to_string(state)}});
+        }
     }
     // Every series up front: the request path then only looks handles up.
     for (auto m : methods_)
@@ -162,13 +170,17 @@ void Metrics::sync(const Sources& from) {
         };
         for (std::size_t i = 0; i < peers_.size(); ++i)
             peers_[i]->Set(count(static_cast<PeerState>(i)));
-        const auto oldest = from.engine.oldest_since();
+        // Every namespace seen, with an id or not: the leaks and the oldest leaking-since.
+        const auto all = from.engine.leaking();
         const auto wall = realtime_usec();
-        for (std::size_t i = 0; i < leak_oldest_.size(); ++i)
-            if (leak_oldest_[i] != nullptr)
-                leak_oldest_[i]->Set(oldest[i] != 0 && wall > oldest[i]
-                                         ? static_cast<double>(wall - oldest[i]) / 1e6
-                                         : 0.0);
+        for (std::size_t i = 0; i < leak_oldest_.size(); ++i) {
+            if (leak_oldest_[i] == nullptr)
+                continue;
+            const auto oldest = all.count[i] != 0 ? all.oldest[i] : 0;
+            leak_oldest_[i]->Set(
+                oldest != 0 && wall > oldest ? static_cast<double>(wall - oldest) / 1e6 : 0.0);
+            leaking_[i]->Set(static_cast<double>(all.count[i]));
+        }
     }
     advance(events_new_, ev.new_events);
     advance(events_del_, ev.del_events);

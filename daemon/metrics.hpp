@@ -70,6 +70,7 @@ private:
     std::array<prometheus::Gauge*, static_cast<std::size_t>(PeerState::Count)> peers_{};
     // Age of the oldest peer in each leaking state (stale-mount, fd-held, pinned); 0: none.
     std::array<prometheus::Gauge*, static_cast<std::size_t>(PeerState::Count)> leak_oldest_{};
+    std::array<prometheus::Gauge*, static_cast<std::size_t>(PeerState::Count)> leaking_{};
     prometheus::Counter& events_new_;
     prometheus::Counter& events_del_;
     prometheus::Counter& events_foreign_;

@@ -36,7 +36,7 @@ struct VarlinkApi::Method {
 };
 
 std::span<const VarlinkApi::Method> VarlinkApi::methods() {
-    static const std::array<Method, 10> table{{
+    static const std::array<Method, 11> table{{
         {"org.varlink.service.GetInfo", &VarlinkApi::get_info, "", false, false},
         {"org.varlink.service.GetInterfaceDescription", &VarlinkApi::get_interface_description,
          "interface", false, false},
@@ -44,6 +44,7 @@ std::span<const VarlinkApi::Method> VarlinkApi::methods() {
         {"io.nsidd.Registry.List", &VarlinkApi::list, "observer", false, false},
         {"io.nsidd.Registry.Graph", &VarlinkApi::graph, "", false, false},
         {"io.nsidd.Registry.History", &VarlinkApi::history, "limit", false, false},
+        {"io.nsidd.Registry.ListWithoutNsid", &VarlinkApi::list_without_nsid, "", false, false},
         {"io.nsidd.Registry.Watch", &VarlinkApi::watch, "since", false, true},
         {"io.nsidd.Registry.Resync", &VarlinkApi::resync, "", true, false},
         {"io.nsidd.Registry.Reload", &VarlinkApi::reload, "", true, false},
@@ -210,6 +211,13 @@ void VarlinkApi::history(Server::Peer& peer, const varlink::Call& call) {
     for (std::size_t i = skip; i < deaths.size(); ++i)
         out.push_back(to_json(deaths[i]));
     peer.reply({{"deaths", std::move(out)}});
+}
+
+void VarlinkApi::list_without_nsid(Server::Peer& peer, const varlink::Call&) {
+    Json out = Json::array();
+    for (const auto& ns : engine_.unlisted())
+        out.push_back(to_json(ns));
+    peer.reply({{"namespaces", std::move(out)}});
 }
 
 void VarlinkApi::watch(Server::Peer& peer, const varlink::Call& call) {

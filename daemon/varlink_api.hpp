@@ -65,6 +65,7 @@ private:
     void list(Server::Peer& peer, const varlink::Call& call);
     void graph(Server::Peer& peer, const varlink::Call& call);
     void history(Server::Peer& peer, const varlink::Call& call);
+    void list_without_nsid(Server::Peer& peer, const varlink::Call& call);
     void watch(Server::Peer& peer, const varlink::Call& call);
     void resync(Server::Peer& peer, const varlink::Call& call);
     void reload(Server::Peer& peer, const varlink::Call& call);

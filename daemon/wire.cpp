@@ -82,6 +82,17 @@ varlink::Json to_json(const registry::Entry& e, const char* state) {
             {"source", registry::to_string(e.source)}};
 }
 
+varlink::Json to_json(const mirror::Engine::Unlisted& ns) {
+    std::string state = registry::to_string(ns.state);
+    std::replace(state.begin(), state.end(), '-', '_');
+    return {{"peer", peer_json(ns.peer)},
+            {"state", state},
+            {"leaking_since", ns.leaking_since_usec != 0
+                                  ? varlink::Json(format_iso8601(ns.leaking_since_usec))
+                                  : varlink::Json()},
+            {"since", format_iso8601(ns.first_seen_usec)}};
+}
+
 varlink::Json to_json(const registry::Death& d) {
     auto state = d.state;
     std::replace(state.begin(), state.end(), '-', '_');

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "mirror/engine.hpp"
 #include "registry/registry.hpp"
 #include "varlink/protocol.hpp"
 
@@ -20,6 +21,9 @@ inline constexpr std::string_view kInvalidConfiguration = "io.nsidd.Registry.Inv
 std::string observer_name(registry::Observer observer);
 /// An Entry as the interface describes it; unknown parts are null or [].
 /// `state`: the peer's PeerState name.
+/// A namespace without an id in self's table (Engine::unlisted()), as the interface's
+/// Namespace.
+varlink::Json to_json(const mirror::Engine::Unlisted& ns);
 varlink::Json to_json(const registry::Entry& entry, const char* state);
 varlink::Json to_json(const registry::Death& death);
 /// One Watch reply.

@@ -152,6 +152,23 @@ public:
     std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> state_counts() const;
     /// Per state, the first-seen time (wall clock) of self's oldest peer in it; 0: none.
     std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> oldest_since() const;
+    /// A network namespace discovery sees (a process, a mount) that has no id in self's table:
+    /// in no table, judged all the same (docs/design.md, "Namespaces without an id").
+    struct Unlisted {
+        registry::Identity peer;
+        PeerState state = PeerState::Unknown;
+        std::uint64_t leaking_since_usec = 0;
+        std::uint64_t first_seen_usec = 0;
+    };
+    /// Every such namespace as of now, our own excepted. O(namespaces known).
+    std::vector<Unlisted> unlisted() const;
+    /// Namespaces by state, with an id or not (the rows' states and unlisted()'s), and the
+    /// oldest leaking-since of each leak state: for nsidd_leaking_namespaces.
+    struct Leaking {
+        std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> count{};
+        std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> oldest{};
+    };
+    Leaking leaking() const;
 
     /// Takes the ids saved at `path` for this boot and this namespace as hints, so that the
     /// bootstrap need not ask the kernel for them. False when there is no such file or it does

@@ -65,6 +65,17 @@ Result<void> Engine::save_ids(const std::string& path, bool now) {
         if (p.owner)
             cache.owners.emplace(*p.cookie, *p.owner);
     }
+    // Namespaces without an id: their evidence and owner (a leak in no table is still one).
+    for (const auto& [cookie, ns] : catalog_.namespaces()) {
+        if (ns.nsid || ns.cookie_is_inode || ns.inode == catalog_.self_inode() ||
+            (!ns.no_process_since_usec && !ns.owner))
+            continue;
+        cache.first_seen_usec.emplace(cookie, ns.first_seen_usec);
+        if (ns.no_process_since_usec)
+            cache.no_process_since_usec.emplace(cookie, ns.no_process_since_usec);
+        if (ns.owner)
+            cache.owners.emplace(cookie, *ns.owner);
+    }
     auto written = write_file_atomic(path, netns::format_id_cache(key, cache), 0600);
     if (written) {
         saved_ids_version_ = catalog_.ids_version();

@@ -161,9 +161,48 @@ std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> Engine::ol
     std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> out{};
     for_each_self_state([&](const registry::Entry& entry, PeerState s) {
         auto& oldest = out[static_cast<std::size_t>(s)];
-        if (oldest == 0 || entry.since_usec < oldest)
-            oldest = entry.since_usec;
+        const auto since = entry.leaking_since_usec ? entry.leaking_since_usec : entry.since_usec;
+        if (oldest == 0 || since < oldest)
+            oldest = since;
     });
+    return out;
+}
+
+std::vector<Engine::Unlisted> Engine::unlisted() const {
+    std::vector<Unlisted> out;
+    const auto now = clock_.realtime();
+    for (const auto& [cookie, ns] : catalog_.namespaces()) {
+        if (ns.nsid || ns.inode == catalog_.self_inode())
+            continue;
+        const auto seen = first_seen_.find(cookie); // first seen before a restart
+        Unlisted u{identity_of(ns), PeerState::Unknown, 0,
+                   seen != first_seen_.end() ? std::min(seen->second, ns.first_seen_usec)
+                                             : ns.first_seen_usec};
+        const auto since = ns.no_process_since_usec;
+        if (ns.pid || ns.processes > 0)
+            u.state = PeerState::Active;
+        else if (!ns.mounted())
+            u.state = PeerState::Unknown; // its holder went: dropped at the end of the pass
+        else if (since != 0 && leak_prone(ns) && now - since >= config_.orphan_grace_usec)
+            u.state = PeerState::StaleMount, u.leaking_since_usec = since;
+        else
+            u.state = PeerState::Mounted;
+        out.push_back(std::move(u));
+    }
+    return out;
+}
+
+Engine::Leaking Engine::leaking() const {
+    Leaking out;
+    out.count = state_counts();
+    out.oldest = oldest_since();
+    for (const auto& u : unlisted()) {
+        const auto i = static_cast<std::size_t>(u.state);
+        ++out.count[i];
+        const auto since = u.leaking_since_usec ? u.leaking_since_usec : u.first_seen_usec;
+        if (out.oldest[i] == 0 || since < out.oldest[i])
+            out.oldest[i] = since;
+    }
     return out;
 }
 

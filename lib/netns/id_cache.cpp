@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <unordered_set>
 #include <vector>
 
 namespace nsidd::netns {
@@ -108,11 +109,14 @@ std::optional<std::string_view> next_line(std::string_view& text) {
     return line;
 }
 
-// One line's fields into `cache`; false when one is malformed or the cookie came before.
-bool parse_line(const std::array<std::string_view, 7>& field, std::size_t fields, IdCache& cache) {
+// One line's fields into `cache`; false when one is malformed or the cookie came before
+// (`cookies`: those read so far).
+bool parse_line(const std::array<std::string_view, 7>& field, std::size_t fields, IdCache& cache,
+                std::unordered_set<std::uint64_t>& cookies) {
     std::array<std::optional<std::uint64_t>, 6> v;
+    const bool no_id = fields == 7 && field[1] == "-"; // a namespace without one
     for (std::size_t i = 0; i < std::min<std::size_t>(fields, 6); ++i)
-        v[i] = parse_number(field[i], i == 1 ? INT32_MAX : UINT64_MAX);
+        v[i] = i == 1 && no_id ? 0 : parse_number(field[i], i == 1 ? INT32_MAX : UINT64_MAX);
     for (std::size_t i = fields; i < 6; ++i)
         v[i] = 0;
     std::optional<Owner> owner;
@@ -120,8 +124,10 @@ bool parse_line(const std::array<std::string_view, 7>& field, std::size_t fields
         (fields == 7 && !parse_owner(field[6], owner)))
         return false;
     const auto cookie = *v[0];
-    if (!cache.ids.emplace(cookie, static_cast<std::int32_t>(*v[1])).second)
+    if (!cookies.insert(cookie).second)
         return false;
+    if (!no_id)
+        cache.ids.emplace(cookie, static_cast<std::int32_t>(*v[1]));
     const auto put = [cookie](auto& map, std::uint64_t value) {
         if (value != 0)
             map.emplace(cookie, value);
@@ -138,16 +144,31 @@ bool parse_line(const std::array<std::string_view, 7>& field, std::size_t fields
 } // namespace
 
 std::string format_id_cache(const IdCacheOrigin& origin, const IdCache& cache) {
-    std::vector<std::pair<std::uint64_t, std::int32_t>> sorted(cache.ids.begin(), cache.ids.end());
+    // Every cookie something is kept for, those without an id too.
+    std::vector<std::uint64_t> sorted;
+    for (const auto& [cookie, nsid] : cache.ids)
+        sorted.push_back(cookie);
+    const auto add = [&sorted](const auto& map) {
+        for (const auto& [cookie, value] : map)
+            sorted.push_back(cookie);
+    };
+    add(cache.first_seen_usec);
+    add(cache.mount_ids);
+    add(cache.no_process_since_usec);
+    add(cache.unheld_since_usec);
+    add(cache.owners);
     std::sort(sorted.begin(), sorted.end());
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
     std::string out = header(origin) + std::to_string(cache.saved_usec) + "\n";
     const auto number = [](const auto& map, std::uint64_t cookie) {
         const auto it = map.find(cookie);
         return " " + std::to_string(it == map.end() ? 0 : it->second);
     };
-    for (const auto& [cookie, nsid] : sorted) {
+    for (const auto cookie : sorted) {
         const auto owner = cache.owners.find(cookie);
-        out += std::to_string(cookie) + " " + std::to_string(nsid) +
+        const auto nsid = cache.ids.find(cookie);
+        out += std::to_string(cookie) + " " +
+               (nsid == cache.ids.end() ? std::string("-") : std::to_string(nsid->second)) +
                number(cache.first_seen_usec, cookie) + number(cache.mount_ids, cookie) +
                number(cache.no_process_since_usec, cookie) +
                number(cache.unheld_since_usec, cookie) + " " +
@@ -174,6 +195,7 @@ std::optional<IdCache> parse_id_cache(std::string_view text, const IdCacheOrigin
     if (!saved)
         return std::nullopt;
     cache.saved_usec = *saved;
+    std::unordered_set<std::uint64_t> cookies;
     for (std::size_t n = 0; !text.empty(); ++n) {
         const auto line = next_line(text);
         if (!line || n == max_lines)
@@ -192,7 +214,7 @@ std::optional<IdCache> parse_id_cache(std::string_view text, const IdCacheOrigin
             if (fields + 1 == fields_per_line)
                 return std::nullopt; // a field too many
         }
-        if (fields != fields_per_line || !parse_line(field, fields_per_line, cache))
+        if (fields != fields_per_line || !parse_line(field, fields_per_line, cache, cookies))
             return std::nullopt;
     }
     return cache;

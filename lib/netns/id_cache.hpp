@@ -46,7 +46,8 @@ struct IdCache {
 
 /// The id-cache file's text: a header line "nsidd-ids 4 BOOT COOKIE SAVED_USEC", then
 /// "COOKIE NSID FIRST_SEEN_USEC MOUNT_ID NO_PROCESS_SINCE_USEC UNHELD_SINCE_USEC OWNER" lines
-/// (sorted by cookie; 0: unknown or none). OWNER is "-" or its five parts (unit, runtime,
+/// (sorted by cookie; 0: unknown or none; NSID "-": a namespace without an id, kept for its
+/// evidence and owner). OWNER is "-" or its five parts (unit, runtime,
 /// container, pod_uid, sandbox) joined by '/', each with '%', '/', spaces and control bytes
 /// written as %XX. Version 3 files (the first four fields) are read too. Pure.
 std::string format_id_cache(const IdCacheOrigin& origin, const IdCache& cache);

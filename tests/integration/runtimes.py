@@ -184,7 +184,8 @@ def leak_scenario(runtime, start, remove, crash):
     - after an nsidd restart it is judged again at the first look, with the same
       leaking-since and owner;
     - the command `nsidctl leaks` prints for it, run as printed, frees the namespace.
-    `start(name)` returns the container's id."""
+    `start(name, *extra_args)` returns the container's id; a `--network none` container
+    (no veth, so no id in any table) is judged the same, through ListWithoutNsid."""
     os.makedirs('/run/nsidd-test', exist_ok=True)
     kernel = t.Kernel()
     grace, interval = 3, 1
@@ -207,6 +208,21 @@ def leak_scenario(runtime, start, remove, crash):
 
     c1, pid1, key1, n1 = container('c1')
     t.wait_for('c1 active, owned', lambda: owned_active(n1, c1))
+    # --network none: a namespace the runtime mounts too, with no veth, so no id anywhere.
+    c3 = start('c3', '--network', 'none')
+    info3 = runtime.inspect(c3)
+    key3, pid3 = info3['NetworkSettings']['SandboxKey'], info3['State']['Pid']
+    # Podman mounts none for it (its process alone holds it); Docker does.
+    cookie3 = t.identity(key3 or '/proc/%d/ns/net' % pid3)[0]
+    key3 = key3 or '/proc/%d/ns/net' % pid3
+    assert kernel.by_path([key3])[key3] is None, 'a --network none namespace has an id'
+
+    def without_id(state):
+        got = [n for n in d.call('io.nsidd.Registry.ListWithoutNsid')['parameters'][
+            'namespaces'] if n['peer']['cookie'] == cookie3]
+        o = (got[0]['peer']['owner'] or {}) if got else {}
+        return got[0] if got and got[0]['state'] == state and o.get('container') == c3 else None
+    t.wait_for('c3 (no id) active, owned', lambda: without_id('active'))
     c2, _, _, n2 = container('c2')
     t.wait_for('c2 active, owned', lambda: owned_active(n2, c2))
     t.log('%s: running containers active, owner %s:%s (nsid %d, %s)' % (
@@ -219,6 +235,7 @@ def leak_scenario(runtime, start, remove, crash):
 
     killed = crash()
     os.kill(pid1, signal.SIGKILL)
+    os.kill(pid3, signal.SIGKILL)
     reap()
     crashed = time.monotonic()
     try:
@@ -227,12 +244,27 @@ def leak_scenario(runtime, start, remove, crash):
                        timeout=grace + interval + 15)
     except AssertionError:
         raise AssertionError(t.entries(d).get(n1))
+    if key3.startswith('/proc/'):  # nothing held it but its process: it died with it
+        t.wait_for('c3 (no id) gone', lambda: not any(n['peer']['cookie'] == cookie3 for n in d.call(
+            'io.nsidd.Registry.ListWithoutNsid')['parameters']['namespaces']), timeout=15)
+    else:
+        t.wait_for('c3 (no id) stale-mount', lambda: without_id('stale_mount'), timeout=15)
     took = time.monotonic() - crashed
     assert e['peer']['owner']['container'] == c1, e
     assert e['peer']['holders']['mounts'][0].endswith(os.path.basename(key1)), e
-    t.log('killed %s and the container: stale-mount after %.1f s (grace %d s, interval %d s), '
-          'held by %s' % (sorted({c for _, c in killed}), took, grace, interval,
-                          e['peer']['holders']['mounts']))
+    t.log('killed %s and the containers: stale-mount after %.1f s (grace %d s, interval %d s), '
+          'held by %s; the --network none one (no id, %s): %s' % (
+              sorted({c for _, c in killed}), took, grace, interval,
+              e['peer']['holders']['mounts'], key3,
+              'gone with its process' if key3.startswith('/proc/') else 'stale-mount too'))
+    none_leak = [x for x in json.loads(t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)
+                 if x.get('nsid') is None and x['peer']['cookie'] == cookie3]
+    assert len(none_leak) == (0 if key3.startswith('/proc/') else 1), none_leak
+    for leak in none_leak:
+        subprocess.run(['sh', '-c', leak['command']], check=True)
+        t.wait_for('c3 gone', lambda: not any(n['peer']['cookie'] == cookie3 for n in d.call(
+            'io.nsidd.Registry.ListWithoutNsid')['parameters']['namespaces']))
+        t.log('`%s` freed it' % leak['command'])
     d.stop()
     d = t.Daemon(*args)
     try:

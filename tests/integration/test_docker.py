@@ -13,7 +13,8 @@ import runtimes as rt  # noqa: E402 (inside the sandbox only)
 
 docker = rt.Docker()
 rt.leak_scenario(docker,
-                 start=lambda name: docker('run', '-d', '--name', name, rt.IMAGE, 'sleep', '600'),
+                 start=lambda name, *extra: docker('run', '-d', '--name', name, *extra, rt.IMAGE,
+                                                 'sleep', '600'),
                  remove=lambda name: docker('rm', '-f', name),
                  crash=lambda: rt.kill_named('dockerd', 'containerd', 'containerd-shim'))
 t.log('ok')

@@ -4,7 +4,8 @@
 docker-ID.scope cgroup, its namespace mounted at /run/docker/netns/SANDBOX) whose process is
 killed is stale-mount, owned by the container; a namespace kept only by another process's fd is
 fd-held; a Docker sandbox mount no process was ever seen in is owned by what its path says
-(runtime docker, the sandbox). Each leak has a leaking-since: when the first look showed it so.
+(runtime docker, the sandbox); so is one whose namespace has no id at all (ListWithoutNsid,
+`nsidctl leaks` by cookie, nsidd_leaking_namespaces), which is given none. Each leak has a leaking-since: when the first look showed it so.
 nsidd restarts: the leaks are judged again at its first look, with the same leaking-since (not
 restarted) and the container's owner kept, not lost; `nsidctl leaks` shows them with the
 runtime's advice. A plain `ip netns add` name stays mounted, with no leaking-since."""
@@ -39,6 +40,19 @@ subprocess.run(['mount', '--bind', '/run/netns/orphan', '/run/docker/netns/beef0
                check=True)
 ids = t.Kernel().by_name()
 ctr, orphan, held, plain = ids['ctr'], ids['orphan'], ids['held'], ids['plain']
+# A sandbox no id was ever given for (as a --network none container's): in no table.
+noid = subprocess.Popen(['unshare', '--net', 'sleep', '600'])
+t.track(noid)
+t.wait_for('the id-less one in its namespace',
+           lambda: os.readlink('/proc/%d/ns/net' % noid.pid) != own, interval=0.01)
+open('/run/docker/netns/0dd0dd0dd0dd', 'w').close()
+subprocess.run(['mount', '--bind', '/proc/%d/ns/net' % noid.pid, '/run/docker/netns/0dd0dd0dd0dd'],
+               check=True)
+noid_cookie = t.identity('/run/docker/netns/0dd0dd0dd0dd')[0]
+noid.kill()
+noid.wait()
+assert t.Kernel().by_path(['/run/docker/netns/0dd0dd0dd0dd'])[
+    '/run/docker/netns/0dd0dd0dd0dd'] is None
 holder = subprocess.Popen(['sh', '-c', 'exec 3</run/netns/held; exec sleep 600'])
 t.track(holder)
 t.wait_for('the fd open', lambda: '/run/netns/held' in t.fd_targets(holder.pid))
@@ -57,9 +71,16 @@ container.wait()
 want = {ctr: 'stale_mount', orphan: 'stale_mount', held: 'fd_held', plain: 'mounted'}
 
 
+def without_id(daemon):
+    """The id-less sandbox as ListWithoutNsid shows it, once stale."""
+    got = [n for n in daemon.call('io.nsidd.Registry.ListWithoutNsid')['parameters'][
+        'namespaces'] if n['peer']['cookie'] == noid_cookie]
+    return got[0] if got and got[0]['state'] == 'stale_mount' else None
+
+
 def judged(daemon):
     e = t.entries(daemon)
-    return {n: e.get(n, {}).get('state') for n in want} == want
+    return {n: e.get(n, {}).get('state') for n in want} == want and without_id(daemon)
 
 
 try:
@@ -77,6 +98,15 @@ assert first[orphan]['peer']['owner'] == {
     'unit': None, 'runtime': 'docker', 'container': None, 'pod_uid': None,
     'sandbox': 'beef00112233'}, first[orphan]
 t.log('first start: %s' % {n: (first[n]['state'], first[n]['leaking_since']) for n in want})
+first_noid = without_id(d)
+assert first_noid['leaking_since'] and first_noid['peer']['owner']['sandbox'] == '0dd0dd0dd0dd', \
+    first_noid
+assert noid_cookie not in {e['peer']['cookie'] for e in t.entries(d).values()}  # no id given
+# Counted with the rows: ctr, orphan and the id-less one.
+t.wait_for('the leaks counted', lambda: t.metric(
+    d, 'nsidd_leaking_namespaces{state="stale-mount"}') == 3)
+t.log('without an id: %s since %s, counted in nsidd_leaking_namespaces' % (
+    first_noid['state'], first_noid['leaking_since']))
 d.stop()
 
 # The restart: the same verdicts at the first look, the same leaking-since, the owner kept.
@@ -89,10 +119,15 @@ again = t.entries(d)
 for n in want:
     assert again[n]['leaking_since'] == first[n]['leaking_since'], (first[n], again[n])
 assert again[ctr]['peer']['owner'] == owner, again[ctr]
+assert without_id(d)['leaking_since'] == first_noid['leaking_since'], without_id(d)
 t.log('restart: each leak judged again with its leaking-since kept; the container owner kept')
 # nsidctl leaks: leaking-since, owner, and the runtime's own words naming the container.
 leaks = {x.get('nsid'): x for x in json.loads(
     t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)}
+listed = json.loads(t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)
+noid_leak = [x for x in listed if x.get('nsid') is None and x['peer']['cookie'] == noid_cookie]
+assert len(noid_leak) == 1 and noid_leak[0]['leaking-since'] == first_noid['leaking_since'], \
+    listed
 assert {ctr, orphan, held} <= set(leaks), leaks
 assert leaks[ctr]['leaking-since'] == first[ctr]['leaking_since'], leaks[ctr]
 assert 'docker rm -f ' + ID in leaks[ctr]['action'], leaks[ctr]
@@ -100,10 +135,13 @@ assert 'docker rm -f CONTAINER' in leaks[orphan]['action'], leaks[orphan]
 table = t.nsidctl('leaks', socket_path=d.socket).stdout
 assert 'docker:7d3c1b2a' in table and 'docker:beef0011' in table, table
 t.log(table)
-for n in (ctr, orphan):
-    subprocess.run(['sh', '-c', leaks[n]['command']], check=True)
+for command in [leaks[n]['command'] for n in (ctr, orphan)] + [noid_leak[0]['command']]:
+    subprocess.run(['sh', '-c', command], check=True)
 holder.kill()
 holder.wait()
 t.wait_for('the leaks dead', lambda: not {ctr, orphan, held} & set(t.entries(d)))
+t.wait_for('the id-less one gone', lambda: noid_cookie not in {
+    n['peer']['cookie'] for n in d.call('io.nsidd.Registry.ListWithoutNsid')['parameters'][
+        'namespaces']})
 d.stop()
 t.log('ok')

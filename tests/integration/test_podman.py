@@ -12,7 +12,8 @@ import runtimes as rt  # noqa: E402 (inside the sandbox only)
 
 podman = rt.Podman()
 rt.leak_scenario(podman,
-                 start=lambda name: podman.run('--name', name, rt.IMAGE, 'sleep', '600'),
+                 start=lambda name, *extra: podman.run('--name', name, *extra, rt.IMAGE, 'sleep',
+                                                    '600'),
                  remove=lambda name: podman('rm', '-f', '-t', '0', name),
                  crash=lambda: rt.kill_named('conmon'))
 t.log('ok')

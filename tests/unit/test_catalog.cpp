@@ -136,16 +136,28 @@ TEST(SavedIds, KeepEvidenceAndOwners) {
     EXPECT_EQ(text, "nsidd-ids 4 b00t 7 5\n9 1 0 0 1000 0 a%20b%2Fc%25.scope/docker///%0A%7F\n"
                     "10 2 0 0 0 2000 ////netns-1\n");
     EXPECT_EQ(nsidd::netns::parse_id_cache(text, kOrigin), cache);
+    // A namespace without an id keeps its evidence and owner under "-".
+    cache.no_process_since_usec[11] = 3000;
+    cache.owners[11] = nsidd::Owner{"", "docker", "", "", "f00d"};
+    const auto with_idless = format_id_cache(kOrigin, cache);
+    EXPECT_NE(with_idless.find("\n11 - 0 0 3000 0 /docker///f00d\n"), std::string::npos)
+        << with_idless;
+    const auto back = nsidd::netns::parse_id_cache(with_idless, kOrigin);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(*back, cache);
+    EXPECT_EQ(back->ids.count(11), 0u);
     for (const char* bad : {
-             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0\n",              // no owner
-             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a/b/c/d\n",      // an owner part missing
-             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a/b/c/d/e/f\n",  // one too many
-             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 ////\n",         // an owner saying nothing
-             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a%2/b/c/d/e\n",  // a cut escape
-             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a%zz/b/c/d/e\n", // not hex
-             "nsidd-ids 4 b00t 7 0\n9 1 0 0 x 0 -\n",            // a bad number
-             "nsidd-ids 4 b00t 7 0\n9 1 0 0 -\n",                // a v3 line in a v4 file
-             "nsidd-ids 3 b00t 7 0\n9 1 0 0 0 0 -\n",            // a v4 line in a v3 file
+             "nsidd-ids 4 b00t 7 0\n9 - 0 0 0 0 -\n9 1 0 0 0 0 -\n", // a cookie twice
+             "nsidd-ids 3 b00t 7 0\n9 - 0 0\n",                      // no "-" in version 3
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0\n",                  // no owner
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a/b/c/d\n",          // an owner part missing
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a/b/c/d/e/f\n",      // one too many
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 ////\n",             // an owner saying nothing
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a%2/b/c/d/e\n",      // a cut escape
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 0 0 a%zz/b/c/d/e\n",     // not hex
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 x 0 -\n",                // a bad number
+             "nsidd-ids 4 b00t 7 0\n9 1 0 0 -\n",                    // a v3 line in a v4 file
+             "nsidd-ids 3 b00t 7 0\n9 1 0 0 0 0 -\n",                // a v4 line in a v3 file
          })
         EXPECT_FALSE(parses(bad)) << bad;
 }
