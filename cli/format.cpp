@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iostream>
 #include <ctime>
 
 #include <fnmatch.h>
@@ -326,6 +327,43 @@ std::string Leaks::label(const Json& f) {
     if (f["nsid"].is_null())
         return "cookie " + cell(f["peer"].value("cookie", Json(nullptr)));
     return "nsid " + cell(f["nsid"]);
+}
+
+void print_table(bool legend, const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows) {
+    std::vector<std::size_t> width(header.size());
+    for (std::size_t i = 0; i < header.size(); ++i)
+        width[i] = columns(header[i]);
+    for (const auto& r : rows)
+        for (std::size_t i = 0; i < r.size(); ++i)
+            width[i] = std::max(width[i], columns(r[i]));
+    auto line = [&](const std::vector<std::string>& r) {
+        std::string out;
+        for (std::size_t i = 0; i < r.size(); ++i) {
+            out += r[i];
+            if (i + 1 < r.size())
+                out += std::string(width[i] - columns(r[i]) + 2, ' ');
+        }
+        std::cout << out << '\n';
+    };
+    if (legend)
+        line(header);
+    for (const auto& r : rows)
+        line(r);
+}
+
+std::string describe_error(const nsidd::varlink::Reply& reply) {
+    const auto& p = reply.parameters;
+    if (reply.error == "io.nsidd.Registry.NoSuchObserver")
+        return reply.error + ": no table for observer " + cell(p.value("observer", Json(nullptr))) +
+               " (nsidctl graph lists the tables; in self scope there is only self)";
+    if (reply.error == "io.nsidd.Registry.PermissionDenied")
+        return reply.error + ": resync and reload are for root";
+    if (reply.error == "io.nsidd.Registry.InvalidConfiguration")
+        return reply.error +
+               ": the configuration was not reloaded: " + cell(p.value("message", Json(nullptr)));
+    return reply.error +
+           (p.empty() ? "" : " " + p.dump(-1, ' ', false, Json::error_handler_t::replace));
 }
 
 } // namespace nsidctl

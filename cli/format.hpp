@@ -74,4 +74,10 @@ struct Leaks {
     static std::string label(const Json& found);
 };
 
+/// Prints rows as aligned columns, with the header when `legend`.
+void print_table(bool legend, const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows);
+/// What an error reply means, for a person.
+std::string describe_error(const nsidd::varlink::Reply& reply);
+
 } // namespace nsidctl

@@ -43,30 +43,6 @@ const Json& array_at(const Json& j, const char* key) {
     return v;
 }
 
-// Prints rows as aligned columns; the header unless --no-legend.
-void print_table(const Settings& s, const std::vector<std::string>& header,
-                 const std::vector<std::vector<std::string>>& rows) {
-    std::vector<std::size_t> width(header.size());
-    for (std::size_t i = 0; i < header.size(); ++i)
-        width[i] = columns(header[i]);
-    for (const auto& r : rows)
-        for (std::size_t i = 0; i < r.size(); ++i)
-            width[i] = std::max(width[i], columns(r[i]));
-    auto line = [&](const std::vector<std::string>& r) {
-        std::string out;
-        for (std::size_t i = 0; i < r.size(); ++i) {
-            out += r[i];
-            if (i + 1 < r.size())
-                out += std::string(width[i] - columns(r[i]) + 2, ' ');
-        }
-        std::cout << out << '\n';
-    };
-    if (!s.no_legend)
-        line(header);
-    for (const auto& r : rows)
-        line(r);
-}
-
 void print_entries(const Settings& s, const Json& entries) {
     std::vector<std::vector<std::string>> rows;
     for (const auto& e : entries) {
@@ -77,24 +53,10 @@ void print_entries(const Settings& s, const Json& entries) {
                         fit(owned_by(peer), 18), age(e.value("since", Json()))});
     }
     // Cookie, inode, former names, every holder and the whole owner: in -j.
-    print_table(s, {"NSID", "CURRENT", "PEER", "STATE", "HELD BY", "OWNER", "SINCE"}, rows);
+    print_table(!s.no_legend, {"NSID", "CURRENT", "PEER", "STATE", "HELD BY", "OWNER", "SINCE"},
+                rows);
     if (!s.no_legend)
         std::cout << '\n' << plural(entries.size(), "entry", "entries") << " listed.\n";
-}
-
-// What an error reply means, for a person.
-std::string describe_error(const nsidd::varlink::Reply& reply) {
-    const auto& p = reply.parameters;
-    if (reply.error == "io.nsidd.Registry.NoSuchObserver")
-        return reply.error + ": no table for observer " + cell(p.value("observer", Json(nullptr))) +
-               " (nsidctl graph lists the tables; in self scope there is only self)";
-    if (reply.error == "io.nsidd.Registry.PermissionDenied")
-        return reply.error + ": resync and reload are for root";
-    if (reply.error == "io.nsidd.Registry.InvalidConfiguration")
-        return reply.error +
-               ": the configuration was not reloaded: " + cell(p.value("message", Json(nullptr)));
-    return reply.error +
-           (p.empty() ? "" : " " + p.dump(-1, ' ', false, Json::error_handler_t::replace));
 }
 
 // The exit code for an error of Session::call(): the daemon refused (1), or is out of reach (3).
@@ -227,7 +189,7 @@ public:
             print_json(s_, leaks.found);
             return Ok;
         }
-        print_table(s_, {"NSID", "STATE", "HELD BY", "OWNER", "SINCE"}, leaks.rows);
+        print_table(!s_.no_legend, {"NSID", "STATE", "HELD BY", "OWNER", "SINCE"}, leaks.rows);
         if (!s_.no_legend) {
             std::cout << '\n'
                       << plural(leaks.rows.size(), "leaking peer", "leaking peers") << ".\n";
@@ -311,27 +273,49 @@ public:
                             d.value("since", Json()).is_null() ? "-" : lifetime,
                             cell(state_name(d.value("state", Json(nullptr))))});
         }
-        print_table(s_, {"NSID", "PEER", "COOKIE", "DIED", "LIFETIME", "LAST STATE"}, rows);
+        print_table(!s_.no_legend, {"NSID", "PEER", "COOKIE", "DIED", "LIFETIME", "LAST STATE"},
+                    rows);
         return Ok;
     }
 
+    // Streams changes; when nsidd goes away (a restart), reconnects and resumes after the last
+    // seq printed. A gap it cannot bridge (another run of nsidd: seqs of different runs never
+    // overlap) is said on stderr and, in JSON, as the new start marker.
     int watch(std::optional<std::int64_t> since) {
-        if (auto c = connect(); !c)
-            return exit_code(c.error());
-        const Json parameters = since ? Json{{"since", *since}} : Json::object();
-        if (auto sent = client_->send("io.nsidd.Registry.Watch", parameters, true); !sent) {
-            std::fprintf(stderr, "nsidctl: cannot send to nsidd at %s: %s\n", s_.socket.c_str(),
-                         sent.error().message().c_str());
-            return Unreachable;
-        }
         for (bool first = true;; first = false) {
-            auto r = check(client_->receive());
+            if (!first && !reconnect(since))
+                return Unreachable;
+            if (first) {
+                if (auto c = connect(); !c)
+                    return exit_code(c.error());
+            }
+            const int rc = stream(since, !first);
+            if (rc != Unreachable)
+                return rc; // an error reply (WatcherTooSlow, ...): no point in retrying
+        }
+    }
+
+    // One Watch call: prints its changes until the connection ends (Unreachable) or nsidd
+    // answers with an error; `since` follows the last seq printed.
+    int stream(std::optional<std::int64_t>& since, bool again) {
+        const Json parameters = since ? Json{{"since", *since}} : Json::object();
+        if (auto sent = client_->send("io.nsidd.Registry.Watch", parameters, true); !sent)
+            return Unreachable;
+        for (bool first = true;; first = false) {
+            auto r = client_->receive();
             if (!r)
-                return exit_code(r.error());
-            const Json& j = (*r);
+                return Unreachable;
+            if (!r->error.empty()) {
+                std::fprintf(stderr, "nsidctl: %s\n", describe_error(*r).c_str());
+                return DaemonError;
+            }
+            const Json& j = r->parameters;
+            const auto seq = j.value("seq", Json(nullptr));
             if (first && j.value("entry", Json()).is_null()) { // the start marker
                 if (since && !j.value("resumed", false))
-                    std::fputs("nsidctl: too old to resume: read again (nsidctl list)\n", stderr);
+                    gap(j, *since, again);
+                if (seq.is_number_integer())
+                    since = seq.get<std::int64_t>();
                 continue;
             }
             if (!s_.json.empty()) {
@@ -343,7 +327,42 @@ public:
                 std::printf("%s\n", watch_line(j).c_str());
             }
             std::fflush(stdout);
+            if (seq.is_number_integer())
+                since = seq.get<std::int64_t>();
         }
+    }
+
+    // The changes after `after` cannot be replayed: said on stderr, and for JSON readers the
+    // start marker itself (kind resync, resumed false): read the tables again.
+    void gap(const Json& marker, std::int64_t after, bool again) {
+        std::fprintf(stderr,
+                     again ? "nsidctl: nsidd restarted: the changes after seq %lld cannot be "
+                             "replayed; the stream goes on from its new start (read the tables "
+                             "again: nsidctl list)\n"
+                           : "nsidctl: too old to resume after seq %lld: read again (nsidctl "
+                             "list)\n",
+                     static_cast<long long>(after));
+        if (!s_.json.empty()) {
+            print_json(s_, marker);
+            std::fflush(stdout);
+        }
+    }
+
+    // nsidd went away: connects again, every 200 ms for up to a minute (a restart).
+    bool reconnect(const std::optional<std::int64_t>& since) {
+        std::fprintf(stderr, "nsidctl: lost nsidd at %s; reconnecting (to resume after seq %s)\n",
+                     s_.socket.c_str(), since ? std::to_string(*since).c_str() : "-");
+        client_.reset();
+        for (int tries = 0; tries < 300; ++tries) {
+            if (auto c = nsidd::varlink::Client::connect(s_.socket)) {
+                client_.emplace(std::move(*c));
+                return true;
+            }
+            ::usleep(200'000);
+        }
+        std::fprintf(stderr, "nsidctl: nsidd at %s did not come back within a minute\n",
+                     s_.socket.c_str());
+        return false;
     }
 
     int simple(const std::string& method) {

@@ -73,6 +73,32 @@ finally:
     w.terminate()
     w.wait()
 
+# watch goes on across an nsidd restart: it reconnects, says on stderr that the changes
+# between the two runs cannot be replayed (JSON: the new start marker, resumed false), and
+# prints the new run's changes.
+w = subprocess.Popen([t.NSIDCTL, '--socket', sock, '-j', 'watch'], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+try:
+    t.time.sleep(0.3)
+    t.ip_batch(['netns add wy', 'netns set wy auto'])
+    before = json.loads(w.stdout.readline())
+    assert before['kind'] == 'new', before
+    d.stop()
+    d = t.Daemon()
+    marker = json.loads(w.stdout.readline())
+    assert marker['kind'] == 'resync' and marker['resumed'] is False and \
+        marker['seq'] > before['seq'], marker
+    t.ip_batch(['netns add wz', 'netns set wz auto'])
+    after = json.loads(w.stdout.readline())
+    while after['kind'] != 'new':
+        after = json.loads(w.stdout.readline())
+    assert after['seq'] > marker['seq'], after
+finally:
+    w.terminate()
+    _, err = w.communicate()
+assert 'nsidd restarted: the changes after seq' in err and 'cannot be replayed' in err, err
+t.log('watch across a restart: %s' % err.strip().splitlines()[-1])
+
 # A reader that is not root reads, but may not resync or reload.
 os.chmod(os.path.dirname(sock), 0o755)
 os.chmod(sock, 0o666)
