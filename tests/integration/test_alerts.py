@@ -6,11 +6,14 @@ network namespace, and a second one joined to it by a veth pair), one Prometheus
 `prometheus-alertmanager`) whose webhook receiver is an HTTP server in this test.
 - A CNI-style mount whose pod process was killed (first instance) and a namespace kept by an
   fd after `ip netns del` (second instance): NsiddStaleNetnsMounts and NsiddNetnsHeldByFd reach
-  the webhook, each with its instance, job, cluster, state and severity labels.
+  the webhook, each with its instance, job, cluster, state and severity labels. A Docker
+  sandbox mount leaked before nsidd started (no id anywhere) counts too.
+- The first instance restarts: NsiddStaleNetnsMounts stays firing throughout, no resolved.
 - The fleet recording rules see both hosts: two hosts with leaks, per-host counts.
 - Both cleaned up: the resolved notifications arrive, and no host has leaks.
-The rules are the shipped file with each `for:` shortened to 2 s (nothing else changed), and
-Prometheus evaluates every second, so the whole run takes well under a minute."""
+The rules are the shipped file with each `for:` shortened to 2 s and each `keep_firing_for:` to
+8 s (nothing else changed), and Prometheus evaluates every second, so the whole run takes about
+a minute."""
 import http.server
 import json
 import os
@@ -42,10 +45,23 @@ for cmd in (['ip', 'link', 'add', 'fa', 'type', 'veth', 'peer', 'name', 'fb', 'n
             ['ip', '-n', 'fleetb', 'link', 'set', 'fb', 'up'],
             ['ip', '-n', 'fleetb', 'link', 'set', 'lo', 'up']):
     subprocess.run(cmd, check=True)
-common = ('--discovery-interval', '0.2', '--orphan-grace', '1', '--id-cache', 'none')
-a = t.Daemon('--metrics-listen', A_METRICS, *common)
-b = t.Daemon('--metrics-listen', B_METRICS, *common, socket_path='/run/nsidd-test/b',
-             wrap=('ip', 'netns', 'exec', 'fleetb'))
+common = ('--discovery-interval', '0.2', '--orphan-grace', '1')
+# (The second instance's `ip netns exec` makes its mount namespace now: mounts made after it
+# are not copied into it.)
+b = t.Daemon('--metrics-listen', B_METRICS, *common, '--id-cache', 'none',
+             socket_path='/run/nsidd-test/b', wrap=('ip', 'netns', 'exec', 'fleetb'))
+# A leak older than nsidd: a Docker sandbox mount whose container's process is gone.
+os.makedirs('/run/docker/netns')
+open('/run/docker/netns/a1b2c3d4e5f6', 'w').close()
+old_leak = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
+t.wait_for('the old leak in its namespace', lambda: os.readlink(
+    '/proc/%d/ns/net' % old_leak.pid) != os.readlink('/proc/self/ns/net'))
+subprocess.run(['mount', '--bind', '/proc/%d/ns/net' % old_leak.pid,
+                '/run/docker/netns/a1b2c3d4e5f6'], check=True)
+old_leak.kill()
+old_leak.wait()
+a_args = ('--metrics-listen', A_METRICS, *common, '--id-cache', '/run/nsidd-test/ids-a')
+a = t.Daemon(*a_args)
 
 # The webhook receiver: every notification Alertmanager posts.
 notifications = []
@@ -67,6 +83,7 @@ threading.Thread(target=server.serve_forever, daemon=True).start()
 
 with open(RULES) as f:
     rules = re.sub(r'^(\s+)for: \S+$', r'\1for: 2s', f.read(), flags=re.M)
+    rules = re.sub(r'^(\s+)keep_firing_for: \S+$', r'\1keep_firing_for: 8s', rules, flags=re.M)
 with open(os.path.join(work, 'rules.yml'), 'w') as f:
     f.write(rules)
 with open(os.path.join(work, 'alertmanager.yml'), 'w') as f:
@@ -178,6 +195,30 @@ def expect(status, name, instance, state, severity):
 
 expect('firing', 'NsiddStaleNetnsMounts', A_METRICS, 'stale-mount', 'warning')
 expect('firing', 'NsiddNetnsHeldByFd', B_METRICS, 'fd-held', 'warning')
+# The old Docker leak counts on the first instance, beside the CNI one.
+t.wait_for('both stale mounts counted', lambda: query(
+    'nsidd_leaking_namespaces{state="stale-mount"}').get(A_METRICS) == 2)
+
+
+def firing(instance):
+    with urllib.request.urlopen('http://127.0.0.1:%d/api/v1/alerts' % PROM, timeout=5) as r:
+        return any(x['labels'].get('alertname') == 'NsiddStaleNetnsMounts' and
+                   x['labels'].get('instance') == instance and x['state'] == 'firing'
+                   for x in json.load(r)['data']['alerts'])
+
+
+# An nsidd restart: the alert stays firing throughout (nsidd judges both leaks again at its
+# first look; the rule keeps firing across the missed scrapes), and no resolved is sent.
+a.stop()
+a = t.Daemon(*a_args)
+watched = time.monotonic()
+while time.monotonic() - watched < 12:
+    assert firing(A_METRICS), 'NsiddStaleNetnsMounts stopped firing during the restart'
+    time.sleep(0.25)
+assert not notified('resolved', 'NsiddStaleNetnsMounts', A_METRICS), alerts('resolved')
+assert query('nsidd_leaking_namespaces{state="stale-mount"}').get(A_METRICS) == 2
+t.log('restart: NsiddStaleNetnsMounts kept firing for 12 s after it, no resolved sent; both '
+      'leaks counted again')
 # The two instances share this machine's mounts and processes: the second sees the stale
 # mount too (a namespace it has no id for: judged all the same), and fires for it. The fd-held
 # one is judged only where it has an id (the second instance's table).
@@ -187,7 +228,7 @@ assert not notified('firing', 'NsiddNetnsHeldByFd', A_METRICS), alerts('firing')
 t.wait_for('two hosts with leaks',
            lambda: query('cluster:nsidd_hosts_with_leaks:count') == {'': 2})
 t.wait_for('the leaks per host', lambda: query('instance:nsidd_leaking_peers:sum') == {
-    A_METRICS: 1, B_METRICS: 2})
+    A_METRICS: 2, B_METRICS: 3})
 oldest = query('cluster:nsidd_leak_oldest_seconds:max{state="stale-mount"}')
 assert oldest[''] >= 1, oldest
 t.log('fleet: 2 hosts with leaks, oldest stale mount %.1f s' % oldest[''])
@@ -195,6 +236,7 @@ t.log('fleet: 2 hosts with leaks, oldest stale mount %.1f s' % oldest[''])
 # Cleaned up: the mount goes, the fd closes; both peers die and the alerts resolve.
 subprocess.run(['umount', '/run/netns/' + cni], check=True)
 os.unlink('/run/netns/' + cni)
+subprocess.run(['umount', '/run/docker/netns/a1b2c3d4e5f6'], check=True)
 os.close(fd)
 expect('resolved', 'NsiddStaleNetnsMounts', A_METRICS, 'stale-mount', 'warning')
 expect('resolved', 'NsiddStaleNetnsMounts', B_METRICS, 'stale-mount', 'warning')
