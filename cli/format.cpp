@@ -227,7 +227,8 @@ std::string leak_command(const std::string& state, const Json& peer) {
     if (state != "stale-mount")
         return {};
     // One command, on the host's own mount point where there is one: unmounting it there
-    // takes its propagated copies in other mount namespaces with it.
+    // takes its propagated copies in other mount namespaces with it. rm -f: the runtime may
+    // have removed the file already (the copy of an agent kept the namespace).
     std::string host, other;
     for (const auto& m : object_at(peer, "holders").value("mounts", Json::array())) {
         const auto path = m.is_string() ? m.get<std::string>() : std::string();
@@ -239,7 +240,7 @@ std::string leak_command(const std::string& state, const Json& peer) {
     if (!host.empty()) {
         if (host.rfind("/run/netns/", 0) == 0 && host.find('/', 11) == std::string::npos)
             return "ip netns del " + shell_quote(host.substr(11)); // umount and rm, as ip does
-        return "umount " + shell_quote(host) + " && rm " + shell_quote(host);
+        return "umount " + shell_quote(host) + " && rm -f " + shell_quote(host);
     }
     // Only in another mount namespace: /proc/PID/root/PATH.
     const auto root = other.find("/root/");
@@ -248,7 +249,23 @@ std::string leak_command(const std::string& state, const Json& peer) {
     const auto pid = other.substr(6, root - 6);
     const auto path = other.substr(root + 5);
     return "nsenter -t " + pid + " -m umount " + shell_quote(path) + " && nsenter -t " + pid +
-           " -m rm " + shell_quote(path);
+           " -m rm -f " + shell_quote(path);
+}
+
+// Who has the copy that alone holds a peer (its mounts are all in other mount namespaces):
+// "held by a copy in the mount namespace of pid P (comm, owner); " or "".
+std::string copy_holder(const Json& peer) {
+    const Json& h = object_at(peer, "holders");
+    const auto mounts = h.value("mounts", Json::array());
+    const auto copies = h.value("copies", Json::array());
+    if (copies.empty() || mounts.size() != copies.size() || !copies[0].is_object())
+        return {};
+    Json as_peer = {{"owner", copies[0].value("owner", Json(nullptr))}};
+    const auto owner = owned_by(as_peer);
+    return "held by a copy in the mount namespace of pid " +
+           cell(copies[0].value("pid", Json(nullptr))) + " (" +
+           cell(copies[0].value("comm", Json(nullptr))) + (owner == "-" ? "" : ", " + owner) +
+           "); ";
 }
 
 std::string leak_action(const std::string& state, const Json& peer) {
@@ -258,7 +275,8 @@ std::string leak_action(const std::string& state, const Json& peer) {
         for (const auto& m : object_at(peer, "holders").value("mounts", Json::array()))
             if (path.empty() && m.is_string())
                 path = m.get<std::string>();
-        return runtime_advice(path, peer) + ": " + (command.empty() ? "unmount it" : command);
+        return copy_holder(peer) + runtime_advice(path, peer) + ": " +
+               (command.empty() ? "unmount it" : command);
     }
     if (state == "fd-held")
         return "a process keeps an fd to it: " + leak_holder(state, peer) +

@@ -37,6 +37,16 @@ varlink::Json fds_json(const std::vector<registry::FdHolder>& fds) {
     return out;
 }
 
+varlink::Json copies_json(const std::vector<CopyHolder>& copies) {
+    auto out = varlink::Json::array();
+    for (const auto& c : copies)
+        out.push_back({{"path", c.path},
+                       {"pid", c.pid},
+                       {"comm", c.comm.empty() ? varlink::Json() : varlink::Json(c.comm)},
+                       {"owner", owner_json(c.owner)}});
+    return out;
+}
+
 varlink::Json mounts_json(const registry::Holders& h) {
     auto out = varlink::Json(h.mounts);
     for (const auto& m : h.other_mounts)
@@ -57,6 +67,7 @@ varlink::Json peer_json(const registry::Identity& id) {
               {"comm", h.comm->empty() ? varlink::Json(nullptr) : varlink::Json(*h.comm)},
               {"mounts", mounts_json(h)},
               {"also_in", h.also_in},
+              {"copies", copies_json(*h.copies)},
               {"fds", fds_json(*h.fds)}}},
             {"owner", owner_json(id.owner)}};
 }

@@ -34,6 +34,7 @@ registry::Identity Engine::identity_of(const netns::Namespace& ns) {
     id.holders.comm = ns.comm;
     id.holders.mounts = ns.mounts;
     id.holders.other_mounts = ns.other_mounts;
+    id.holders.copies = ns.copies;
     id.holders.also_in = ns.also_in;
     id.owner = ns.owner;
     return id;

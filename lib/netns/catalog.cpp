@@ -267,15 +267,21 @@ void Catalog::end_pass(std::uint64_t now_usec) {
     proc_.reset();
     for (auto& [cookie, ns] : namespaces_) {
         // Bind mounts in the other mount namespaces this pass met.
-        std::vector<std::string> other;
+        std::vector<CopyHolder> copies;
         if (const auto it = pass_other_mounts_.find(ns.inode); it != pass_other_mounts_.end()) {
-            other = std::move(it->second);
-            std::sort(other.begin(), other.end());
+            copies = std::move(it->second);
+            std::sort(copies.begin(), copies.end(),
+                      [](const auto& a, const auto& b) { return a.path < b.path; });
         }
         const auto also = pass_also_in_.find(ns.inode);
         const auto also_in = also == pass_also_in_.end() ? 0 : also->second;
-        if (Strings now(other); now != ns.other_mounts || also_in != ns.also_in) {
-            ns.other_mounts = std::move(now);
+        if (copies != *ns.copies || also_in != ns.also_in) {
+            std::vector<std::string> paths;
+            for (const auto& c : copies)
+                paths.push_back(c.path);
+            ns.other_mounts = Strings(paths);
+            ns.copies =
+                copies.empty() ? Shared<std::vector<CopyHolder>>{} : Shared(std::move(copies));
             ns.also_in = also_in;
             changed_.push_back(cookie);
         }
@@ -422,7 +428,7 @@ std::string Catalog::reach_path(const Namespace& ns) const {
     // Met through another mount namespace in the pass under way (other_mounts is set at its end).
     if (const auto it = pass_other_mounts_.find(ns.inode);
         it != pass_other_mounts_.end() && !it->second.empty())
-        return it->second.front();
+        return it->second.front().path;
     if (ns.pid)
         return roots_.proc_dir + "/" + std::to_string(*ns.pid) + "/ns/net";
     return {};

@@ -42,6 +42,9 @@ struct Namespace {
     /// each a holder of its own (a private copy, or the first of a propagation group no mount
     /// of ours is in).
     Strings other_mounts;
+    /// The same, with the process (and its owner) whose mount namespace has each (empty when
+    /// there is none: one pointer).
+    Shared<std::vector<CopyHolder>> copies;
     /// Any nsfs bind mount, under the netns directory or not, here or in another mount
     /// namespace.
     bool mounted() const noexcept { return !mounts.empty() || !other_mounts.empty(); }
@@ -248,7 +251,7 @@ private:
     // Mount namespaces other than ours met in this pass ("mnt:[INODE]"), and the nsfs mounts
     // read from them: namespace inode -> /proc/PID/root/PATH.
     std::unordered_set<std::string> pass_mnt_ns_;
-    std::unordered_map<std::uint64_t, std::vector<std::string>> pass_other_mounts_;
+    std::unordered_map<std::uint64_t, std::vector<CopyHolder>> pass_other_mounts_;
     // Propagation in this pass: (inode, peer group) of our own nsfs mounts and of the copies
     // in other mount namespaces named so far; copies that go with one, by namespace inode.
     struct PairHash {

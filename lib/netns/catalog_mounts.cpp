@@ -2,6 +2,7 @@
 // The catalog's view of the nsfs mounts: which namespace each mount point reaches, and from
 // that each namespace's mount points, names and former names (docs/design.md, "Mount table").
 #include <algorithm>
+#include <cstdlib>
 #include <iterator>
 #include <memory>
 #include <string_view>
@@ -16,6 +17,7 @@
 
 #include "netns/catalog.hpp"
 #include "netns/fd_scan.hpp"
+#include "netns/owner.hpp"
 #include "util/file.hpp"
 
 namespace nsidd::netns {
@@ -233,6 +235,7 @@ std::size_t Catalog::read_other_mounts(const char* pid, std::uint64_t now_usec) 
             pass_known_inodes_.insert(ns.inode);
     std::vector<Opened> opened;
     UniqueFd root;
+    std::optional<CopyHolder> holder; // who has this mount namespace's copies, read once
     for (auto& m : parse_nsfs_mounts(*text)) {
         auto path = base + "/root" + m.path;
         const bool copy = fold_propagated(m);
@@ -246,8 +249,18 @@ std::size_t Catalog::read_other_mounts(const char* pid, std::uint64_t now_usec) 
                 opened.push_back(std::move(*ns));
             }
         }
-        if (!copy)
-            pass_other_mounts_[m.inode].push_back(std::move(path));
+        if (copy)
+            continue;
+        if (!holder) {
+            holder.emplace();
+            holder->pid = std::atoi(pid);
+            holder->comm = process_comm(roots_.proc_dir, holder->pid);
+            if (auto cgroup = read_file(base + "/cgroup", 64 * 1024))
+                if (auto owner = parse_cgroup_owner(*cgroup))
+                    holder->owner = Shared(std::move(*owner));
+        }
+        auto& listed = pass_other_mounts_[m.inode].emplace_back(*holder);
+        listed.path = std::move(path);
     }
     const auto work = opened.size() + text->size() / 256; // a process's worth per 256 bytes
     record(opened, now_usec, false);

@@ -57,6 +57,9 @@ struct Holders {
     Shared<std::vector<FdHolder>> fds;
     /// Bind mounts in other mount namespaces, as /proc/PID/root/PATH (sorted).
     Strings other_mounts;
+    /// The same, with the process whose mount namespace has each and its owner (shared with
+    /// the catalog).
+    Shared<std::vector<CopyHolder>> copies;
     bool operator==(const Holders&) const = default;
 };
 

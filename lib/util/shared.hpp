@@ -84,4 +84,15 @@ struct Owner {
     bool operator==(const Owner&) const = default;
 };
 
+/// A copy of a namespace's mount in another mount namespace that is a holder of its own (a
+/// private copy: an agent container's volume), named by a process whose mount namespace has
+/// it, and that process's owner.
+struct CopyHolder {
+    std::string path; ///< /proc/PID/root/PATH
+    int pid = 0;
+    std::string comm;
+    Shared<Owner> owner;
+    bool operator==(const CopyHolder&) const = default;
+};
+
 } // namespace nsidd

@@ -33,14 +33,15 @@ CGROUP_PARENT = '/nsidd-test-' + uuid.uuid4().hex[:12]
 
 
 def _busybox_root():
-    """A tar of a root with busybox-static's /bin/busybox and its sh and sleep applets."""
+    """A tar of a root with busybox-static's /bin/busybox and the applets the tests run (an
+    agent container's copy is freed with `nsenter -t PID -m umount`: its own umount)."""
     busybox = shutil.which('busybox')
     if busybox is None:
         t.cannot_run('busybox not installed (Debian package busybox-static)')
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode='w') as tar:
         tar.add(busybox, arcname='bin/busybox')
-        for applet in ('sh', 'sleep'):
+        for applet in ('sh', 'sleep', 'umount', 'rm'):
             link = tarfile.TarInfo('bin/' + applet)
             link.type, link.linkname = tarfile.SYMTYPE, 'busybox'
             tar.addfile(link)

@@ -87,7 +87,7 @@ assert e['peer']['holders']['pid'] == e['peer']['pid'], e
 assert e['peer']['holders']['comm'] in ('sleep', 'unshare'), e
 red = named(d, 'red')
 assert red['peer']['holders'] == {'processes': 0, 'pid': None, 'comm': None, 'fds': [],
-                                  'mounts': ['/run/netns/red'], 'also_in': 0}, red
+                                  'mounts': ['/run/netns/red'], 'also_in': 0, 'copies': []}, red
 # A bind mount outside /run/netns holds too, and is named; the name stays the /run/netns one.
 elsewhere = tempfile.mkdtemp()
 os.close(os.open(elsewhere + '/red copy', os.O_CREAT | os.O_WRONLY))

@@ -55,7 +55,7 @@ for e in entries:
     assert set(e['peer']) == {'cookie', 'inode', 'names', 'former_names', 'pid', 'holders',
                               'owner'}, e
     assert set(e['peer']['holders']) == {'processes', 'pid', 'comm', 'mounts', 'also_in',
-                                         'fds'}, e
+                                         'copies', 'fds'}, e
     assert e['source'] == 'dump' and e['current_nsid'] == e['nsid'], e
 ok(d.call('io.nsidd.Registry.List', {'observer': 'self'}), 'List self')
 err(d.call('io.nsidd.Registry.List', {'observer': '77'}), 'io.nsidd.Registry.NoSuchObserver',
