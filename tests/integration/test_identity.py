@@ -342,9 +342,13 @@ open('/run/netns/ghost', 'w').close()
 t.wait_for('the dangling name', lambda: d.status()['dangling_names'] == ['ghost'])
 t.wait_for('the dangling name counted', lambda: t.metric(d, 'nsidd_dangling_names') == 1)
 leaks = json.loads(t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)
-assert any(x.get('dangling-name') == 'ghost' and 'rm /run/netns/ghost' in x['action']
-           for x in leaks), leaks
-os.unlink('/run/netns/ghost')
+ghost = [x for x in leaks if x.get('dangling-name') == 'ghost']
+assert len(ghost) == 1 and ghost[0]['state'] == 'dangling' and \
+    ghost[0]['command'] == 'rm /run/netns/ghost' and ghost[0]['path'] == '/run/netns/ghost', leaks
+table = t.nsidctl('leaks', socket_path=d.socket).stdout
+assert any(line.split()[:3] == ['-', 'dangling', '/run/netns/ghost'] for line in
+           table.splitlines()), table
+subprocess.run(['sh', '-c', ghost[0]['command']], check=True)  # as printed
 t.wait_for('no dangling name', lambda: d.status()['dangling_names'] == [])
 t.log('a name with no mount under /run/netns: dangling, counted, in nsidctl leaks')
 

@@ -42,6 +42,10 @@ got, want = t.settle(d, t.Kernel())
 t.check_equal(got, want, 'after two deaths')
 hist = json.loads(t.nsidctl('-j', 'history', '-n', '1', socket_path=sock).stdout)
 assert len(hist) == 1, hist
+# The dead are named by the names they had, and spelled as list spells states.
+assert hist[0]['state'] == 'mounted' and hist[0]['peer']['former_names'] == ['c1'], hist
+rows = t.nsidctl('--no-legend', 'history', socket_path=sock).stdout.splitlines()
+assert [r.split()[1] for r in rows] == ['c0', 'c1'], rows
 t.nsidctl('resync', socket_path=sock)
 t.nsidctl('reload', socket_path=sock)
 
@@ -59,6 +63,15 @@ try:
         assert update, 'the stream ended'
         if ' update ' in update and ' nsid %s peer wx mounted' % nsid in update:
             break
+    # Its death shows the state it was last in, as history does (not the unknown of its
+    # last moments).
+    t.ip_batch(['netns del wx'])
+    while True:
+        gone = w.stdout.readline()
+        assert gone, 'the stream ended'
+        if ' - observer self nsid %s ' % nsid in gone:
+            break
+    assert gone.split()[1] == 'del' and gone.rstrip().endswith(' mounted'), gone
 finally:
     w.terminate()
     w.wait()
