@@ -248,8 +248,10 @@ std::string leak_command(const std::string& state, const Json& peer) {
         return {};
     const auto pid = other.substr(6, root - 6);
     const auto path = other.substr(root + 5);
-    return "nsenter -t " + pid + " -m umount " + shell_quote(path) + " && nsenter -t " + pid +
-           " -m rm -f " + shell_quote(path);
+    // --root: PATH is as that process sees it (its root, which need not be its mount
+    // namespace's: a chroot, a container's pivot_root).
+    return "nsenter -t " + pid + " -m --root umount " + shell_quote(path) + " && nsenter -t " +
+           pid + " -m --root rm -f " + shell_quote(path);
 }
 
 // Who has the copy that alone holds a peer (its mounts are all in other mount namespaces):

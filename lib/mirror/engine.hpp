@@ -234,7 +234,13 @@ private:
     static registry::Identity identity_of(const netns::Namespace& ns);
     netns::IdCacheOrigin origin();
     // Attaches the namespaces an fd search identified to the rows of their ids; closes their fds.
-    void identify_held(std::vector<netns::HeldNamespace>& found);
+    // Returns those that have no id in self's table: (inode, cookie).
+    std::vector<std::pair<std::uint64_t, std::uint64_t>>
+    identify_held(std::vector<netns::HeldNamespace>& found);
+    // A complete search's namespaces without an id that only fds hold: what they are now
+    // (those not met again are gone).
+    void note_held_without_id(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& found,
+                              const netns::FdFound& search);
     // The owner parsed from /proc/PID/cgroup of a process holding a peer's fd.
     std::optional<Owner> fd_holder_owner(std::int32_t pid) const;
     // Whether a mount-only namespace leaks once no process has been inside for the grace: it
@@ -298,6 +304,13 @@ private:
     // From the id cache, by cookie: since when nothing visible held a namespace before the
     // restart (its verdict's clock resumes from there).
     std::unordered_map<std::uint64_t, std::uint64_t> saved_unheld_;
+    // Namespaces without an id that only fds hold, as the last complete search met them (by
+    // inode): for unlisted().
+    struct HeldWithoutId {
+        registry::Identity peer;
+        std::uint64_t first_found_usec = 0;
+    };
+    std::unordered_map<std::uint64_t, HeldWithoutId> held_without_id_;
     // Bumped when a row's leaking-since changes: the id cache keeps it (saved when it moved).
     std::uint64_t evidence_version_ = 0;
     std::uint64_t saved_evidence_version_ = 0;

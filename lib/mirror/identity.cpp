@@ -17,6 +17,8 @@ namespace {
 constexpr std::size_t kVerifyPerPass = 16;
 // The fds of every process are searched again for the same unheld peers after this long.
 constexpr std::uint64_t kFdSearchAgainUsec = 60'000'000;
+// The fds of every process are searched at least this often for namespaces without an id.
+constexpr std::uint64_t kUnknownSearchUsec = 300'000'000;
 
 } // namespace
 
@@ -279,6 +281,11 @@ void Engine::renew_verdicts() {
     if (!unheld_now.empty() &&
         (unheld_now != fd_searched_for_ || now - fd_searched_usec_ >= kFdSearchAgainUsec))
         fds_due_ = true;
+    // Namespaces without an id that only an fd holds are seen by searches alone: one after
+    // the first pass, then every few minutes (every minute while some are known).
+    if (now - fd_searched_usec_ >= (held_without_id_.empty() ? kUnknownSearchUsec
+                                                              : kFdSearchAgainUsec))
+        fds_due_ = true;
 }
 
 std::uint64_t Engine::resumed_unheld(const registry::Identity& peer) {
@@ -349,7 +356,9 @@ netns::FdSearch Engine::start_fd_search() {
         if (peer.cookie) // NS_GET_ID: sockets can be tied to it
             search.sockets.emplace(*peer.cookie, *peer.inode);
     }
-    if (search.identify) {
+    // Namespaces only an fd holds and self's table has no id for: looked for at every search.
+    search.unknown_nsfs = true;
+    if (search.identify || search.unknown_nsfs) {
         // Namespaces whose identity is known need no fd opened on them.
         for (const auto& [cookie, ns] : catalog_.namespaces()) {
             search.known_inodes.insert(ns.inode);
@@ -376,7 +385,8 @@ void Engine::fd_search_abandoned() {
     fd_searched_for_.clear(); // due again at the next pass that leaves peers unheld
 }
 
-void Engine::identify_held(std::vector<netns::HeldNamespace>& found) {
+std::vector<std::pair<std::uint64_t, std::uint64_t>>
+Engine::identify_held(std::vector<netns::HeldNamespace>& found) {
     // Self's id of each namespace the search met through an fd only: a row with that id and
     // no identity is that namespace (ids are unique among live namespaces).
     std::vector<int> fds;
@@ -384,9 +394,12 @@ void Engine::identify_held(std::vector<netns::HeldNamespace>& found) {
         fds.push_back(n.fd.get());
     const auto ids = fds.empty() ? Result<std::vector<std::optional<Nsid>>>() : kernel_.ids_of(fds);
     const auto& rows = registry_.table(registry::kSelf)->rows;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> without_id; // (inode, cookie)
     for (std::size_t i = 0; ids && i < ids->size() && i < found.size(); ++i) {
-        if (!(*ids)[i])
+        if (!(*ids)[i]) {
+            without_id.emplace_back(found[i].inode, found[i].cookie);
             continue;
+        }
         const auto row = rows.find(*(*ids)[i]);
         if (row == rows.end() || row->second.entry.peer.cookie || row->second.entry.peer.inode)
             continue;
@@ -397,6 +410,7 @@ void Engine::identify_held(std::vector<netns::HeldNamespace>& found) {
         set_peer(*(*ids)[i], std::move(id));
     }
     found.clear(); // closes every fd: nothing is kept open in a watched namespace
+    return without_id;
 }
 
 void Engine::fd_search_done(netns::FdFound found) {
@@ -404,12 +418,13 @@ void Engine::fd_search_done(netns::FdFound found) {
     fd_copies_denied_ += found.copies_denied;
     for (const auto& s : found.swapped)
         no_copies_from_.insert(s.uid);
-    identify_held(found.identified);
+    const auto without_id = identify_held(found.identified);
     if (!found.complete) {
         fd_searched_for_.clear();
         return;
     }
     fd_covered_usec_ = fd_searched_usec_;
+    note_held_without_id(without_id, found);
     // Each unheld peer's fd holders are what the search met; a held one has none to show.
     const auto& rows = registry_.table(registry::kSelf)->rows;
     std::vector<std::pair<Nsid, registry::Identity>> updates;

@@ -189,7 +189,41 @@ std::vector<Engine::Unlisted> Engine::unlisted() const {
             u.state = PeerState::Mounted;
         out.push_back(std::move(u));
     }
+    // Met through fds only (the last complete search): fd-held since it first found them.
+    for (const auto& [inode, h] : held_without_id_)
+        if (catalog_.namespaces().find(h.peer.cookie.value_or(0)) == catalog_.namespaces().end())
+            out.push_back(Unlisted{h.peer, PeerState::FdHeld, h.first_found_usec,
+                                   h.first_found_usec});
     return out;
+}
+
+void Engine::note_held_without_id(
+    const std::vector<std::pair<std::uint64_t, std::uint64_t>>& found,
+    const netns::FdFound& search) {
+    decltype(held_without_id_) now;
+    for (const auto& [inode, cookie] : found) {
+        const auto holders = search.holders.find(inode);
+        if (holders == search.holders.end() || holders->second.empty())
+            continue;
+        HeldWithoutId h;
+        const auto was = held_without_id_.find(inode);
+        const bool same = was != held_without_id_.end() &&
+                          was->second.peer.cookie.value_or(0) == cookie;
+        h.first_found_usec = same ? was->second.first_found_usec : fd_searched_usec_;
+        h.peer.inode = inode;
+        if (cookie)
+            h.peer.cookie = cookie;
+        std::vector<registry::FdHolder> fds;
+        for (const auto& f : holders->second)
+            fds.push_back(registry::FdHolder{f.pid, f.comm, f.fd, f.socket});
+        if (same)
+            h.peer.owner = was->second.peer.owner;
+        else if (auto owner = fd_holder_owner(fds.front().pid)) // the holder's, as for rows
+            h.peer.owner = Shared(std::move(*owner));
+        h.peer.holders.fds = Shared(std::move(fds));
+        now.emplace(inode, std::move(h));
+    }
+    held_without_id_ = std::move(now);
 }
 
 Engine::Leaking Engine::leaking() const {

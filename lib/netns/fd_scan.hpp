@@ -38,6 +38,10 @@ struct FdSearch {
     /// Also identify the namespaces held by fds that are none of the known ones: some rows have
     /// an id and no identity (their namespace was born before nsidd looked).
     bool identify = false;
+    /// Also report the network namespaces held by nsfs fds (by their links: no socket is
+    /// copied for this) that are none of the known ones: namespaces without an id in self's
+    /// table that only an fd holds.
+    bool unknown_nsfs = false;
     std::unordered_set<std::uint64_t> known_inodes;
     std::unordered_set<std::uint64_t> known_cookies;
     /// Processes of these users are not copied from: one of theirs swapped an fd under a copy.

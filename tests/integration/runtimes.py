@@ -34,7 +34,7 @@ CGROUP_PARENT = '/nsidd-test-' + uuid.uuid4().hex[:12]
 
 def _busybox_root():
     """A tar of a root with busybox-static's /bin/busybox and the applets the tests run (an
-    agent container's copy is freed with `nsenter -t PID -m umount`: its own umount)."""
+    agent container's copy is freed with `nsenter -t PID -m --root umount`: its own umount)."""
     busybox = shutil.which('busybox')
     if busybox is None:
         t.cannot_run('busybox not installed (Debian package busybox-static)')

@@ -79,8 +79,8 @@ assert e['peer']['owner'] == {'unit': None, 'runtime': 'docker', 'container': No
                               'pod_uid': None, 'sandbox': '5ab0c1d2e3f4'}, e
 leak = {x.get('nsid'): x for x in json.loads(
     t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)}[sb]
-assert leak['command'] == 'nsenter -t %d -m umount /run/agent/sb && nsenter -t %d -m rm -f ' \
-    '/run/agent/sb' % (agent.pid, agent.pid), leak
+assert leak['command'] == 'nsenter -t %d -m --root umount /run/agent/sb && nsenter -t %d -m ' \
+    '--root rm -f /run/agent/sb' % (agent.pid, agent.pid), leak
 # The copy's holder: the agent process whose mount namespace has it.
 assert e['peer']['holders']['copies'] == [
     {'path': copy, 'pid': agent.pid, 'comm': 'sleep', 'owner': None}], e

@@ -5,7 +5,8 @@ docker-ID.scope cgroup, its namespace mounted at /run/docker/netns/SANDBOX) whos
 killed is stale-mount, owned by the container; a namespace kept only by another process's fd is
 fd-held; a Docker sandbox mount no process was ever seen in is owned by what its path says
 (runtime docker, the sandbox); so is one whose namespace has no id at all (ListWithoutNsid,
-`nsidctl leaks` by cookie, nsidd_leaking_namespaces), which is given none. Each leak has a leaking-since: when the first look showed it so.
+`nsidctl leaks` by cookie, nsidd_leaking_namespaces), which is given none; a namespace with no
+id that only an fd holds is fd-held there too. Each leak has a leaking-since: when the first look showed it so.
 nsidd restarts: the leaks are judged again at its first look, with the same leaking-since (not
 restarted) and the container's owner kept, not lost; `nsidctl leaks` shows them with the
 runtime's advice. A plain `ip netns add` name stays mounted, with no leaking-since."""
@@ -51,6 +52,12 @@ subprocess.run(['mount', '--bind', '/proc/%d/ns/net' % noid.pid, '/run/docker/ne
 noid_cookie = t.identity('/run/docker/netns/0dd0dd0dd0dd')[0]
 noid.kill()
 noid.wait()
+# A namespace with no id that only an fd holds (its name gone: the fd's link reads "/").
+t.ip_batch(['netns add fdonly'])
+fdonly_cookie = t.identity('/run/netns/fdonly')[0]
+fdonly_holder = t.track(subprocess.Popen(['sh', '-c', 'exec 3</run/netns/fdonly; exec sleep 600']))
+t.wait_for('its fd open', lambda: '/run/netns/fdonly' in t.fd_targets(fdonly_holder.pid))
+subprocess.run(['ip', 'netns', 'del', 'fdonly'], check=True)
 assert t.Kernel().by_path(['/run/docker/netns/0dd0dd0dd0dd'])[
     '/run/docker/netns/0dd0dd0dd0dd'] is None
 holder = subprocess.Popen(['sh', '-c', 'exec 3</run/netns/held; exec sleep 600'])
@@ -78,9 +85,17 @@ def without_id(daemon):
     return got[0] if got and got[0]['state'] == 'stale_mount' else None
 
 
+def fd_only(daemon):
+    """The id-less namespace only an fd holds, once fd-held."""
+    got = [n for n in daemon.call('io.nsidd.Registry.ListWithoutNsid')['parameters'][
+        'namespaces'] if n['peer']['cookie'] == fdonly_cookie]
+    return got[0] if got and got[0]['state'] == 'fd_held' else None
+
+
 def judged(daemon):
     e = t.entries(daemon)
-    return {n: e.get(n, {}).get('state') for n in want} == want and without_id(daemon)
+    return {n: e.get(n, {}).get('state') for n in want} == want and without_id(daemon) and \
+        fd_only(daemon)
 
 
 try:
@@ -102,9 +117,13 @@ first_noid = without_id(d)
 assert first_noid['leaking_since'] and first_noid['peer']['owner']['sandbox'] == '0dd0dd0dd0dd', \
     first_noid
 assert noid_cookie not in {e['peer']['cookie'] for e in t.entries(d).values()}  # no id given
-# Counted with the rows: ctr, orphan and the id-less one.
+# Counted with the rows: ctr, orphan and the id-less one; held and the fd-only one.
 t.wait_for('the leaks counted', lambda: t.metric(
-    d, 'nsidd_leaking_namespaces{state="stale-mount"}') == 3)
+    d, 'nsidd_leaking_namespaces{state="stale-mount"}') == 3 and t.metric(
+    d, 'nsidd_leaking_namespaces{state="fd-held"}') == 2)
+held_only = fd_only(d)
+assert held_only['peer']['holders']['fds'][0]['pid'] == fdonly_holder.pid and \
+    held_only['leaking_since'], held_only
 t.log('without an id: %s since %s, counted in nsidd_leaking_namespaces' % (
     first_noid['state'], first_noid['leaking_since']))
 d.stop()
@@ -126,6 +145,8 @@ leaks = {x.get('nsid'): x for x in json.loads(
     t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)}
 listed = json.loads(t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)
 noid_leak = [x for x in listed if x.get('nsid') is None and x['peer']['cookie'] == noid_cookie]
+assert any(x.get('nsid') is None and x['peer']['cookie'] == fdonly_cookie and
+           x['state'] == 'fd-held' for x in listed), listed
 assert len(noid_leak) == 1 and noid_leak[0]['leaking-since'] == first_noid['leaking_since'], \
     listed
 assert {ctr, orphan, held} <= set(leaks), leaks

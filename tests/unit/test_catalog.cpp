@@ -300,6 +300,16 @@ TEST(FdScan, FindsAndIdentifiesThroughRealFds) {
     EXPECT_TRUE(mine(found.holders.at(st.st_ino), sock.get(), true));
     EXPECT_TRUE(std::none_of(found.identified.begin(), found.identified.end(),
                              [&](const auto& n) { return n.inode == root_st.st_ino; }));
+    // Unknown nsfs only: identified through the nsfs fd; no socket is copied for it.
+    search = {};
+    search.unknown_nsfs = true;
+    found = scan.run(search, go);
+    ASSERT_TRUE(found.complete);
+    ASSERT_TRUE(found.holders.count(st.st_ino));
+    EXPECT_TRUE(mine(found.holders.at(st.st_ino), ns.get(), false));
+    EXPECT_FALSE(mine(found.holders.at(st.st_ino), sock.get(), true));
+    EXPECT_TRUE(std::any_of(found.identified.begin(), found.identified.end(),
+                            [&](const auto& n) { return n.inode == st.st_ino; }));
     // Known: nothing is opened for it.
     search.known_inodes = {st.st_ino};
     search.known_cookies = {*cookie};
