@@ -283,8 +283,8 @@ void Engine::renew_verdicts() {
         fds_due_ = true;
     // Namespaces without an id that only an fd holds are seen by searches alone: one after
     // the first pass, then every few minutes (every minute while some are known).
-    if (now - fd_searched_usec_ >= (held_without_id_.empty() ? kUnknownSearchUsec
-                                                              : kFdSearchAgainUsec))
+    if (now - fd_searched_usec_ >=
+        (held_without_id_.empty() ? kUnknownSearchUsec : kFdSearchAgainUsec))
         fds_due_ = true;
 }
 

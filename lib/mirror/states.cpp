@@ -192,14 +192,13 @@ std::vector<Engine::Unlisted> Engine::unlisted() const {
     // Met through fds only (the last complete search): fd-held since it first found them.
     for (const auto& [inode, h] : held_without_id_)
         if (catalog_.namespaces().find(h.peer.cookie.value_or(0)) == catalog_.namespaces().end())
-            out.push_back(Unlisted{h.peer, PeerState::FdHeld, h.first_found_usec,
-                                   h.first_found_usec});
+            out.push_back(
+                Unlisted{h.peer, PeerState::FdHeld, h.first_found_usec, h.first_found_usec});
     return out;
 }
 
-void Engine::note_held_without_id(
-    const std::vector<std::pair<std::uint64_t, std::uint64_t>>& found,
-    const netns::FdFound& search) {
+void Engine::note_held_without_id(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& found,
+                                  const netns::FdFound& search) {
     decltype(held_without_id_) now;
     for (const auto& [inode, cookie] : found) {
         const auto holders = search.holders.find(inode);
@@ -207,8 +206,8 @@ void Engine::note_held_without_id(
             continue;
         HeldWithoutId h;
         const auto was = held_without_id_.find(inode);
-        const bool same = was != held_without_id_.end() &&
-                          was->second.peer.cookie.value_or(0) == cookie;
+        const bool same =
+            was != held_without_id_.end() && was->second.peer.cookie.value_or(0) == cookie;
         h.first_found_usec = same ? was->second.first_found_usec : fd_searched_usec_;
         h.peer.inode = inode;
         if (cookie)

@@ -201,8 +201,7 @@ void FdScan::on_nsfs(Process& p, const char* fd, std::uint64_t inode, Seen seen,
     // Only a link can be opened (nsidd may open what it may read); known namespaces need no
     // fd.
     if (!(search.identify || search.unknown_nsfs) || seen == Seen::FdInfo ||
-        search.known_inodes.count(inode) ||
-        found.identified.size() >= kMaxIdentified)
+        search.known_inodes.count(inode) || found.identified.size() >= kMaxIdentified)
         return;
     // O_PATH: no file system is asked to open anything. The fd may have been replaced since the
     // readlink: it is used only if it is that nsfs file now, by our own fdinfo (its mount is
