@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -124,6 +125,9 @@ void FdSearchRunner::run_child(int sock, const netns::FdSearch& search) {
     if (sock > 3)
         ::syscall(SYS_close_range, 3u, static_cast<unsigned>(sock - 1), 0u);
     ::syscall(SYS_close_range, static_cast<unsigned>(sock + 1), ~0u, 0u);
+    // Named so that the searches of another nsidd of this user pass over it (the namespaces it
+    // identifies are open in it for a moment: FdScan skips it).
+    ::prctl(PR_SET_NAME, netns::kSearchComm);
     netns::FdScan scan(proc_dir_);
     const std::atomic<bool> stop{false}; // the daemon ends this process at the deadline
     auto found = scan.run(search, stop);

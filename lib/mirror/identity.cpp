@@ -418,7 +418,10 @@ void Engine::fd_search_done(netns::FdFound found) {
     fd_copies_denied_ += found.copies_denied;
     for (const auto& s : found.swapped)
         no_copies_from_.insert(s.uid);
-    const auto without_id = identify_held(found.identified);
+    auto without_id = identify_held(found.identified);
+    // Met while not identifying: known rows' namespaces are none of these (they were known
+    // when the search began), so they have no id.
+    without_id.insert(without_id.end(), found.unknown.begin(), found.unknown.end());
     if (!found.complete) {
         fd_searched_for_.clear();
         return;

@@ -147,6 +147,8 @@ FdFound FdScan::run(const FdSearch& search, const std::atomic<bool>& stop) {
         Process p;
         p.pid = static_cast<pid_t>(*pid);
         p.dir = proc_dir_ + "/" + d->d_name;
+        if (is_own_search(p))
+            continue;
         p.fds.reset(::opendir((p.dir + "/fd").c_str()));
         // Not ours, and no CAP_DAC_READ_SEARCH: its fd numbers from fdinfo (ptrace access).
         p.linked = p.fds != nullptr;
@@ -201,7 +203,8 @@ void FdScan::on_nsfs(Process& p, const char* fd, std::uint64_t inode, Seen seen,
     // Only a link can be opened (nsidd may open what it may read); known namespaces need no
     // fd.
     if (!(search.identify || search.unknown_nsfs) || seen == Seen::FdInfo ||
-        search.known_inodes.count(inode) || found.identified.size() >= kMaxIdentified)
+        search.known_inodes.count(inode) ||
+        found.identified.size() + found.unknown.size() >= kMaxIdentified)
         return;
     // O_PATH: no file system is asked to open anything. The fd may have been replaced since the
     // readlink: it is used only if it is that nsfs file now, by our own fdinfo (its mount is
@@ -228,7 +231,10 @@ void FdScan::on_nsfs(Process& p, const char* fd, std::uint64_t inode, Seen seen,
         return; // another kind of namespace
     const auto cookie = namespace_cookie(ns.get());
     identified_.insert(inode);
-    found.identified.push_back(HeldNamespace{inode, cookie ? *cookie : 0, std::move(ns)});
+    if (search.identify)
+        found.identified.push_back(HeldNamespace{inode, cookie ? *cookie : 0, std::move(ns)});
+    else // closed at once: nothing is kept open on it
+        found.unknown.emplace_back(inode, cookie ? *cookie : 0);
     add_holder(p, fd, inode, false, found);
 }
 
@@ -299,6 +305,14 @@ std::optional<std::uint64_t> FdScan::socket_cookie(Process& p, const char* fd, s
     return cookie;
 }
 
+bool FdScan::is_own_search(Process& p) {
+    const auto comm = process_comm(proc_dir_, p.pid);
+    if (comm != kSearchComm)
+        return false;
+    struct stat st {};
+    return ::stat(p.dir.c_str(), &st) == 0 && st.st_uid == ::geteuid();
+}
+
 void FdScan::add_holder(Process& p, const char* fd, std::uint64_t inode, bool socket,
                         FdFound& found) {
     if (!p.comm)
@@ -323,6 +337,8 @@ std::string encode_found(const FdFound& found) {
         }
     for (const auto& n : found.identified)
         out += "I " + std::to_string(n.inode) + " " + std::to_string(n.cookie) + "\n";
+    for (const auto& [inode, cookie] : found.unknown)
+        out += "U " + std::to_string(inode) + " " + std::to_string(cookie) + "\n";
     for (const auto& s : found.swapped)
         out += "S " + std::to_string(s.pid) + " " + std::to_string(s.uid) + " " +
                std::to_string(s.fd) + "\n";
@@ -386,6 +402,11 @@ std::optional<FdFound> decode_found(std::string_view text, std::vector<UniqueFd>
             if (!fields(line, 2, f) || next_fd >= fds.size())
                 return std::nullopt;
             found.identified.push_back(HeldNamespace{f[0], f[1], std::move(fds[next_fd++])});
+            break;
+        case 'U':
+            if (!fields(line, 2, f) || found.unknown.size() >= kMaxIdentified)
+                return std::nullopt;
+            found.unknown.emplace_back(f[0], f[1]);
             break;
         case 'S':
             if (!fields(line, 3, f) || f[0] > INT32_MAX || f[1] > UINT32_MAX || f[2] > INT32_MAX)

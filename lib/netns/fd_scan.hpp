@@ -48,6 +48,11 @@ struct FdSearch {
     std::unordered_set<uid_t> no_copies_from;
 };
 
+/// The command name of a search process (nsidd's fd searches run in processes of their own):
+/// a search passes over the search processes of its own user (another nsidd's, whose fds on
+/// the namespaces it identifies are no holders).
+inline constexpr const char* kSearchComm = "nsidd-search";
+
 /// A namespace that no known one is, met through an fd; `fd` is open on it (nsfs) for the
 /// caller to ask its id, then close.
 struct HeldNamespace {
@@ -70,6 +75,9 @@ struct FdFound {
     /// Holders of the namespaces sought or identified, by nsfs inode.
     std::unordered_map<std::uint64_t, std::vector<FdHolder>> holders;
     std::vector<HeldNamespace> identified;
+    /// FdSearch::unknown_nsfs (without identify): those met, as (inode, cookie); no fd is kept
+    /// on them (each was open for a moment, to read its cookie).
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> unknown;
     std::vector<Swapped> swapped;
     std::uint64_t looked_at = 0;     ///< processes and fds
     std::uint64_t copies_denied = 0; ///< pidfd_getfd refused (EPERM, ENOSYS)
@@ -109,6 +117,8 @@ private:
     std::optional<std::uint64_t> socket_cookie(Process& p, const char* fd, std::uint64_t inode,
                                                const FdSearch& search, FdFound& found);
     void add_holder(Process& p, const char* fd, std::uint64_t inode, bool socket, FdFound& found);
+    // A search process of our own user (another nsidd's): passed over.
+    bool is_own_search(Process& p);
 
     std::string proc_dir_;
     std::uint64_t nsfs_mnt_ = 0;   // mount id of nsfs (an fd opened via /proc/PID/ns/*)

@@ -10,6 +10,7 @@
 #include <atomic>
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -308,8 +309,34 @@ TEST(FdScan, FindsAndIdentifiesThroughRealFds) {
     ASSERT_TRUE(found.holders.count(st.st_ino));
     EXPECT_TRUE(mine(found.holders.at(st.st_ino), ns.get(), false));
     EXPECT_FALSE(mine(found.holders.at(st.st_ino), sock.get(), true));
-    EXPECT_TRUE(std::any_of(found.identified.begin(), found.identified.end(),
-                            [&](const auto& n) { return n.inode == st.st_ino; }));
+    EXPECT_TRUE(found.identified.empty()); // no fd kept on what is only reported
+    EXPECT_NE(std::find(found.unknown.begin(), found.unknown.end(),
+                        std::make_pair(static_cast<std::uint64_t>(st.st_ino), *cookie)),
+              found.unknown.end());
+    // Another nsidd's search process (of this user): passed over, its fds no holders.
+    int sync[2];
+    ASSERT_EQ(::pipe(sync), 0);
+    const pid_t other_search = ::fork();
+    ASSERT_GE(other_search, 0);
+    if (other_search == 0) {
+        ::prctl(PR_SET_NAME, nsidd::netns::kSearchComm);
+        ::close(sync[0]);
+        ::close(sync[1]); // renamed
+        ::pause();
+        ::_exit(0);
+    }
+    Reap reap_search{other_search};
+    ::close(sync[1]);
+    char byte;
+    ASSERT_EQ(::read(sync[0], &byte, 1), 0); // EOF: it renamed itself
+    ::close(sync[0]);
+    search = {};
+    search.inodes = {st.st_ino};
+    found = scan.run(search, go);
+    ASSERT_TRUE(found.holders.count(st.st_ino));
+    EXPECT_TRUE(mine(found.holders.at(st.st_ino), ns.get(), false)); // the holder child
+    for (const auto& h : found.holders.at(st.st_ino))
+        EXPECT_NE(h.pid, other_search);
     // Known: nothing is opened for it.
     search.known_inodes = {st.st_ino};
     search.known_cookies = {*cookie};
@@ -327,6 +354,7 @@ TEST(FdScan, FindingsRoundTripAndBadTextIsRejected) {
     found.holders[4026532201] = {{812, "dockerd", 14, true}, {813, "with space", 3, false}};
     found.identified.push_back({4026532202, 8192, nsidd::UniqueFd(::open("/dev/null", O_RDONLY))});
     found.swapped.push_back({77, 1000, 5});
+    found.unknown.emplace_back(4026532203, 8193);
     const auto text = nsidd::netns::encode_found(found);
     std::vector<nsidd::UniqueFd> fds;
     fds.emplace_back(::open("/dev/null", O_RDONLY));
@@ -341,11 +369,12 @@ TEST(FdScan, FindingsRoundTripAndBadTextIsRejected) {
     EXPECT_EQ(back->identified[0].cookie, 8192u);
     EXPECT_TRUE(back->identified[0].fd);
     EXPECT_EQ(back->swapped, found.swapped);
+    EXPECT_EQ(back->unknown, found.unknown);
     // Fewer or more fds than I lines, a cut line, garbage, out-of-range numbers: rejected.
     EXPECT_FALSE(decode_found(text, {}));
     for (const std::string bad :
          {"", "X 1 2 3\n", "L 1 2 1", "L 1 2 1\nH 1 2 3 4 c\n", "L 1 2 1\nH 1 2 3\n",
           "L 1 2 1\nH 1 99999999999 3 0 c\n", "L 1 2 1\nS 1 2\n", "L 1 2 1 5\n", "L 1 2 1\nI 1 2\n",
-          "L -1 2 1\n", "L 1 2 2\n"})
+          "L -1 2 1\n", "L 1 2 2\n", "L 1 2 1\nU 1\n", "L 1 2 1\nU 1 2 3\n"})
         EXPECT_FALSE(decode_found(bad, {})) << bad;
 }
