@@ -241,6 +241,9 @@ private:
     // (those not met again are gone).
     void note_held_without_id(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& found,
                               const netns::FdFound& search);
+    // At the end of each pass: drops the holders of those that no longer hold them (their fd
+    // links read again), and the namespaces none holds.
+    void recheck_held_without_id();
     // The owner parsed from /proc/PID/cgroup of a process holding a peer's fd.
     std::optional<Owner> fd_holder_owner(std::int32_t pid) const;
     // Whether a mount-only namespace leaks once no process has been inside for the grace: it

@@ -206,6 +206,7 @@ bool Engine::discover_processes(std::size_t budget, bool mounts) {
     if (!done)
         return false;
     renew_verdicts();
+    recheck_held_without_id();
     return true;
 }
 

@@ -225,6 +225,23 @@ void Engine::note_held_without_id(const std::vector<std::pair<std::uint64_t, std
     held_without_id_ = std::move(now);
 }
 
+void Engine::recheck_held_without_id() {
+    for (auto it = held_without_id_.begin(); it != held_without_id_.end();) {
+        const auto& fds = *it->second.peer.holders.fds;
+        std::vector<registry::FdHolder> still;
+        for (const auto& f : fds) // a socket is looked at again by the next search only
+            if (f.socket || netns::still_holds(config_.roots.proc_dir, f.pid, f.fd, it->first))
+                still.push_back(f);
+        if (still.empty()) {
+            it = held_without_id_.erase(it); // gone at the next look
+            continue;
+        }
+        if (still.size() != fds.size())
+            it->second.peer.holders.fds = Shared(std::move(still));
+        ++it;
+    }
+}
+
 Engine::Leaking Engine::leaking() const {
     Leaking out;
     out.count = state_counts();

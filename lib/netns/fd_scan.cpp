@@ -96,6 +96,20 @@ std::optional<FdInfo> read_fdinfo(int dirfd, const char* name) {
     return info;
 }
 
+bool still_holds(const std::string& proc_dir, int pid, int fd, std::uint64_t inode) {
+    const auto dir = proc_dir + "/" + std::to_string(pid);
+    UniqueFd fds(::open((dir + "/fd").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    const auto name = std::to_string(fd);
+    const auto link = fds ? link_of(fds.get(), name.c_str()) : std::string();
+    if (const auto linked = net_root_inode(link))
+        return *linked == inode;
+    if (link != "/")
+        return false;
+    UniqueFd info(::open((dir + "/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    const auto got = info ? read_fdinfo(info.get(), name.c_str()) : std::nullopt;
+    return got && got->inode == inode;
+}
+
 std::optional<FdInfo> own_fdinfo(const std::string& proc_dir, int fd) {
     UniqueFd dir(::open((proc_dir + "/self/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     return dir ? read_fdinfo(dir.get(), std::to_string(fd).c_str()) : std::nullopt;

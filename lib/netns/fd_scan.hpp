@@ -137,6 +137,10 @@ struct FdInfo {
     std::uint64_t inode = 0;
 };
 std::optional<FdInfo> read_fdinfo(int dirfd, const char* name);
+/// Whether fd `fd` of process `pid` is still the nsfs file of namespace `inode`, by its link
+/// alone ("net:[INODE]", or "/" and fdinfo's inode for one opened through a bind mount since
+/// unmounted): a holder found by an earlier search, looked at again. Asks no file system.
+bool still_holds(const std::string& proc_dir, int pid, int fd, std::uint64_t inode);
 /// The same for an fd of our own (proc_dir/self/fdinfo/FD).
 std::optional<FdInfo> own_fdinfo(const std::string& proc_dir, int fd);
 

@@ -161,6 +161,10 @@ for command in [leaks[n]['command'] for n in (ctr, orphan)] + [noid_leak[0]['com
 holder.kill()
 holder.wait()
 t.wait_for('the leaks dead', lambda: not {ctr, orphan, held} & set(t.entries(d)))
+# The fd-only one: gone at the next pass once its holder is (its fd link read again).
+fdonly_holder.kill()
+fdonly_holder.wait()
+t.wait_for('the fd-only one gone', lambda: fd_only(d) is None, timeout=10)
 t.wait_for('the id-less one gone', lambda: noid_cookie not in {
     n['peer']['cookie'] for n in d.call('io.nsidd.Registry.ListWithoutNsid')['parameters'][
         'namespaces']})
