@@ -4,8 +4,8 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <charconv>
 #include <cstring>
-#include <sstream>
 
 #include <fcntl.h>
 #include <sys/epoll.h>
@@ -48,12 +48,19 @@ std::uint64_t process_cpu_usec(pid_t pid) {
     const auto stat = read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
     if (!stat)
         return 0;
-    std::istringstream fields(stat->substr(std::min(stat->rfind(')') + 2, stat->size())));
-    std::string f;
+    // Fields after "(comm) ": state is field 3; utime and stime are 14 and 15.
+    std::string_view rest(*stat);
+    rest.remove_prefix(std::min(rest.rfind(')') + 2, rest.size()));
     std::uint64_t ticks = 0;
-    for (int i = 3; i <= 15 && fields >> f; ++i)
-        if (i == 14 || i == 15) // utime, stime
-            ticks += std::strtoull(f.c_str(), nullptr, 10);
+    for (int i = 3; i <= 15 && !rest.empty(); ++i) {
+        const auto end = std::min(rest.find(' '), rest.size());
+        if (i == 14 || i == 15) {
+            std::uint64_t v = 0;
+            std::from_chars(rest.data(), rest.data() + end, v);
+            ticks += v;
+        }
+        rest.remove_prefix(std::min(end + 1, rest.size()));
+    }
     return ticks * 1'000'000 / static_cast<std::uint64_t>(::sysconf(_SC_CLK_TCK));
 }
 

@@ -117,10 +117,11 @@ first_noid = without_id(d)
 assert first_noid['leaking_since'] and first_noid['peer']['owner']['sandbox'] == '0dd0dd0dd0dd', \
     first_noid
 assert noid_cookie not in {e['peer']['cookie'] for e in t.entries(d).values()}  # no id given
-# Counted with the rows: ctr, orphan and the id-less one; held and the fd-only one.
+# Counted with the rows: ctr, orphan and the id-less one; held and the fd-only one (at least:
+# what leaks elsewhere on this machine counts too).
 t.wait_for('the leaks counted', lambda: t.metric(
-    d, 'nsidd_leaking_namespaces{state="stale-mount"}') == 3 and t.metric(
-    d, 'nsidd_leaking_namespaces{state="fd-held"}') == 2)
+    d, 'nsidd_leaking_namespaces{state="stale-mount"}') >= 3 and t.metric(
+    d, 'nsidd_leaking_namespaces{state="fd-held"}') >= 2)
 held_only = fd_only(d)
 assert held_only['peer']['holders']['fds'][0]['pid'] == fdonly_holder.pid and \
     held_only['leaking_since'], held_only
