@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include <fnmatch.h>
+#include "util/runtimes.hpp"
 
 namespace nsidd::mirror {
 
@@ -39,23 +39,13 @@ bool Engine::leak_prone(const netns::Namespace& ns) const {
     // runtimes remove theirs with the container.
     if (ns.owner && (!ns.owner->container.empty() || !ns.owner->sandbox.empty()))
         return true;
-    const auto on_glob = [this](std::string_view m) {
-        for (const auto& glob : config_.stale_mount_paths) {
-            const auto literal = glob.find_first_of("*?[\\");
-            if (m.compare(0, literal, glob, 0, literal) == 0 &&
-                ::fnmatch(glob.c_str(), std::string(m).c_str(), FNM_PATHNAME) == 0)
-                return true;
+    for (const auto& list : {ns.mounts, ns.other_mounts})
+        for (const std::string_view m : list) {
+            const auto path = path_there(m); // another mount namespace's: PATH there
+            for (const auto& glob : config_.stale_mount_paths)
+                if (!path.empty() && glob_matches(glob, path))
+                    return true;
         }
-        return false;
-    };
-    for (const std::string_view m : ns.mounts)
-        if (on_glob(m))
-            return true;
-    for (std::string_view m : ns.other_mounts) { // /proc/PID/root/PATH: PATH there
-        const auto root = m.find("/root/");
-        if (root != std::string_view::npos && on_glob(m.substr(root + 5)))
-            return true;
-    }
     return false;
 }
 

@@ -152,13 +152,10 @@ std::optional<Owner> parse_cgroup_owner(std::string_view text) {
 }
 
 std::optional<Owner> owner_of_mounts(const Strings& mounts, const Strings& other_mounts) {
-    const auto from = [](std::string_view path) -> std::optional<Owner> {
-        if (path.starts_with("/proc/")) { // /proc/PID/root/PATH
-            const auto root = path.find("/root/");
-            if (root == std::string_view::npos)
-                return std::nullopt;
-            path.remove_prefix(root + 5);
-        }
+    const auto from = [](std::string_view mount) -> std::optional<Owner> {
+        const auto path = path_there(mount);
+        if (path.empty())
+            return std::nullopt;
         const auto* runtime = runtime_of_path(std::string(path));
         if (runtime == nullptr || runtime->name.empty())
             return std::nullopt;

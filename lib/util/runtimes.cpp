@@ -43,14 +43,21 @@ constexpr Runtime kRuntimes[] = {
      "nothing but this mount holds it; if it is not wanted"},
 };
 
-bool matches(std::string_view glob, const std::string& path) {
+} // namespace
+
+bool glob_matches(std::string_view glob, std::string_view path) {
     const auto literal = glob.find_first_of("*?[\\");
     if (path.compare(0, literal, glob.substr(0, literal)) != 0)
         return false; // most paths part here, without a call
-    return ::fnmatch(std::string(glob).c_str(), path.c_str(), FNM_PATHNAME) == 0;
+    return ::fnmatch(std::string(glob).c_str(), std::string(path).c_str(), FNM_PATHNAME) == 0;
 }
 
-} // namespace
+std::string_view path_there(std::string_view mount) {
+    if (!mount.starts_with("/proc/"))
+        return mount;
+    const auto root = mount.find("/root/");
+    return root == std::string_view::npos ? std::string_view() : mount.substr(root + 5);
+}
 
 std::span<const Runtime> runtimes() noexcept {
     return kRuntimes;
@@ -72,7 +79,7 @@ const Runtime* runtime_of_scope(std::string_view scope, std::string& container) 
 const Runtime* runtime_of_path(const std::string& path) {
     for (const auto& r : kRuntimes)
         for (const auto glob : r.paths)
-            if (!glob.empty() && matches(glob, path))
+            if (!glob.empty() && glob_matches(glob, path))
                 return &r;
     return nullptr;
 }

@@ -28,6 +28,14 @@ struct Runtime {
     std::string_view advice;
 };
 
+/// Whether `path` matches `glob` (fnmatch, FNM_PATHNAME; the glob's literal prefix is compared
+/// first: most paths part there, without a call).
+bool glob_matches(std::string_view glob, std::string_view path);
+
+/// A mount point as its own mount namespace names it: PATH for /proc/PID/root/PATH (a mount of
+/// another mount namespace), else `mount` itself; empty for a /proc path of no such shape.
+std::string_view path_there(std::string_view mount);
+
 /// Every runtime nsidd knows, most specific paths first.
 std::span<const Runtime> runtimes() noexcept;
 
