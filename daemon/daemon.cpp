@@ -117,19 +117,21 @@ Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
                                   options_.scope == Scope::Host,
                                   options_.assign_ids,
                                   static_cast<std::uint64_t>(options_.orphan_grace * 1e6),
-                                  leak_prone_paths(options_.stale_mount_paths)};
+                                  leak_prone_paths(options_.stale_mount_paths),
+                                  // Watch sequences start at the start time in microseconds:
+                                  // a seq of an earlier run is never taken for one of this run.
+                                  realtime_usec()};
     engine_ = std::make_unique<mirror::Engine>(*kernel_, config);
     // Ids saved by an earlier nsidd in this boot spare the kernel a question per namespace.
     if (options_.id_cache != "none" && engine_->load_ids(options_.id_cache))
         spdlog::debug("Loaded the namespace ids saved in {}", options_.id_cache);
     // Bootstrap: the event socket already queues changes; resync reads the table and then
     // applies what queued meanwhile.
-    resync(ResyncReason::Startup);
-    settle(); // no watcher yet: the states, decided before the first answer
-    if (engine_->stats().resyncs[static_cast<std::size_t>(ResyncReason::Startup)] == 0) {
+    if (auto r = resync(ResyncReason::Startup); !r) {
         spdlog::error("Failed to read the nsid table at start-up");
-        return fail(Errc::Timeout);
+        return r;
     }
+    settle(); // no watcher yet: the states, decided before the first answer
     sd_event_source* s = nullptr;
     int r = sd_event_add_io(event_.get(), &s, kernel_->event_fd(), EPOLLIN, on_netlink_io, this);
     if (r >= 0) {
@@ -283,12 +285,11 @@ std::size_t Daemon::on_netlink() {
         kernel_->discard();
         return 0;
     }
-    auto applied = engine_->apply_events();
+    const auto applied = engine_->apply_events();
     if (applied.events > 0 && !applied.lost)
         metrics_.observe_batch(applied.events);
-    const auto work = applied.changes.size();
-    publish(std::move(applied.changes));
-    release_memory(work);
+    send_changes();
+    release_memory(applied.changes);
     if (engine_->refresh_due())
         schedule_discovery();
     if (applied.lost) {
@@ -312,7 +313,7 @@ void Daemon::overrun_resync() {
         last_resync_end_usec_ +
         std::min<std::uint64_t>(st.last_resync_duration_usec * 10, kMaxResyncBackoffUsec);
     if (last_resync_end_usec_ == 0 || now >= earliest) {
-        resync(ResyncReason::Overrun);
+        (void)resync(ResyncReason::Overrun);
         return;
     }
     defer_resync(earliest - now);
@@ -338,12 +339,12 @@ void Daemon::defer_resync(std::uint64_t delay_usec) {
 int Daemon::on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
     auto* self = static_cast<Daemon*>(userdata);
     self->kernel_->discard();
-    self->resync(ResyncReason::Overrun);
+    (void)self->resync(ResyncReason::Overrun);
     self->notify_status();
     return 0;
 }
 
-void Daemon::resync(ResyncReason reason) {
+Result<void> Daemon::resync(ResyncReason reason) {
     // Whatever the reason, this snapshot supersedes a deferred overrun resync.
     resync_timer_pending_ = false;
     if (overrun_timer_)
@@ -357,18 +358,19 @@ void Daemon::resync(ResyncReason reason) {
                      changes.error().message());
         if (reason != ResyncReason::Startup)
             defer_resync(kRetryResyncUsec);
-        return;
+        return fail(changes.error());
     }
     const auto& st = engine_->stats();
     metrics_.observe_resync(st.last_resync_duration_usec);
     if (reason != ResyncReason::Startup)
-        log_notable(Notable::Resync, changes->empty() ? spdlog::level::debug : spdlog::level::info,
+        log_notable(Notable::Resync, *changes == 0 ? spdlog::level::debug : spdlog::level::info,
                     fmt::format("Resynced ({}) in {} us with {} probes: {} changes",
                                 to_string(reason), st.last_resync_duration_usec, st.last_probes,
-                                changes->size()));
-    publish(std::move(*changes));
+                                *changes));
+    send_changes();
     // A large read's temporaries (probe lists, scan results) would otherwise stay resident.
     release_memory(st.last_probes);
+    return {};
 }
 
 void Daemon::release_memory(std::size_t items) {
@@ -437,7 +439,7 @@ void Daemon::arm_resync_timer() {
 
 int Daemon::on_resync_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
     auto* self = static_cast<Daemon*>(userdata);
-    self->resync(ResyncReason::Periodic);
+    (void)self->resync(ResyncReason::Periodic);
     self->arm_resync_timer();
     self->notify_status();
     return 0;

@@ -52,12 +52,15 @@ private:
     // Events and resyncs (daemon.cpp).
     // Reads and applies what the event socket holds; returns the events read.
     std::size_t on_netlink();
-    void resync(mirror::ResyncReason reason);
+    // Resyncs; a failure is logged here (and retried unless at start-up).
+    Result<void> resync(mirror::ResyncReason reason);
     // After an overrun: resync now, or later if the last one was recent.
     void overrun_resync();
     // Runs an overrun resync after `delay_usec`, dropping the events read until then.
     void defer_resync(std::uint64_t delay_usec);
-    void publish(std::vector<registry::Change> changes);
+    // Drains the engine's feed: each new change to every Watch client, and deaths counted
+    // toward the burst's log line.
+    void send_changes();
     std::optional<std::string> reload();
     static std::vector<std::string> restart_only_changes(const Options& running,
                                                          const Options& fresh);
@@ -74,8 +77,8 @@ private:
     // of deaths logged (on_quiet_timer).
     void after_quiet();
     void sync_metrics();
-    // Publishes the rows whose identity or state changed (Engine::take_updates), and wakes
-    // again when a state changes with time alone.
+    // Settles the rows whose identity or state changed (Engine::settle), sends the changes,
+    // and wakes again when a state changes with time alone.
     void settle();
 
     // Discovery (discovery.cpp): mount changes (rescanned once per burst), the periodic /proc

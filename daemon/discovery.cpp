@@ -16,6 +16,7 @@
 
 #include "daemon/daemon.hpp"
 #include "daemon/journal.hpp"
+#include "daemon/wire.hpp"
 #include "util/time.hpp"
 
 namespace nsidd::daemon {
@@ -281,13 +282,17 @@ std::string leak_text(registry::Nsid nsid, const registry::Identity& p, mirror::
 
 } // namespace
 
-void Daemon::publish(std::vector<registry::Change> changes) {
-    if (changes.empty())
+void Daemon::send_changes() {
+    auto& feed = engine_->feed();
+    if (!feed.pending())
         return;
-    if (server_)
-        api_->publish(*server_, changes);
-    const auto deaths = std::count_if(changes.begin(), changes.end(), [](const auto& c) {
-        return c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
+    std::size_t deaths = 0;
+    feed.drain([&](const mirror::Feed::Item& item) {
+        if (server_)
+            server_->publish([&] { return varlink::encode_reply(to_json(item), true); },
+                             kWatcherTooSlow);
+        deaths += item.change.kind == registry::ChangeKind::Del &&
+                  item.change.observer == registry::kSelf;
     });
     // Told once the burst is over (on_quiet_timer): one line for a storm, not one per read.
     // A burst is deaths with no quiet moment between them: a few earlier ones, too few to be
@@ -297,7 +302,7 @@ void Daemon::publish(std::vector<registry::Change> changes) {
         if (burst_deaths_ < kBurstToLog && now - last_death_usec_ >= kQuietUsec)
             burst_deaths_ = burst_sweeps_ = 0;
         last_death_usec_ = now;
-        burst_deaths_ += static_cast<std::size_t>(deaths);
+        burst_deaths_ += deaths;
         ++burst_sweeps_;
         if (burst_deaths_ >= kBurstToLog)
             after_quiet();
@@ -307,7 +312,8 @@ void Daemon::publish(std::vector<registry::Change> changes) {
 void Daemon::settle() {
     if (!engine_)
         return;
-    publish(engine_->take_updates());
+    engine_->settle();
+    send_changes();
     const auto at = engine_->next_state_change_usec();
     if (at == 0) {
         if (state_timer_)

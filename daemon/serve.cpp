@@ -42,9 +42,7 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
         if (::lstat(options_.socket.c_str(), &st) == 0)
             socket_inode_ = st.st_ino;
     }
-    // Sequences start at the start time in microseconds: a Watch resumed with a seq of an
-    // earlier run is not mistaken for one of this run.
-    api_ = std::make_unique<VarlinkApi>(*engine_, api_hooks(), realtime_usec());
+    api_ = std::make_unique<VarlinkApi>(*engine_, api_hooks());
     Server::Limits limits{options_.max_connections, options_.max_connections_per_uid,
                           varlink::ConnectionLimits{options_.max_request, options_.max_output},
                           std::uint64_t{options_.idle_timeout} * 1'000'000u,
@@ -66,20 +64,24 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
 }
 
 VarlinkApi::Hooks Daemon::api_hooks() {
-    return {[this] {
+    return {
+        .status =
+            [this] {
                 settle();
                 return status();
             },
-            [this] { resync(ResyncReason::Manual); },
-            [this] { return reload(); },
-            [this] { return restart_needed_; },
+        .resync = [this] { (void)resync(ResyncReason::Manual); },
+        .reload = [this] { return reload(); },
+        .restart_needed = [this] { return restart_needed_; },
+        .metrics_text =
             [this] {
                 settle();
                 sync_metrics();
                 return metrics_.text();
             },
-            [this](const std::string& name) { return engine_->nsid_of_name(name); },
-            [this](std::string_view method, bool ok) { metrics_.count_request(method, ok); },
+        .nsid_of_name = [this](const std::string& name) { return engine_->nsid_of_name(name); },
+        .counted = [this](std::string_view method, bool ok) { metrics_.count_request(method, ok); },
+        .settle =
             [this] {
                 settle();
             }};

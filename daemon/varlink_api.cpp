@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
-#include <unordered_map>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -21,9 +20,6 @@ namespace {
 
 using varlink::Json;
 constexpr std::string_view kService = "org.varlink.service";
-// Changes kept for Watch(since): a watcher that reconnects within this many changes misses
-// nothing and need not read the tables again.
-constexpr std::size_t kKeptChanges = 2048;
 
 } // namespace
 
@@ -60,8 +56,8 @@ std::vector<std::string_view> VarlinkApi::method_names() {
     return out;
 }
 
-VarlinkApi::VarlinkApi(const mirror::Engine& engine, Hooks hooks, std::uint64_t first_seq)
-    : engine_(engine), hooks_(std::move(hooks)), seq_(first_seq), first_seq_(first_seq) {}
+VarlinkApi::VarlinkApi(const mirror::Engine& engine, Hooks hooks)
+    : engine_(engine), hooks_(std::move(hooks)) {}
 
 void VarlinkApi::call(Server::Peer& peer, const varlink::Call& call) {
     const auto& name = call.method;
@@ -168,7 +164,7 @@ void VarlinkApi::list(Server::Peer& peer, const varlink::Call& call) {
         peer.error(kNoSuchObserver, {{"observer", name}});
         return;
     }
-    peer.reply({{"entries", entries(*observer, *table)}, {"seq", seq_}});
+    peer.reply({{"entries", entries(*observer, *table)}, {"seq", engine_.feed().seq()}});
 }
 
 void VarlinkApi::graph(Server::Peer& peer, const varlink::Call&) {
@@ -178,7 +174,7 @@ void VarlinkApi::graph(Server::Peer& peer, const varlink::Call&) {
     for (const auto& [observer, table] : engine_.registry().tables())
         tables.push_back(
             {{"observer", observer_name(observer)}, {"entries", entries(observer, table)}});
-    peer.reply({{"tables", std::move(tables)}, {"seq", seq_}});
+    peer.reply({{"tables", std::move(tables)}, {"seq", engine_.feed().seq()}});
 }
 
 namespace {
@@ -226,10 +222,11 @@ void VarlinkApi::watch(Server::Peer& peer, const varlink::Call& call) {
         return;
     if (hooks_.settle)
         hooks_.settle();
-    // Resumable when every change after `since` is still kept (or there is none yet).
-    const bool resumed = since && *since >= first_seq_ && *since <= seq_ &&
-                         (*since == seq_ || (!kept_.empty() && kept_.front().seq <= *since + 1));
-    peer.reply({{"seq", resumed ? *since : seq_},
+    // Resumable when every change after `since` is still kept (or there is none yet). What
+    // the feed holds undrained is sent to every watcher, this one included, when drained.
+    const auto& feed = engine_.feed();
+    const bool resumed = since && feed.resumable(*since);
+    peer.reply({{"seq", resumed ? *since : feed.drained_seq()},
                 {"kind", "resync"},
                 {"observer", "self"},
                 {"entry", nullptr},
@@ -237,9 +234,7 @@ void VarlinkApi::watch(Server::Peer& peer, const varlink::Call& call) {
                 {"resumed", resumed}},
                true);
     if (resumed)
-        for (const auto& k : kept_)
-            if (k.seq > *since)
-                peer.reply(to_json(k.seq, k.change, k.state), true);
+        feed.for_each_after(*since, [&](const auto& item) { peer.reply(to_json(item), true); });
     peer.subscribe();
 }
 
@@ -257,44 +252,6 @@ void VarlinkApi::reload(Server::Peer& peer, const varlink::Call&) {
 
 void VarlinkApi::get_metrics(Server::Peer& peer, const varlink::Call&) {
     peer.reply({{"text", hooks_.metrics_text()}});
-}
-
-void VarlinkApi::publish(Server& server, std::vector<registry::Change>& changes) {
-    // Rows of other tables purged with a peer show the identity self's row for it had; that
-    // row is gone by now, but its removal is in the same batch.
-    // (Only where some change is of another table: self scope never needs them.)
-    std::unordered_map<registry::Nsid, const registry::Identity*> dead;
-    if (std::any_of(changes.begin(), changes.end(),
-                    [](const auto& c) { return c.observer != registry::kSelf; }))
-        for (const auto& c : changes)
-            if (c.observer == registry::kSelf && c.kind != registry::ChangeKind::New &&
-                c.kind != registry::ChangeKind::Update &&
-                (c.kind != registry::ChangeKind::Resync || c.removed))
-                dead[c.entry.nsid] = &c.entry.peer;
-    for (auto& c : changes) {
-        const std::uint64_t seq = ++seq_;
-        // A row that left its table shows the last state decided for it, as History does
-        // (not the unknown of its last moments, when its holder had gone).
-        const bool gone = c.kind == registry::ChangeKind::Del ||
-                          c.kind == registry::ChangeKind::Purge || c.removed;
-        const char* state = to_string(gone && c.entry.decided != registry::PeerState::Unknown
-                                          ? c.entry.decided
-                                          : engine_.state(c.observer, c.entry));
-        // Taken over where no later change of this batch reads it (the dead's identities).
-        registry::Change shown{c.kind, c.observer,
-                               dead.empty() ? engine_.view(c.observer, std::move(c.entry))
-                                            : engine_.view(c.observer, c.entry),
-                               c.removed};
-        if (c.observer != registry::kSelf && shown.entry.current_nsid && !shown.entry.peer.cookie &&
-            !shown.entry.peer.inode)
-            if (const auto d = dead.find(*shown.entry.current_nsid); d != dead.end())
-                shown.entry.peer = *d->second;
-        server.publish([&] { return varlink::encode_reply(to_json(seq, shown, state), true); },
-                       kWatcherTooSlow);
-        kept_.push_back(Kept{seq, std::move(shown), state});
-        if (kept_.size() > kKeptChanges)
-            kept_.pop_front();
-    }
 }
 
 } // namespace nsidd::daemon

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <optional>
 #include <span>
@@ -34,21 +33,16 @@ public:
         std::function<std::optional<registry::Nsid>(const std::string&)> nsid_of_name;
         /// A method was called; `ok`: answered without an error.
         std::function<void(std::string_view method, bool ok)> counted;
-        /// Publishes what changed and is not yet published, so that an answer reflects
-        /// exactly the changes up to the seq it names.
+        /// Settles the engine and sends what its feed holds to the watchers, so that an
+        /// answer reflects exactly the changes up to the seq it names.
         std::function<void()> settle;
     };
 
-    /// `first_seq`: the seq the first change gets, minus one. Sequences of different runs
-    /// must not overlap (the daemon starts at its start time in microseconds), so that a
-    /// Watch resumed after a restart is told to read everything again.
-    VarlinkApi(const mirror::Engine& engine, Hooks hooks, std::uint64_t first_seq = 0);
+    /// The changes and their seqs are the engine's feed.
+    VarlinkApi(const mirror::Engine& engine, Hooks hooks);
 
     /// Answers one call (the server's dispatch function).
     void call(Server::Peer& peer, const varlink::Call& call);
-    /// Sends each change to every watcher, in order, each with the next sequence number. The
-    /// entries are taken over (kind and observer stay as they were).
-    void publish(Server& server, std::vector<registry::Change>& changes);
 
     std::uint64_t denials() const noexcept { return denials_; }
     /// Every method's name (for metrics labels).
@@ -73,18 +67,8 @@ private:
 
     varlink::Json entries(registry::Observer observer, const registry::Registry::Table& t) const;
 
-    // One published change, kept so that Watch(since) can resume after it.
-    struct Kept {
-        std::uint64_t seq;
-        registry::Change change; // as shown (view applied)
-        const char* state;
-    };
-
     const mirror::Engine& engine_;
     Hooks hooks_;
-    std::uint64_t seq_ = 0;       // Watch sequence: one per published change
-    std::uint64_t first_seq_ = 0; // seq_ before the first change of this run
-    std::deque<Kept> kept_;       // the last kKeptChanges changes, oldest first
     std::uint64_t denials_ = 0;
 };
 

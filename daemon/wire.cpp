@@ -119,11 +119,12 @@ varlink::Json to_json(const registry::Death& d) {
                                                   : varlink::Json()}};
 }
 
-varlink::Json to_json(std::uint64_t seq, const registry::Change& c, const char* state) {
-    return {{"seq", seq},
+varlink::Json to_json(const mirror::Feed::Item& item) {
+    const auto& c = item.change;
+    return {{"seq", item.seq},
             {"kind", registry::to_string(c.kind)},
             {"observer", observer_name(c.observer)},
-            {"entry", to_json(c.entry, state)},
+            {"entry", to_json(c.entry, to_string(item.state))},
             {"removed", c.kind == registry::ChangeKind::Del ||
                             c.kind == registry::ChangeKind::Purge || c.removed}};
 }

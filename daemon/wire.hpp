@@ -27,6 +27,6 @@ varlink::Json to_json(const mirror::Engine::Unlisted& ns);
 varlink::Json to_json(const registry::Entry& entry, const char* state);
 varlink::Json to_json(const registry::Death& death);
 /// One Watch reply.
-varlink::Json to_json(std::uint64_t seq, const registry::Change& change, const char* state);
+varlink::Json to_json(const mirror::Feed::Item& item);
 
 } // namespace nsidd::daemon

@@ -52,9 +52,10 @@ std::uint64_t EngineStats::resyncs_total() const noexcept {
 
 Engine::Engine(Kernel& kernel, Config config, Clock clock)
     : kernel_(kernel), config_(std::move(config)), clock_(std::move(clock)),
-      registry_(config_.history), catalog_(config_.roots, kernel_, config_.assign_ids) {}
+      registry_(config_.history), catalog_(config_.roots, kernel_, config_.assign_ids),
+      feed_(config_.first_seq) {}
 
-Result<std::vector<Change>> Engine::resync(ResyncReason reason) {
+Result<std::size_t> Engine::resync(ResyncReason reason) {
     const auto started = clock_.monotonic();
     resync_due_ = false;
     std::vector<Change> changes;
@@ -78,7 +79,7 @@ Result<std::vector<Change>> Engine::resync(ResyncReason reason) {
         // Events queued while we read may be older than what we read: reconcile them. A NEW
         // for an id the snapshot holds is undecidable (repeat or replacement): read again.
         const auto ambiguous = registry_.counters().ambiguous;
-        auto queued = apply_events(true);
+        auto queued = apply_batch(true);
         append(changes, std::move(queued.changes));
         if (!queued.lost && registry_.counters().ambiguous == ambiguous) {
             if (reason == ResyncReason::Startup)
@@ -86,7 +87,9 @@ Result<std::vector<Change>> Engine::resync(ResyncReason reason) {
             ++stats_.resyncs[static_cast<std::size_t>(reason)];
             stats_.last_resync_usec = clock_.realtime();
             stats_.last_resync_duration_usec = clock_.monotonic() - started;
-            return changes;
+            const auto count = changes.size();
+            show(std::move(changes));
+            return count;
         }
     }
     ++stats_.resync_failures;
@@ -150,8 +153,17 @@ void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>&
     append(changes, std::move(diff));
 }
 
-Engine::Applied Engine::apply_events(bool reconcile) {
-    Applied out;
+Engine::Applied Engine::apply_events() {
+    auto read = apply_batch(false);
+    Applied out{read.changes.size(), 0, read.lost, read.events};
+    for (const auto& c : read.changes)
+        out.deaths += c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
+    show(std::move(read.changes));
+    return out;
+}
+
+Engine::Received Engine::apply_batch(bool reconcile) {
+    Received out;
     foreign_cache_.clear();
     auto events = kernel_.receive();
     // After a loss every event read is older than the snapshot the caller takes next, which

@@ -12,8 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "util/flat_map.hpp"
+#include "mirror/feed.hpp"
 #include "mirror/kernel.hpp"
+#include "util/flat_map.hpp"
 #include "netns/catalog.hpp"
 #include "netns/fd_scan.hpp"
 #include "registry/registry.hpp"
@@ -71,6 +72,8 @@ public:
         /// Globs (fnmatch, '*' within one path component) of bind mounts that outlive their
         /// owner when nothing else holds the namespace: CNI's /run/netns/cni-*.
         std::vector<std::string> stale_mount_paths;
+        /// The feed's first seq (Feed::Feed).
+        std::uint64_t first_seq = 0;
     };
 
     /// `kernel` must outlive the engine. Nothing is read until resync().
@@ -79,17 +82,19 @@ public:
     /// Reads self's table (dump, and probes when the dump may be cut), applies the difference,
     /// then the events queued meanwhile in reconcile mode. Repeats when events were lost during
     /// the read or a queued event is undecidable; fails with Errc::Timeout after a few tries.
-    Result<std::vector<registry::Change>> resync(ResyncReason reason);
+    /// The changes go to the feed; returns how many there were.
+    Result<std::size_t> resync(ResyncReason reason);
 
     /// Result of one batch of events.
     struct Applied {
-        std::vector<registry::Change> changes;
-        bool lost = false;      ///< events were lost: resync now
-        std::size_t events = 0; ///< self's events in the batch
+        std::size_t changes = 0; ///< put in the feed
+        std::size_t deaths = 0;  ///< self's peers that died (DEL)
+        bool lost = false;       ///< events were lost: resync now
+        std::size_t events = 0;  ///< self's events in the batch
     };
-    /// Reads every queued event as one batch and applies it; after a loss applies nothing,
-    /// since the resync the caller then runs supersedes it.
-    Applied apply_events(bool reconcile = false);
+    /// Reads every queued event as one batch and applies it, its changes to the feed; after a
+    /// loss applies nothing, since the resync the caller then runs supersedes it.
+    Applied apply_events();
 
     /// Rereads the nsfs mounts and attaches what it learned to the rows.
     void discover_mounts();
@@ -140,11 +145,11 @@ public:
     /// Unknown: not decided yet.
     PeerState state(registry::Observer observer, const registry::Entry& entry) const;
     /// Settles what changed since the last call: self's rows whose identity or state changed,
-    /// and in host scope the rows of other tables naming the same peers, as Update changes.
-    /// state() answers what the last call decided, so the changes published so far, replayed,
-    /// give exactly what List shows. Call it after each step that may change a row (events,
-    /// discovery, resync) and when next_state_change_usec() passes.
-    std::vector<registry::Change> take_updates();
+    /// and in host scope the rows of other tables naming the same peers, go to the feed as
+    /// Update changes (returns how many). state() answers what the last call decided, so the
+    /// feed, replayed, gives exactly what List shows. Call it after each step that may change a
+    /// row (events, discovery, resync) and when next_state_change_usec() passes.
+    std::size_t settle();
     /// The wall clock at which a peer's state changes with time alone (a grace period ends), or
     /// 0 when none waits.
     std::uint64_t next_state_change_usec() const noexcept;
@@ -182,11 +187,24 @@ public:
     /// Self's id for the namespace named `name` under the netns directory, if it has one.
     std::optional<Nsid> nsid_of_name(const std::string& name);
 
+    /// The changes made so far, as shown: the daemon drains it to its Watch clients.
+    Feed& feed() noexcept { return feed_; }
+    const Feed& feed() const noexcept { return feed_; }
     const registry::Registry& registry() const noexcept { return registry_; }
     const netns::Catalog& catalog() const noexcept { return catalog_; }
     const EngineStats& stats() const noexcept { return stats_; }
 
 private:
+    // One batch of queued events, applied (reconcile: during a resync, engine.cpp).
+    struct Received {
+        std::vector<registry::Change> changes;
+        bool lost = false;
+        std::size_t events = 0;
+    };
+    Received apply_batch(bool reconcile);
+    // Puts changes in the feed as shown: each row's view and state as of now (feed.cpp).
+    void show(std::vector<registry::Change>&& changes);
+
     // Table reading (table.cpp).
     Result<std::vector<registry::Entry>> read_self(registry::Source source);
     std::size_t learn_reachable(std::map<Nsid, registry::Entry>& truth, registry::Source source);
@@ -217,7 +235,7 @@ private:
     // When a peer found unheld now became so: the time the id cache kept for it (unheld before
     // a restart too; used once), else the start of this pass.
     std::uint64_t resumed_unheld(const registry::Identity& peer);
-    // Sets a row's identity, noting the row for the next take_updates().
+    // Sets a row's identity, noting the row for the next settle().
     void set_peer(Nsid nsid, registry::Identity id);
     // A row whose state may have changed (and whose identity did, when `identity`).
     void touch(Nsid nsid, bool identity = false);
@@ -279,6 +297,7 @@ private:
     // dump cannot say which row names us), refreshed with each read of its table.
     std::map<Observer, Nsid> own_ids_;
     netns::Catalog catalog_;
+    Feed feed_;
     bool fds_due_ = false;
     bool fd_search_running_ = false;
     // The unheld rows (id, first seen) the last search began for.

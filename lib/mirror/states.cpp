@@ -101,7 +101,7 @@ std::uint64_t Engine::next_state_change_usec() const noexcept {
     return deadlines_.empty() ? 0 : deadlines_.begin()->first;
 }
 
-std::vector<registry::Change> Engine::take_updates() {
+std::size_t Engine::settle() {
     const auto now = clock_.realtime();
     while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
         touch(deadlines_.begin()->second);
@@ -132,7 +132,9 @@ std::vector<registry::Change> Engine::take_updates() {
             });
     }
     touched_.clear();
-    return out;
+    const auto count = out.size();
+    show(std::move(out));
+    return count;
 }
 
 template <typename Fn> void Engine::for_each_self_state(Fn&& fn) const {

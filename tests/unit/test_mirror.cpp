@@ -357,8 +357,7 @@ Engine::Config config(const Sim& sim, bool host = false) {
     return {sim.roots(), 4096, host, false, 60'000'000, {sim.roots().netns_dir + "/cni-*"}};
 }
 
-// What a Watch client rebuilds from the changes it is sent, each shown as the daemon shows it
-// when it publishes it (the entry's view and state at that moment).
+// What a Watch client rebuilds from the changes it is sent: the engine's feed, drained.
 struct Replay {
     struct Shown {
         registry::Entry entry;
@@ -366,21 +365,30 @@ struct Replay {
     };
     std::map<std::pair<Observer, Nsid>, Shown> rows;
     std::size_t updates = 0;
+    std::uint64_t seq = 0;
+    std::string gap; // a seq out of order, if the feed ever numbered one so
 
-    void feed(const Engine& engine, const std::vector<registry::Change>& changes) {
-        for (const auto& c : changes) {
+    void take(Engine& engine) {
+        engine.feed().drain([&](const Feed::Item& item) {
+            if (seq != 0 && item.seq != seq + 1 && gap.empty())
+                gap = "seq " + std::to_string(item.seq) + " after " + std::to_string(seq);
+            seq = item.seq;
+            const auto& c = item.change;
             const std::pair key{c.observer, c.entry.nsid};
             if (c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Purge ||
                 c.removed)
                 rows.erase(key);
             else
-                rows[key] = {engine.view(c.observer, c.entry), engine.state(c.observer, c.entry)};
+                rows[key] = {c.entry, item.state};
             updates += c.kind == registry::ChangeKind::Update;
-        }
+        });
     }
     // Settles the engine (as the daemon does before it answers List), then compares.
     std::string diff(Engine& engine) {
-        feed(engine, engine.take_updates());
+        engine.settle();
+        take(engine);
+        if (!gap.empty())
+            return gap;
         std::size_t count = 0;
         for (const auto& [o, t] : engine.registry().tables())
             for (const auto& [k, row] : t.rows) {
@@ -411,28 +419,19 @@ struct Replay {
 
 // Discovery as the daemon runs it: mounts, a whole /proc pass, a resync when a row's peer was
 // found replaced.
-void discover(Engine& engine, Replay* replay = nullptr) {
+void discover(Engine& engine) {
     engine.discover_mounts();
     while (!engine.discover_processes(SIZE_MAX, false)) {
     }
     if (engine.resync_due()) {
-        auto changes = engine.resync(ResyncReason::Replaced);
-        ASSERT_TRUE(changes);
-        if (replay)
-            replay->feed(engine, *changes);
+        ASSERT_TRUE(engine.resync(ResyncReason::Replaced));
     }
 }
 
 // Applies what is queued; resyncs after a loss, as the daemon does.
-void settle(Engine& engine, Replay* replay = nullptr) {
-    auto applied = engine.apply_events();
-    if (replay)
-        replay->feed(engine, applied.changes);
-    if (applied.lost) {
-        auto changes = engine.resync(ResyncReason::Overrun);
-        ASSERT_TRUE(changes);
-        if (replay)
-            replay->feed(engine, *changes);
+void settle(Engine& engine) {
+    if (engine.apply_events().lost) {
+        ASSERT_TRUE(engine.resync(ResyncReason::Overrun));
     }
 }
 
@@ -447,7 +446,7 @@ void search_fds(Engine& engine, Sim& sim) {
 
 // The state as the daemon serves it: settled first.
 PeerState settled_state(Engine& engine, Observer o, const registry::Entry& entry) {
-    (void)engine.take_updates();
+    engine.settle();
     return engine.state(o, entry);
 }
 
@@ -611,7 +610,7 @@ TEST(Mirror, RestartWithSavedIds) {
     expect_identities(sim, engine);
     EXPECT_LT(sim.questions * 2, cold) << "warm " << sim.questions << ", cold " << cold;
     discover(engine);
-    (void)engine.take_updates();
+    engine.settle();
     // Ages survive the restart: the survivors were first seen by the first run, the newborn now.
     std::size_t old = 0;
     for (const auto& [k, row] : engine.registry().table(kSelf)->rows) {
@@ -785,7 +784,7 @@ TEST(Mirror, VerdictsFollowTheClock) {
     search_fds(engine, sim);
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Pinned);
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(0).entry), PeerState::Mounted);
-    auto counts = (engine.take_updates(), engine.state_counts());
+    auto counts = (engine.settle(), engine.state_counts());
     EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::Pinned)], 1u);
     // A process keeps it open: the next search (a minute later) names it, and it is fd-held.
     fs::create_directories(sim.root() / "proc/4242/fd");
@@ -831,7 +830,7 @@ TEST(Mirror, VerdictsFollowTheClock) {
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(3).entry), PeerState::StaleMount);
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(2).entry),
               PeerState::Mounted); // not on a CNI path
-    counts = (engine.take_updates(), engine.state_counts());
+    counts = (engine.settle(), engine.state_counts());
     EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::StaleMount)], 1u);
     EXPECT_EQ(counts[static_cast<std::size_t>(PeerState::Mounted)], 2u);
 }
@@ -912,11 +911,7 @@ void churn(std::uint32_t seed, bool host) {
     FakeClock clock;
     Engine engine(sim, config(sim, host), clock.clock());
     Replay replay; // a watcher from the start
-    {
-        auto changes = engine.resync(ResyncReason::Startup);
-        ASSERT_TRUE(changes);
-        replay.feed(engine, *changes);
-    }
+    ASSERT_TRUE(engine.resync(ResyncReason::Startup));
     const auto roll = [&rng](int n) {
         return std::uniform_int_distribution<int>(0, n - 1)(rng);
     };
@@ -954,22 +949,20 @@ void churn(std::uint32_t seed, bool host) {
         } else if (action < 78) {
             engine.refresh_ids(UINT64_MAX);
         } else if (action < 79) {
-            auto changes = engine.resync(ResyncReason::Periodic);
-            ASSERT_TRUE(changes);
-            replay.feed(engine, *changes);
+            ASSERT_TRUE(engine.resync(ResyncReason::Periodic));
         } else {
-            settle(engine, &replay);
+            settle(engine);
             ASSERT_EQ(diff(tables_of(engine.registry()), sim.tables(host)), "") << "step " << step;
-            discover(engine, &replay);
-            settle(engine, &replay);
+            discover(engine);
+            settle(engine);
             ASSERT_EQ(diff(tables_of(engine.registry()), sim.tables(host)), "") << "step " << step;
             expect_identities(sim, engine);
         }
         // Whatever the step, the changes sent so far, replayed, are what List shows.
         ASSERT_EQ(replay.diff(engine), "") << "step " << step;
     }
-    settle(engine, &replay);
-    discover(engine, &replay);
+    settle(engine);
+    discover(engine);
     EXPECT_EQ(diff(tables_of(engine.registry()), sim.tables(host)), "");
     expect_identities(sim, engine);
     EXPECT_EQ(replay.diff(engine), "");

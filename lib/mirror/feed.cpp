@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The outbox (feed.hpp), and how the engine shows each change it puts there.
+#include "mirror/feed.hpp"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "mirror/engine.hpp"
+
+namespace nsidd::mirror {
+
+void Feed::push(registry::Change shown, PeerState state) {
+    items_.push_back(Item{++seq_, std::move(shown), state});
+}
+
+bool Feed::resumable(std::uint64_t since) const noexcept {
+    if (since < first_seq_ || since > drained_)
+        return false;
+    return since == drained_ || (!items_.empty() && items_.front().seq <= since + 1);
+}
+
+void Feed::trim() {
+    while (items_.size() > kept_max_ && items_.front().seq <= drained_)
+        items_.pop_front();
+}
+
+void Engine::show(std::vector<registry::Change>&& changes) {
+    using registry::ChangeKind;
+    // Rows of other tables purged with a peer show the identity self's row for it had; that
+    // row is gone by now, but its removal is in the same batch.
+    // (Only where some change is of another table: self scope never needs them.)
+    std::unordered_map<Nsid, const registry::Identity*> dead;
+    if (std::any_of(changes.begin(), changes.end(),
+                    [](const auto& c) { return c.observer != registry::kSelf; }))
+        for (const auto& c : changes)
+            if (c.observer == registry::kSelf && c.kind != ChangeKind::New &&
+                c.kind != ChangeKind::Update && (c.kind != ChangeKind::Resync || c.removed))
+                dead[c.entry.nsid] = &c.entry.peer;
+    for (auto& c : changes) {
+        // A row that left its table shows the last state decided for it, as History does
+        // (not the unknown of its last moments, when its holder had gone).
+        const bool gone = c.kind == ChangeKind::Del || c.kind == ChangeKind::Purge || c.removed;
+        const auto state = gone && c.entry.decided != PeerState::Unknown
+                               ? c.entry.decided
+                               : this->state(c.observer, c.entry);
+        // Taken over where no later change of this batch reads it (the dead's identities).
+        registry::Change shown{c.kind, c.observer,
+                               dead.empty() ? view(c.observer, std::move(c.entry))
+                                            : view(c.observer, c.entry),
+                               c.removed};
+        if (gone && c.observer != registry::kSelf && shown.entry.current_nsid &&
+            !shown.entry.peer.cookie && !shown.entry.peer.inode)
+            if (const auto d = dead.find(*shown.entry.current_nsid); d != dead.end())
+                shown.entry.peer = *d->second;
+        feed_.push(std::move(shown), state);
+    }
+}
+
+} // namespace nsidd::mirror
