@@ -16,7 +16,6 @@
 
 #include "daemon/daemon.hpp"
 #include "daemon/journal.hpp"
-#include "daemon/wire.hpp"
 #include "util/time.hpp"
 
 namespace nsidd::daemon {
@@ -287,10 +286,7 @@ void Daemon::send_changes() {
     if (!feed.pending())
         return;
     std::size_t deaths = 0;
-    feed.drain([&](const mirror::Feed::Item& item) {
-        if (server_)
-            server_->publish([&] { return varlink::encode_reply(to_json(item), true); },
-                             kWatcherTooSlow);
+    daemon::send_changes(feed, server_.get(), [&](const mirror::Feed::Item& item) {
         deaths += item.change.kind == registry::ChangeKind::Del &&
                   item.change.observer == registry::kSelf;
     });

@@ -254,4 +254,15 @@ void VarlinkApi::get_metrics(Server::Peer& peer, const varlink::Call&) {
     peer.reply({{"text", hooks_.metrics_text()}});
 }
 
+void send_changes(mirror::Feed& feed, Server* server,
+                  const std::function<void(const mirror::Feed::Item&)>& seen) {
+    feed.drain([&](const mirror::Feed::Item& item) {
+        if (server != nullptr)
+            server->publish([&] { return varlink::encode_reply(to_json(item), true); },
+                            kWatcherTooSlow);
+        if (seen)
+            seen(item);
+    });
+}
+
 } // namespace nsidd::daemon

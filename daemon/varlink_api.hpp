@@ -72,4 +72,9 @@ private:
     std::uint64_t denials_ = 0;
 };
 
+/// Drains the feed: each change not sent yet goes to every Watch client of `server` (none before
+/// it starts: null), in order; `seen`, if given, is called with each too.
+void send_changes(mirror::Feed& feed, Server* server,
+                  const std::function<void(const mirror::Feed::Item&)>& seen = {});
+
 } // namespace nsidd::daemon
