@@ -114,36 +114,43 @@ class Bare:
         return tuple(int(x) for x in out.split())
 
 
-def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False, log=t.log,
-        perf=None):
-    """Runs the storm; returns a dict of results. Raises if the mirror is ever inexact.
-    perf: a phase ('create' or 'delete') to record nsidd in with `perf record -g`, into
-    /tmp/nsidd-PHASE.perf (sampling costs CPU: that phase's figures are then inflated)."""
-    kernel = t.Kernel()
-    d = t.Daemon(*nsidd_args)
-    baseline = d.rss_kib()
-    mon = Monitor() if monitor else None
-    mcpu0 = cpu_seconds(mon.proc.pid) if mon else 0
-    bare = Bare() if floor else None
-    st0 = d.status()
-    rss = []
-    cpu = {'nsidd_create': 0.0, 'nsidd_delete': 0.0, 'bare_create': 0.0, 'bare_delete': 0.0}
-    asked = 0.0  # bench/ask_ids' CPU, all cycles
-    woke = {k: 0 for k in cpu}
-    ratios = {'create': [], 'delete': []}  # nsidd / bare loop, per cycle
-    started = time.monotonic()
+class Storm:
+    """One nsidd (with the bare loop and ip monitor beside it, if asked) through storms."""
 
-    def storm(lines, phase):
-        # CPU for the storm itself, until nsidd is idle again; the List calls that check the
-        # mirror afterwards are not counted.
-        bare_cpu = (lambda: cpu_seconds(bare.proc.pid)) if bare else (lambda: 0.0)
-        bare_woke = (lambda: wakeups(bare.proc.pid)) if bare else (lambda: 0)
+    def __init__(self, nsidd_args, monitor, floor, perf):
+        self.kernel = t.NsidTable()
+        self.d = t.Daemon(*nsidd_args)
+        self.baseline = self.d.rss_kib()
+        self.mon = Monitor() if monitor else None
+        self.mcpu0 = cpu_seconds(self.mon.proc.pid) if self.mon else 0
+        self.bare = Bare() if floor else None
+        self.perf = perf
+        self.st0 = self.d.status()
+        self.rss = []
+        self.cpu = {'nsidd_create': 0.0, 'nsidd_delete': 0.0, 'bare_create': 0.0,
+                    'bare_delete': 0.0}
+        self.asked = 0.0  # bench/ask_ids' CPU, all cycles
+        self.woke = {k: 0 for k in self.cpu}
+        self.ratios = {'create': [], 'delete': []}  # nsidd / bare loop, per cycle
+
+    def _counters(self):
+        """(nsidd CPU, bare CPU, nsidd wakeups, bare wakeups) now."""
+        pid = self.d.proc.pid
+        if self.bare:
+            return (cpu_seconds(pid), cpu_seconds(self.bare.proc.pid), wakeups(pid),
+                    wakeups(self.bare.proc.pid))
+        return cpu_seconds(pid), 0.0, wakeups(pid), 0
+
+    def phase(self, lines, phase):
+        """Runs one `ip -batch` storm. CPU counts the storm itself, until nsidd is idle again;
+        the List calls that check the mirror afterwards are not counted."""
         rec = None
-        if perf == phase:
-            rec = subprocess.Popen(['perf', 'record', '-q', '-g', '-p', str(d.proc.pid), '-o',
-                                    '/tmp/nsidd-%s.perf' % phase], stderr=subprocess.DEVNULL)
+        if self.perf == phase:
+            rec = subprocess.Popen(['perf', 'record', '-q', '-g', '-p', str(self.d.proc.pid),
+                                    '-o', '/tmp/nsidd-%s.perf' % phase],
+                                   stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # attached
-        before = cpu_seconds(d.proc.pid), bare_cpu(), wakeups(d.proc.pid), bare_woke()
+        before = self._counters()
         t.ip_batch(lines)
         if phase == 'create':
             # Creation ends when every new peer's identity is resolved: the last mount rescan
@@ -151,63 +158,78 @@ def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False,
             # idleness alone would leave that work to the delete phase. Polled at 4 Hz (a
             # GetStatus costs nsidd well under a millisecond).
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and d.status()['peers']['unknown'] > 0:
+            while time.monotonic() < deadline and self.d.status()['peers']['unknown'] > 0:
                 time.sleep(0.25)
-        wait_idle(d.proc.pid, quiet=0.5)
+        wait_idle(self.d.proc.pid, quiet=0.5)
         if rec:
             rec.send_signal(2)
             rec.wait()
-        spent = cpu_seconds(d.proc.pid) - before[0], bare_cpu() - before[1]
-        cpu['nsidd_' + phase] += spent[0]
-        cpu['bare_' + phase] += spent[1]
-        if spent[1] > 0:
-            ratios[phase].append(spent[0] / spent[1])
-        woke['nsidd_' + phase] += wakeups(d.proc.pid) - before[2]
-        woke['bare_' + phase] += bare_woke() - before[3]
+        after = self._counters()
+        self.cpu['nsidd_' + phase] += after[0] - before[0]
+        self.cpu['bare_' + phase] += after[1] - before[1]
+        if after[1] > before[1]:
+            self.ratios[phase].append((after[0] - before[0]) / (after[1] - before[1]))
+        self.woke['nsidd_' + phase] += after[2] - before[2]
+        self.woke['bare_' + phase] += after[3] - before[3]
 
-    for c in range(cycles):
+    def cycle(self, c, count, together, log):
+        """COUNT namespaces created with ids, then destroyed in one burst; exact after each."""
         names = ['s%d_%d' % (c, i) for i in range(count)]
         if together:
-            storm([line for n in names for line in ('netns add ' + n, 'netns set %s auto' % n)],
-                  'create')
+            self.phase([line for n in names for line in ('netns add ' + n,
+                                                          'netns set %s auto' % n)], 'create')
         else:
-            storm(['netns add ' + n for n in names], 'create')
-            storm(['netns set %s auto' % n for n in names], 'create')
-        got, want = t.settle(d, kernel, timeout=120)
+            self.phase(['netns add ' + n for n in names], 'create')
+            self.phase(['netns set %s auto' % n for n in names], 'create')
+        got, want = t.settle(self.d, self.kernel, timeout=120)
         t.check_equal(got, want, 'cycle %d: %d created' % (c + 1, count))
         assert len(want) == count, len(want)
-        if bare:
+        if self.bare:
             n, ids, spent = subprocess.run([os.path.join(t.BUILD, 'bench/ask_ids'), '/run/netns'],
                                            check=True, capture_output=True,
                                            text=True).stdout.split()
             assert int(n) == count and int(ids) == count, (n, ids)
-            asked += float(spent)
-        storm(['netns del ' + n for n in names], 'delete')
-        got, want = t.settle(d, kernel, timeout=120)
+            self.asked += float(spent)
+        self.phase(['netns del ' + n for n in names], 'delete')
+        got, want = t.settle(self.d, self.kernel, timeout=120)
         t.check_equal(got, want, 'cycle %d: %d destroyed in one burst' % (c + 1, count))
         assert not want, want
-        rss.append(d.rss_kib())
-        log('cycle %d: RSS %d KiB (baseline %d KiB)' % (c + 1, rss[-1], baseline))
-    elapsed = time.monotonic() - started
-    wait_idle(d.proc.pid)
-    st = d.status()
-    result = {
-        'cycles': cycles, 'count': count, 'expected_events': 2 * cycles * count,
-        'nsidd_events': st['events'] - st0['events'], 'overruns': st['overruns'] - st0['overruns'],
-        'resyncs': st['resyncs'] - st0['resyncs'],
-        'nsidd_cpu': cpu['nsidd_create'] + cpu['nsidd_delete'],
-        'rss_baseline': baseline, 'rss': rss, 'elapsed': elapsed, 'cpu': cpu, 'wakeups': woke,
-        'ratios': ratios, 'ask_ids_cpu': asked,
-    }
-    if bare:
-        result['bare'] = bare.stop()
-    if mon:
-        wait_idle(mon.proc.pid)  # let ip monitor print what it still holds
-        result['monitor_cpu'] = cpu_seconds(mon.proc.pid) - mcpu0
-        result['monitor_new'], result['monitor_del'] = mon.seen()
-        mon.stop()
-    d.stop()
-    return result
+        self.rss.append(self.d.rss_kib())
+        log('cycle %d: RSS %d KiB (baseline %d KiB)' % (c + 1, self.rss[-1], self.baseline))
+
+    def finish(self, cycles, count, elapsed):
+        """The results; stops every process."""
+        wait_idle(self.d.proc.pid)
+        st, st0 = self.d.status(), self.st0
+        result = {
+            'cycles': cycles, 'count': count, 'expected_events': 2 * cycles * count,
+            'nsidd_events': st['events'] - st0['events'],
+            'overruns': st['overruns'] - st0['overruns'], 'resyncs': st['resyncs'] - st0['resyncs'],
+            'nsidd_cpu': self.cpu['nsidd_create'] + self.cpu['nsidd_delete'],
+            'rss_baseline': self.baseline, 'rss': self.rss, 'elapsed': elapsed, 'cpu': self.cpu,
+            'wakeups': self.woke, 'ratios': self.ratios, 'ask_ids_cpu': self.asked,
+        }
+        if self.bare:
+            result['bare'] = self.bare.stop()
+        if self.mon:
+            wait_idle(self.mon.proc.pid)  # let ip monitor print what it still holds
+            result['monitor_cpu'] = cpu_seconds(self.mon.proc.pid) - self.mcpu0
+            result['monitor_new'], result['monitor_del'] = self.mon.seen()
+            self.mon.stop()
+        self.d.stop()
+        return result
+
+
+def run(cycles, count, nsidd_args=(), monitor=True, together=False, floor=False, log=t.log,
+        perf=None):
+    """Runs the storm; returns a dict of results. Raises if the mirror is ever inexact.
+    perf: a phase ('create' or 'delete') to record nsidd in with `perf record -g`, into
+    /tmp/nsidd-PHASE.perf (sampling costs CPU: that phase's figures are then inflated)."""
+    s = Storm(nsidd_args, monitor, floor, perf)
+    started = time.monotonic()
+    for c in range(cycles):
+        s.cycle(c, count, together, log)
+    return s.finish(cycles, count, time.monotonic() - started)
 
 
 def report(r, log=t.log):

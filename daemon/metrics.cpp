@@ -84,6 +84,12 @@ Metrics::Metrics(std::vector<std::string_view> methods)
                     .Name("nsidd_varlink_requests_total")
                     .Help("Varlink requests by method and result")
                     .Register(*registry_)) {
+    add_labelled();
+}
+
+// The series with labels, each one up front (the request path then only looks handles up), and
+// the constant ones.
+void Metrics::add_labelled() {
     gauge(*registry_, "nsidd_build_info", "nsidd's version", {{"version", std::string(kVersion)}})
         .Set(1);
     gauge(*registry_, "nsidd_start_time_seconds", "Start time of nsidd since the epoch")
@@ -118,7 +124,6 @@ Metrics::Metrics(std::vector<std::string_view> methods)
             leaking_[i] = &leaking.Add({{"state", to_string(state)}});
         }
     }
-    // Every series up front: the request path then only looks handles up.
     for (auto m : methods_)
         for (const char* r : {"ok", "error"})
             requests_.Add({{"method", std::string(m)}, {"result", r}});

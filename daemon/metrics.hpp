@@ -57,6 +57,8 @@ public:
     std::string text() const;
 
 private:
+    void add_labelled();
+
     std::vector<std::string_view> methods_;
     std::uint64_t states_usec_ = 0; // when peers by state were last counted
     // Increments a counter to `value` (counters only go up; our totals are monotonic).

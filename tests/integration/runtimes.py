@@ -175,6 +175,151 @@ class Podman(Runtime):
         return self('run', '-d', '--cgroup-parent', CGROUP_PARENT, *args)
 
 
+def stale_entry(d, nsid, what, timeout):
+    """The row of `nsid` once it is stale-mount (its last look in the error otherwise)."""
+    try:
+        return t.wait_for(what, lambda: (lambda e: e if e and e['state'] == 'stale_mount'
+                                         else None)(t.entries(d).get(nsid)), timeout=timeout)
+    except AssertionError:
+        raise AssertionError(t.entries(d).get(nsid))
+
+
+def without_id(d, cookie):
+    """The namespace without an id whose cookie is `cookie`, if nsidd lists it."""
+    got = [n for n in d.call('io.nsidd.Registry.ListWithoutNsid')['parameters']['namespaces']
+           if n['peer']['cookie'] == cookie]
+    return got[0] if got else None
+
+
+class LeakScenario:
+    """What an operator meets with a real runtime, against a real nsidd (leak_scenario)."""
+    GRACE, INTERVAL = 3, 1
+
+    def __init__(self, runtime, start, remove, crash):
+        os.makedirs('/run/nsidd-test', exist_ok=True)
+        self.runtime, self.start, self.remove, self.crash = runtime, start, remove, crash
+        self.kernel = t.NsidTable()
+        self.args = ('--orphan-grace', str(self.GRACE), '--discovery-interval',
+                     str(self.INTERVAL), '--id-cache', '/run/nsidd-test/ids')
+        self.d = t.Daemon(*self.args)
+
+    def container(self, name):
+        cid = self.start(name)
+        info = self.runtime.inspect(cid)
+        key = info['NetworkSettings']['SandboxKey']
+        nsid = t.wait_for_value(name + "'s nsid", lambda: self.kernel.by_path([key])[key])
+        return cid, info['State']['Pid'], key, nsid
+
+    def owned_active(self, nsid, cid):
+        e = t.entries(self.d).get(nsid)
+        o = (e or {}).get('peer', {}).get('owner') or {}
+        return e and e['state'] == 'active' and o.get('runtime') == self.runtime.tool and \
+            o.get('container') == cid
+
+    def none_in(self, state):
+        """The --network none container's namespace, once in `state` and owned."""
+        got = without_id(self.d, self.cookie3)
+        o = (got['peer']['owner'] or {}) if got else {}
+        return got if got and got['state'] == state and o.get('container') == self.c3 else None
+
+    def running(self):
+        """Running containers are active and owned; a removed one's death names it."""
+        tool = self.runtime.tool
+        self.c1, self.pid1, self.key1, self.n1 = self.container('c1')
+        t.wait_for('c1 active, owned', lambda: self.owned_active(self.n1, self.c1))
+        # --network none: a namespace the runtime mounts too, with no veth, so no id anywhere.
+        self.c3 = self.start('c3', '--network', 'none')
+        info3 = self.runtime.inspect(self.c3)
+        key3, self.pid3 = info3['NetworkSettings']['SandboxKey'], info3['State']['Pid']
+        # Podman mounts none for it (its process alone holds it); Docker does.
+        self.key3 = key3 or '/proc/%d/ns/net' % self.pid3
+        self.cookie3 = t.identity(self.key3)[0]
+        assert self.kernel.by_path([self.key3])[self.key3] is None, \
+            'a --network none namespace has an id'
+        t.wait_for('c3 (no id) active, owned', lambda: self.none_in('active'))
+        c2, _, _, n2 = self.container('c2')
+        t.wait_for('c2 active, owned', lambda: self.owned_active(n2, c2))
+        t.log('%s: running containers active, owner %s:%s (nsid %d, %s)' % (
+            tool, tool, self.c1[:12], self.n1, self.key1))
+        self.remove('c2')
+        t.wait_for('c2 dead in history', lambda: any(
+            x['nsid'] == n2 and (x['peer']['owner'] or {}).get('container') == c2
+            for x in t.deaths(self.d)))
+        t.log('%s rm: the death recorded with container %s' % (tool, c2[:12]))
+
+    def crashed(self):
+        """The runtime and the containers killed: stale-mount within the grace and one pass."""
+        killed = self.crash()
+        os.kill(self.pid1, signal.SIGKILL)
+        os.kill(self.pid3, signal.SIGKILL)
+        reap()
+        crashed = time.monotonic()
+        e = stale_entry(self.d, self.n1, 'c1 stale-mount', self.GRACE + self.INTERVAL + 15)
+        by_process = self.key3.startswith('/proc/')
+        if by_process:  # nothing held it but its process: it died with it
+            t.wait_for('c3 (no id) gone', lambda: not without_id(self.d, self.cookie3),
+                       timeout=15)
+        else:
+            t.wait_for('c3 (no id) stale-mount', lambda: self.none_in('stale_mount'), timeout=15)
+        took = time.monotonic() - crashed
+        assert e['peer']['owner']['container'] == self.c1, e
+        assert e['peer']['holders']['mounts'][0].endswith(os.path.basename(self.key1)), e
+        t.log('killed %s and the containers: stale-mount after %.1f s (grace %d s, interval %d '
+              's), held by %s; the --network none one (no id, %s): %s' % (
+                  sorted({c for _, c in killed}), took, self.GRACE, self.INTERVAL,
+                  e['peer']['holders']['mounts'], self.key3,
+                  'gone with its process' if by_process else 'stale-mount too'))
+        none_leak = [x for x in json.loads(t.nsidctl('-j', 'leaks',
+                                                     socket_path=self.d.socket).stdout)
+                     if x.get('nsid') is None and x['peer']['cookie'] == self.cookie3]
+        assert len(none_leak) == (0 if by_process else 1), none_leak
+        for leak in none_leak:
+            subprocess.run(['sh', '-c', leak['command']], check=True)
+            t.wait_for('c3 gone', lambda: not without_id(self.d, self.cookie3))
+            t.log('`%s` freed it' % leak['command'])
+        self.d.stop()
+        return e
+
+    def restarted(self, e):
+        """A restarted nsidd judges it at its first look: same leaking-since, same owner."""
+        d = t.Daemon(*self.args)
+        again = stale_entry(d, self.n1, 'c1 judged again', self.GRACE + 15)
+        assert again['leaking_since'] == e['leaking_since'], (e, again)
+        assert again['peer']['owner'] == e['peer']['owner'], (e, again)
+        leak = {x.get('nsid'): x for x in json.loads(
+            t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)}[self.n1]
+        assert ('%s rm -f %s' % (self.runtime.tool, self.c1)) in leak['action'], leak
+        t.log('restart: stale-mount again, leaking since %s, owner kept; nsidctl leaks: %s' % (
+            again['leaking_since'], leak['action']))
+        d.stop()
+        return leak
+
+    def fresh(self, leak):
+        """An nsidd that never saw it (no id cache): the leak is older than it, judged after
+        the grace; owned by what its path says. A namespace with a process inside stays
+        active. The printed command frees it."""
+        control = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
+        t.wait_for('the control in its namespace', lambda: os.readlink(
+            '/proc/%d/ns/net' % control.pid) != os.readlink('/proc/self/ns/net'))
+        t.ip_batch(['netns attach ctl %d' % control.pid, 'netns set ctl auto'])
+        ctl = self.kernel.by_name()['ctl']
+        d = t.Daemon('--orphan-grace', str(self.GRACE), '--discovery-interval',
+                     str(self.INTERVAL), '--id-cache', 'none')
+        started = time.monotonic()
+        fresh = stale_entry(d, self.n1, 'c1 judged by a fresh nsidd', self.GRACE + 15)
+        o = fresh['peer']['owner']
+        assert o['runtime'] == self.runtime.tool and \
+            o['sandbox'] == os.path.basename(self.key1), fresh
+        assert t.entries(d)[ctl]['state'] == 'active', t.entries(d)[ctl]
+        t.log('a fresh nsidd: stale-mount %.1f s after its start, owner %s; the control '
+              'active' % (time.monotonic() - started, o))
+        subprocess.run(['sh', '-c', leak['command']], check=True)
+        t.wait_for('c1 dead', lambda: self.n1 not in t.entries(d))
+        assert any(x['nsid'] == self.n1 for x in t.deaths(d))
+        t.log('`%s` freed it' % leak['command'])
+        d.stop()
+
+
 def leak_scenario(runtime, start, remove, crash):
     """What an operator meets with a real runtime, against a real nsidd:
     - a running container is `active`, owner.runtime and owner.container as `inspect` says;
@@ -187,122 +332,7 @@ def leak_scenario(runtime, start, remove, crash):
     - the command `nsidctl leaks` prints for it, run as printed, frees the namespace.
     `start(name, *extra_args)` returns the container's id; a `--network none` container
     (no veth, so no id in any table) is judged the same, through ListWithoutNsid."""
-    os.makedirs('/run/nsidd-test', exist_ok=True)
-    kernel = t.Kernel()
-    grace, interval = 3, 1
-    args = ('--orphan-grace', str(grace), '--discovery-interval', str(interval), '--id-cache',
-            '/run/nsidd-test/ids')
-    d = t.Daemon(*args)
-
-    def container(name):
-        cid = start(name)
-        info = runtime.inspect(cid)
-        key = info['NetworkSettings']['SandboxKey']
-        nsid = t.wait_for_value(name + "'s nsid", lambda: kernel.by_path([key])[key])
-        return cid, info['State']['Pid'], key, nsid
-
-    def owned_active(nsid, cid):
-        e = t.entries(d).get(nsid)
-        o = (e or {}).get('peer', {}).get('owner') or {}
-        return e and e['state'] == 'active' and o.get('runtime') == runtime.tool and \
-            o.get('container') == cid
-
-    c1, pid1, key1, n1 = container('c1')
-    t.wait_for('c1 active, owned', lambda: owned_active(n1, c1))
-    # --network none: a namespace the runtime mounts too, with no veth, so no id anywhere.
-    c3 = start('c3', '--network', 'none')
-    info3 = runtime.inspect(c3)
-    key3, pid3 = info3['NetworkSettings']['SandboxKey'], info3['State']['Pid']
-    # Podman mounts none for it (its process alone holds it); Docker does.
-    cookie3 = t.identity(key3 or '/proc/%d/ns/net' % pid3)[0]
-    key3 = key3 or '/proc/%d/ns/net' % pid3
-    assert kernel.by_path([key3])[key3] is None, 'a --network none namespace has an id'
-
-    def without_id(state):
-        got = [n for n in d.call('io.nsidd.Registry.ListWithoutNsid')['parameters'][
-            'namespaces'] if n['peer']['cookie'] == cookie3]
-        o = (got[0]['peer']['owner'] or {}) if got else {}
-        return got[0] if got and got[0]['state'] == state and o.get('container') == c3 else None
-    t.wait_for('c3 (no id) active, owned', lambda: without_id('active'))
-    c2, _, _, n2 = container('c2')
-    t.wait_for('c2 active, owned', lambda: owned_active(n2, c2))
-    t.log('%s: running containers active, owner %s:%s (nsid %d, %s)' % (
-        runtime.tool, runtime.tool, c1[:12], n1, key1))
-    remove('c2')
-    t.wait_for('c2 dead in history', lambda: any(
-        x['nsid'] == n2 and (x['peer']['owner'] or {}).get('container') == c2
-        for x in t.deaths(d)))
-    t.log('%s rm: the death recorded with container %s' % (runtime.tool, c2[:12]))
-
-    killed = crash()
-    os.kill(pid1, signal.SIGKILL)
-    os.kill(pid3, signal.SIGKILL)
-    reap()
-    crashed = time.monotonic()
-    try:
-        e = t.wait_for('c1 stale-mount', lambda: (lambda e: e if e and e['state'] ==
-                       'stale_mount' else None)(t.entries(d).get(n1)),
-                       timeout=grace + interval + 15)
-    except AssertionError:
-        raise AssertionError(t.entries(d).get(n1))
-    if key3.startswith('/proc/'):  # nothing held it but its process: it died with it
-        t.wait_for('c3 (no id) gone', lambda: not any(n['peer']['cookie'] == cookie3 for n in d.call(
-            'io.nsidd.Registry.ListWithoutNsid')['parameters']['namespaces']), timeout=15)
-    else:
-        t.wait_for('c3 (no id) stale-mount', lambda: without_id('stale_mount'), timeout=15)
-    took = time.monotonic() - crashed
-    assert e['peer']['owner']['container'] == c1, e
-    assert e['peer']['holders']['mounts'][0].endswith(os.path.basename(key1)), e
-    t.log('killed %s and the containers: stale-mount after %.1f s (grace %d s, interval %d s), '
-          'held by %s; the --network none one (no id, %s): %s' % (
-              sorted({c for _, c in killed}), took, grace, interval,
-              e['peer']['holders']['mounts'], key3,
-              'gone with its process' if key3.startswith('/proc/') else 'stale-mount too'))
-    none_leak = [x for x in json.loads(t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)
-                 if x.get('nsid') is None and x['peer']['cookie'] == cookie3]
-    assert len(none_leak) == (0 if key3.startswith('/proc/') else 1), none_leak
-    for leak in none_leak:
-        subprocess.run(['sh', '-c', leak['command']], check=True)
-        t.wait_for('c3 gone', lambda: not any(n['peer']['cookie'] == cookie3 for n in d.call(
-            'io.nsidd.Registry.ListWithoutNsid')['parameters']['namespaces']))
-        t.log('`%s` freed it' % leak['command'])
-    d.stop()
-    d = t.Daemon(*args)
-    try:
-        again = t.wait_for('c1 judged again', lambda: (lambda e: e if e and e['state'] ==
-                           'stale_mount' else None)(t.entries(d).get(n1)), timeout=grace + 15)
-    except AssertionError:
-        raise AssertionError(t.entries(d).get(n1))
-    assert again['leaking_since'] == e['leaking_since'], (e, again)
-    assert again['peer']['owner'] == e['peer']['owner'], (e, again)
-    leak = {x.get('nsid'): x for x in json.loads(
-        t.nsidctl('-j', 'leaks', socket_path=d.socket).stdout)}[n1]
-    assert ('%s rm -f %s' % (runtime.tool, c1)) in leak['action'], leak
-    t.log('restart: stale-mount again, leaking since %s, owner kept; nsidctl leaks: %s' % (
-        again['leaking_since'], leak['action']))
-    d.stop()
-    # An nsidd that never saw it (no id cache): the leak is older than it, judged after the
-    # grace; owned by what its path says. A namespace with a process inside stays active.
-    control = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
-    t.wait_for('the control in its namespace', lambda: os.readlink(
-        '/proc/%d/ns/net' % control.pid) != os.readlink('/proc/self/ns/net'))
-    t.ip_batch(['netns attach ctl %d' % control.pid, 'netns set ctl auto'])
-    ctl = kernel.by_name()['ctl']
-    d = t.Daemon('--orphan-grace', str(grace), '--discovery-interval', str(interval),
-                 '--id-cache', 'none')
-    started = time.monotonic()
-    try:
-        fresh = t.wait_for('c1 judged by a fresh nsidd', lambda: (lambda e: e if e and e[
-            'state'] == 'stale_mount' else None)(t.entries(d).get(n1)), timeout=grace + 15)
-    except AssertionError:
-        raise AssertionError(t.entries(d).get(n1))
-    o = fresh['peer']['owner']
-    assert o['runtime'] == runtime.tool and o['sandbox'] == os.path.basename(key1), fresh
-    assert t.entries(d)[ctl]['state'] == 'active', t.entries(d)[ctl]
-    t.log('a fresh nsidd: stale-mount %.1f s after its start, owner %s; the control active' % (
-        time.monotonic() - started, o))
-    subprocess.run(['sh', '-c', leak['command']], check=True)
-    t.wait_for('c1 dead', lambda: n1 not in t.entries(d))
-    assert any(x['nsid'] == n1 for x in t.deaths(d))
-    t.log('`%s` freed it' % leak['command'])
-    d.stop()
+    s = LeakScenario(runtime, start, remove, crash)
+    s.running()
+    e = s.crashed()
+    s.fresh(s.restarted(e))

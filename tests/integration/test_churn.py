@@ -19,7 +19,7 @@ import time
 import nsidtest as t
 
 t.sandbox()
-kernel = t.Kernel()
+kernel = t.NsidTable()
 d = t.Daemon('--discovery-interval', '0.05', '--orphan-grace', '0.2', '--assign-ids')
 CHURN_SECONDS = 12
 stop = threading.Event()

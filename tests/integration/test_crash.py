@@ -17,7 +17,7 @@ import time
 import nsidtest as t
 
 t.sandbox()
-kernel = t.Kernel()
+kernel = t.NsidTable()
 
 
 def storm(tag, n=2000):

@@ -26,7 +26,7 @@ docker = rt.Docker()
 d = t.Daemon('--orphan-grace', '2', '--discovery-interval', '0.5', '--id-cache', 'none')
 victim = docker('run', '-d', '--name', 'victim', rt.IMAGE, 'sleep', '600')
 key = docker.inspect(victim)['NetworkSettings']['SandboxKey']
-nsid = t.wait_for_value("the victim's nsid", lambda: t.Kernel().by_path([key])[key])
+nsid = t.wait_for_value("the victim's nsid", lambda: t.NsidTable().by_path([key])[key])
 agent = docker('run', '-d', '--name', 'agent', '-v', '/run/docker/netns:/hostnetns', rt.IMAGE,
                'sleep', '600')
 agent_pid = docker.inspect(agent)['State']['Pid']

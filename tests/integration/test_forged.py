@@ -12,7 +12,7 @@ import struct
 import nsidtest as t
 
 t.sandbox()
-kernel = t.Kernel()
+kernel = t.NsidTable()
 t.ip_batch(['netns add f%d' % i for i in range(3)] + ['netns set f%d auto' % i for i in range(3)])
 d = t.Daemon()
 got, want = t.settle(d, kernel)

@@ -20,7 +20,7 @@ open('/run/docker/netns/5ab0c1d2e3f4', 'w').close()
 t.ip_batch(['netns add cni-p', 'netns set cni-p auto', 'netns add sb', 'netns set sb auto'])
 subprocess.run(['mount', '--bind', '/run/netns/sb', '/run/docker/netns/5ab0c1d2e3f4'],
                check=True)
-ids = t.Kernel().by_name()
+ids = t.NsidTable().by_name()
 cni, sb = ids['cni-p'], ids['sb']
 subprocess.run(['ip', 'netns', 'del', 'sb'], check=True)  # dockerd's mount alone holds it
 sessions = [t.track(subprocess.Popen(['unshare', '--mount', '--propagation', 'slave', 'sleep',

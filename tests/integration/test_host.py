@@ -15,7 +15,7 @@ import time
 import nsidtest as t
 
 t.sandbox()
-kernel = t.Kernel()
+kernel = t.NsidTable()
 
 
 def mirror_graph(sock):

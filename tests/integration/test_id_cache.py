@@ -14,7 +14,7 @@ os.makedirs('/run/nsidd-test', exist_ok=True)
 cache = '/run/nsidd-test/ids'
 names = ['c%02d' % i for i in range(20)]
 t.ip_batch(sum((['netns add ' + n, 'netns set %s auto' % n] for n in names), []))
-ids = t.Kernel().by_name()
+ids = t.NsidTable().by_name()
 truth = {ids[n]: (n, t.identity('/run/netns/' + n)[0]) for n in names}  # nsid -> (name, cookie)
 
 

@@ -25,7 +25,7 @@ import time
 import nsidtest as t
 
 t.sandbox()
-kernel = t.Kernel()
+kernel = t.NsidTable()
 
 
 entries, history = t.entries, t.deaths

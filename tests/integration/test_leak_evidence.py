@@ -39,7 +39,7 @@ t.ip_batch(['netns attach ctr %d' % container.pid, 'netns set ctr auto',
 subprocess.run(['mount', '--bind', '/run/netns/ctr', '/run/docker/netns/c0ffee012345'], check=True)
 subprocess.run(['mount', '--bind', '/run/netns/orphan', '/run/docker/netns/beef00112233'],
                check=True)
-ids = t.Kernel().by_name()
+ids = t.NsidTable().by_name()
 ctr, orphan, held, plain = ids['ctr'], ids['orphan'], ids['held'], ids['plain']
 # A sandbox no id was ever given for (as a --network none container's): in no table.
 noid = subprocess.Popen(['unshare', '--net', 'sleep', '600'])
@@ -58,7 +58,7 @@ fdonly_cookie = t.identity('/run/netns/fdonly')[0]
 fdonly_holder = t.track(subprocess.Popen(['sh', '-c', 'exec 3</run/netns/fdonly; exec sleep 600']))
 t.wait_for('its fd open', lambda: '/run/netns/fdonly' in t.fd_targets(fdonly_holder.pid))
 subprocess.run(['ip', 'netns', 'del', 'fdonly'], check=True)
-assert t.Kernel().by_path(['/run/docker/netns/0dd0dd0dd0dd'])[
+assert t.NsidTable().by_path(['/run/docker/netns/0dd0dd0dd0dd'])[
     '/run/docker/netns/0dd0dd0dd0dd'] is None
 holder = subprocess.Popen(['sh', '-c', 'exec 3</run/netns/held; exec sleep 600'])
 t.track(holder)

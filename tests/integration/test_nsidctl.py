@@ -38,7 +38,7 @@ graph = json.loads(t.nsidctl('-j', 'graph', socket_path=sock).stdout)
 assert graph[0]['observer'] == 'self' and len(graph[0]['entries']) == 8, graph
 
 t.ip_batch(['netns del c0', 'netns del c1'])
-got, want = t.settle(d, t.Kernel())
+got, want = t.settle(d, t.NsidTable())
 t.check_equal(got, want, 'after two deaths')
 hist = json.loads(t.nsidctl('-j', 'history', '-n', '1', socket_path=sock).stdout)
 assert len(hist) == 1, hist

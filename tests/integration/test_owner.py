@@ -35,7 +35,7 @@ CASES = [
 roots = t.cgroups([path for path, _ in CASES])
 
 d = t.Daemon('--discovery-interval', '0.2', '--assign-ids')
-kernel = t.Kernel()
+kernel = t.NsidTable()
 for path, want in CASES:
     moves = '; '.join('echo $$ > %s/%s/cgroup.procs' % (root, path) for root in roots)
     p = subprocess.Popen(['sh', '-c', moves + '; exec unshare --net sleep 600'])

@@ -37,7 +37,7 @@ w.close()
 # A teardown storm: exact, and told in a few lines.
 M = 2000
 t.ip_batch(['netns add s%d' % i for i in range(M)] + ['netns set s%d auto' % i for i in range(M)])
-kernel = t.Kernel()
+kernel = t.NsidTable()
 got, want = t.settle(d, kernel, timeout=60)
 t.check_equal(got, want, '%d more created' % M)
 t.ip_batch(['netns del s%d' % i for i in range(M)] + ['netns del one%d' % i for i in range(N)])

@@ -31,7 +31,7 @@ own = os.readlink('/proc/self/ns/net')
 t.wait_for('the live one in its namespace',
            lambda: os.readlink('/proc/%d/ns/net' % live.pid) != own, interval=0.01)
 t.ip_batch(['netns attach cni-live %d' % live.pid, 'netns set cni-live auto'])
-ids = t.Kernel().by_name()
+ids = t.NsidTable().by_name()
 docker = ids['sandbox']
 subprocess.run(['ip', 'netns', 'del', 'sandbox'], check=True)  # only the Docker path holds it
 want = {ids['cni-x']: 'stale_mount', docker: 'stale_mount',

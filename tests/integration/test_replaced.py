@@ -12,7 +12,7 @@ import time
 import nsidtest as t
 
 t.sandbox()
-kernel = t.Kernel()
+kernel = t.NsidTable()
 
 
 entries, deaths, metric = t.entries, t.deaths, t.metric

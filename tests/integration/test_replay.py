@@ -16,7 +16,7 @@ import time
 import nsidtest as t
 
 t.sandbox()
-kernel = t.Kernel()
+kernel = t.NsidTable()
 d = t.Daemon('--discovery-interval', '0.2', '--orphan-grace', '1')
 
 

@@ -105,7 +105,7 @@ def orphan(name, kind):
     path = '/proc/%d/ns/net' % child.pid
     cookie, inode = t.identity(path)
     t.ip_batch(['netns attach %s %d' % (name, child.pid), 'netns set %s auto' % name])
-    nsid = t.Kernel().by_name()[name]
+    nsid = t.NsidTable().by_name()[name]
     holder = t.track(subprocess.Popen([sys.executable, '-c', HOLDER, kind, path],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
     fd = int(holder.stdout.readline())

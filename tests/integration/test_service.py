@@ -16,7 +16,7 @@ import nsidtest as t
 
 t.sandbox()
 t.ip_batch(['netns add r%d' % i for i in range(20)] + ['netns set r%d auto' % i for i in range(20)])
-kernel = t.Kernel()
+kernel = t.NsidTable()
 
 # --- sd_notify -------------------------------------------------------------------------------
 notify_path = '/run/notify.sock'

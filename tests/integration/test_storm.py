@@ -21,7 +21,7 @@ if '--rcvbuf' in sys.argv:
 BEFORE, SPARSE, AFTER, DELETE = 3000, 50, 1000, 2500
 t.ip_batch(['netns add a%d' % i for i in range(BEFORE)])
 t.ip_batch(['netns set a%d auto' % i for i in range(BEFORE)])
-kernel = t.Kernel()
+kernel = t.NsidTable()
 assert len(kernel.table()) == BEFORE
 
 args = ['--history', '4096'] + (['--rcvbuf', rcvbuf] if rcvbuf else [])

@@ -24,7 +24,7 @@ for n in ('sk', 'nsfd'):
     subprocess.run(['ip', 'netns', 'add', n], check=True)
     subprocess.run(['ip', 'netns', 'set', n, 'auto'], check=True)
 subprocess.run(['ip', '-n', 'sk', 'link', 'set', 'lo', 'up'], check=True)
-ids = t.Kernel().by_name()
+ids = t.NsidTable().by_name()
 t.wait_for('both mounted', lambda: sorted(e['state'] for e in t.entries(d).values()) ==
            ['mounted', 'mounted'])
 # The nsfs fd is opened here and inherited (opened inside `ip netns exec`'s own mount namespace,

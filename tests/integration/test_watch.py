@@ -52,7 +52,7 @@ N = 3000
 t.ip_batch(['netns add q%d' % i for i in range(N)])
 t.ip_batch(['netns set q%d auto' % i for i in range(N)])
 t.ip_batch(['netns del q%d' % i for i in range(0, N, 2)] + ['netns del p%d' % i for i in range(25)])
-kernel = t.Kernel()
+kernel = t.NsidTable()
 got, want = t.settle(d, kernel)
 t.check_equal(got, want, 'mirror after the storm')
 
