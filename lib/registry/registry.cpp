@@ -52,7 +52,7 @@ Registry::Table& Registry::live_table(Observer observer, std::vector<Change>& ch
     if (auto d = dying_.find(observer); d != dying_.end() && observer != kSelf) {
         if (auto t = tables_.find(observer); t != tables_.end() && t->second.stamp < d->second) {
             for (auto& [nsid, row] : t->second.rows)
-                changes.push_back(Change{ChangeKind::Purge, observer, std::move(row.entry)});
+                changes.emplace_back(ChangeKind::Purge, observer, std::move(row.entry));
             counters_.purged_entries += t->second.rows.size();
             tables_.erase(t);
         }
@@ -153,7 +153,7 @@ void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>
         const auto r = t->second.rows.find(l.nsid);
         if (r == t->second.rows.end() || r->second.stamp != l.stamp)
             continue; // gone or replaced since it was listed
-        changes.push_back(Change{ChangeKind::Purge, l.observer, std::move(r->second.entry)});
+        changes.emplace_back(ChangeKind::Purge, l.observer, std::move(r->second.entry));
         ++counters_.purged_entries;
         t->second.rows.erase(l.nsid);
     }
@@ -172,7 +172,7 @@ void Registry::purge_all_rows(std::vector<Change>& changes) {
             const auto peer = peer_of(observer, r->second.entry);
             const auto d = peer ? dying_.find(*peer) : dying_.end();
             if (d != dying_.end() && r->second.stamp < d->second) {
-                changes.push_back(Change{ChangeKind::Purge, observer, std::move(r->second.entry)});
+                changes.emplace_back(ChangeKind::Purge, observer, std::move(r->second.entry));
                 ++counters_.purged_entries;
                 r = table.rows.erase(r);
             } else {
@@ -214,7 +214,7 @@ void Registry::sweep(std::vector<Change>& changes) {
         if (peer == kSelf || t == tables_.end() || t->second.stamp >= death)
             continue;
         for (auto& [nsid, row] : t->second.rows)
-            changes.push_back(Change{ChangeKind::Purge, peer, std::move(row.entry)});
+            changes.emplace_back(ChangeKind::Purge, peer, std::move(row.entry));
         counters_.purged_entries += t->second.rows.size();
         tables_.erase(t);
     }
@@ -266,18 +266,18 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
         Entry e{op.nsid, current, Source::Event, {}, batch.now_usec};
         table.rows.emplace(op.nsid, Row{e, stamp_, false});
         index_row(op.observer, e);
-        changes.push_back(Change{ChangeKind::New, op.observer, std::move(e)});
+        changes.emplace_back(ChangeKind::New, op.observer, std::move(e));
         return;
     }
     Row& row = it->second;
     if (op.observer != kSelf && purged_later(op.observer, row)) {
         // The row's peer died in this batch and the sweep would drop it; the id now
         // names a new peer. The old row goes now, the new one takes its place.
-        changes.push_back(Change{ChangeKind::Purge, op.observer, row.entry});
+        changes.emplace_back(ChangeKind::Purge, op.observer, row.entry);
         ++counters_.purged_entries;
         row = Row{Entry{op.nsid, current, Source::Event, {}, batch.now_usec}, stamp_, false};
         index_row(op.observer, row.entry);
-        changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
+        changes.emplace_back(ChangeKind::New, op.observer, row.entry);
         return;
     }
     if (op.observer != kSelf && row.entry.current_nsid == current) {
@@ -298,14 +298,14 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
     // docs/kernel.md, "Events"): skip it when it comes.
     row.unsure = true;
     // Ids are only freed by the peer's death, so the old peer is dead.
-    changes.push_back(Change{ChangeKind::Del, op.observer, row.entry});
+    changes.emplace_back(ChangeKind::Del, op.observer, row.entry);
     if (op.observer == kSelf)
         record_death(row.entry, batch.now_usec);
     ++stamp_;
     row.entry = Entry{op.nsid, current, Source::Event, {}, batch.now_usec};
     row.stamp = stamp_;
     index_row(op.observer, row.entry);
-    changes.push_back(Change{ChangeKind::New, op.observer, row.entry});
+    changes.emplace_back(ChangeKind::New, op.observer, row.entry);
 }
 
 void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
@@ -348,7 +348,7 @@ void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
     table.rows.erase(op.nsid);
     if (op.observer == kSelf)
         record_death(dead, batch.now_usec);
-    changes.push_back(Change{ChangeKind::Del, op.observer, std::move(dead)});
+    changes.emplace_back(ChangeKind::Del, op.observer, std::move(dead));
 }
 
 bool Registry::set_peer(Nsid nsid, Identity peer) {
@@ -389,7 +389,7 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
         if (observer == kSelf)
             record_death(row.entry, now_usec);
         ++counters_.resync_changes;
-        changes.push_back(Change{ChangeKind::Resync, observer, std::move(row.entry), true});
+        changes.emplace_back(ChangeKind::Resync, observer, std::move(row.entry), true);
     };
     // Merge two sorted sequences: rows not in truth leave, truth not in rows arrives.
     auto t = truth.begin();
@@ -426,7 +426,7 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
         if (table.rows.count(e.nsid))
             continue;
         ++counters_.resync_changes;
-        changes.push_back(Change{ChangeKind::Resync, observer, e, false});
+        changes.emplace_back(ChangeKind::Resync, observer, e, false);
         const auto row = table.rows.emplace(e.nsid, Row{std::move(e), stamp_, false}).first;
         index_row(observer, row->second.entry);
     }
