@@ -30,34 +30,6 @@ Daemon::Daemon(Options options, int argc, char** argv)
 
 Daemon::~Daemon() = default;
 
-// The settings that differ between `running` and `fresh` and take effect only at a restart.
-std::vector<std::string> Daemon::restart_only_changes(const Options& running,
-                                                      const Options& fresh) {
-    std::vector<std::string> out;
-    const auto check = [&out](bool changed, const char* key) {
-        if (changed)
-            out.emplace_back(key);
-    };
-    check(running.socket != fresh.socket, "socket");
-    check(running.scope != fresh.scope, "scope");
-    check(running.rcvbuf != fresh.rcvbuf, "rcvbuf");
-    check(running.metrics_listen != fresh.metrics_listen, "metrics-listen");
-    check(running.history != fresh.history, "history");
-    check(running.max_connections != fresh.max_connections, "max-connections");
-    check(running.max_connections_per_uid != fresh.max_connections_per_uid,
-          "max-connections-per-uid");
-    check(running.max_request != fresh.max_request, "max-request");
-    check(running.max_output != fresh.max_output, "max-output");
-    check(running.max_total_output != fresh.max_total_output, "max-total-output");
-    check(running.idle_timeout != fresh.idle_timeout, "idle-timeout");
-    check(running.discovery_interval != fresh.discovery_interval, "discovery-interval");
-    check(running.orphan_grace != fresh.orphan_grace, "orphan-grace");
-    check(running.stale_mount_paths != fresh.stale_mount_paths, "stale-mount-paths");
-    check(running.assign_ids != fresh.assign_ids, "assign-ids");
-    check(running.id_cache != fresh.id_cache, "id-cache");
-    return out;
-}
-
 Result<void> Daemon::start_loop() {
     // Every client costs an fd: take all the service manager allows (the soft limit is often
     // 1024 and the hard one far higher).
@@ -470,8 +442,7 @@ std::optional<std::string> Daemon::reload() {
         spdlog::warn("Reloaded settings that apply only after a restart: {}",
                      fmt::join(restart_needed_, ", "));
     // Applied live: log level and resync interval. The rest needs a restart.
-    spdlog::set_level(
-        spdlog::level::from_str(fresh.log_level == "warning" ? "warn" : fresh.log_level));
+    set_log_level(fresh.log_level);
     options_.log_level = fresh.log_level;
     if (fresh.resync_interval != options_.resync_interval) {
         options_.resync_interval = fresh.resync_interval;

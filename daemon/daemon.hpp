@@ -12,7 +12,7 @@
 
 #include "daemon/activation.hpp"
 #include "daemon/fd_search.hpp"
-#include "daemon/kernel.hpp"
+#include "daemon/netlink_kernel.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/options.hpp"
 #include "daemon/server.hpp"
@@ -62,8 +62,6 @@ private:
     // toward the burst's log line.
     void send_changes();
     std::optional<std::string> reload();
-    static std::vector<std::string> restart_only_changes(const Options& running,
-                                                         const Options& fresh);
     varlink::Json status() const; // (serve.cpp)
     void arm_resync_timer();
     void notify_status();

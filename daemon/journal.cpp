@@ -124,4 +124,8 @@ std::shared_ptr<spdlog::sinks::sink> make_journal_sink() {
     return std::make_shared<JournalSink>();
 }
 
+void set_log_level(const std::string& name) {
+    spdlog::set_level(spdlog::level::from_str(name == "warning" ? "warn" : name));
+}
+
 } // namespace nsidd::daemon

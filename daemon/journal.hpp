@@ -33,6 +33,9 @@ void log_notable(Notable event, spdlog::level::level_enum level, std::string_vie
                  std::span<const std::string> fields = {},
                  std::source_location where = std::source_location::current());
 
+/// Sets spdlog's level from --log-level's name ("warning" is spdlog's "warn").
+void set_log_level(const std::string& name);
+
 /// True when stderr is the journal's stream (JOURNAL_STREAM names its device and inode).
 bool stderr_is_journal();
 

@@ -33,8 +33,7 @@ int main(int argc, char** argv) {
             logger->set_pattern("%l: %v");
         }
         spdlog::set_default_logger(logger);
-        spdlog::set_level(
-            spdlog::level::from_str(options.log_level == "warning" ? "warn" : options.log_level));
+        set_log_level(options.log_level);
         Daemon daemon(std::move(options), argc, argv);
         return daemon.run();
     } catch (const std::bad_alloc&) {

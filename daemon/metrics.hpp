@@ -13,7 +13,7 @@
 #include <prometheus/registry.h>
 
 #include "daemon/http_exporter.hpp"
-#include "daemon/kernel.hpp"
+#include "daemon/netlink_kernel.hpp"
 #include "daemon/server.hpp"
 #include "mirror/engine.hpp"
 

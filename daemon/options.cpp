@@ -7,6 +7,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include <arpa/inet.h>
@@ -44,7 +45,7 @@ void describe(CLI::App& app, Options& o) {
            "--scope", [&o](const std::string& v) { o.scope = kScopes.at(v); },
            "Tables to mirror: self or host")
         ->check(CLI::IsMember({"self", "host"}))
-        ->default_str("self");
+        ->default_str(o.scope == Scope::Host ? "host" : "self");
     app.add_option("--rcvbuf", o.rcvbuf, "Event socket receive buffer, bytes")
         ->check(CLI::Range(4096, 1 << 30))
         ->capture_default_str();
@@ -121,7 +122,8 @@ void describe_limits(CLI::App& app, Options& o) {
         ->capture_default_str();
     app.add_flag("--assign-ids", o.assign_ids,
                  "Give every namespace found an id in this namespace's table (changes kernel "
-                 "state)");
+                 "state)")
+        ->default_str(o.assign_ids ? "true" : "false");
 }
 
 std::optional<unsigned> parse_port(const std::string& s) {
@@ -238,23 +240,40 @@ std::variant<Options, std::string> parse(int argc, char** argv, bool with_versio
     } catch (const CLI::ParseError& e) {
         std::string what = shorten(e.what());
         // A value error for an option not on the command line came from the file.
-        for (const char* key :
-             {"--socket", "--scope", "--rcvbuf", "--resync-interval", "--metrics-listen",
-              "--log-level", "--history", "--max-connections", "--max-connections-per-uid",
-              "--max-request", "--max-output", "--max-total-output", "--idle-timeout",
-              "--discovery-interval", "--orphan-grace", "--stale-mount-paths", "--assign-ids",
-              "--id-cache"}) {
-            if (what.rfind(std::string(key) + ":", 0) == 0 && !given(key)) {
-                const std::string name = std::string(key).substr(2);
-                return file + ": key '" + name + "'" + what.substr(std::strlen(key));
-            }
+        for (const auto* opt : app.get_options()) {
+            const std::string key = "--" + opt->get_single_name();
+            if (what.rfind(key + ":", 0) == 0 && !given(key))
+                return file + ": key '" + opt->get_single_name() + "'" + what.substr(key.size());
         }
         return what;
     }
     return o;
 }
 
+// Each setting's value as the parser shows it (its default string, taken from `o`).
+std::map<std::string, std::string> values(const Options& o) {
+    Options copy = o;
+    CLI::App app;
+    describe(app, copy);
+    std::map<std::string, std::string> out;
+    for (const auto* opt : app.get_options())
+        if (opt->get_single_name() != "config" && opt->get_single_name() != "help")
+            out[opt->get_single_name()] = opt->get_default_str();
+    return out;
+}
+
 } // namespace
+
+std::vector<std::string> restart_only_changes(const Options& running, const Options& fresh) {
+    // Applied at a reload (Daemon::reload); every other setting needs a restart.
+    static const std::set<std::string> kLive{"log-level", "resync-interval"};
+    const auto before = values(running), after = values(fresh);
+    std::vector<std::string> out;
+    for (const auto& [key, value] : after)
+        if (!kLive.count(key) && before.at(key) != value)
+            out.push_back(key);
+    return out;
+}
 
 std::optional<ListenAddress> parse_listen_address(const std::string& text) {
     ListenAddress out;

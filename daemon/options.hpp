@@ -57,6 +57,10 @@ using ParseResult = std::variant<Options, int>;
 /// the bad option or key.
 ParseResult parse_options(int argc, char** argv);
 
+/// The settings (by key) that differ between `running` and `fresh` and apply only after a
+/// restart: all but log-level and resync-interval.
+std::vector<std::string> restart_only_changes(const Options& running, const Options& fresh);
+
 /// Re-reads only the config file (for a reload), keeping command-line overrides of `current`
 /// out of it is the caller's business. Returns the error message on failure.
 std::variant<Options, std::string> reload_options(int argc, char** argv);

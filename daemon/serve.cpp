@@ -49,7 +49,7 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
                           options_.max_total_output};
     server_ = std::make_unique<Server>(
         event_.get(), std::move(listener), limits,
-        [this](Server::Peer& p, const varlink::Call& c) { api_->call(p, c); });
+        [this](Server::Client& p, const varlink::Call& c) { api_->call(p, c); });
     // A large answer (List or Graph of ~1000 rows or more) was sent and its buffer freed: what
     // it and its document held goes back, once, now that none of it is in use.
     server_->on_released([this](std::size_t bytes) {

@@ -85,12 +85,12 @@ Result<UniqueFd> listen_unix(const std::string& path) {
     return fd;
 }
 
-void Server::Peer::reply(const varlink::Json& parameters, bool continues) {
+void Server::Client::reply(const varlink::Json& parameters, bool continues) {
     if (!oneway_)
         server_.queue(*this, varlink::encode_reply(parameters, continues));
 }
 
-void Server::Peer::error(std::string_view name, const varlink::Json& parameters) {
+void Server::Client::error(std::string_view name, const varlink::Json& parameters) {
     failed_ = true;
     if (!oneway_)
         server_.queue(*this, varlink::encode_error(name, parameters));
@@ -102,9 +102,9 @@ Server::Server(sd_event* event, UniqueFd listener, Limits limits, Dispatch dispa
 
 Server::~Server() = default;
 
-Result<void> Server::flush(Peer& peer) {
-    auto r = peer.conn_.flush();
-    if (const auto freed = peer.conn_.take_released(); freed > 0 && released_)
+Result<void> Server::flush(Client& client) {
+    auto r = client.conn_.flush();
+    if (const auto freed = client.conn_.take_released(); freed > 0 && released_)
         released_(freed);
     return r;
 }
@@ -125,7 +125,7 @@ Result<void> Server::start() {
 
 std::size_t Server::subscribers() const noexcept {
     std::size_t n = 0;
-    for (const auto& p : peers_)
+    for (const auto& p : clients_)
         n += p->subscribed_ && !p->closing_;
     return n;
 }
@@ -147,9 +147,9 @@ void Server::accept_all() {
                 spdlog::warn("Failed to accept Varlink connection: {}", std::strerror(errno));
             return;
         }
-        auto peer = std::unique_ptr<Peer>(new Peer(*this, std::move(fd), limits_.connection));
-        const uid_t uid = peer->uid();
-        if (peers_.size() >= limits_.max_connections || per_uid_[uid] >= limits_.max_per_uid) {
+        auto client = std::unique_ptr<Client>(new Client(*this, std::move(fd), limits_.connection));
+        const uid_t uid = client->uid();
+        if (clients_.size() >= limits_.max_connections || per_uid_[uid] >= limits_.max_per_uid) {
             ++stats_.refused;
             // Rate-limited: a flood of refusals must not flood the journal.
             if ((stats_.refused & (stats_.refused - 1)) == 0)
@@ -159,28 +159,28 @@ void Server::accept_all() {
             continue;
         }
         sd_event_source* s = nullptr;
-        if (sd_event_add_io(event_, &s, peer->conn_.fd(), EPOLLIN, on_io, peer.get()) < 0)
+        if (sd_event_add_io(event_, &s, client->conn_.fd(), EPOLLIN, on_io, client.get()) < 0)
             continue;
-        peer->io_.reset(s);
-        peer->active_usec_ = monotonic_usec();
+        client->io_.reset(s);
+        client->active_usec_ = monotonic_usec();
         ++stats_.accepted;
         ++per_uid_[uid];
-        peers_.push_back(std::move(peer));
-        peers_.back()->self_ = std::prev(peers_.end());
+        clients_.push_back(std::move(client));
+        clients_.back()->self_ = std::prev(clients_.end());
     }
 }
 
 int Server::on_io(sd_event_source*, int, uint32_t revents, void* userdata) noexcept {
-    auto* peer = static_cast<Peer*>(userdata);
-    peer->server_.handle_io(*peer, revents);
+    auto* client = static_cast<Client*>(userdata);
+    client->server_.handle_io(*client, revents);
     return 0;
 }
 
 bool Server::make_room(int error) {
     ++stats_.out_of_fds;
     // The longest-idle connection (no request in flight, not watching, nothing to send) goes.
-    Peer* idle = nullptr;
-    for (const auto& p : peers_)
+    Client* idle = nullptr;
+    for (const auto& p : clients_)
         if (!p->subscribed_ && !p->closing_ && p->conn_.buffered_input() == 0 &&
             p->conn_.pending_output() == 0 && (!idle || p->active_usec_ < idle->active_usec_))
             idle = p.get();
@@ -224,50 +224,50 @@ void Server::resume_accepting() {
     sd_event_source_set_enabled(accept_source_.get(), SD_EVENT_ON);
 }
 
-void Server::handle_io(Peer& peer, uint32_t revents) {
-    peer.active_usec_ = monotonic_usec();
+void Server::handle_io(Client& client, uint32_t revents) {
+    client.active_usec_ = monotonic_usec();
     if (revents & EPOLLIN) {
-        auto r = peer.conn_.receive();
+        auto r = client.conn_.receive();
         if (!r) {
-            drop(peer);
+            drop(client);
             return;
         }
-        process(peer);
+        process(client);
     } else if (revents & (EPOLLHUP | EPOLLERR)) {
-        drop(peer);
+        drop(client);
         return;
     }
-    if (auto r = flush(peer); !r) {
-        drop(peer);
+    if (auto r = flush(client); !r) {
+        drop(client);
         return;
     }
     // Room again: the requests that waited for it are served.
-    if (!(revents & EPOLLIN) && peer.conn_.buffered_input() > 0 &&
-        peer.conn_.pending_output() <= kBackpressureBytes) {
-        process(peer);
-        if (auto r = flush(peer); !r) {
-            drop(peer);
+    if (!(revents & EPOLLIN) && client.conn_.buffered_input() > 0 &&
+        client.conn_.pending_output() <= kBackpressureBytes) {
+        process(client);
+        if (auto r = flush(client); !r) {
+            drop(client);
             return;
         }
     }
-    if (peer.closing_ && peer.conn_.pending_output() == 0) {
-        drop(peer);
+    if (client.closing_ && client.conn_.pending_output() == 0) {
+        drop(client);
         return;
     }
-    update_events(peer);
+    update_events(client);
 }
 
-void Server::process(Peer& peer) {
+void Server::process(Client& client) {
     // A subscriber's connection is busy with its stream: later calls wait (Varlink "more").
     // So do the calls of a client that does not read its replies.
-    while (!peer.closing_ && !peer.subscribed_ &&
-           peer.conn_.pending_output() <= kBackpressureBytes) {
-        auto message = peer.conn_.next_message();
+    while (!client.closing_ && !client.subscribed_ &&
+           client.conn_.pending_output() <= kBackpressureBytes) {
+        auto message = client.conn_.next_message();
         if (!message) {
             ++stats_.bad_requests;
-            peer.oneway_ = false;
-            peer.error(varlink::kInvalidParameter, {{"parameter", ""}});
-            peer.closing_ = true;
+            client.oneway_ = false;
+            client.error(varlink::kInvalidParameter, {{"parameter", ""}});
+            client.closing_ = true;
             break;
         }
         if (!*message)
@@ -276,27 +276,27 @@ void Server::process(Peer& peer) {
         auto call = varlink::parse_call(**message);
         if (!call) {
             ++stats_.bad_requests;
-            peer.oneway_ = false;
-            peer.error(call.error().error, call.error().parameters);
-            peer.closing_ = call.error().fatal;
+            client.oneway_ = false;
+            client.error(call.error().error, call.error().parameters);
+            client.closing_ = call.error().fatal;
             continue;
         }
-        peer.oneway_ = call->oneway;
-        peer.failed_ = false;
-        dispatch_(peer, *call);
+        client.oneway_ = call->oneway;
+        client.failed_ = false;
+        dispatch_(client, *call);
     }
-    peer.partial_since_ = peer.conn_.buffered_input() > 0
-                              ? (peer.partial_since_ ? peer.partial_since_ : monotonic_usec())
-                              : 0;
+    client.partial_since_ = client.conn_.buffered_input() > 0
+                                ? (client.partial_since_ ? client.partial_since_ : monotonic_usec())
+                                : 0;
 }
 
-void Server::queue(Peer& peer, std::string message) {
-    if (peer.closing_)
+void Server::queue(Client& client, std::string message) {
+    if (client.closing_)
         return;
     const auto size = message.size();
-    if (auto r = peer.conn_.queue(std::move(message)); !r) {
+    if (auto r = client.conn_.queue(std::move(message)); !r) {
         // Unread output past the cap: drop this client rather than grow without bound.
-        peer.closing_ = true;
+        client.closing_ = true;
         return;
     }
     queued_ += size;
@@ -307,12 +307,12 @@ void Server::queue(Peer& peer, std::string message) {
 void Server::shed_output() {
     // What is really unsent now (the running count only grows between recounts).
     std::size_t total = 0;
-    for (const auto& p : peers_)
+    for (const auto& p : clients_)
         total += p->conn_.pending_output();
     // Past the global bound, the clients with the most unsent output go first.
     while (total > limits_.max_total_output) {
-        Peer* most = nullptr;
-        for (const auto& p : peers_)
+        Client* most = nullptr;
+        for (const auto& p : clients_)
             if (!p->closing_ && (!most || p->conn_.pending_output() > most->conn_.pending_output()))
                 most = p.get();
         if (most == nullptr || most->conn_.pending_output() == 0)
@@ -326,84 +326,85 @@ void Server::shed_output() {
     queued_ = total;
 }
 
-void Server::update_events(Peer& peer) {
-    uint32_t events = peer.closing_ || peer.conn_.pending_output() > kBackpressureBytes
+void Server::update_events(Client& client) {
+    uint32_t events = client.closing_ || client.conn_.pending_output() > kBackpressureBytes
                           ? 0u
                           : static_cast<uint32_t>(EPOLLIN);
-    if (peer.conn_.pending_output() > 0)
+    if (client.conn_.pending_output() > 0)
         events |= EPOLLOUT;
-    sd_event_source_set_io_events(peer.io_.get(), events);
+    sd_event_source_set_io_events(client.io_.get(), events);
 }
 
 void Server::publish(const std::function<std::string()>& make, std::string_view too_slow) {
     std::string message;
-    for (auto it = peers_.begin(); it != peers_.end();) {
-        Peer& peer = **it++;
-        if (!peer.subscribed_ || peer.closing_)
+    for (auto it = clients_.begin(); it != clients_.end();) {
+        Client& client = **it++;
+        if (!client.subscribed_ || client.closing_)
             continue;
         if (message.empty())
             message = make();
-        if (peer.conn_.pending_output() > 0 &&
-            peer.conn_.pending_output() + message.size() > limits_.connection.max_output) {
+        if (client.conn_.pending_output() > 0 &&
+            client.conn_.pending_output() + message.size() > limits_.connection.max_output) {
             ++stats_.dropped_subscribers;
             // The error replaces the backlog, so that the client reads it next and not after
             // megabytes it is too slow for; it is the last thing sent.
-            peer.closing_ = true;
-            peer.conn_.replace_output(varlink::encode_error(too_slow));
+            client.closing_ = true;
+            client.conn_.replace_output(varlink::encode_error(too_slow));
             // Rate-limited: a flood of slow watchers must not flood the journal.
             if ((stats_.dropped_subscribers & (stats_.dropped_subscribers - 1)) == 0)
                 spdlog::warn("Dropped a Watch client of uid {} that did not read its stream "
                              "({} dropped so far)",
-                             peer.uid(), stats_.dropped_subscribers);
+                             client.uid(), stats_.dropped_subscribers);
         } else {
-            (void)peer.conn_.queue(message);
+            (void)client.conn_.queue(message);
         }
-        if (auto r = flush(peer); !r) {
-            drop(peer);
+        if (auto r = flush(client); !r) {
+            drop(client);
             continue;
         }
-        if (peer.closing_ && peer.conn_.pending_output() == 0) {
-            drop(peer);
+        if (client.closing_ && client.conn_.pending_output() == 0) {
+            drop(client);
             continue;
         }
-        update_events(peer);
+        update_events(client);
     }
 }
 
 int Server::on_sweep(sd_event_source* source, uint64_t, void* userdata) noexcept {
     auto* self = static_cast<Server*>(userdata);
     const auto now = monotonic_usec();
-    for (auto it = self->peers_.begin(); it != self->peers_.end();) {
-        Peer& peer = **it++;
+    for (auto it = self->clients_.begin(); it != self->clients_.end();) {
+        Client& client = **it++;
         // A request that stays half-sent holds memory: drop the client. So does one that sends
         // nothing at all (an fd is a scarce resource too), unless it watches.
         const bool stale_partial =
-            peer.partial_since_ != 0 && now - peer.partial_since_ > self->limits_.idle_usec;
-        const bool idle = !peer.subscribed_ && !peer.closing_ && peer.conn_.pending_output() == 0 &&
-                          now - peer.active_usec_ > self->limits_.idle_usec;
+            client.partial_since_ != 0 && now - client.partial_since_ > self->limits_.idle_usec;
+        const bool idle = !client.subscribed_ && !client.closing_ &&
+                          client.conn_.pending_output() == 0 &&
+                          now - client.active_usec_ > self->limits_.idle_usec;
         if (idle) {
             ++self->stats_.idle_closed;
-            self->drop(peer);
+            self->drop(client);
             continue;
         }
         // A closing client (its output is bounded: at most a last error after a finished
         // message) gets the idle timeout to read what is left, then is given up on.
-        if (peer.closing_ && peer.closing_since_ == 0)
-            peer.closing_since_ = now;
+        if (client.closing_ && client.closing_since_ == 0)
+            client.closing_since_ = now;
         const bool stale_closing =
-            peer.closing_ && now - peer.closing_since_ > self->limits_.idle_usec;
+            client.closing_ && now - client.closing_since_ > self->limits_.idle_usec;
         if (stale_partial || stale_closing)
-            self->drop(peer);
+            self->drop(client);
     }
     sd_event_source_set_time_relative(source, kSweepUsec);
     sd_event_source_set_enabled(source, SD_EVENT_ON);
     return 0;
 }
 
-void Server::drop(Peer& peer) {
-    if (auto u = per_uid_.find(peer.uid()); u != per_uid_.end() && --u->second == 0)
+void Server::drop(Client& client) {
+    if (auto u = per_uid_.find(client.uid()); u != per_uid_.end() && --u->second == 0)
         per_uid_.erase(u);
-    peers_.erase(peer.self_);
+    clients_.erase(client.self_);
     resume_accepting(); // an fd is free again
 }
 

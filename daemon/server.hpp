@@ -38,7 +38,7 @@ public:
     };
 
     /// One connected client, as the dispatcher sees it.
-    class Peer {
+    class Client {
     public:
         uid_t uid() const noexcept { return conn_.uid(); }
         /// Sends a reply to the current call (unless it was oneway).
@@ -55,7 +55,7 @@ public:
 
     private:
         friend class Server;
-        Peer(Server& server, UniqueFd fd, const varlink::ConnectionLimits& limits)
+        Client(Server& server, UniqueFd fd, const varlink::ConnectionLimits& limits)
             : server_(server), conn_(std::move(fd), limits) {}
         Server& server_;
         varlink::Connection conn_;
@@ -67,10 +67,10 @@ public:
         std::uint64_t closing_since_ = 0; // when a sweep first saw it closing
         std::uint64_t partial_since_ = 0;
         std::uint64_t active_usec_ = 0; // last request or reply (CLOCK_MONOTONIC)
-        std::list<std::unique_ptr<Peer>>::iterator self_;
+        std::list<std::unique_ptr<Client>>::iterator self_;
     };
 
-    using Dispatch = std::function<void(Peer&, const varlink::Call&)>;
+    using Dispatch = std::function<void(Client&, const varlink::Call&)>;
 
     Server(sd_event* event, UniqueFd listener, Limits limits, Dispatch dispatch);
     ~Server();
@@ -99,7 +99,7 @@ public:
         std::uint64_t shed = 0;        ///< clients dropped to keep all output under its bound
     };
     const Stats& stats() const noexcept { return stats_; }
-    std::size_t connections() const noexcept { return peers_.size(); }
+    std::size_t connections() const noexcept { return clients_.size(); }
     std::size_t subscribers() const noexcept;
 
 private:
@@ -112,15 +112,15 @@ private:
     // until a connection closes or a short timer fires (false). Logs at most once per period.
     bool make_room(int error);
     void resume_accepting();
-    void handle_io(Peer& peer, uint32_t revents);
-    void process(Peer& peer);
-    void queue(Peer& peer, std::string message);
-    void update_events(Peer& peer);
+    void handle_io(Client& client, uint32_t revents);
+    void process(Client& client);
+    void queue(Client& client, std::string message);
+    void update_events(Client& client);
     // Writes what the socket takes and reports a large buffer freed.
-    Result<void> flush(Peer& peer);
+    Result<void> flush(Client& client);
     // All clients' unsent output passed its bound: drops the largest until it fits.
     void shed_output();
-    void drop(Peer& peer);
+    void drop(Client& client);
 
     sd_event* event_;
     UniqueFd listener_;
@@ -134,7 +134,7 @@ private:
     std::size_t queued_ = 0; // unsent output of all clients, recounted when it passes the bound
     std::uint64_t out_of_fds_logged_usec_ = 0;
     std::uint64_t out_of_fds_logged_ = 0;
-    std::list<std::unique_ptr<Peer>> peers_;
+    std::list<std::unique_ptr<Client>> clients_;
     std::map<uid_t, std::size_t> per_uid_;
     Stats stats_;
 };

@@ -25,7 +25,7 @@ constexpr std::string_view kService = "org.varlink.service";
 
 struct VarlinkApi::Method {
     std::string_view name;
-    void (VarlinkApi::*handler)(Server::Peer&, const varlink::Call&);
+    void (VarlinkApi::*handler)(Server::Client&, const varlink::Call&);
     std::string_view parameter; ///< the one parameter it takes, or "" for none
     bool privileged = false;    ///< uid 0 only
     bool streaming = false;     ///< requires `more`
@@ -59,7 +59,7 @@ std::vector<std::string_view> VarlinkApi::method_names() {
 VarlinkApi::VarlinkApi(const mirror::Engine& engine, Hooks hooks)
     : engine_(engine), hooks_(std::move(hooks)) {}
 
-void VarlinkApi::call(Server::Peer& peer, const varlink::Call& call) {
+void VarlinkApi::call(Server::Client& client, const varlink::Call& call) {
     const auto& name = call.method;
     const Method* found = nullptr;
     for (const auto& m : methods())
@@ -68,68 +68,68 @@ void VarlinkApi::call(Server::Peer& peer, const varlink::Call& call) {
     if (found == nullptr) {
         const auto interface = name.substr(0, name.rfind('.'));
         if (interface == kInterface || interface == kService)
-            peer.error(varlink::kMethodNotFound, {{"method", name}});
+            client.error(varlink::kMethodNotFound, {{"method", name}});
         else
-            peer.error(varlink::kInterfaceNotFound, {{"interface", interface}});
-    } else if (allowed(peer, *found, call)) {
-        (this->*found->handler)(peer, call);
+            client.error(varlink::kInterfaceNotFound, {{"interface", interface}});
+    } else if (allowed(client, *found, call)) {
+        (this->*found->handler)(client, call);
     }
     if (hooks_.counted)
-        hooks_.counted(name, !peer.failed());
+        hooks_.counted(name, !client.failed());
 }
 
 // What every method shares: no parameter it does not take, uid 0 where privileged, `more`
 // where it streams.
-bool VarlinkApi::allowed(Server::Peer& peer, const Method& m, const varlink::Call& call) {
+bool VarlinkApi::allowed(Server::Client& client, const Method& m, const varlink::Call& call) {
     for (const auto& [key, value] : call.parameters.items())
         if (key != m.parameter) {
-            peer.error(varlink::kInvalidParameter, {{"parameter", key}});
+            client.error(varlink::kInvalidParameter, {{"parameter", key}});
             return false;
         }
-    if (m.privileged && peer.uid() != 0) {
-        peer.error(kPermissionDenied);
+    if (m.privileged && client.uid() != 0) {
+        client.error(kPermissionDenied);
         // Rate-limited (powers of two): a client looping on denials cannot flood the log.
         ++denials_;
         if ((denials_ & (denials_ - 1)) == 0)
             log_notable(Notable::PermissionDenied, spdlog::level::warn,
-                        fmt::format("Denied {} to uid {} ({} denials so far)", m.name, peer.uid(),
+                        fmt::format("Denied {} to uid {} ({} denials so far)", m.name, client.uid(),
                                     denials_));
         return false;
     }
     if (m.streaming && !call.more) {
-        peer.error(varlink::kExpectedMore);
+        client.error(varlink::kExpectedMore);
         return false;
     }
     if (call.more && call.oneway) {
         // Replies wanted and not wanted: nothing is done (and, oneway, nothing is sent).
-        peer.error(varlink::kInvalidParameter, {{"parameter", "oneway"}});
+        client.error(varlink::kInvalidParameter, {{"parameter", "oneway"}});
         return false;
     }
     return true;
 }
 
-void VarlinkApi::get_info(Server::Peer& peer, const varlink::Call&) {
-    peer.reply({{"vendor", "nsidd"},
-                {"product", "nsidd"},
-                {"version", kVersion},
-                {"url", "https://github.com/nsidd/nsidd"},
-                {"interfaces", Json::array({std::string(kService), std::string(kInterface)})}});
+void VarlinkApi::get_info(Server::Client& client, const varlink::Call&) {
+    client.reply({{"vendor", "nsidd"},
+                  {"product", "nsidd"},
+                  {"version", kVersion},
+                  {"url", "https://github.com/nsidd/nsidd"},
+                  {"interfaces", Json::array({std::string(kService), std::string(kInterface)})}});
 }
 
-void VarlinkApi::get_interface_description(Server::Peer& peer, const varlink::Call& call) {
+void VarlinkApi::get_interface_description(Server::Client& client, const varlink::Call& call) {
     const auto it = call.parameters.find("interface");
     if (it == call.parameters.end() || !it->is_string())
-        peer.error(varlink::kInvalidParameter, {{"parameter", "interface"}});
+        client.error(varlink::kInvalidParameter, {{"parameter", "interface"}});
     else if (*it == kInterface)
-        peer.reply({{"description", std::string(kInterfaceDescription)}});
+        client.reply({{"description", std::string(kInterfaceDescription)}});
     else if (*it == kService)
-        peer.reply({{"description", std::string(kServiceDescription)}});
+        client.reply({{"description", std::string(kServiceDescription)}});
     else
-        peer.error(varlink::kInterfaceNotFound, {{"interface", *it}});
+        client.error(varlink::kInterfaceNotFound, {{"interface", *it}});
 }
 
-void VarlinkApi::get_status(Server::Peer& peer, const varlink::Call&) {
-    peer.reply(hooks_.status());
+void VarlinkApi::get_status(Server::Client& client, const varlink::Call&) {
+    client.reply(hooks_.status());
 }
 
 Json VarlinkApi::entries(registry::Observer observer, const registry::Registry::Table& t) const {
@@ -140,10 +140,10 @@ Json VarlinkApi::entries(registry::Observer observer, const registry::Registry::
     return out;
 }
 
-void VarlinkApi::list(Server::Peer& peer, const varlink::Call& call) {
+void VarlinkApi::list(Server::Client& client, const varlink::Call& call) {
     const auto it = call.parameters.find("observer");
     if (it != call.parameters.end() && !it->is_string() && !it->is_null()) {
-        peer.error(varlink::kInvalidParameter, {{"parameter", "observer"}}); // ?string
+        client.error(varlink::kInvalidParameter, {{"parameter", "observer"}}); // ?string
         return;
     }
     const std::string name =
@@ -161,33 +161,33 @@ void VarlinkApi::list(Server::Peer& peer, const varlink::Call& call) {
         hooks_.settle();
     const auto* table = observer ? engine_.registry().table(*observer) : nullptr;
     if (table == nullptr) {
-        peer.error(kNoSuchObserver, {{"observer", name}});
+        client.error(kNoSuchObserver, {{"observer", name}});
         return;
     }
-    peer.reply({{"entries", entries(*observer, *table)}, {"seq", engine_.feed().seq()}});
+    client.reply({{"entries", entries(*observer, *table)}, {"seq", engine_.feed().seq()}});
 }
 
-void VarlinkApi::graph(Server::Peer& peer, const varlink::Call&) {
+void VarlinkApi::graph(Server::Client& client, const varlink::Call&) {
     if (hooks_.settle)
         hooks_.settle();
     Json tables = Json::array();
     for (const auto& [observer, table] : engine_.registry().tables())
         tables.push_back(
             {{"observer", observer_name(observer)}, {"entries", entries(observer, table)}});
-    peer.reply({{"tables", std::move(tables)}, {"seq", engine_.feed().seq()}});
+    client.reply({{"tables", std::move(tables)}, {"seq", engine_.feed().seq()}});
 }
 
 namespace {
 
 // The optional non-negative integer parameter `name`: false (and an error sent) when it is
 // anything else.
-bool count_parameter(Server::Peer& peer, const varlink::Call& call, const char* name,
+bool count_parameter(Server::Client& client, const varlink::Call& call, const char* name,
                      std::optional<std::uint64_t>& out) {
     const auto it = call.parameters.find(name);
     if (it == call.parameters.end() || it->is_null())
         return true;
     if (!(it->is_number_integer() && it->get<std::int64_t>() >= 0)) {
-        peer.error(varlink::kInvalidParameter, {{"parameter", name}});
+        client.error(varlink::kInvalidParameter, {{"parameter", name}});
         return false;
     }
     out = it->get<std::uint64_t>();
@@ -196,9 +196,9 @@ bool count_parameter(Server::Peer& peer, const varlink::Call& call, const char* 
 
 } // namespace
 
-void VarlinkApi::history(Server::Peer& peer, const varlink::Call& call) {
+void VarlinkApi::history(Server::Client& client, const varlink::Call& call) {
     std::optional<std::uint64_t> given;
-    if (!count_parameter(peer, call, "limit", given))
+    if (!count_parameter(client, call, "limit", given))
         return;
     const std::size_t limit = given.value_or(SIZE_MAX);
     const auto& deaths = engine_.registry().history();
@@ -206,19 +206,19 @@ void VarlinkApi::history(Server::Peer& peer, const varlink::Call& call) {
     const std::size_t skip = deaths.size() > limit ? deaths.size() - limit : 0;
     for (std::size_t i = skip; i < deaths.size(); ++i)
         out.push_back(to_json(deaths[i]));
-    peer.reply({{"deaths", std::move(out)}});
+    client.reply({{"deaths", std::move(out)}});
 }
 
-void VarlinkApi::list_without_nsid(Server::Peer& peer, const varlink::Call&) {
+void VarlinkApi::list_without_nsid(Server::Client& client, const varlink::Call&) {
     Json out = Json::array();
     for (const auto& ns : engine_.unlisted())
         out.push_back(to_json(ns));
-    peer.reply({{"namespaces", std::move(out)}});
+    client.reply({{"namespaces", std::move(out)}});
 }
 
-void VarlinkApi::watch(Server::Peer& peer, const varlink::Call& call) {
+void VarlinkApi::watch(Server::Client& client, const varlink::Call& call) {
     std::optional<std::uint64_t> since;
-    if (!count_parameter(peer, call, "since", since))
+    if (!count_parameter(client, call, "since", since))
         return;
     if (hooks_.settle)
         hooks_.settle();
@@ -226,32 +226,32 @@ void VarlinkApi::watch(Server::Peer& peer, const varlink::Call& call) {
     // the feed holds undrained is sent to every watcher, this one included, when drained.
     const auto& feed = engine_.feed();
     const bool resumed = since && feed.resumable(*since);
-    peer.reply({{"seq", resumed ? *since : feed.drained_seq()},
-                {"kind", "resync"},
-                {"observer", "self"},
-                {"entry", nullptr},
-                {"removed", false},
-                {"resumed", resumed}},
-               true);
+    client.reply({{"seq", resumed ? *since : feed.drained_seq()},
+                  {"kind", "resync"},
+                  {"observer", "self"},
+                  {"entry", nullptr},
+                  {"removed", false},
+                  {"resumed", resumed}},
+                 true);
     if (resumed)
-        feed.for_each_after(*since, [&](const auto& item) { peer.reply(to_json(item), true); });
-    peer.subscribe();
+        feed.for_each_after(*since, [&](const auto& item) { client.reply(to_json(item), true); });
+    client.subscribe();
 }
 
-void VarlinkApi::resync(Server::Peer& peer, const varlink::Call&) {
+void VarlinkApi::resync(Server::Client& client, const varlink::Call&) {
     hooks_.resync();
-    peer.reply(Json::object());
+    client.reply(Json::object());
 }
 
-void VarlinkApi::reload(Server::Peer& peer, const varlink::Call&) {
+void VarlinkApi::reload(Server::Client& client, const varlink::Call&) {
     if (auto err = hooks_.reload())
-        peer.error(kInvalidConfiguration, {{"message", *err}});
+        client.error(kInvalidConfiguration, {{"message", *err}});
     else
-        peer.reply({{"restart_needed", hooks_.restart_needed()}});
+        client.reply({{"restart_needed", hooks_.restart_needed()}});
 }
 
-void VarlinkApi::get_metrics(Server::Peer& peer, const varlink::Call&) {
-    peer.reply({{"text", hooks_.metrics_text()}});
+void VarlinkApi::get_metrics(Server::Client& client, const varlink::Call&) {
+    client.reply({{"text", hooks_.metrics_text()}});
 }
 
 void send_changes(mirror::Feed& feed, Server* server,

@@ -42,7 +42,7 @@ public:
     VarlinkApi(const mirror::Engine& engine, Hooks hooks);
 
     /// Answers one call (the server's dispatch function).
-    void call(Server::Peer& peer, const varlink::Call& call);
+    void call(Server::Client& client, const varlink::Call& call);
 
     std::uint64_t denials() const noexcept { return denials_; }
     /// Every method's name (for metrics labels).
@@ -51,19 +51,19 @@ public:
 private:
     struct Method;
     static std::span<const Method> methods();
-    bool allowed(Server::Peer& peer, const Method& m, const varlink::Call& call);
+    bool allowed(Server::Client& client, const Method& m, const varlink::Call& call);
 
-    void get_info(Server::Peer& peer, const varlink::Call& call);
-    void get_interface_description(Server::Peer& peer, const varlink::Call& call);
-    void get_status(Server::Peer& peer, const varlink::Call& call);
-    void list(Server::Peer& peer, const varlink::Call& call);
-    void graph(Server::Peer& peer, const varlink::Call& call);
-    void history(Server::Peer& peer, const varlink::Call& call);
-    void list_without_nsid(Server::Peer& peer, const varlink::Call& call);
-    void watch(Server::Peer& peer, const varlink::Call& call);
-    void resync(Server::Peer& peer, const varlink::Call& call);
-    void reload(Server::Peer& peer, const varlink::Call& call);
-    void get_metrics(Server::Peer& peer, const varlink::Call& call);
+    void get_info(Server::Client& client, const varlink::Call& call);
+    void get_interface_description(Server::Client& client, const varlink::Call& call);
+    void get_status(Server::Client& client, const varlink::Call& call);
+    void list(Server::Client& client, const varlink::Call& call);
+    void graph(Server::Client& client, const varlink::Call& call);
+    void history(Server::Client& client, const varlink::Call& call);
+    void list_without_nsid(Server::Client& client, const varlink::Call& call);
+    void watch(Server::Client& client, const varlink::Call& call);
+    void resync(Server::Client& client, const varlink::Call& call);
+    void reload(Server::Client& client, const varlink::Call& call);
+    void get_metrics(Server::Client& client, const varlink::Call& call);
 
     varlink::Json entries(registry::Observer observer, const registry::Registry::Table& t) const;
 

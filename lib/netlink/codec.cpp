@@ -151,7 +151,7 @@ public:
         mnl_attr_put_u32(nlh_, type, static_cast<std::uint32_t>(value));
         return *this;
     }
-    Builder& peer(const Peer& peer) {
+    Builder& peer(const NsRef& peer) {
         std::visit(
             [this](const auto& p) {
                 using T = std::decay_t<decltype(p)>;
@@ -230,7 +230,7 @@ std::vector<std::byte> build_dump(std::uint32_t seq, std::optional<std::int32_t>
     return b.take();
 }
 
-std::vector<std::byte> build_get(std::uint32_t seq, const Peer& peer,
+std::vector<std::byte> build_get(std::uint32_t seq, const NsRef& peer,
                                  std::optional<std::int32_t> target) {
     Builder b(RTM_GETNSID, 0, seq);
     b.peer(peer);
@@ -239,7 +239,7 @@ std::vector<std::byte> build_get(std::uint32_t seq, const Peer& peer,
     return b.take();
 }
 
-std::vector<std::byte> build_new(std::uint32_t seq, std::int32_t nsid, const Peer& peer) {
+std::vector<std::byte> build_new(std::uint32_t seq, std::int32_t nsid, const NsRef& peer) {
     Builder b(RTM_NEWNSID, NLM_F_ACK, seq);
     b.s32(NETNSA_NSID, nsid).peer(peer);
     return b.take();

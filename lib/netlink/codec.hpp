@@ -52,7 +52,7 @@ using Message = std::variant<NsidMessage, Status, Other>;
 /// of the datagram is returned, since a stream with a hole must be resynchronized anyway.
 Result<std::vector<Message>> parse_datagram(std::span<const std::byte> bytes);
 
-/// Which peer a request is about.
+/// Which namespace a request names (by self's id, an fd or a pid).
 struct ByNsid {
     std::int32_t nsid;
 };
@@ -62,14 +62,14 @@ struct ByFd {
 struct ByPid {
     pid_t pid;
 };
-using Peer = std::variant<ByNsid, ByFd, ByPid>;
+using NsRef = std::variant<ByNsid, ByFd, ByPid>;
 
 /// RTM_GETNSID with NLM_F_DUMP, optionally for another table (NETNSA_TARGET_NSID).
 std::vector<std::byte> build_dump(std::uint32_t seq, std::optional<std::int32_t> target);
 /// RTM_GETNSID for one peer, optionally in another table (NETNSA_TARGET_NSID).
-std::vector<std::byte> build_get(std::uint32_t seq, const Peer& peer,
+std::vector<std::byte> build_get(std::uint32_t seq, const NsRef& peer,
                                  std::optional<std::int32_t> target);
 /// RTM_NEWNSID giving `peer` the id `nsid` (negative: the kernel picks the lowest free id).
-std::vector<std::byte> build_new(std::uint32_t seq, std::int32_t nsid, const Peer& peer);
+std::vector<std::byte> build_new(std::uint32_t seq, std::int32_t nsid, const NsRef& peer);
 
 } // namespace nsidd::netlink

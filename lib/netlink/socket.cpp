@@ -267,7 +267,7 @@ Result<std::vector<NsidMessage>> RequestSocket::dump(std::optional<std::int32_t>
     }
 }
 
-Result<std::vector<ProbeReply>> RequestSocket::probe(std::span<const Peer> peers,
+Result<std::vector<ProbeReply>> RequestSocket::probe(std::span<const NsRef> peers,
                                                      std::optional<std::int32_t> target) {
     std::vector<ProbeReply> replies(peers.size());
     std::vector<std::byte> packet;
@@ -312,8 +312,8 @@ Result<std::vector<ProbeReply>> RequestSocket::probe(std::span<const Peer> peers
     return replies;
 }
 
-Result<NsidMessage> RequestSocket::get(const Peer& peer, std::optional<std::int32_t> target) {
-    auto replies = probe(std::span<const Peer>(&peer, 1), target);
+Result<NsidMessage> RequestSocket::get(const NsRef& peer, std::optional<std::int32_t> target) {
+    auto replies = probe(std::span<const NsRef>(&peer, 1), target);
     if (!replies)
         return fail(replies.error());
     if ((*replies)[0].error != 0)
@@ -321,7 +321,7 @@ Result<NsidMessage> RequestSocket::get(const Peer& peer, std::optional<std::int3
     return (*replies)[0].message;
 }
 
-Result<void> RequestSocket::assign(std::int32_t nsid, const Peer& peer) {
+Result<void> RequestSocket::assign(std::int32_t nsid, const NsRef& peer) {
     const std::uint32_t seq = ++seq_;
     if (auto r = send(build_new(seq, nsid, peer)); !r)
         return fail(r.error());

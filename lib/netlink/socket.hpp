@@ -101,14 +101,14 @@ public:
 
     /// Sends one GET per peer, packed many to a datagram, and returns one reply per peer in the
     /// same order, each with its own error. Fails only when the exchange itself fails.
-    Result<std::vector<ProbeReply>> probe(std::span<const Peer> peers,
+    Result<std::vector<ProbeReply>> probe(std::span<const NsRef> peers,
                                           std::optional<std::int32_t> target);
 
     /// Asks for one peer's id; kNotAssigned when it has none, ENOENT for an unknown NSID.
-    Result<NsidMessage> get(const Peer& peer, std::optional<std::int32_t> target);
+    Result<NsidMessage> get(const NsRef& peer, std::optional<std::int32_t> target);
 
     /// Sends RTM_NEWNSID and waits for the ACK.
-    Result<void> assign(std::int32_t nsid, const Peer& peer);
+    Result<void> assign(std::int32_t nsid, const NsRef& peer);
 
 private:
     RequestSocket() = default;

@@ -96,7 +96,7 @@ public:
         EXPECT_TRUE(fd);
         server_ = std::make_unique<Server>(
             e, std::move(*fd), limits,
-            [this](Server::Peer& p, const varlink::Call& c) { api_->call(p, c); });
+            [this](Server::Client& p, const varlink::Call& c) { api_->call(p, c); });
         EXPECT_TRUE(server_->start());
         send_changes(engine_->feed(), server_.get());
     }

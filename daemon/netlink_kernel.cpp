@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-#include "daemon/kernel.hpp"
+#include "daemon/netlink_kernel.hpp"
 
 #include <cerrno>
 
@@ -140,7 +140,7 @@ Result<mirror::Kernel::Dump> NetlinkKernel::dump(std::optional<mirror::Observer>
 Result<std::vector<std::optional<mirror::Nsid>>>
 NetlinkKernel::translate(std::span<const mirror::Nsid> self_ids,
                          std::optional<mirror::Observer> target) {
-    std::vector<netlink::Peer> peers;
+    std::vector<netlink::NsRef> peers;
     peers.reserve(self_ids.size());
     for (auto nsid : self_ids)
         peers.push_back(netlink::ByNsid{nsid});
@@ -178,7 +178,7 @@ Result<std::uint64_t> NetlinkKernel::cookie(int fd) {
 }
 
 Result<std::vector<std::optional<std::int32_t>>> NetlinkKernel::ids_of(std::span<const int> fds) {
-    std::vector<netlink::Peer> peers;
+    std::vector<netlink::NsRef> peers;
     peers.reserve(fds.size());
     for (int fd : fds)
         peers.push_back(netlink::ByFd{fd});
