@@ -143,11 +143,8 @@ std::string owned_by(const Json& peer) {
 }
 
 Json state_name(const Json& wire) {
-    if (!wire.is_string())
-        return wire;
-    auto text = wire.get<std::string>();
-    std::replace(text.begin(), text.end(), '_', '-');
-    return text;
+    const auto state = wire.is_string() ? parse_peer_state(wire.get<std::string>()) : std::nullopt;
+    return state ? Json(to_string(*state)) : wire;
 }
 
 bool Filter::matches(const Json& e) const {
@@ -173,9 +170,9 @@ bool Filter::matches(const Json& e) const {
     return true;
 }
 
-std::string leak_holder(const std::string& state, const Json& peer) {
+std::string leak_holder(PeerState state, const Json& peer) {
     const Json& h = object_at(peer, "holders");
-    if (state == "fd-held") {
+    if (state == PeerState::FdHeld) {
         const auto fds = h.find("fds");
         if (fds != h.end() && fds->is_array() && !fds->empty()) {
             const Json& f = (*fds)[0];
@@ -185,7 +182,7 @@ std::string leak_holder(const std::string& state, const Json& peer) {
                    cell(f.value("fd", Json(nullptr)));
         }
     }
-    if (state == "stale-mount")
+    if (state == PeerState::StaleMount)
         return held_by(peer);
     return "the kernel";
 }
@@ -223,8 +220,8 @@ std::string runtime_advice(const std::string& path, const Json& peer) {
 
 } // namespace
 
-std::string leak_command(const std::string& state, const Json& peer) {
-    if (state != "stale-mount")
+std::string leak_command(PeerState state, const Json& peer) {
+    if (state != PeerState::StaleMount)
         return {};
     // One command, on the host's own mount point where there is one: unmounting it there
     // takes its propagated copies in other mount namespaces with it. rm -f: the runtime may
@@ -270,8 +267,8 @@ std::string copy_holder(const Json& peer) {
            "); ";
 }
 
-std::string leak_action(const std::string& state, const Json& peer) {
-    if (state == "stale-mount") {
+std::string leak_action(PeerState state, const Json& peer) {
+    if (state == PeerState::StaleMount) {
         const auto command = leak_command(state, peer);
         std::string path;
         for (const auto& m : object_at(peer, "holders").value("mounts", Json::array()))
@@ -280,7 +277,7 @@ std::string leak_action(const std::string& state, const Json& peer) {
         return copy_holder(peer) + runtime_advice(path, peer) + ": " +
                (command.empty() ? "unmount it" : command);
     }
-    if (state == "fd-held")
+    if (state == PeerState::FdHeld)
         return "a process keeps an fd to it: " + leak_holder(state, peer) +
                "; fix or restart that process (ls -l /proc/PID/fd shows it)";
     return "nothing visible holds it: a device or socket left in it keeps it in the kernel "
@@ -315,18 +312,18 @@ Json cli_entry(const Json& e) {
 }
 
 void Leaks::add(const Json& e) {
-    const auto state = state_name(e.value("state", Json(nullptr)));
-    if (state != "stale-mount" && state != "fd-held" && state != "pinned")
+    const Json wire = e.value("state", Json(nullptr));
+    const auto how = wire.is_string() ? parse_peer_state(wire.get<std::string>()) : std::nullopt;
+    if (!how || !is_leak(*how))
         return;
-    const auto how = state.get<std::string>();
     const Json peer = e.value("peer", Json::object());
     Json out = cli_entry(e);
-    out["action"] = leak_action(how, peer);
-    if (const auto command = leak_command(how, peer); !command.empty())
+    out["action"] = leak_action(*how, peer);
+    if (const auto command = leak_command(*how, peer); !command.empty())
         out["command"] = command;
     found.push_back(out);
-    rows.push_back({cell(e.value("nsid", Json(nullptr))), cell(state),
-                    fit(leak_holder(how, peer), 24), fit(owned_by(peer), 16),
+    rows.push_back({cell(e.value("nsid", Json(nullptr))), to_string(*how),
+                    fit(leak_holder(*how, peer), 24), fit(owned_by(peer), 16),
                     age(e.value("leaking_since", Json()))});
 }
 

@@ -7,10 +7,15 @@
 #include <string_view>
 #include <vector>
 
+#include "util/peer_state.hpp"
 #include "varlink/protocol.hpp"
 
 namespace nsidctl {
 
+using nsidd::is_leak;
+using nsidd::parse_peer_state;
+using nsidd::PeerState;
+using nsidd::to_string;
 using nsidd::varlink::Json;
 
 /// A value for a table cell: "-" for null; strings escaped (\n, \t, \\, \xHH for other
@@ -44,12 +49,12 @@ struct Filter {
     bool matches(const Json& entry) const;
 };
 /// What holds a leaking peer, for `nsidctl leaks`.
-std::string leak_holder(const std::string& state, const Json& peer);
+std::string leak_holder(PeerState state, const Json& peer);
 /// What an operator can do about a leaking peer.
-std::string leak_action(const std::string& state, const Json& peer);
+std::string leak_action(PeerState state, const Json& peer);
 /// The one shell command that frees a stale-mount leak (its mount gone, nothing holds the
 /// namespace), "" for other states.
-std::string leak_command(const std::string& state, const Json& peer);
+std::string leak_command(PeerState state, const Json& peer);
 /// `word` quoted for a POSIX shell where it needs it.
 std::string shell_quote(const std::string& word);
 /// A peer's names (else, with `former`, the names it had: a dead one's), else "pid N", else "-".

@@ -22,6 +22,14 @@ namespace {
 
 using namespace nsidctl;
 
+// The states --state takes, as people spell them.
+std::vector<std::string> state_names() {
+    std::vector<std::string> out;
+    for (const auto& n : nsidd::kPeerStateNames)
+        out.emplace_back(n.name);
+    return out;
+}
+
 enum Exit { Ok = 0, DaemonError = 1, Usage = 2, Unreachable = 3 };
 
 struct Settings {
@@ -132,9 +140,9 @@ public:
                     last ? nsidd::format_age(last, nsidd::realtime_usec()).c_str() : "never");
         const Json peers = j.value("peers", Json::object());
         std::string by_state;
-        for (const char* st : {"active", "mounted", "stale_mount", "fd_held", "pinned", "unknown"})
-            by_state += (by_state.empty() ? "" : ", ") + cell(state_name(Json(st))) + " " +
-                        cell(peers.value(st, Json(0)));
+        for (const auto& st : nsidd::kPeerStateNames)
+            by_state += (by_state.empty() ? "" : ", ") + std::string(st.name) + " " +
+                        cell(peers.value(st.wire, Json(0)));
         std::printf("         Peers: %s\n", by_state.c_str());
         std::printf("        Kernel: dump truncation %s, listen-all-nsid %s, NS_GET_ID %s, "
                     "listmount %s\n",
@@ -444,8 +452,7 @@ int main(int argc, char** argv_in) {
     auto* list = app.add_subcommand("list", "List one table (self, an nsid or a netns name)");
     list->add_option("OBSERVER", observer, "Whose table");
     list->add_option("--state", filter.state, "Only peers in this state")
-        ->check(
-            CLI::IsMember({"active", "mounted", "stale-mount", "fd-held", "pinned", "unknown"}));
+        ->check(CLI::IsMember(state_names()));
     list->add_option("--name", filter.name, "Only peers with a name matching this glob");
     list->add_option("--owner", filter.owner,
                      "Only peers whose owner (unit, runtime, container, pod) contains this");

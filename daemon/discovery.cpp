@@ -345,11 +345,7 @@ void Daemon::report_leaks() {
     std::size_t told = 0, more = 0;
     for (const auto& [nsid, row] : engine_->registry().table(registry::kSelf)->rows) {
         const auto state = engine_->state(registry::kSelf, row.entry);
-        const auto notable = state == mirror::PeerState::StaleMount ? Notable::StaleMount
-                             : state == mirror::PeerState::FdHeld   ? Notable::FdHeld
-                             : state == mirror::PeerState::Pinned   ? Notable::Pinned
-                                                                    : Notable::Stopped;
-        if (notable == Notable::Stopped)
+        if (!is_leak(state))
             continue;
         const auto key = std::make_tuple(nsid, row.entry.since_usec, state);
         now.insert(key);
@@ -362,6 +358,9 @@ void Daemon::report_leaks() {
         ++told;
         const auto& p = row.entry.peer;
         const auto fields = leak_fields(nsid, p, mirror::to_string(state));
+        const auto notable = state == mirror::PeerState::StaleMount ? Notable::StaleMount
+                             : state == mirror::PeerState::FdHeld   ? Notable::FdHeld
+                                                                    : Notable::Pinned;
         log_notable(notable, spdlog::level::warn, leak_text(nsid, p, state, options_.orphan_grace),
                     fields);
     }

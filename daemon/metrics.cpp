@@ -115,13 +115,12 @@ void Metrics::add_labelled() {
                         .Help("Network namespaces in a leaking state (stale-mount, fd-held, "
                               "pinned), with an id in self's table or not")
                         .Register(*registry_);
-    for (std::size_t i = 0; i < peers_.size(); ++i) {
-        const auto state = static_cast<PeerState>(i);
-        peers_[i] = &peers.Add({{"state", to_string(state)}});
-        if (state == PeerState::StaleMount || state == PeerState::FdHeld ||
-            state == PeerState::Pinned) {
-            leak_oldest_[i] = &oldest.Add({{"state", to_string(state)}});
-            leaking_[i] = &leaking.Add({{"state", to_string(state)}});
+    for (const auto& n : kPeerStateNames) {
+        const auto i = static_cast<std::size_t>(n.state);
+        peers_[i] = &peers.Add({{"state", n.name}});
+        if (n.leak) {
+            leak_oldest_[i] = &oldest.Add({{"state", n.name}});
+            leaking_[i] = &leaking.Add({{"state", n.name}});
         }
     }
     for (auto m : methods_)

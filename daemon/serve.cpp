@@ -92,11 +92,8 @@ varlink::Json Daemon::status() const {
     const auto& st = engine_->stats();
     varlink::Json peers = varlink::Json::object();
     const auto counts = engine_->state_counts();
-    for (std::size_t i = 0; i < counts.size(); ++i) {
-        std::string name = mirror::to_string(static_cast<mirror::PeerState>(i));
-        std::replace(name.begin(), name.end(), '-', '_'); // a Varlink field name
-        peers[name] = counts[i];
-    }
+    for (const auto& n : kPeerStateNames)
+        peers[n.wire] = counts[static_cast<std::size_t>(n.state)];
     return {{"version", kVersion},
             {"uptime_usec", monotonic_usec() - started_usec_},
             {"scope", options_.scope == Scope::Host ? "host" : "self"},

@@ -135,8 +135,8 @@ void VarlinkApi::get_status(Server::Client& client, const varlink::Call&) {
 Json VarlinkApi::entries(registry::Observer observer, const registry::Registry::Table& t) const {
     Json out = Json::array();
     for (const auto& [nsid, row] : t.rows)
-        out.push_back(to_json(engine_.view(observer, row.entry),
-                              to_string(engine_.state(observer, row.entry))));
+        out.push_back(
+            to_json(engine_.view(observer, row.entry), engine_.state(observer, row.entry)));
     return out;
 }
 

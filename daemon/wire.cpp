@@ -78,14 +78,11 @@ std::string observer_name(registry::Observer observer) {
     return observer == registry::kSelf ? "self" : std::to_string(observer);
 }
 
-varlink::Json to_json(const registry::Entry& e, const char* state) {
-    // A Varlink enum value cannot hold '-': "stale-mount" is stale_mount on the wire.
-    std::string wire_state = state;
-    std::replace(wire_state.begin(), wire_state.end(), '-', '_');
+varlink::Json to_json(const registry::Entry& e, PeerState state) {
     return {{"nsid", e.nsid},
             {"current_nsid", or_null(e.current_nsid)},
             {"peer", peer_json(e.peer)},
-            {"state", wire_state},
+            {"state", wire_name(state)},
             {"since", format_iso8601(e.since_usec)},
             {"leaking_since", e.leaking_since_usec != 0
                                   ? varlink::Json(format_iso8601(e.leaking_since_usec))
@@ -94,10 +91,8 @@ varlink::Json to_json(const registry::Entry& e, const char* state) {
 }
 
 varlink::Json to_json(const mirror::Engine::Unlisted& ns) {
-    std::string state = registry::to_string(ns.state);
-    std::replace(state.begin(), state.end(), '-', '_');
     return {{"peer", peer_json(ns.peer)},
-            {"state", state},
+            {"state", wire_name(ns.state)},
             {"leaking_since", ns.leaking_since_usec != 0
                                   ? varlink::Json(format_iso8601(ns.leaking_since_usec))
                                   : varlink::Json()},
@@ -105,15 +100,14 @@ varlink::Json to_json(const mirror::Engine::Unlisted& ns) {
 }
 
 varlink::Json to_json(const registry::Death& d) {
-    auto state = d.state;
-    std::replace(state.begin(), state.end(), '-', '_');
     const bool known = d.since_usec != 0;
     return {{"nsid", d.nsid},
             {"peer", peer_json(d.peer)},
             {"since", known ? varlink::Json(format_iso8601(d.since_usec)) : varlink::Json()},
             {"died", format_iso8601(d.died_usec)},
             {"lifetime_usec", known && d.died_usec > d.since_usec ? d.died_usec - d.since_usec : 0},
-            {"state", state.empty() ? varlink::Json() : varlink::Json(state)},
+            {"state",
+             d.state == PeerState::Unknown ? varlink::Json() : varlink::Json(wire_name(d.state))},
             {"died_while_down", d.down_since_usec != 0},
             {"down_since", d.down_since_usec != 0 ? varlink::Json(format_iso8601(d.down_since_usec))
                                                   : varlink::Json()}};
@@ -124,7 +118,7 @@ varlink::Json to_json(const mirror::Feed::Item& item) {
     return {{"seq", item.seq},
             {"kind", registry::to_string(c.kind)},
             {"observer", observer_name(c.observer)},
-            {"entry", to_json(c.entry, to_string(item.state))},
+            {"entry", to_json(c.entry, item.state)},
             {"removed", c.kind == registry::ChangeKind::Del ||
                             c.kind == registry::ChangeKind::Purge || c.removed}};
 }

@@ -24,7 +24,7 @@ std::string observer_name(registry::Observer observer);
 /// A namespace without an id in self's table (Engine::unlisted()), as the interface's
 /// Namespace.
 varlink::Json to_json(const mirror::Engine::Unlisted& ns);
-varlink::Json to_json(const registry::Entry& entry, const char* state);
+varlink::Json to_json(const registry::Entry& entry, PeerState state);
 varlink::Json to_json(const registry::Death& death);
 /// One Watch reply.
 varlink::Json to_json(const mirror::Feed::Item& item);

@@ -104,7 +104,7 @@ void Engine::forget_dead(const registry::Change& c) {
     // unknown for its last moments.
     if ((c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync) &&
         c.entry.decided != PeerState::Unknown)
-        registry_.set_death_state(c.entry.nsid, c.entry.since_usec, to_string(c.entry.decided));
+        registry_.set_death_state(c.entry.nsid, c.entry.since_usec, c.entry.decided);
     pending_down_.erase(c.entry.nsid);
 }
 

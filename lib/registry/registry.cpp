@@ -91,12 +91,12 @@ void Registry::record_death_while_down(Death death) {
     history_.push_back(std::move(death));
 }
 
-void Registry::set_death_state(Nsid nsid, std::uint64_t since_usec, std::string state) {
+void Registry::set_death_state(Nsid nsid, std::uint64_t since_usec, PeerState state) {
     // The death was just recorded: it is among the last ones.
     for (auto it = history_.rbegin(); it != history_.rend(); ++it)
         if (it->nsid == nsid && it->down_since_usec == 0 &&
             it->since_usec == std::min(since_usec, it->peer.first_seen_usec.value_or(UINT64_MAX))) {
-            it->state = std::move(state);
+            it->state = state;
             return;
         }
 }
@@ -433,25 +433,6 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
     if (!dying_.empty())
         sweep(changes);
     return changes;
-}
-
-const char* to_string(PeerState state) noexcept {
-    switch (state) {
-    case PeerState::Active:
-        return "active";
-    case PeerState::Mounted:
-        return "mounted";
-    case PeerState::StaleMount:
-        return "stale-mount";
-    case PeerState::FdHeld:
-        return "fd-held";
-    case PeerState::Pinned:
-        return "pinned";
-    case PeerState::Unknown:
-    case PeerState::Count:
-        break;
-    }
-    return "unknown";
 }
 
 const char* to_string(Source source) noexcept {

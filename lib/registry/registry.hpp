@@ -14,6 +14,7 @@
 
 #include "util/flat_map.hpp"
 #include "util/nonzero.hpp"
+#include "util/peer_state.hpp"
 #include "util/shared.hpp"
 #include "util/strings.hpp"
 
@@ -28,11 +29,9 @@ inline constexpr Observer kSelf = -1;
 /// How an entry was learned.
 enum class Source : std::uint8_t { Event, Dump, Probe, Resync };
 
-/// What holds a peer alive: decided by the engine from what discovery met (docs/design.md,
-/// "Peer states"), kept on self's row of the peer.
-enum class PeerState : std::uint8_t { Active, Mounted, StaleMount, FdHeld, Pinned, Unknown, Count };
-/// "active", "mounted", "stale-mount", "fd-held", "pinned", "unknown".
-const char* to_string(PeerState state) noexcept;
+/// What holds a peer alive (util/peer_state.hpp), kept on self's row of the peer.
+using nsidd::PeerState;
+using nsidd::to_string;
 
 /// What is known of a peer netns beyond its id; every field may be unknown.
 /// An fd of another process that is the peer namespace, or a socket created inside it.
@@ -113,7 +112,7 @@ struct Death {
     Identity peer;
     std::uint64_t since_usec = 0; ///< first seen (across restarts, where known)
     std::uint64_t died_usec = 0;
-    std::string state; ///< what held it at the last look before it died ("" unknown)
+    PeerState state = PeerState::Unknown; ///< what held it at the last look before it died
     /// Non-zero: it died while nsidd was down, after this time and before died_usec.
     std::uint64_t down_since_usec = 0;
 };
@@ -202,7 +201,7 @@ public:
     /// Records a death nsidd did not see (it was down): history only, no table changes.
     void record_death_while_down(Death death);
     /// Sets the last state of the recorded death of self's row (nsid, first seen at since).
-    void set_death_state(Nsid nsid, std::uint64_t since_usec, std::string state);
+    void set_death_state(Nsid nsid, std::uint64_t since_usec, PeerState state);
 
     /// Sets what is known of the peer self calls `nsid`. Returns false when self has no such
     /// entry or it already said so. Rows of other tables name the peer through current_nsid.

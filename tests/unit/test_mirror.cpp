@@ -228,7 +228,7 @@ TEST(Mirror, RestartWithSavedIds) {
     settle(engine);
     ASSERT_EQ(engine.registry().history().size(), before + 1);
     const auto& last = engine.registry().history().back();
-    EXPECT_EQ(last.state, "mounted");
+    EXPECT_EQ(last.state, PeerState::Mounted);
     EXPECT_EQ(last.since_usec, first_seen);
     EXPECT_EQ(last.down_since_usec, 0u);
     // A file for another boot is not taken.
