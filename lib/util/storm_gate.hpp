@@ -8,20 +8,9 @@
 namespace nsidd {
 
 /// Decides when the reader of a stream of events pauses so that a storm's events queue up and
-/// are read together: one wakeup for many events, not one each (docs/design.md, "Storms").
-///
-/// Reads are fast when each comes less than `gap_usec` after the one before. A storm is events
-/// that come on their own faster than they are read, which a pause shows: the read that ends
-/// it finds two events or more waiting. So the reader pauses after `run` fast reads in a row
-/// of which one found two events or more (a storm already), or, without that, as a probe
-/// after a longer run. A probe that finds fewer than two (a client that causes one event at a
-/// time and waits for it, which no pause could batch) doubles the run the next probe needs,
-/// up to `max_probe_run`: such a client is delayed once in that many events, at most. An
-/// event that comes after a quiet spell is read at once.
-///
-/// In a storm the reader pauses after each read; the read that ends a pause goes on with the
-/// storm while it finds two events or more (each pause twice the last, up to
-/// `max_pause_usec`), and ends it when it finds fewer.
+/// are read together: one wakeup for many events, not one each. The policy (fast reads, runs,
+/// probes, doubling pauses) is described once, in docs/design.md, "Storms"; Config holds its
+/// numbers.
 class StormGate {
 public:
     struct Config {
