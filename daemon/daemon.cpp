@@ -99,26 +99,14 @@ Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
         spdlog::debug("Loaded the namespace ids saved in {}", options_.id_cache);
     // Bootstrap: the event socket already queues changes; resync reads the table and then
     // applies what queued meanwhile.
-    if (auto r = resync(ResyncReason::Startup); !r) {
+    EventPath::Host& host = *this;
+    events_ = std::make_unique<EventPath>(event_.get(), *kernel_, *engine_, metrics_, host);
+    if (auto r = events_->resync(ResyncReason::Startup); !r) {
         spdlog::error("Failed to read the nsid table at start-up");
         return r;
     }
     settle(); // no watcher yet: the states, decided before the first answer
-    sd_event_source* s = nullptr;
-    int r = sd_event_add_io(event_.get(), &s, kernel_->event_fd(), EPOLLIN, on_netlink_io, this);
-    if (r >= 0) {
-        netlink_io_.reset(s);
-        // (Accuracy 1 us: 0 would be sd-event's default of 250 ms.)
-        r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, 0, 1, on_netlink_resume,
-                                       this);
-    }
-    if (r < 0) {
-        spdlog::error("Failed to watch the event socket: {}", std::strerror(-r));
-        return fail_errno(-r);
-    }
-    netlink_resume_.reset(s);
-    sd_event_source_set_enabled(s, SD_EVENT_OFF);
-    return {};
+    return events_->start(options_.resync_interval);
 }
 
 Result<void> Daemon::start() {
@@ -133,7 +121,6 @@ Result<void> Daemon::start() {
         return r;
     if (auto r = start_server(std::move(passed.varlink)); !r)
         return r;
-    arm_resync_timer();
     if (auto r = start_discovery(); !r)
         return r;
     sd_event_set_watchdog(event_.get(), true);
@@ -198,8 +185,8 @@ void Daemon::notify_status() {
 }
 
 void Daemon::sync_metrics() {
-    metrics_.sync({*engine_, kernel_->stats(), server_.get(), api_ ? api_->denials() : 0,
-                   storm_gate_.pauses()});
+    metrics_.sync(
+        {*engine_, kernel_->stats(), server_.get(), api_ ? api_->denials() : 0, events_->pauses()});
 }
 
 int Daemon::loop() {
@@ -223,126 +210,17 @@ int Daemon::loop() {
     }
 }
 
-int Daemon::on_netlink_io(sd_event_source* s, int, uint32_t, void* userdata) noexcept {
-    auto* self = static_cast<Daemon*>(userdata);
-    const auto now = monotonic_usec();
-    const auto events = self->on_netlink();
-    // In a storm, the socket is left alone for a moment: its events queue up and the next
-    // wakeup reads them together (docs/design.md, "Storms").
-    if (const auto pause = self->storm_gate_.read(now, events)) {
-        sd_event_source_set_enabled(s, SD_EVENT_OFF);
-        sd_event_source_set_time_relative(self->netlink_resume_.get(), pause);
-        sd_event_source_set_enabled(self->netlink_resume_.get(), SD_EVENT_ONESHOT);
-    }
-    return 0;
-}
-
-int Daemon::on_netlink_resume(sd_event_source* s, uint64_t, void* userdata) noexcept {
-    auto* self = static_cast<Daemon*>(userdata);
-    // The read the pause waited for is done here, with the socket still off: while the storm
-    // lasts, a wakeup per pause and no switching the socket on and off again.
-    const auto now = monotonic_usec();
-    if (const auto pause = self->storm_gate_.resumed(now, self->on_netlink())) {
-        sd_event_source_set_time_relative(s, pause);
-        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-    } else {
-        sd_event_source_set_enabled(self->netlink_io_.get(), SD_EVENT_ON);
-    }
-    return 0;
-}
-
-std::size_t Daemon::on_netlink() {
-    if (resync_timer_pending_) {
-        // An overrun resync is due: the snapshot it takes supersedes whatever is read now.
-        kernel_->discard();
-        return 0;
-    }
-    const auto applied = engine_->apply_events();
-    if (applied.events > 0 && !applied.lost)
-        metrics_.observe_batch(applied.events);
+void Daemon::changed(std::size_t work) {
     send_changes();
-    release_memory(applied.changes);
-    if (engine_->refresh_due())
-        schedule_discovery();
-    if (applied.lost) {
-        log_notable(Notable::Overrun, spdlog::level::warn,
-                    fmt::format("Lost nsid events (receive buffer overrun or malformed message, "
-                                "{} overruns so far); resyncing",
-                                kernel_->stats().overruns));
-        overrun_resync();
-    }
+    release_memory(work);
+}
+
+void Daemon::ids_unexplained() {
+    schedule_discovery();
+}
+
+void Daemon::stepped() {
     notify_status();
-    return applied.events;
-}
-
-void Daemon::overrun_resync() {
-    // Overruns come in storms, and reading a large table costs: resync at once, or, if the
-    // last one ended recently, once it has been idle ten times as long as it took. The mirror
-    // is exact again shortly after the storm, without resyncing through all of it.
-    const auto& st = engine_->stats();
-    const auto now = monotonic_usec();
-    const auto earliest =
-        last_resync_end_usec_ +
-        std::min<std::uint64_t>(st.last_resync_duration_usec * 10, kMaxResyncBackoffUsec);
-    if (last_resync_end_usec_ == 0 || now >= earliest) {
-        (void)resync(ResyncReason::Overrun);
-        return;
-    }
-    defer_resync(earliest - now);
-}
-
-void Daemon::defer_resync(std::uint64_t delay_usec) {
-    // Until it runs, events read are dropped: the snapshot it takes supersedes them.
-    resync_timer_pending_ = true;
-    if (overrun_timer_) {
-        sd_event_source_set_time_relative(overrun_timer_.get(), delay_usec);
-        sd_event_source_set_enabled(overrun_timer_.get(), SD_EVENT_ONESHOT);
-        return;
-    }
-    sd_event_source* s = nullptr;
-    if (sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, delay_usec, 1000,
-                                   on_overrun_timer, this) < 0) {
-        resync_timer_pending_ = false;
-        return; // the next overrun or the periodic resync tries again
-    }
-    overrun_timer_.reset(s);
-}
-
-int Daemon::on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
-    auto* self = static_cast<Daemon*>(userdata);
-    self->kernel_->discard();
-    (void)self->resync(ResyncReason::Overrun);
-    self->notify_status();
-    return 0;
-}
-
-Result<void> Daemon::resync(ResyncReason reason) {
-    // Whatever the reason, this snapshot supersedes a deferred overrun resync.
-    resync_timer_pending_ = false;
-    if (overrun_timer_)
-        sd_event_source_set_enabled(overrun_timer_.get(), SD_EVENT_OFF);
-    auto changes = engine_->resync(reason);
-    last_resync_end_usec_ = monotonic_usec();
-    if (!changes) {
-        // Events kept overflowing while the table was read (a storm still going), or the
-        // kernel did not answer: the mirror is not exact, so try again until it is.
-        spdlog::warn("Failed to resync the nsid table ({}): {}; trying again", to_string(reason),
-                     changes.error().message());
-        if (reason != ResyncReason::Startup)
-            defer_resync(kRetryResyncUsec);
-        return fail(changes.error());
-    }
-    const auto& st = engine_->stats();
-    metrics_.observe_resync(st.last_resync_duration_usec);
-    if (reason != ResyncReason::Startup)
-        log_notable(Notable::Resync, *changes == 0 ? spdlog::level::debug : spdlog::level::info,
-                    fmt::format("Resynced ({}) in {} us with {} probes: {} changes",
-                                to_string(reason), st.last_resync_duration_usec, st.last_probes,
-                                *changes));
-    send_changes();
-    // A large read's temporaries (probe lists, scan results) would otherwise stay resident.
-    release_memory(st.last_probes);
-    return {};
 }
 
 void Daemon::release_memory(std::size_t items) {
@@ -392,31 +270,6 @@ int Daemon::on_quiet_timer(sd_event_source* s, uint64_t, void* userdata) noexcep
     return 0;
 }
 
-void Daemon::arm_resync_timer() {
-    if (options_.resync_interval == 0) {
-        resync_timer_.reset();
-        return;
-    }
-    const std::uint64_t usec = std::uint64_t{options_.resync_interval} * 1'000'000u;
-    if (resync_timer_) {
-        sd_event_source_set_time_relative(resync_timer_.get(), usec);
-        sd_event_source_set_enabled(resync_timer_.get(), SD_EVENT_ONESHOT);
-        return;
-    }
-    sd_event_source* s = nullptr;
-    if (sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC, usec, 1'000'000,
-                                   on_resync_timer, this) >= 0)
-        resync_timer_.reset(s);
-}
-
-int Daemon::on_resync_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
-    auto* self = static_cast<Daemon*>(userdata);
-    (void)self->resync(ResyncReason::Periodic);
-    self->arm_resync_timer();
-    self->notify_status();
-    return 0;
-}
-
 int Daemon::on_signal(sd_event_source* s, const signalfd_siginfo* si, void* userdata) noexcept {
     auto* self = static_cast<Daemon*>(userdata);
     if (si->ssi_signo == SIGHUP) {
@@ -446,7 +299,7 @@ std::optional<std::string> Daemon::reload() {
     options_.log_level = fresh.log_level;
     if (fresh.resync_interval != options_.resync_interval) {
         options_.resync_interval = fresh.resync_interval;
-        arm_resync_timer();
+        events_->set_resync_interval(fresh.resync_interval);
     }
     spdlog::info("Reloaded the configuration");
     sd_notify(0, "READY=1");

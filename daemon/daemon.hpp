@@ -11,6 +11,7 @@
 #include <systemd/sd-event.h>
 
 #include "daemon/activation.hpp"
+#include "daemon/event_path.hpp"
 #include "daemon/fd_search.hpp"
 #include "daemon/netlink_kernel.hpp"
 #include "daemon/metrics.hpp"
@@ -18,7 +19,6 @@
 #include "daemon/server.hpp"
 #include "daemon/varlink_api.hpp"
 #include "mirror/engine.hpp"
-#include "util/storm_gate.hpp"
 
 namespace nsidd::daemon {
 
@@ -26,7 +26,7 @@ using Event = std::unique_ptr<sd_event, FnDeleter<sd_event_unref>>;
 
 /// nsidd: the engine, the Varlink server, signals and timers on one sd-event loop. Glue: what to
 /// do about the kernel's tables is the engine's; what a call means is the API's.
-class Daemon {
+class Daemon : private EventPath::Host {
 public:
     Daemon(Options options, int argc, char** argv);
     ~Daemon();
@@ -49,21 +49,15 @@ private:
     // Removes the socket file that start_server() created, if it is still ours.
     void remove_socket();
 
-    // Events and resyncs (daemon.cpp).
-    // Reads and applies what the event socket holds; returns the events read.
-    std::size_t on_netlink();
-    // Resyncs; a failure is logged here (and retried unless at start-up).
-    Result<void> resync(mirror::ResyncReason reason);
-    // After an overrun: resync now, or later if the last one was recent.
-    void overrun_resync();
-    // Runs an overrun resync after `delay_usec`, dropping the events read until then.
-    void defer_resync(std::uint64_t delay_usec);
+    // What the event path tells (EventPath::Host).
+    void changed(std::size_t work) override;
+    void ids_unexplained() override;
+    void stepped() override;
     // Drains the engine's feed: each new change to every Watch client, and deaths counted
     // toward the burst's log line.
     void send_changes();
     std::optional<std::string> reload();
     varlink::Json status() const; // (serve.cpp)
-    void arm_resync_timer();
     void notify_status();
     // Returns freed heap to the system once work on many entries has added up, when that
     // work pauses.
@@ -99,11 +93,7 @@ private:
     // Saves the catalog's ids for a restart (--id-cache), when they changed.
     void save_ids(bool now = false);
 
-    static int on_netlink_io(sd_event_source*, int, uint32_t, void* userdata) noexcept;
-    static int on_netlink_resume(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_signal(sd_event_source*, const signalfd_siginfo* si, void* userdata) noexcept;
-    static int on_resync_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
-    static int on_overrun_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept;
     static int on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_refresh_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
@@ -111,8 +101,6 @@ private:
     static int on_state_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_quiet_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
 
-    static constexpr std::uint64_t kMaxResyncBackoffUsec = 2'000'000;
-    static constexpr std::uint64_t kRetryResyncUsec = 200'000;
     static constexpr std::size_t kTrimThreshold = 1000;
     // The quiet timer fires once no work came for this long, or this long after it was armed.
     static constexpr std::uint64_t kQuietUsec = 100'000;
@@ -135,25 +123,19 @@ private:
     Event event_;
     std::unique_ptr<NetlinkKernel> kernel_;
     std::unique_ptr<mirror::Engine> engine_;
+    std::unique_ptr<EventPath> events_;
     std::unique_ptr<VarlinkApi> api_;
     std::unique_ptr<Server> server_;
     Metrics metrics_;
     KernelFeatures features_;
     UniqueFd mountinfo_; // watched for mount changes (before sources_: outlives its source)
     std::vector<EventSource> sources_;
-    EventSource netlink_io_;     // the event socket: off while a storm's events queue up
-    EventSource netlink_resume_; // ends a pause: reads, then pauses again or turns it back on
-    StormGate storm_gate_;
     EventSource mounts_watch_; // on mountinfo_: off while a rescan is pending
-    EventSource resync_timer_;
     EventSource mounts_timer_;
     EventSource refresh_timer_; // the next slice of an unfinished round of questions
-    EventSource overrun_timer_;
     EventSource discovery_timer_;
     EventSource state_timer_; // CLOCK_REALTIME: when a grace period ends
     EventSource quiet_timer_; // once work pauses: the trim, the burst's log line
-    bool resync_timer_pending_ = false;
-    std::uint64_t last_resync_end_usec_ = 0; // CLOCK_MONOTONIC
     std::uint64_t mount_delay_usec_ = kMountDelayUsec;
     bool mounts_changed_ = false;
     std::uint64_t started_usec_ = 0;

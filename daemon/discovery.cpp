@@ -141,7 +141,7 @@ void Daemon::resync_if_replaced() {
     // Discovery met a row's peer replaced under its id: the events saying so were lost, or are
     // still queued; the resync tells which.
     if (engine_->resync_due())
-        resync(mirror::ResyncReason::Replaced);
+        (void)events_->resync(mirror::ResyncReason::Replaced);
 }
 
 int Daemon::on_discovery_timer(sd_event_source* s, uint64_t, void* userdata) noexcept {

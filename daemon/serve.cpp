@@ -70,7 +70,7 @@ VarlinkApi::Hooks Daemon::api_hooks() {
                 settle();
                 return status();
             },
-        .resync = [this] { (void)resync(ResyncReason::Manual); },
+        .resync = [this] { (void)events_->resync(ResyncReason::Manual); },
         .reload = [this] { return reload(); },
         .restart_needed = [this] { return restart_needed_; },
         .metrics_text =
