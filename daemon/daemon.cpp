@@ -121,7 +121,10 @@ Result<void> Daemon::start() {
         return r;
     if (auto r = start_server(std::move(passed.varlink)); !r)
         return r;
-    if (auto r = start_discovery(); !r)
+    DiscoveryTimers::Host& host = *this;
+    discovery_ = std::make_unique<DiscoveryTimers>(event_.get(), *kernel_, *engine_, *events_,
+                                                   options_.discovery_interval, host);
+    if (auto r = discovery_->start(); !r)
         return r;
     sd_event_set_watchdog(event_.get(), true);
     log_started();
@@ -216,7 +219,21 @@ void Daemon::changed(std::size_t work) {
 }
 
 void Daemon::ids_unexplained() {
-    schedule_discovery();
+    if (discovery_) // (none yet while the bootstrap reads the table)
+        discovery_->schedule();
+}
+
+void Daemon::pass_ended(std::size_t namespaces) {
+    settle(); // the states the pass just decided
+    leak_reports_.report(*engine_, options_.orphan_grace);
+    save_ids();
+    metrics_.set_namespaces(namespaces, read_netns_limit());
+    release_memory(namespaces);
+}
+
+void Daemon::search_ended() {
+    settle();
+    leak_reports_.report(*engine_, options_.orphan_grace);
 }
 
 void Daemon::stepped() {
@@ -304,6 +321,79 @@ std::optional<std::string> Daemon::reload() {
     spdlog::info("Reloaded the configuration");
     sd_notify(0, "READY=1");
     return std::nullopt;
+}
+
+void Daemon::send_changes() {
+    auto& feed = engine_->feed();
+    if (!feed.pending())
+        return;
+    std::size_t deaths = 0;
+    daemon::send_changes(feed, server_.get(), [&](const mirror::Feed::Item& item) {
+        deaths += item.change.kind == registry::ChangeKind::Del &&
+                  item.change.observer == registry::kSelf;
+    });
+    // Told once the burst is over (on_quiet_timer): one line for a storm, not one per read.
+    // A burst is deaths with no quiet moment between them: a few earlier ones, too few to be
+    // told (so no line is pending for them), do not count toward it.
+    if (deaths > 0) {
+        const auto now = monotonic_usec();
+        if (burst_deaths_ < kBurstToLog && now - last_death_usec_ >= kQuietUsec)
+            burst_deaths_ = burst_sweeps_ = 0;
+        last_death_usec_ = now;
+        burst_deaths_ += deaths;
+        ++burst_sweeps_;
+        if (burst_deaths_ >= kBurstToLog)
+            after_quiet();
+    }
+}
+
+void Daemon::settle() {
+    if (!engine_)
+        return;
+    engine_->settle();
+    send_changes();
+    const auto at = engine_->next_state_change_usec();
+    if (at == 0) {
+        if (state_timer_)
+            sd_event_source_set_enabled(state_timer_.get(), SD_EVENT_OFF);
+        return;
+    }
+    if (state_timer_) {
+        // Unchanged, it stays as it is: setting a time rearms the loop's timer (a system call).
+        std::uint64_t armed = 0;
+        int enabled = SD_EVENT_OFF;
+        sd_event_source_get_time(state_timer_.get(), &armed);
+        sd_event_source_get_enabled(state_timer_.get(), &enabled);
+        if (armed != at || enabled != SD_EVENT_ONESHOT) {
+            sd_event_source_set_time(state_timer_.get(), at);
+            sd_event_source_set_enabled(state_timer_.get(), SD_EVENT_ONESHOT);
+        }
+        return;
+    }
+    sd_event_source* s = nullptr;
+    if (sd_event_add_time(event_.get(), &s, CLOCK_REALTIME, at, 10'000, on_state_timer, this) >= 0)
+        state_timer_.reset(s);
+}
+
+int Daemon::on_state_timer(sd_event_source*, uint64_t, void* userdata) noexcept {
+    static_cast<Daemon*>(userdata)->settle();
+    return 0;
+}
+
+void Daemon::save_ids(bool now) {
+    if (options_.id_cache == "none" || !engine_)
+        return;
+    // Its directory is the service's RuntimeDirectory; run by hand, nsidd makes it.
+    if (const auto slash = options_.id_cache.rfind('/'); slash != std::string::npos && slash > 0)
+        ::mkdir(options_.id_cache.substr(0, slash).c_str(), 0755);
+    auto saved = engine_->save_ids(options_.id_cache, now);
+    if (saved)
+        return;
+    // Once per run: a missing directory stays missing.
+    if (!id_cache_warned_)
+        spdlog::warn("Cannot save namespace ids to {} ({}); restarts will ask the kernel again",
+                     options_.id_cache, saved.error().message());
+    id_cache_warned_ = true;
 }
 
 } // namespace nsidd::daemon

@@ -11,8 +11,9 @@
 #include <systemd/sd-event.h>
 
 #include "daemon/activation.hpp"
+#include "daemon/discovery_timers.hpp"
 #include "daemon/event_path.hpp"
-#include "daemon/fd_search.hpp"
+#include "daemon/leak_reports.hpp"
 #include "daemon/netlink_kernel.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/options.hpp"
@@ -24,9 +25,11 @@ namespace nsidd::daemon {
 
 using Event = std::unique_ptr<sd_event, FnDeleter<sd_event_unref>>;
 
-/// nsidd: the engine, the Varlink server, signals and timers on one sd-event loop. Glue: what to
-/// do about the kernel's tables is the engine's; what a call means is the API's.
-class Daemon : private EventPath::Host {
+/// nsidd: its parts wired on one sd-event loop (start()): the engine, the event path, the
+/// discovery timers, the Varlink API and server, the metrics exporter and the leak reports.
+/// What to do about the kernel's tables is the engine's; what a call means is the API's; the
+/// daemon starts and stops the parts, drains the engine's feed and keeps the heap small.
+class Daemon : private EventPath::Host, private DiscoveryTimers::Host {
 public:
     Daemon(Options options, int argc, char** argv);
     ~Daemon();
@@ -53,6 +56,10 @@ private:
     void changed(std::size_t work) override;
     void ids_unexplained() override;
     void stepped() override;
+    // What discovery tells (DiscoveryTimers::Host): the leaks newly decided, the id cache,
+    // the namespace count.
+    void pass_ended(std::size_t namespaces) override;
+    void search_ended() override;
     // Drains the engine's feed: each new change to every Watch client, and deaths counted
     // toward the burst's log line.
     void send_changes();
@@ -73,31 +80,10 @@ private:
     // and wakes again when a state changes with time alone.
     void settle();
 
-    // Discovery (discovery.cpp): mount changes (rescanned once per burst), the periodic /proc
-    // pass, orphan reports and the id cache.
-    Result<void> start_discovery();
-    void schedule_discovery();
-    void on_mounts_due();
-    // A slice of a round of questions for ids no known namespace explains.
-    void refresh_slice();
-    void on_discovery_slice(sd_event_source* s);
-    // Whether nsid events are queued on the event socket (polled: long work yields to them).
-    bool events_waiting() const;
-    void resync_if_replaced();
-    // Starts the fd search the engine wants, in its own process (fd_search.hpp).
-    void start_fd_search();
-    void on_fd_search_done(netns::FdFound found);
-    // After a discovery pass: warns once of each peer newly leaking (stale-mount, fd-held,
-    // pinned), with journal fields naming it, its holder and its owner.
-    void report_leaks();
     // Saves the catalog's ids for a restart (--id-cache), when they changed.
     void save_ids(bool now = false);
 
     static int on_signal(sd_event_source*, const signalfd_siginfo* si, void* userdata) noexcept;
-    static int on_mounts(sd_event_source*, int, uint32_t, void* userdata) noexcept;
-    static int on_mounts_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
-    static int on_refresh_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
-    static int on_discovery_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_state_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
     static int on_quiet_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
 
@@ -108,14 +94,8 @@ private:
     // An output buffer at least this large freed (an answer of ~1000 rows): trim. Smaller ones,
     // and most Watch backlogs, are not worth a walk of the heap.
     static constexpr std::size_t kTrimAfterBytes = 256 * 1024;
-    static constexpr std::uint64_t kMountDelayUsec = 50'000; // the shortest
-    // Longest stretch of questions for unexplained ids before the loop serves others again.
-    static constexpr std::uint64_t kRefreshSliceUsec = 1'000;
-    // ~2-4 ms of /proc on a host with thousands of processes (bench/README.md, "Holder passes").
-    static constexpr std::size_t kProcessesPerSlice = 512;
     static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
     static constexpr std::size_t kBurstToLog = 10;
-    static constexpr std::size_t kOrphansToLog = 10;
 
     Options options_;
     int argc_;
@@ -124,20 +104,15 @@ private:
     std::unique_ptr<NetlinkKernel> kernel_;
     std::unique_ptr<mirror::Engine> engine_;
     std::unique_ptr<EventPath> events_;
+    std::unique_ptr<DiscoveryTimers> discovery_;
     std::unique_ptr<VarlinkApi> api_;
     std::unique_ptr<Server> server_;
     Metrics metrics_;
     KernelFeatures features_;
-    UniqueFd mountinfo_; // watched for mount changes (before sources_: outlives its source)
+    LeakReports leak_reports_;
     std::vector<EventSource> sources_;
-    EventSource mounts_watch_; // on mountinfo_: off while a rescan is pending
-    EventSource mounts_timer_;
-    EventSource refresh_timer_; // the next slice of an unfinished round of questions
-    EventSource discovery_timer_;
     EventSource state_timer_; // CLOCK_REALTIME: when a grace period ends
     EventSource quiet_timer_; // once work pauses: the trim, the burst's log line
-    std::uint64_t mount_delay_usec_ = kMountDelayUsec;
-    bool mounts_changed_ = false;
     std::uint64_t started_usec_ = 0;
     std::size_t trim_debt_ = 0;         // entries worked on since the last malloc_trim
     std::uint64_t quiet_due_usec_ = 0;  // when the quiet timer was armed (CLOCK_MONOTONIC)
@@ -149,12 +124,7 @@ private:
     bool passed_socket_ = false;
     ino_t socket_inode_ = 0; // the socket file we bound, 0: none (passed, or not yet)
     bool id_cache_warned_ = false;
-    bool copies_denied_warned_ = false;
-    bool fd_search_warned_ = false; // a search given up was logged
-    std::unique_ptr<FdSearchRunner> fd_search_;
     std::vector<std::string> restart_needed_; // keys the last reload changed but cannot apply
-    // Leaks reported: (nsid, since, state).
-    std::set<std::tuple<registry::Nsid, std::uint64_t, mirror::PeerState>> leaks_;
 };
 
 } // namespace nsidd::daemon
