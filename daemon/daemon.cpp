@@ -329,8 +329,7 @@ void Daemon::send_changes() {
         return;
     std::size_t deaths = 0;
     daemon::send_changes(feed, server_.get(), [&](const mirror::Feed::Item& item) {
-        deaths += item.change.kind == registry::ChangeKind::Del &&
-                  item.change.observer == registry::kSelf;
+        deaths += item.kind == mirror::Feed::Kind::Del && item.observer == registry::kSelf;
     });
     // Told once the burst is over (on_quiet_timer): one line for a storm, not one per read.
     // A burst is deaths with no quiet moment between them: a few earlier ones, too few to be

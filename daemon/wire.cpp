@@ -114,13 +114,11 @@ varlink::Json to_json(const registry::Death& d) {
 }
 
 varlink::Json to_json(const mirror::Feed::Item& item) {
-    const auto& c = item.change;
     return {{"seq", item.seq},
-            {"kind", registry::to_string(c.kind)},
-            {"observer", observer_name(c.observer)},
-            {"entry", to_json(c.entry, item.state)},
-            {"removed", c.kind == registry::ChangeKind::Del ||
-                            c.kind == registry::ChangeKind::Purge || c.removed}};
+            {"kind", mirror::to_string(item.kind)},
+            {"observer", observer_name(item.observer)},
+            {"entry", to_json(item.entry, item.state)},
+            {"removed", item.removed}};
 }
 
 } // namespace nsidd::daemon

@@ -9,8 +9,25 @@
 
 namespace nsidd::mirror {
 
-void Feed::push(registry::Change shown, PeerState state) {
-    items_.push_back(Item{++seq_, std::move(shown), state});
+void Feed::push(Kind kind, registry::Observer observer, registry::Entry shown, bool removed,
+                PeerState state) {
+    items_.push_back(Item{++seq_, kind, observer, removed, state, std::move(shown)});
+}
+
+const char* to_string(Feed::Kind kind) noexcept {
+    switch (kind) {
+    case Feed::Kind::New:
+        return "new";
+    case Feed::Kind::Del:
+        return "del";
+    case Feed::Kind::Purge:
+        return "purge";
+    case Feed::Kind::Resync:
+        return "resync";
+    case Feed::Kind::Update:
+        return "update";
+    }
+    return "unknown";
 }
 
 bool Feed::resumable(std::uint64_t since) const noexcept {
@@ -24,6 +41,10 @@ void Feed::trim() {
         items_.pop_front();
 }
 
+static_assert(static_cast<int>(Feed::Kind::Resync) ==
+                  static_cast<int>(registry::ChangeKind::Resync),
+              "the feed's first kinds are the registry's, in the same order");
+
 void Engine::show(std::vector<registry::Change>&& changes) {
     using registry::ChangeKind;
     // Rows of other tables purged with a peer show the identity self's row for it had; that
@@ -34,7 +55,7 @@ void Engine::show(std::vector<registry::Change>&& changes) {
                     [](const auto& c) { return c.observer != registry::kSelf; }))
         for (const auto& c : changes)
             if (c.observer == registry::kSelf && c.kind != ChangeKind::New &&
-                c.kind != ChangeKind::Update && (c.kind != ChangeKind::Resync || c.removed))
+                (c.kind != ChangeKind::Resync || c.removed))
                 dead[c.entry.nsid] = &c.entry.peer;
     for (auto& c : changes) {
         // A row that left its table shows the last state decided for it, as History does
@@ -44,15 +65,14 @@ void Engine::show(std::vector<registry::Change>&& changes) {
                                ? c.entry.decided
                                : this->state(c.observer, c.entry);
         // Taken over where no later change of this batch reads it (the dead's identities).
-        registry::Change shown{c.kind, c.observer,
-                               dead.empty() ? view(c.observer, std::move(c.entry))
-                                            : view(c.observer, c.entry),
-                               c.removed};
-        if (gone && c.observer != registry::kSelf && shown.entry.current_nsid &&
-            !shown.entry.peer.cookie && !shown.entry.peer.inode)
-            if (const auto d = dead.find(*shown.entry.current_nsid); d != dead.end())
-                shown.entry.peer = *d->second;
-        feed_.push(std::move(shown), state);
+        auto shown =
+            dead.empty() ? view(c.observer, std::move(c.entry)) : view(c.observer, c.entry);
+        if (gone && c.observer != registry::kSelf && shown.current_nsid && !shown.peer.cookie &&
+            !shown.peer.inode)
+            if (const auto d = dead.find(*shown.current_nsid); d != dead.end())
+                shown.peer = *d->second;
+        // (The registry's kinds are the feed's first ones, in the same order.)
+        feed_.push(static_cast<Feed::Kind>(c.kind), c.observer, std::move(shown), gone, state);
     }
 }
 

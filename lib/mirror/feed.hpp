@@ -20,10 +20,17 @@ using registry::PeerState;
 /// Invariant: List at seq S equals every change up to S applied in order.
 class Feed {
 public:
+    /// The registry's kinds of change, and Update: a row's identity or state changed (the
+    /// engine's, never the registry's).
+    enum class Kind : std::uint8_t { New, Del, Purge, Resync, Update };
+    /// One change as shown.
     struct Item {
         std::uint64_t seq;
-        registry::Change change; ///< as shown
+        Kind kind;
+        registry::Observer observer;
+        bool removed; ///< the row left its table (Del, Purge, or a Resync that dropped it)
         PeerState state;
+        registry::Entry entry;
     };
     /// Changes kept for Watch(since): a client that reconnects within this many changes
     /// misses nothing and need not read the tables again.
@@ -36,7 +43,8 @@ public:
         : seq_(first_seq), first_seq_(first_seq), drained_(first_seq), kept_max_(kept) {}
 
     /// Numbers a change as shown and appends it.
-    void push(registry::Change shown, PeerState state);
+    void push(Kind kind, registry::Observer observer, registry::Entry shown, bool removed,
+              PeerState state);
 
     /// The last change's seq (first_seq when there was none).
     std::uint64_t seq() const noexcept { return seq_; }
@@ -76,5 +84,8 @@ private:
     std::size_t kept_max_;
     std::deque<Item> items_; // the last kept_max_ drained ones and all pending, oldest first
 };
+
+/// "new", "del", "purge", "resync", "update".
+const char* to_string(Feed::Kind kind) noexcept;
 
 } // namespace nsidd::mirror

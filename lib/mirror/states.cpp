@@ -107,7 +107,12 @@ std::size_t Engine::settle() {
         touch(deadlines_.begin()->second);
         deadlines_.erase(deadlines_.begin());
     }
-    std::vector<registry::Change> out;
+    std::size_t count = 0;
+    // An update shows the row as it is now (an identity or a state: nothing leaves a table).
+    const auto update = [&](Observer o, const registry::Entry& e) {
+        feed_.push(Feed::Kind::Update, o, view(o, e), false, state(o, e));
+        ++count;
+    };
     const auto& rows = registry_.table(registry::kSelf)->rows;
     for (const auto& [nsid, identity] : touched_) {
         const auto row = rows.find(nsid);
@@ -124,16 +129,12 @@ std::size_t Engine::settle() {
             registry_.set_state(nsid, verdict.state, verdict.leaking_since);
         else if (!identity)
             continue;
-        out.push_back(registry::Change{registry::ChangeKind::Update, registry::kSelf, entry});
+        update(registry::kSelf, entry);
         // Rows of other tables show this peer's identity and state.
         if (config_.host)
-            registry_.for_each_row_naming(nsid, [&](Observer o, const registry::Entry& e) {
-                out.push_back(registry::Change{registry::ChangeKind::Update, o, e});
-            });
+            registry_.for_each_row_naming(nsid, update);
     }
     touched_.clear();
-    const auto count = out.size();
-    show(std::move(out));
     return count;
 }
 

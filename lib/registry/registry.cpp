@@ -459,8 +459,6 @@ const char* to_string(ChangeKind kind) noexcept {
         return "purge";
     case ChangeKind::Resync:
         return "resync";
-    case ChangeKind::Update:
-        return "update";
     }
     return "unknown";
 }

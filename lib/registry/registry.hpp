@@ -117,8 +117,7 @@ struct Death {
     std::uint64_t down_since_usec = 0;
 };
 
-/// Update: the row's identity or state changed (made by the engine, never by the registry).
-enum class ChangeKind : std::uint8_t { New, Del, Purge, Resync, Update };
+enum class ChangeKind : std::uint8_t { New, Del, Purge, Resync };
 /// One change to the mirror, in the order applied; what watchers are sent.
 struct Change {
     ChangeKind kind;

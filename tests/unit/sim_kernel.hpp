@@ -372,14 +372,12 @@ struct Replay {
             if (seq != 0 && item.seq != seq + 1 && gap.empty())
                 gap = "seq " + std::to_string(item.seq) + " after " + std::to_string(seq);
             seq = item.seq;
-            const auto& c = item.change;
-            const std::pair key{c.observer, c.entry.nsid};
-            if (c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Purge ||
-                c.removed)
+            const std::pair key{item.observer, item.entry.nsid};
+            if (item.removed)
                 rows.erase(key);
             else
-                rows[key] = {c.entry, item.state};
-            updates += c.kind == registry::ChangeKind::Update;
+                rows[key] = {item.entry, item.state};
+            updates += item.kind == Feed::Kind::Update;
         });
     }
     // Settles the engine (as the daemon does before it answers List), then compares.

@@ -183,9 +183,10 @@ private:
 TEST(Feed, KeepsTheLastDrainedAndResumesOnlyWithin) {
     mirror::Feed feed(100, 4);
     const auto push = [&](registry::Nsid nsid) {
-        registry::Change c{registry::ChangeKind::New, registry::kSelf, {}};
-        c.entry.nsid = nsid;
-        feed.push(std::move(c), registry::PeerState::Active);
+        registry::Entry e;
+        e.nsid = nsid;
+        feed.push(mirror::Feed::Kind::New, registry::kSelf, std::move(e), false,
+                  registry::PeerState::Active);
     };
     EXPECT_TRUE(feed.resumable(100)); // nothing yet: nothing to miss
     EXPECT_FALSE(feed.resumable(99)); // a seq of an earlier run
