@@ -382,9 +382,6 @@ int Daemon::on_state_timer(sd_event_source*, uint64_t, void* userdata) noexcept 
 void Daemon::save_ids(bool now) {
     if (options_.id_cache == "none" || !engine_)
         return;
-    // Its directory is the service's RuntimeDirectory; run by hand, nsidd makes it.
-    if (const auto slash = options_.id_cache.rfind('/'); slash != std::string::npos && slash > 0)
-        ::mkdir(options_.id_cache.substr(0, slash).c_str(), 0755);
     auto saved = engine_->save_ids(options_.id_cache, now);
     if (saved)
         return;

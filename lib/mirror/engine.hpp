@@ -180,8 +180,8 @@ public:
     /// not apply (then nothing changes).
     bool load_ids(const std::string& path);
     /// Saves the ids the catalog knows, with each peer's first-seen time, to `path`
-    /// (atomically, mode 0600) when they changed since the last save, or always when `now`
-    /// (at stop: the save time bounds the deaths a restart finds).
+    /// (atomically, mode 0600, its directory made if missing) when they changed since the last
+    /// save, or always when `now` (at stop: the save time bounds the deaths a restart finds).
     Result<void> save_ids(const std::string& path, bool now = false);
 
     /// Self's id for the namespace named `name` under the netns directory, if it has one.

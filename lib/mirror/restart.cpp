@@ -6,6 +6,8 @@
 
 #include <algorithm>
 
+#include <sys/stat.h>
+
 #include "util/file.hpp"
 
 namespace nsidd::mirror {
@@ -76,6 +78,9 @@ Result<void> Engine::save_ids(const std::string& path, bool now) {
         if (ns.owner)
             cache.owners.emplace(cookie, *ns.owner);
     }
+    // Its directory is the service's RuntimeDirectory; run by hand, nsidd makes it.
+    if (const auto slash = path.rfind('/'); slash != std::string::npos && slash > 0)
+        ::mkdir(path.substr(0, slash).c_str(), 0755);
     auto written = write_file_atomic(path, netns::format_id_cache(key, cache), 0600);
     if (written) {
         saved_ids_version_ = catalog_.ids_version();

@@ -21,6 +21,7 @@
 #include "netns/mount_table.hpp"
 #include "netns/owner.hpp"
 #include "netns/queries.hpp"
+#include "util/owner.hpp"
 #include "util/flat_map.hpp"
 #include "util/strings.hpp"
 #include "util/unique_fd.hpp"

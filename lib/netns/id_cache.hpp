@@ -8,6 +8,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "util/owner.hpp"
 #include "util/shared.hpp"
 
 namespace nsidd::netns {

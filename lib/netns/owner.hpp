@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "util/owner.hpp"
 #include "util/shared.hpp"
 #include "util/strings.hpp"
 

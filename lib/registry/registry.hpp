@@ -15,6 +15,7 @@
 #include "util/flat_map.hpp"
 #include "util/nonzero.hpp"
 #include "util/peer_state.hpp"
+#include "util/owner.hpp"
 #include "util/shared.hpp"
 #include "util/strings.hpp"
 
