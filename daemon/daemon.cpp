@@ -106,6 +106,8 @@ Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
         return r;
     }
     settle(); // no watcher yet: the states, decided before the first answer
+    // No client can resume from before now: what the start-up read need not be kept.
+    engine_->feed().forget_drained();
     return events_->start(options_.resync_interval);
 }
 

@@ -62,6 +62,14 @@ public:
         trim();
     }
 
+    /// Forgets the drained changes kept: no client can ask to resume before the next one (the
+    /// start-up's changes, made before any client could connect).
+    void forget_drained() {
+        while (!items_.empty() && items_.front().seq <= drained_)
+            items_.pop_front();
+        items_.shrink_to_fit();
+    }
+
     /// Whether every drained change after `since` is still kept (and `since` is of this run):
     /// then for_each_after(since) gives them all.
     bool resumable(std::uint64_t since) const noexcept;

@@ -432,4 +432,42 @@ inline void settle(Engine& engine) {
     }
 }
 
+// Random churn on the simulated kernel: namespaces created (named, with a process, hidden) with
+// ids in self's table, ids across tables, deaths in bursts that race the reuse of their ids.
+struct Churn {
+    Sim& sim;
+    std::mt19937& rng;
+    std::vector<int> alive;
+    int pid = 100;
+
+    int roll(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); }
+    // One more namespace with an id; `sparse`: now and then an explicit random id (reachable
+    // ones only: a hidden one's sparse id whose NEW was lost past the dump's cut can be found
+    // by nothing short of asking every id).
+    void create(int step, bool sparse) {
+        const int kind = roll(3);
+        const int n = kind == 0   ? sim.named("s" + std::to_string(step))
+                      : kind == 1 ? sim.with_process(pid++)
+                                  : sim.create();
+        alive.push_back(n);
+        const bool explicit_id = sparse && kind != 2 && roll(10) == 0;
+        sim.assign_self(n, explicit_id ? std::optional<Nsid>(roll(100000)) : std::nullopt);
+    }
+    // One of them gives another an id in its table.
+    void link() {
+        if (alive.size() >= 2)
+            sim.assign_foreign(alive[roll(alive.size())], alive[roll(alive.size())]);
+    }
+    // Up to six die in one cleanup run.
+    void kill_some() {
+        std::vector<int> dying;
+        for (int i = roll(6); i >= 0 && !alive.empty(); --i) {
+            const auto at = alive.begin() + roll(alive.size());
+            dying.push_back(*at);
+            alive.erase(at);
+        }
+        sim.kill(dying, &rng);
+    }
+};
+
 } // namespace nsidd::mirror::sim

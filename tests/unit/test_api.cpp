@@ -207,6 +207,13 @@ TEST(Feed, KeepsTheLastDrainedAndResumesOnlyWithin) {
     std::vector<std::uint64_t> replayed;
     feed.for_each_after(107, [&](const auto& item) { replayed.push_back(item.seq); });
     EXPECT_EQ(replayed, (std::vector<std::uint64_t>{108, 109, 110}));
+    // At start-up, what no client can have seen is not kept; what is pending still is.
+    feed.forget_drained();
+    EXPECT_TRUE(feed.resumable(110));
+    EXPECT_FALSE(feed.resumable(109));
+    sent.clear();
+    feed.drain([&](const auto& item) { sent.push_back(item.seq); });
+    EXPECT_EQ(sent, std::vector<std::uint64_t>{111});
 }
 
 TEST(Api, MethodTableAndErrors) {
@@ -325,31 +332,16 @@ struct Resumer {
     bool resumed = false;
 };
 
-void churn_step(Sim& sim, std::mt19937& rng, std::vector<int>& alive, int& pid, int step) {
-    const auto roll = [&rng](int n) {
-        return std::uniform_int_distribution<int>(0, n - 1)(rng);
-    };
-    const int action = roll(100);
-    if (action < 40) {
-        const int kind = roll(3);
-        const int n = kind == 0   ? sim.named("s" + std::to_string(step))
-                      : kind == 1 ? sim.with_process(pid++)
-                                  : sim.create();
-        alive.push_back(n);
-        sim.assign_self(n);
-    } else if (action < 55 && alive.size() >= 2) {
-        sim.assign_foreign(alive[roll(alive.size())], alive[roll(alive.size())]);
-    } else if (action < 80 && !alive.empty()) {
-        std::vector<int> dying;
-        for (int i = roll(6); i >= 0 && !alive.empty(); --i) {
-            const auto at = alive.begin() + roll(alive.size());
-            dying.push_back(*at);
-            alive.erase(at);
-        }
-        sim.kill(dying, &rng);
-    } else if (action < 88) {
-        sim.overrun();
-    }
+void churn_step(mirror::sim::Churn& churn, int step) {
+    const int action = churn.roll(100);
+    if (action < 40)
+        churn.create(step, false);
+    else if (action < 55 && churn.alive.size() >= 2)
+        churn.link();
+    else if (action < 80 && !churn.alive.empty())
+        churn.kill_some();
+    else if (action < 88)
+        churn.sim.overrun();
 }
 
 // Drains every reply a client has been sent, applying each change.
@@ -379,15 +371,14 @@ void watch_replays_list(std::uint32_t seed, bool host) {
     std::mt19937 rng(seed);
     sim.cut = 16;
     sim.target_cut = 16;
-    std::vector<int> alive;
-    int pid = 100;
+    mirror::sim::Churn churn{sim, rng, {}};
     std::uint64_t first_seq = 1'000'000;
     for (int run = 0; run < 2; ++run) {
         // A restart: a new engine, its seqs after the last run's.
         Harness h(sim, host, first_seq);
         std::vector<Resumer> clients;
         for (int step = 0; step < 150; ++step) {
-            churn_step(sim, rng, alive, pid, run * 1000 + step);
+            churn_step(churn, run * 1000 + step);
             h.step(step % 7 == 0);
             if (step % 10 == 0) {
                 // A client reads the whole mirror (and is then away for a few steps).

@@ -504,34 +504,16 @@ void churn(std::uint32_t seed, bool host) {
     Engine engine(sim, config(sim, host), clock.clock());
     Replay replay; // a watcher from the start
     ASSERT_TRUE(engine.resync(ResyncReason::Startup));
-    const auto roll = [&rng](int n) {
-        return std::uniform_int_distribution<int>(0, n - 1)(rng);
-    };
-    std::vector<int> alive;
-    int pid = 100;
+    Churn churn{sim, rng, {}};
     for (int step = 0; step < 400; ++step) {
         clock.now += 10'000;
-        const int action = roll(100);
+        const int action = churn.roll(100);
         if (action < 35) {
-            const int kind = roll(3);
-            const int n = kind == 0   ? sim.named("s" + std::to_string(step))
-                          : kind == 1 ? sim.with_process(pid++)
-                                      : sim.create();
-            alive.push_back(n);
-            // Sparse ids only for reachable namespaces: a hidden one's sparse id whose NEW was
-            // lost past the dump's cut can be found by nothing short of asking every id.
-            const bool sparse = kind != 2 && roll(10) == 0;
-            sim.assign_self(n, sparse ? std::optional<Nsid>(roll(100000)) : std::nullopt);
-        } else if (action < 45 && alive.size() >= 2) {
-            sim.assign_foreign(alive[roll(alive.size())], alive[roll(alive.size())]);
-        } else if (action < 60 && !alive.empty()) {
-            std::vector<int> dying;
-            for (int i = roll(6); i >= 0 && !alive.empty(); --i) {
-                const auto at = alive.begin() + roll(alive.size());
-                dying.push_back(*at);
-                alive.erase(at);
-            }
-            sim.kill(dying, &rng);
+            churn.create(step, true);
+        } else if (action < 45 && churn.alive.size() >= 2) {
+            churn.link();
+        } else if (action < 60 && !churn.alive.empty()) {
+            churn.kill_some();
         } else if (action < 66) {
             sim.overrun();
         } else if (action < 72) {

@@ -22,9 +22,9 @@ namespace {
 
 using Peer = int;
 
-class Kernel {
+class TableModel {
 public:
-    explicit Kernel(std::uint32_t seed) : rng_(seed) {}
+    explicit TableModel(std::uint32_t seed) : rng_(seed) {}
 
     std::map<Nsid, Peer> self;                    // self's table
     std::map<Peer, std::map<Nsid, Peer>> foreign; // other namespaces' tables
@@ -121,7 +121,7 @@ std::map<Observer, std::map<Nsid, Nsid>> view(const Registry& r) {
     return out;
 }
 
-std::map<Observer, std::map<Nsid, Nsid>> view(const Kernel& k) {
+std::map<Observer, std::map<Nsid, Nsid>> view(const TableModel& k) {
     std::map<Observer, std::map<Nsid, Nsid>> out;
     for (const auto& [id, p] : k.self)
         out[kSelf][id] = id;
@@ -135,7 +135,7 @@ std::map<Observer, std::map<Nsid, Nsid>> view(const Kernel& k) {
     return out;
 }
 
-void deliver(Kernel& k, Registry& r, std::size_t n, bool reconcile, std::uint64_t now) {
+void deliver(TableModel& k, Registry& r, std::size_t n, bool reconcile, std::uint64_t now) {
     Batch b;
     b.now_usec = now;
     b.reconcile = reconcile;
@@ -146,7 +146,7 @@ void deliver(Kernel& k, Registry& r, std::size_t n, bool reconcile, std::uint64_
     r.apply(b, [&k](Observer o, Nsid id) { return k.is_assigned(o, id); });
 }
 
-std::vector<Entry> truth_of(const Kernel& k, Observer o) {
+std::vector<Entry> truth_of(const TableModel& k, Observer o) {
     std::vector<Entry> out;
     const auto tables = view(k);
     const auto t = tables.find(o);
@@ -163,7 +163,7 @@ struct RunStats {
 };
 
 RunStats run(std::uint32_t seed, std::size_t steps, bool overruns) {
-    Kernel k(seed);
+    TableModel k(seed);
     Registry r(64);
     auto& rng = k.rng();
     auto pick = [&](const auto& set) {
