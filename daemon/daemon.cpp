@@ -226,15 +226,14 @@ void Daemon::ids_unexplained() {
 }
 
 void Daemon::pass_ended(std::size_t namespaces) {
-    settle(); // the states the pass just decided
-    leak_reports_.report(*engine_, options_.orphan_grace);
+    search_ended(); // the leaks the pass just decided, told as a search's are
     save_ids();
     metrics_.set_namespaces(namespaces, read_netns_limit());
     release_memory(namespaces);
 }
 
 void Daemon::search_ended() {
-    settle();
+    settle(); // the states just decided
     leak_reports_.report(*engine_, options_.orphan_grace);
 }
 
