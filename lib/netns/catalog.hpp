@@ -253,8 +253,9 @@ private:
     // read from them: namespace inode -> /proc/PID/root/PATH.
     std::unordered_set<std::string> pass_mnt_ns_;
     std::unordered_map<std::uint64_t, std::vector<CopyHolder>> pass_other_mounts_;
-    // Propagation in this pass: (inode, peer group) of our own nsfs mounts and of the copies
-    // in other mount namespaces named so far; copies that go with one, by namespace inode.
+    // Propagation in this pass: (inode, peer group) of our own nsfs mounts (the groups they are
+    // in and receive from) and of the copies in other mount namespaces named so far; copies
+    // that go with one, by namespace inode.
     struct PairHash {
         std::size_t operator()(const std::pair<std::uint64_t, std::uint64_t>& p) const noexcept {
             return std::hash<std::uint64_t>{}(p.first * 0x9e3779b97f4a7c15ull ^ p.second);

@@ -271,16 +271,19 @@ bool Catalog::fold_propagated(const NsfsMount& m) {
     if (m.peer_group == 0 && m.master == 0)
         return false; // private: a holder of its own (an agent container's volume)
     if (!pass_own_groups_read_) {
-        // Our own nsfs mounts' peer groups, read once per pass where some other mount
-        // namespace has a propagating nsfs mount.
+        // Our own nsfs mounts' peer groups, and the groups they receive from, read once per
+        // pass where some other mount namespace has a propagating nsfs mount.
         pass_own_groups_read_ = true;
         if (const auto own = read_file(roots_.proc_dir + "/self/mountinfo"))
             for (const auto& o : parse_nsfs_mounts(*own))
-                if (o.peer_group != 0)
-                    pass_own_groups_.emplace(o.inode, o.peer_group);
+                for (const auto group : {o.peer_group, o.master})
+                    if (group != 0)
+                        pass_own_groups_.emplace(o.inode, group);
     }
-    // It goes with a mount of ours (a peer, or a slave of one: unmounting ours takes it), or
-    // with a copy elsewhere already named (the same group it receives from).
+    // It goes with a mount of ours: a peer, a slave of one (unmounting ours takes it), the
+    // mount ours receives from (nsidd in a container whose /run/netns is the node's, bound
+    // HostToContainer: the node's own mount, which unmounting takes ours with it) or another
+    // slave of that one. Or it goes with a copy elsewhere already named (the same group).
     const bool folded =
         pass_own_groups_.count({m.inode, m.master}) ||
         pass_own_groups_.count({m.inode, m.peer_group}) ||

@@ -30,6 +30,9 @@ import nsidtest as t
 IMAGE = 'nsidd-test/busybox'
 # The containers' cgroups: under a parent of this test's own, in every hierarchy.
 CGROUP_PARENT = '/nsidd-test-' + uuid.uuid4().hex[:12]
+# Every cgroup tree the sandbox's runtimes made, removed at exit (a pod of `podman kube play`
+# adds its own: podman 4.3 puts it under /libpod_parent, with no option for another parent).
+OWN_CGROUPS = [CGROUP_PARENT]
 
 
 def _busybox_root():
@@ -57,7 +60,7 @@ def _tmpfs(path):
 def _end_sandbox():
     """Ends every process of the sandbox's PID namespace but this one (dockerd, containerd,
     shims, conmon and containers, whatever became of them), then removes the cgroups the
-    runtimes made under CGROUP_PARENT."""
+    runtimes made (OWN_CGROUPS)."""
     if os.getpid() != 1:
         return
     for _ in range(100):
@@ -75,8 +78,8 @@ def _end_sandbox():
         except ChildProcessError:
             pass
         time.sleep(0.05)
-    for top in glob.glob('/sys/fs/cgroup/%s' % CGROUP_PARENT) + \
-            glob.glob('/sys/fs/cgroup/*%s' % CGROUP_PARENT):
+    for top in [p for own in OWN_CGROUPS for p in glob.glob('/sys/fs/cgroup/%s' % own) +
+                glob.glob('/sys/fs/cgroup/*%s' % own)]:
         for path, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
             try:
                 os.rmdir(path)

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""nsidd's OCI image and DaemonSet, run as a Kubernetes node would run them, with no registry
+and no cluster:
+ 1. the Debian 12 bases are made offline-ready once and cached (image.bases), outside the
+    sandbox since debootstrap needs the archive;
+ 2. in the sandbox (with / shared, as systemd makes it on a node), podman builds the image from
+    container/Containerfile with no network;
+ 3. a node's past: namespaces with ids and a Docker sandbox mount whose process is gone, made
+    before nsidd starts, outside any container;
+ 4. the DaemonSet's pod template is run with `podman run` as the kubelet would (host PID and
+    network, its host paths and propagation, its user, capabilities and read-only root, the
+    init container first), then as a Pod with `podman kube play`. Each must:
+    - run nsidd as uid 65532 with exactly the four capabilities, in the host's PID namespace;
+    - mirror the node's nsid table exactly, before and after namespaces come and go;
+    - call the old sandbox mount stale-mount, held by its path as the node sees it, owned by
+      its sandbox; the command `nsidctl leaks` prints, run on the node, frees it;
+    - answer nsidctl on the node through the host path of its socket, and the liveness
+      probe's command inside the container; serve metrics on the node's address.
+The image's size and nsidd's RSS in it are logged (bench/README.md). Anything that keeps a
+step from running fails the test with the reason."""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import image
+import nsidtest as t
+
+if os.environ.get('NSIDD_SANDBOX') != '1':
+    work = os.environ.setdefault('NSIDD_IMAGE_WORK', '/var/tmp')
+    os.environ['NSIDD_IMAGE_BASES'] = ':'.join(image.bases(work))
+t.sandbox(pid=True)
+subprocess.run(['mount', '--make-rshared', '/'], check=True)
+import runtimes as rt  # noqa: E402 (inside the sandbox only)
+
+IMAGE = 'localhost/nsidd:latest'
+SOCKET = '/run/nsidd/io.nsidd.Registry'
+NODE_IP = '127.0.0.1'
+# Shorter than the defaults, so that a leak is judged within seconds.
+TIMING = ['--orphan-grace', '3', '--discovery-interval', '1']
+CAPS = {'cap_net_admin': 12, 'cap_net_broadcast': 11, 'cap_sys_ptrace': 19,
+        'cap_dac_read_search': 2}
+
+
+class Served:
+    """nsidd in a container, reached from the node through the host path of its socket."""
+
+    def __init__(self, pid_of):
+        self.socket, self.pid_of = SOCKET, pid_of
+
+    def call(self, method, parameters=None):
+        c = t.Varlink(self.socket)
+        try:
+            return c.call(method, parameters)
+        finally:
+            c.close()
+
+    def mirror(self):
+        return set(t.entries(self))
+
+
+def build(podman):
+    run_tar, build_tar = os.environ['NSIDD_IMAGE_BASES'].split(':')
+    for tar, name in ((run_tar, 'bookworm-slim'), (build_tar, 'bookworm')):
+        podman('import', tar, 'localhost/nsidd-test/' + name)
+    started = time.monotonic()
+    r = subprocess.run(podman.command + [
+        'build', '--network=none', '--cgroup-parent', rt.CGROUP_PARENT,
+        '-f', image.CONTAINERFILE, '--build-arg', 'DEBIAN=localhost/nsidd-test/bookworm',
+        '--build-arg', 'DEBIAN_SLIM=localhost/nsidd-test/bookworm-slim', '-t', IMAGE,
+        image.SOURCE], text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert r.returncode == 0, 'podman build failed:\n' + r.stdout[-4000:]
+    size = int(podman('image', 'inspect', '--format', '{{.Size}}', IMAGE))
+    base = int(podman('image', 'inspect', '--format', '{{.Size}}',
+                      'localhost/nsidd-test/bookworm-slim'))
+    t.log('built %s from container/Containerfile in %.0f s: %.1f MB (the run base %.1f MB, '
+          "nsidd's layers %.1f MB)" % (IMAGE, time.monotonic() - started, size / 1e6, base / 1e6,
+                                       (size - base) / 1e6))
+
+
+def sandbox_mount(name):
+    """A Docker sandbox mount whose process is gone, with an id: a leak made outside nsidd's
+    container (returns its path and nsid)."""
+    os.makedirs('/run/docker/netns', exist_ok=True)
+    path = '/run/docker/netns/' + name
+    open(path, 'w').close()
+    p = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
+    t.wait_for('a process in its namespace', lambda: os.readlink(
+        '/proc/%d/ns/net' % p.pid) != os.readlink('/proc/self/ns/net'))
+    subprocess.run(['mount', '--bind', '/proc/%d/ns/net' % p.pid, path], check=True)
+    p.kill()
+    p.wait()
+    assigner, fd = t.Assigner(), os.open(path, os.O_RDONLY)
+    try:
+        assigner.send(fd)
+        assert assigner.ack() == 0
+    finally:
+        os.close(fd)
+    return path, t.NsidTable().by_path([path])[path]
+
+
+def check_process(pid):
+    """uid 65532, exactly the four capabilities, in the node's PID namespace."""
+    status = dict(line.split(':', 1) for line in open('/proc/%d/status' % pid))
+    assert status['Uid'].split()[:2] == ['65532', '65532'], status['Uid']
+    want = sum(1 << bit for bit in CAPS.values())
+    got = {k: int(status[k], 16) for k in ('CapEff', 'CapPrm', 'CapBnd')}
+    assert got == {'CapEff': want, 'CapPrm': want, 'CapBnd': want}, (got, hex(want))
+    assert os.readlink('/proc/%d/ns/pid' % pid) == os.readlink('/proc/self/ns/pid'), \
+        'nsidd is not in the node PID namespace'
+    return int(status['VmRSS'].split()[0])
+
+
+def check_node(served, kernel, leak_name, what):
+    """What a node's operator relies on, against nsidd in its container."""
+    pid = served.pid_of()
+    got, want = t.settle(served, kernel)
+    t.check_equal(got, want, what + ': the node as nsidd found it')
+    slug = what.replace(' ', '-')
+    t.ip_batch(['netns add %s-%d' % (slug, i) for i in range(20)] +
+               ['netns set %s-%d auto' % (slug, i) for i in range(20)] +
+               ['netns del %s-%d' % (slug, i) for i in range(0, 20, 3)])
+    got, want = t.settle(served, kernel)
+    t.check_equal(got, want, what + ': after 20 made and 7 deleted')
+    # Names made on the node after nsidd started reach it (HostToContainer propagation).
+    named = kernel.by_name()['%s-1' % slug]
+    t.wait_for(what + ': a new name seen', lambda: (t.entries(served).get(named) or {}).get(
+        'peer', {}).get('names') == ['%s-1' % slug])
+    path, nsid = leak_name
+    e = rt.stale_entry(served, nsid, what + ': the old sandbox stale-mount', 20)
+    assert e['peer']['holders']['mounts'] == [path], e
+    owner = e['peer']['owner'] or {}
+    assert owner.get('runtime') == 'docker' and owner.get('sandbox') == os.path.basename(path), e
+    listed = t.nsidctl('-j', 'leaks', socket_path=SOCKET)
+    leak = {x.get('nsid'): x for x in json.loads(listed.stdout)}[nsid]
+    subprocess.run(['sh', '-c', leak['command']], check=True)
+    t.wait_for(what + ': the leak freed', lambda: nsid not in t.entries(served))
+    assert any(x['nsid'] == nsid for x in t.deaths(served))
+    t.log('%s: %s stale-mount, owner %s; `%s` (nsidctl leaks on the node) freed it' % (
+        what, path, owner, leak['command']))
+    with urllib.request.urlopen('http://%s:9477/metrics' % NODE_IP, timeout=10) as r:
+        assert b'nsidd_peers{' in r.read()
+    rss = check_process(pid)
+    t.log('%s: uid 65532, the four capabilities, the node PID namespace; metrics on %s:9477; '
+          'nsidd RSS %d KiB' % (what, NODE_IP, rss))
+
+
+def run_as_daemonset(podman, template, kernel, leak):
+    """The pod template's containers with `podman run`, init container first."""
+    spec = template['spec']
+    for init in spec.get('initContainers', []):
+        podman('run', '--rm', '--cgroup-parent', rt.CGROUP_PARENT,
+               *image.run_args(spec, init, IMAGE, NODE_IP))
+    main = spec['containers'][0]
+    podman.run('--name', 'nsidd', *image.run_args(spec, main, IMAGE, NODE_IP), *TIMING)
+    pid_of = lambda: int(podman('inspect', '--format', '{{.State.Pid}}', 'nsidd'))  # noqa: E731
+    served = Served(pid_of)
+    wait_ready(served, lambda: podman('logs', 'nsidd'))
+    probe = main['livenessProbe']['exec']['command']
+    podman('exec', 'nsidd', *probe)  # the liveness probe, as the kubelet runs it
+    check_node(served, kernel, leak, 'podman run')
+    podman('rm', '-f', '-t', '2', 'nsidd')
+
+
+def wait_ready(served, logs):
+    try:
+        t.wait_for('nsidd answers on ' + SOCKET, lambda: os.path.exists(SOCKET) and
+                   served.call('io.nsidd.Registry.GetStatus'), timeout=30)
+    except (AssertionError, OSError) as e:
+        raise AssertionError('%s; its log:\n%s' % (e, logs())) from None
+
+
+def kube_play(podman, template, kernel, leak):
+    """The pod template as a Pod, with `podman kube play`."""
+    import yaml
+    os.makedirs('/run/nsidd-test', exist_ok=True)
+    manifest, conf = '/run/nsidd-test/pod.yaml', '/run/nsidd-test/containers.conf'
+    with open(manifest, 'w') as f:
+        yaml.safe_dump(image.kube_pod(template, IMAGE, NODE_IP, TIMING), f)
+    with open(conf, 'w') as f:
+        f.write('[containers]\npidns = "host"\n')
+    t.log('kube play: podman 4.3 lacks hostPID (given by containers.conf), status.hostIP and '
+          '$(VAR) (given as the kubelet would), ports with hostNetwork (dropped) and init '
+          'containers under restartPolicy Always (OnFailure)')
+    existed = os.path.exists('/sys/fs/cgroup/memory/libpod_parent') or \
+        os.path.exists('/sys/fs/cgroup/libpod_parent')
+    r = subprocess.run(podman.command + ['kube', 'play', manifest], capture_output=True,
+                       text=True, env=dict(os.environ, CONTAINERS_CONF=conf))
+    pod = podman('pod', 'inspect', '--format', '{{.ID}}', 'nsidd', check=False)
+    if pod:
+        rt.OWN_CGROUPS.append('/libpod_parent' + ('/' + pod if existed else ''))
+    assert r.returncode == 0, 'kube play: %s%s' % (r.stdout, r.stderr)
+    name = 'nsidd-' + template['spec']['containers'][0]['name']
+    served = Served(lambda: int(podman('inspect', '--format', '{{.State.Pid}}', name)))
+    wait_ready(served, lambda: podman('logs', name))
+    probe = template['spec']['containers'][0]['livenessProbe']['exec']['command']
+    podman('exec', name, *probe)  # the liveness probe, as the kubelet runs it
+    check_node(served, kernel, leak, 'kube play')
+    podman('kube', 'down', manifest)
+
+
+kernel = t.NsidTable()
+# The node's past: named namespaces with ids, and a sandbox mount with no process.
+t.ip_batch(['netns add old-%d' % i for i in range(10)] +
+           ['netns set old-%d auto' % i for i in range(10)])
+leaks = [sandbox_mount('0a1b2c3d4e5f'), sandbox_mount('6a7b8c9d0e1f')]
+podman = rt.Podman()
+build(podman)
+template = image.pod_template()
+run_as_daemonset(podman, template, kernel, leaks[0])
+kube_play(podman, template, kernel, leaks[1])
+t.log('ok')
+sys.exit(0)
