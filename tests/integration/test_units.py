@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Packaging: the units pass `systemd-analyze verify` silently and score <= 2.3 on the offline
-security check; `meson install --destdir` lays out the expected tree; every man page renders."""
+security check; `meson install --destdir` lays out the expected tree; every man page renders;
+the Kubernetes manifests parse, and the PrometheusRule has the shipped rules' groups."""
 import os
 import re
 import shutil
@@ -62,4 +63,14 @@ with tempfile.TemporaryDirectory() as dest:
                            env=dict(os.environ, MANWIDTH='80'))
         assert r.returncode == 0 and 'NAME' in r.stdout and len(r.stdout) > 500, \
             (page, r.stderr)
+
+import yaml  # noqa: E402 (python3-yaml)
+kube = os.path.join(SOURCE, 'container/kubernetes')
+manifests = {f: [d for d in yaml.safe_load_all(open(os.path.join(kube, f))) if d]
+             for f in sorted(os.listdir(kube))}
+kinds = sorted(d['kind'] for docs in manifests.values() for d in docs)
+assert kinds == ['DaemonSet', 'Namespace', 'PodMonitor', 'PrometheusRule'], kinds
+rules = yaml.safe_load(open(os.path.join(SOURCE, 'conf/prometheus/nsidd.rules.yml')))
+assert manifests['nsidd-prometheusrule.yaml'][0]['spec']['groups'] == rules['groups'], \
+    'container/kubernetes/nsidd-prometheusrule.yaml differs from conf/prometheus/nsidd.rules.yml'
 print('ok')
