@@ -13,12 +13,15 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import nsidtest as t
 
 SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), '../..'))
 CONTAINERFILE = os.path.join(SOURCE, 'container/Containerfile')
 MANIFEST = os.path.join(SOURCE, 'container/kubernetes/nsidd.yaml')
+IMAGE = 'localhost/nsidd:latest'  # as the DaemonSet names it
+SOCKET = '/run/nsidd/io.nsidd.Registry'  # on the node: the DaemonSet's hostPath
 CACHE = os.environ.get('NSIDD_TEST_CACHE', '/var/cache/nsidd-test')
 # Version of the bases' recipe: bump it when the recipe changes.
 RECIPE = 'bookworm-image-1'
@@ -91,6 +94,65 @@ def bases(work):
     os.rename(run_tar + '.part', run_tar)
     os.rename(build_tar + '.part', build_tar)
     return run_tar, build_tar
+
+
+def build(podman, tag, cgroup_parent):
+    """Imports the cached bases and builds the image from the Containerfile, with no network
+    (the bases' paths are in NSIDD_IMAGE_BASES); logs its size."""
+    run_tar, build_tar = os.environ['NSIDD_IMAGE_BASES'].split(':')
+    for tar, name in ((run_tar, 'bookworm-slim'), (build_tar, 'bookworm')):
+        podman('import', tar, 'localhost/nsidd-test/' + name)
+    started = time.monotonic()
+    r = subprocess.run(podman.command + [
+        'build', '--network=none', '--cgroup-parent', cgroup_parent, '-f', CONTAINERFILE,
+        '--build-arg', 'DEBIAN=localhost/nsidd-test/bookworm',
+        '--build-arg', 'DEBIAN_SLIM=localhost/nsidd-test/bookworm-slim', '-t', tag, SOURCE],
+        text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert r.returncode == 0, 'podman build failed:\n' + r.stdout[-4000:]
+    size = int(podman('image', 'inspect', '--format', '{{.Size}}', tag))
+    base = int(podman('image', 'inspect', '--format', '{{.Size}}',
+                      'localhost/nsidd-test/bookworm-slim'))
+    t.log('built %s from container/Containerfile in %.0f s: %.1f MB (the run base %.1f MB, '
+          "nsidd's layers %.1f MB)" % (tag, time.monotonic() - started, size / 1e6, base / 1e6,
+                                       (size - base) / 1e6))
+    return size
+
+
+class Served:
+    """nsidd in a container, reached from the node through the host path of its socket;
+    `pid_of()` is its pid (the node's: the pod has hostPID)."""
+
+    def __init__(self, pid_of):
+        self.socket, self.pid_of = SOCKET, pid_of
+
+    def call(self, method, parameters=None):
+        c = t.Varlink(self.socket)
+        try:
+            return c.call(method, parameters)
+        finally:
+            c.close()
+
+    def mirror(self):
+        return set(t.entries(self))
+
+    def wait_ready(self, logs):
+        try:
+            t.wait_for('nsidd answers on ' + SOCKET, lambda: os.path.exists(SOCKET) and
+                       self.call('io.nsidd.Registry.GetStatus'), timeout=30)
+        except (AssertionError, OSError) as e:
+            raise AssertionError('%s; its log:\n%s' % (e, logs())) from None
+
+
+def start_daemonset(podman, spec, node_ip, extra_args, cgroup_parent):
+    """The pod `spec`'s init containers, then its container as `nsidd`, with `podman run`."""
+    for init in spec.get('initContainers', []):
+        podman('run', '--rm', '--cgroup-parent', cgroup_parent,
+               *run_args(spec, init, IMAGE, node_ip))
+    podman.run('--name', 'nsidd', *run_args(spec, spec['containers'][0], IMAGE, node_ip),
+               *extra_args)
+    served = Served(lambda: int(podman('inspect', '--format', '{{.State.Pid}}', 'nsidd')))
+    served.wait_ready(lambda: podman('logs', 'nsidd'))
+    return served
 
 
 def pod_template():

@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import image
@@ -36,49 +35,13 @@ t.sandbox(pid=True)
 subprocess.run(['mount', '--make-rshared', '/'], check=True)
 import runtimes as rt  # noqa: E402 (inside the sandbox only)
 
-IMAGE = 'localhost/nsidd:latest'
-SOCKET = '/run/nsidd/io.nsidd.Registry'
+IMAGE = image.IMAGE
+SOCKET = image.SOCKET
 NODE_IP = '127.0.0.1'
 # Shorter than the defaults, so that a leak is judged within seconds.
 TIMING = ['--orphan-grace', '3', '--discovery-interval', '1']
 CAPS = {'cap_net_admin': 12, 'cap_net_broadcast': 11, 'cap_sys_ptrace': 19,
         'cap_dac_read_search': 2}
-
-
-class Served:
-    """nsidd in a container, reached from the node through the host path of its socket."""
-
-    def __init__(self, pid_of):
-        self.socket, self.pid_of = SOCKET, pid_of
-
-    def call(self, method, parameters=None):
-        c = t.Varlink(self.socket)
-        try:
-            return c.call(method, parameters)
-        finally:
-            c.close()
-
-    def mirror(self):
-        return set(t.entries(self))
-
-
-def build(podman):
-    run_tar, build_tar = os.environ['NSIDD_IMAGE_BASES'].split(':')
-    for tar, name in ((run_tar, 'bookworm-slim'), (build_tar, 'bookworm')):
-        podman('import', tar, 'localhost/nsidd-test/' + name)
-    started = time.monotonic()
-    r = subprocess.run(podman.command + [
-        'build', '--network=none', '--cgroup-parent', rt.CGROUP_PARENT,
-        '-f', image.CONTAINERFILE, '--build-arg', 'DEBIAN=localhost/nsidd-test/bookworm',
-        '--build-arg', 'DEBIAN_SLIM=localhost/nsidd-test/bookworm-slim', '-t', IMAGE,
-        image.SOURCE], text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert r.returncode == 0, 'podman build failed:\n' + r.stdout[-4000:]
-    size = int(podman('image', 'inspect', '--format', '{{.Size}}', IMAGE))
-    base = int(podman('image', 'inspect', '--format', '{{.Size}}',
-                      'localhost/nsidd-test/bookworm-slim'))
-    t.log('built %s from container/Containerfile in %.0f s: %.1f MB (the run base %.1f MB, '
-          "nsidd's layers %.1f MB)" % (IMAGE, time.monotonic() - started, size / 1e6, base / 1e6,
-                                       (size - base) / 1e6))
 
 
 def sandbox_mount(name):
@@ -150,27 +113,11 @@ def check_node(served, kernel, leak_name, what):
 
 def run_as_daemonset(podman, template, kernel, leak):
     """The pod template's containers with `podman run`, init container first."""
-    spec = template['spec']
-    for init in spec.get('initContainers', []):
-        podman('run', '--rm', '--cgroup-parent', rt.CGROUP_PARENT,
-               *image.run_args(spec, init, IMAGE, NODE_IP))
-    main = spec['containers'][0]
-    podman.run('--name', 'nsidd', *image.run_args(spec, main, IMAGE, NODE_IP), *TIMING)
-    pid_of = lambda: int(podman('inspect', '--format', '{{.State.Pid}}', 'nsidd'))  # noqa: E731
-    served = Served(pid_of)
-    wait_ready(served, lambda: podman('logs', 'nsidd'))
-    probe = main['livenessProbe']['exec']['command']
+    served = image.start_daemonset(podman, template['spec'], NODE_IP, TIMING, rt.CGROUP_PARENT)
+    probe = template['spec']['containers'][0]['livenessProbe']['exec']['command']
     podman('exec', 'nsidd', *probe)  # the liveness probe, as the kubelet runs it
     check_node(served, kernel, leak, 'podman run')
     podman('rm', '-f', '-t', '2', 'nsidd')
-
-
-def wait_ready(served, logs):
-    try:
-        t.wait_for('nsidd answers on ' + SOCKET, lambda: os.path.exists(SOCKET) and
-                   served.call('io.nsidd.Registry.GetStatus'), timeout=30)
-    except (AssertionError, OSError) as e:
-        raise AssertionError('%s; its log:\n%s' % (e, logs())) from None
 
 
 def kube_play(podman, template, kernel, leak):
@@ -194,8 +141,8 @@ def kube_play(podman, template, kernel, leak):
         rt.OWN_CGROUPS.append('/libpod_parent' + ('/' + pod if existed else ''))
     assert r.returncode == 0, 'kube play: %s%s' % (r.stdout, r.stderr)
     name = 'nsidd-' + template['spec']['containers'][0]['name']
-    served = Served(lambda: int(podman('inspect', '--format', '{{.State.Pid}}', name)))
-    wait_ready(served, lambda: podman('logs', name))
+    served = image.Served(lambda: int(podman('inspect', '--format', '{{.State.Pid}}', name)))
+    served.wait_ready(lambda: podman('logs', name))
     probe = template['spec']['containers'][0]['livenessProbe']['exec']['command']
     podman('exec', name, *probe)  # the liveness probe, as the kubelet runs it
     check_node(served, kernel, leak, 'kube play')
@@ -208,7 +155,7 @@ t.ip_batch(['netns add old-%d' % i for i in range(10)] +
            ['netns set old-%d auto' % i for i in range(10)])
 leaks = [sandbox_mount('0a1b2c3d4e5f'), sandbox_mount('6a7b8c9d0e1f')]
 podman = rt.Podman()
-build(podman)
+image.build(podman, IMAGE, rt.CGROUP_PARENT)
 template = image.pod_template()
 run_as_daemonset(podman, template, kernel, leaks[0])
 kube_play(podman, template, kernel, leaks[1])
