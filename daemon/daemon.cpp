@@ -5,7 +5,6 @@
 #include <csignal>
 #include <cstring>
 
-#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -57,15 +56,7 @@ Result<void> Daemon::start_loop() {
         }
         sources_.emplace_back(s);
     }
-    if (int r = sd_event_add_time_relative(e, &s, CLOCK_MONOTONIC, kQuietUsec, 10'000,
-                                           on_quiet_timer, this);
-        r < 0) {
-        spdlog::error("Failed to add a timer: {}", std::strerror(-r));
-        return fail_errno(-r);
-    }
-    quiet_timer_.reset(s);
-    sd_event_source_set_enabled(s, SD_EVENT_OFF);
-    return {};
+    return quiet_.start(e);
 }
 
 Result<void> Daemon::start_engine(std::optional<UniqueFd> netlink) {
@@ -217,7 +208,7 @@ int Daemon::loop() {
 
 void Daemon::changed(std::size_t work) {
     send_changes();
-    release_memory(work);
+    quiet_.worked(work);
 }
 
 void Daemon::ids_unexplained() {
@@ -229,7 +220,7 @@ void Daemon::pass_ended(std::size_t namespaces) {
     search_ended(); // the leaks the pass just decided, told as a search's are
     save_ids();
     metrics_.set_namespaces(namespaces, read_netns_limit());
-    release_memory(namespaces);
+    quiet_.worked(namespaces);
 }
 
 void Daemon::search_ended() {
@@ -239,53 +230,6 @@ void Daemon::search_ended() {
 
 void Daemon::stepped() {
     notify_status();
-}
-
-void Daemon::release_memory(std::size_t items) {
-    // Counted across calls: a storm of small batches frees as much as one large one. The walk
-    // of the heap waits for a quiet moment: one trim per storm, not one per thousand events.
-    trim_debt_ += items;
-    if (trim_debt_ >= kTrimThreshold)
-        after_quiet();
-}
-
-void Daemon::trim_now() {
-    ::malloc_trim(0);
-    trim_debt_ = 0;
-}
-
-void Daemon::after_quiet() {
-    last_work_usec_ = monotonic_usec();
-    if (!quiet_timer_)
-        return;
-    int enabled = SD_EVENT_OFF;
-    sd_event_source_get_enabled(quiet_timer_.get(), &enabled);
-    if (enabled == SD_EVENT_OFF) {
-        quiet_due_usec_ = last_work_usec_;
-        sd_event_source_set_time_relative(quiet_timer_.get(), kQuietUsec);
-        sd_event_source_set_enabled(quiet_timer_.get(), SD_EVENT_ONESHOT);
-    }
-}
-
-int Daemon::on_quiet_timer(sd_event_source* s, uint64_t, void* userdata) noexcept {
-    auto* self = static_cast<Daemon*>(userdata);
-    const auto now = monotonic_usec();
-    // Work went on since it was armed: wait for a quiet moment again (one timer wakeup per
-    // kQuietUsec of storm, not a rearm per event), unless it has waited long already.
-    if (now - self->last_work_usec_ < kQuietUsec &&
-        now - self->quiet_due_usec_ < kQuietLatestUsec) {
-        sd_event_source_set_time_relative(s, self->last_work_usec_ + kQuietUsec - now);
-        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-        return 0;
-    }
-    if (self->burst_deaths_ >= kBurstToLog)
-        log_notable(Notable::DeathBurst, spdlog::level::info,
-                    fmt::format("{} peer namespaces died in a burst, purged in {} sweeps",
-                                self->burst_deaths_, self->burst_sweeps_));
-    self->burst_deaths_ = self->burst_sweeps_ = 0;
-    if (self->trim_debt_ >= kTrimThreshold)
-        self->trim_now();
-    return 0;
 }
 
 int Daemon::on_signal(sd_event_source* s, const signalfd_siginfo* si, void* userdata) noexcept {
@@ -332,19 +276,8 @@ void Daemon::send_changes() {
     daemon::send_changes(feed, server_.get(), [&](const mirror::Feed::Item& item) {
         deaths += item.kind == mirror::Feed::Kind::Del && item.observer == registry::kSelf;
     });
-    // Told once the burst is over (on_quiet_timer): one line for a storm, not one per read.
-    // A burst is deaths with no quiet moment between them: a few earlier ones, too few to be
-    // told (so no line is pending for them), do not count toward it.
-    if (deaths > 0) {
-        const auto now = monotonic_usec();
-        if (burst_deaths_ < kBurstToLog && now - last_death_usec_ >= kQuietUsec)
-            burst_deaths_ = burst_sweeps_ = 0;
-        last_death_usec_ = now;
-        burst_deaths_ += deaths;
-        ++burst_sweeps_;
-        if (burst_deaths_ >= kBurstToLog)
-            after_quiet();
-    }
+    if (deaths > 0)
+        quiet_.died(deaths);
 }
 
 void Daemon::settle() {

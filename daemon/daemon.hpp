@@ -17,6 +17,7 @@
 #include "daemon/netlink_kernel.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/options.hpp"
+#include "daemon/quiet_work.hpp"
 #include "daemon/server.hpp"
 #include "daemon/varlink_api.hpp"
 #include "mirror/engine.hpp"
@@ -26,9 +27,10 @@ namespace nsidd::daemon {
 using Event = std::unique_ptr<sd_event, FnDeleter<sd_event_unref>>;
 
 /// nsidd: its parts wired on one sd-event loop (start()): the engine, the event path, the
-/// discovery timers, the Varlink API and server, the metrics exporter and the leak reports.
-/// What to do about the kernel's tables is the engine's; what a call means is the API's; the
-/// daemon starts and stops the parts, drains the engine's feed and keeps the heap small.
+/// discovery timers, the Varlink API and server, the metrics exporter, the leak reports and
+/// the quiet work (heap trims, a burst's line). What to do about the kernel's tables is the
+/// engine's; what a call means is the API's; the daemon starts and stops the parts, drains
+/// the engine's feed into the server and wakes when a state changes with time alone.
 class Daemon : private EventPath::Host, private DiscoveryTimers::Host {
 public:
     Daemon(Options options, int argc, char** argv);
@@ -66,15 +68,6 @@ private:
     std::optional<std::string> reload();
     varlink::Json status() const; // (serve.cpp)
     void notify_status();
-    // Returns freed heap to the system once work on many entries has added up, when that
-    // work pauses.
-    void release_memory(std::size_t items);
-    // Returns freed heap to the system now (a large answer was sent and freed: one event,
-    // not a storm).
-    void trim_now();
-    // Arms the quiet timer: once no work came for kQuietUsec, the heap is trimmed and a burst
-    // of deaths logged (on_quiet_timer).
-    void after_quiet();
     void sync_metrics();
     // Settles the rows whose identity or state changed (Engine::settle), sends the changes,
     // and wakes again when a state changes with time alone.
@@ -85,17 +78,8 @@ private:
 
     static int on_signal(sd_event_source*, const signalfd_siginfo* si, void* userdata) noexcept;
     static int on_state_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
-    static int on_quiet_timer(sd_event_source*, uint64_t, void* userdata) noexcept;
 
-    static constexpr std::size_t kTrimThreshold = 1000;
-    // The quiet timer fires once no work came for this long, or this long after it was armed.
-    static constexpr std::uint64_t kQuietUsec = 100'000;
-    static constexpr std::uint64_t kQuietLatestUsec = 2'000'000;
-    // An output buffer at least this large freed (an answer of ~1000 rows): trim. Smaller ones,
-    // and most Watch backlogs, are not worth a walk of the heap.
-    static constexpr std::size_t kTrimAfterBytes = 256 * 1024;
     static constexpr std::uint64_t kStatusIntervalUsec = 1'000'000;
-    static constexpr std::size_t kBurstToLog = 10;
 
     Options options_;
     int argc_;
@@ -110,16 +94,10 @@ private:
     Metrics metrics_;
     KernelFeatures features_;
     LeakReports leak_reports_;
+    QuietWork quiet_;
     std::vector<EventSource> sources_;
     EventSource state_timer_; // CLOCK_REALTIME: when a grace period ends
-    EventSource quiet_timer_; // once work pauses: the trim, the burst's log line
     std::uint64_t started_usec_ = 0;
-    std::size_t trim_debt_ = 0;         // entries worked on since the last malloc_trim
-    std::uint64_t quiet_due_usec_ = 0;  // when the quiet timer was armed (CLOCK_MONOTONIC)
-    std::uint64_t last_work_usec_ = 0;  // when work it waits for last came
-    std::size_t burst_deaths_ = 0;      // self's peers dead since the last quiet moment
-    std::size_t burst_sweeps_ = 0;      // in this many sweeps
-    std::uint64_t last_death_usec_ = 0; // when the last of them died (CLOCK_MONOTONIC)
     std::uint64_t last_status_usec_ = 0;
     bool passed_socket_ = false;
     ino_t socket_inode_ = 0; // the socket file we bound, 0: none (passed, or not yet)

@@ -53,8 +53,8 @@ Result<void> Daemon::start_server(std::optional<UniqueFd> varlink) {
     // A large answer (List or Graph of ~1000 rows or more) was sent and its buffer freed: what
     // it and its document held goes back, once, now that none of it is in use.
     server_->on_released([this](std::size_t bytes) {
-        if (bytes >= kTrimAfterBytes)
-            trim_now();
+        if (bytes >= QuietWork::kTrimAfterBytes)
+            quiet_.trim_now();
     });
     if (auto r = server_->start(); !r) {
         spdlog::error("Failed to accept Varlink connections: {}", r.error().message());
