@@ -22,6 +22,7 @@ CONTAINERFILE = os.path.join(SOURCE, 'container/Containerfile')
 MANIFEST = os.path.join(SOURCE, 'container/kubernetes/nsidd.yaml')
 IMAGE = 'localhost/nsidd:latest'  # as the DaemonSet names it
 SOCKET = '/run/nsidd/io.nsidd.Registry'  # on the node: the DaemonSet's hostPath
+DEBIAN_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 CACHE = os.environ.get('NSIDD_TEST_CACHE', '/var/cache/nsidd-test')
 # Version of the bases' recipe: bump it when the recipe changes.
 RECIPE = 'bookworm-image-1'
@@ -101,7 +102,9 @@ def build(podman, tag, cgroup_parent):
     (the bases' paths are in NSIDD_IMAGE_BASES); logs its size."""
     run_tar, build_tar = os.environ['NSIDD_IMAGE_BASES'].split(':')
     for tar, name in ((run_tar, 'bookworm-slim'), (build_tar, 'bookworm')):
-        podman('import', tar, 'localhost/nsidd-test/' + name)
+        # The configuration Debian's own images have (a root tar alone has none).
+        podman('import', '--change', 'ENV PATH=' + DEBIAN_PATH, '--change', 'CMD ["bash"]',
+               tar, 'localhost/nsidd-test/' + name)
     started = time.monotonic()
     r = subprocess.run(podman.command + [
         'build', '--network=none', '--cgroup-parent', cgroup_parent, '-f', CONTAINERFILE,

@@ -4,8 +4,8 @@
 and no cluster:
  1. the Debian 12 bases are made offline-ready once and cached (image.bases), outside the
     sandbox since debootstrap needs the archive;
- 2. in the sandbox (with / shared, as systemd makes it on a node), podman builds the image from
-    container/Containerfile with no network;
+ 2. in the sandbox (its /run shared, as systemd makes a node's mounts), podman builds the
+    image from container/Containerfile with no network;
  3. a node's past: namespaces with ids and a Docker sandbox mount whose process is gone, made
     before nsidd starts, outside any container;
  4. the DaemonSet's pod template is run with `podman run` as the kubelet would (host PID and
@@ -15,6 +15,9 @@ and no cluster:
     - mirror the node's nsid table exactly, before and after namespaces come and go;
     - call the old sandbox mount stale-mount, held by its path as the node sees it, owned by
       its sandbox; the command `nsidctl leaks` prints, run on the node, frees it;
+    - (podman run) after the container is replaced by a new one, as a rolling update does,
+      judge it again at the first look with the same leaking-since and owner (the id cache is
+      on the node's /run/nsidd);
     - answer nsidctl on the node through the host path of its socket, and the liveness
       probe's command inside the container; serve metrics on the node's address.
 The image's size and nsidd's RSS in it are logged (bench/README.md). Anything that keeps a
@@ -32,7 +35,9 @@ if os.environ.get('NSIDD_SANDBOX') != '1':
     work = os.environ.setdefault('NSIDD_IMAGE_WORK', '/var/tmp')
     os.environ['NSIDD_IMAGE_BASES'] = ':'.join(image.bases(work))
 t.sandbox(pid=True)
-subprocess.run(['mount', '--make-rshared', '/'], check=True)
+# /run shared, as systemd makes every mount of a node: the mounts made on it later reach the
+# container's slave copies.
+subprocess.run(['mount', '--make-rshared', '/run'], check=True)
 import runtimes as rt  # noqa: E402 (inside the sandbox only)
 
 IMAGE = image.IMAGE
@@ -77,9 +82,9 @@ def check_process(pid):
     return int(status['VmRSS'].split()[0])
 
 
-def check_node(served, kernel, leak_name, what):
-    """What a node's operator relies on, against nsidd in its container."""
-    pid = served.pid_of()
+def check_mirror(served, kernel, what):
+    """The node's table mirrored exactly, before and after namespaces come and go; a name
+    made on the node after nsidd started reaches it (HostToContainer propagation)."""
     got, want = t.settle(served, kernel)
     t.check_equal(got, want, what + ': the node as nsidd found it')
     slug = what.replace(' ', '-')
@@ -88,35 +93,66 @@ def check_node(served, kernel, leak_name, what):
                ['netns del %s-%d' % (slug, i) for i in range(0, 20, 3)])
     got, want = t.settle(served, kernel)
     t.check_equal(got, want, what + ': after 20 made and 7 deleted')
-    # Names made on the node after nsidd started reach it (HostToContainer propagation).
     named = kernel.by_name()['%s-1' % slug]
     t.wait_for(what + ': a new name seen', lambda: (t.entries(served).get(named) or {}).get(
         'peer', {}).get('names') == ['%s-1' % slug])
-    path, nsid = leak_name
+
+
+def stale(served, leak, what):
+    """The old sandbox mount: stale-mount, held by exactly its node path, owned by its
+    sandbox."""
+    path, nsid = leak
     e = rt.stale_entry(served, nsid, what + ': the old sandbox stale-mount', 20)
     assert e['peer']['holders']['mounts'] == [path], e
     owner = e['peer']['owner'] or {}
     assert owner.get('runtime') == 'docker' and owner.get('sandbox') == os.path.basename(path), e
+    return e
+
+
+def free(served, leak, what):
+    """The command `nsidctl leaks` prints, asked on the node, run there, frees it."""
+    path, nsid = leak
     listed = t.nsidctl('-j', 'leaks', socket_path=SOCKET)
-    leak = {x.get('nsid'): x for x in json.loads(listed.stdout)}[nsid]
-    subprocess.run(['sh', '-c', leak['command']], check=True)
+    command = {x.get('nsid'): x for x in json.loads(listed.stdout)}[nsid]['command']
+    subprocess.run(['sh', '-c', command], check=True)
     t.wait_for(what + ': the leak freed', lambda: nsid not in t.entries(served))
     assert any(x['nsid'] == nsid for x in t.deaths(served))
-    t.log('%s: %s stale-mount, owner %s; `%s` (nsidctl leaks on the node) freed it' % (
-        what, path, owner, leak['command']))
+    t.log('%s: %s stale-mount; `%s` (nsidctl leaks on the node) freed it' % (what, path,
+                                                                              command))
+
+
+def check_running(served, exec_in, probe, what):
+    """The liveness probe's command passes in the container, and `nsidctl leaks` as the
+    README has it (`kubectl exec POD -- nsidctl leaks`); metrics on the node's address; the
+    user, the capabilities and the PID namespace the pod asks for."""
+    for command in (probe, ['nsidctl', 'leaks']):
+        r = subprocess.run(exec_in + command, capture_output=True, text=True)
+        assert r.returncode == 0, (command, r.stdout, r.stderr)
     with urllib.request.urlopen('http://%s:9477/metrics' % NODE_IP, timeout=10) as r:
         assert b'nsidd_peers{' in r.read()
-    rss = check_process(pid)
-    t.log('%s: uid 65532, the four capabilities, the node PID namespace; metrics on %s:9477; '
-          'nsidd RSS %d KiB' % (what, NODE_IP, rss))
+    rss = check_process(served.pid_of())
+    t.log('%s: the liveness probe passes; uid 65532, the four capabilities, the node PID '
+          'namespace; metrics on %s:9477; nsidd RSS %d KiB' % (what, NODE_IP, rss))
 
 
 def run_as_daemonset(podman, template, kernel, leak):
-    """The pod template's containers with `podman run`, init container first."""
-    served = image.start_daemonset(podman, template['spec'], NODE_IP, TIMING, rt.CGROUP_PARENT)
-    probe = template['spec']['containers'][0]['livenessProbe']['exec']['command']
-    podman('exec', 'nsidd', *probe)  # the liveness probe, as the kubelet runs it
-    check_node(served, kernel, leak, 'podman run')
+    """The pod template's containers with `podman run`, init container first; then replaced
+    by a new container, as a rolling update does: the id cache on the node's /run/nsidd keeps
+    the leak's age and owner."""
+    spec = template['spec']
+    probe = spec['containers'][0]['livenessProbe']['exec']['command']
+    served = image.start_daemonset(podman, spec, NODE_IP, TIMING, rt.CGROUP_PARENT)
+    check_mirror(served, kernel, 'podman run')
+    before = stale(served, leak, 'podman run')
+    podman('rm', '-f', '-t', '2', 'nsidd')
+    served = image.start_daemonset(podman, spec, NODE_IP, TIMING, rt.CGROUP_PARENT)
+    after = stale(served, leak, 'podman run, a new container')
+    assert (after['leaking_since'], after['peer']['owner']) == \
+        (before['leaking_since'], before['peer']['owner']), (before, after)
+    t.log('podman run, a new container: stale-mount at its first look, leaking since %s as '
+          'before' % after['leaking_since'])
+    free(served, leak, 'podman run')
+    check_running(served, podman.command + ['exec', 'nsidd'], probe, 'podman run')
     podman('rm', '-f', '-t', '2', 'nsidd')
 
 
@@ -144,8 +180,10 @@ def kube_play(podman, template, kernel, leak):
     served = image.Served(lambda: int(podman('inspect', '--format', '{{.State.Pid}}', name)))
     served.wait_ready(lambda: podman('logs', name))
     probe = template['spec']['containers'][0]['livenessProbe']['exec']['command']
-    podman('exec', name, *probe)  # the liveness probe, as the kubelet runs it
-    check_node(served, kernel, leak, 'kube play')
+    check_mirror(served, kernel, 'kube play')
+    stale(served, leak, 'kube play')
+    free(served, leak, 'kube play')
+    check_running(served, podman.command + ['exec', name], probe, 'kube play')
     podman('kube', 'down', manifest)
 
 
