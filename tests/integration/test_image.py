@@ -7,7 +7,8 @@ and no cluster:
  2. in the sandbox (its /run shared, as systemd makes a node's mounts), podman builds the
     image from container/Containerfile with no network;
  3. a node's past: namespaces with ids and a Docker sandbox mount whose process is gone, made
-    before nsidd starts, outside any container;
+    before nsidd starts, outside any container (for the kube play pass, one made while it
+    runs);
  4. the DaemonSet's pod template is run with `podman run` as the kubelet would (host PID and
     network, its host paths and propagation, its user, capabilities and read-only root, the
     init container first), then as a Pod with `podman kube play`. Each must:
@@ -121,13 +122,20 @@ def free(served, leak, what):
                                                                               command))
 
 
-def check_running(served, exec_in, probe, what):
+def check_running(served, probe, what):
     """The liveness probe's command passes in the container, and `nsidctl leaks` as the
     README has it (`kubectl exec POD -- nsidctl leaks`); metrics on the node's address; the
-    user, the capabilities and the PID namespace the pod asks for."""
+    user, the capabilities and the PID namespace the pod asks for.
+    The commands run where a runtime's exec runs them: in nsidd's mount namespace and root, as
+    its user. (Not with `podman exec`: a container made from inside a chroot, as a CI's may
+    be, cannot be entered by it, since joining a mount namespace resets the root to the
+    namespace's own, which is the machine's, not the container's.)"""
+    pid = served.pid_of()
     for command in (probe, ['nsidctl', 'leaks']):
-        r = subprocess.run(exec_in + command, capture_output=True, text=True)
-        assert r.returncode == 0, (command, r.stdout, r.stderr)
+        r = subprocess.run(['nsenter', '-t', str(pid), '-m', '-r', '-w', '-S', '65532', '-G',
+                            '65532', '--'] + command, capture_output=True, text=True)
+        assert r.returncode == 0, (command, r.stdout, r.stderr, 'in its root: %s' % os.listdir(
+            '/proc/%d/root/usr/bin' % pid))
     with urllib.request.urlopen('http://%s:9477/metrics' % NODE_IP, timeout=10) as r:
         assert b'nsidd_peers{' in r.read()
     rss = check_process(served.pid_of())
@@ -152,12 +160,13 @@ def run_as_daemonset(podman, template, kernel, leak):
     t.log('podman run, a new container: stale-mount at its first look, leaking since %s as '
           'before' % after['leaking_since'])
     free(served, leak, 'podman run')
-    check_running(served, podman.command + ['exec', 'nsidd'], probe, 'podman run')
+    check_running(served, probe, 'podman run')
     podman('rm', '-f', '-t', '2', 'nsidd')
 
 
-def kube_play(podman, template, kernel, leak):
-    """The pod template as a Pod, with `podman kube play`."""
+def kube_play(podman, template, kernel):
+    """The pod template as a Pod, with `podman kube play`; the leak is made while it runs (the
+    node's new sandbox mount reaches the container: HostToContainer)."""
     import yaml
     os.makedirs('/run/nsidd-test', exist_ok=True)
     manifest, conf = '/run/nsidd-test/pod.yaml', '/run/nsidd-test/containers.conf'
@@ -180,10 +189,11 @@ def kube_play(podman, template, kernel, leak):
     served = image.Served(lambda: int(podman('inspect', '--format', '{{.State.Pid}}', name)))
     served.wait_ready(lambda: podman('logs', name))
     probe = template['spec']['containers'][0]['livenessProbe']['exec']['command']
+    leak = sandbox_mount('6a7b8c9d0e1f')
     check_mirror(served, kernel, 'kube play')
     stale(served, leak, 'kube play')
     free(served, leak, 'kube play')
-    check_running(served, podman.command + ['exec', name], probe, 'kube play')
+    check_running(served, probe, 'kube play')
     podman('kube', 'down', manifest)
 
 
@@ -191,11 +201,11 @@ kernel = t.NsidTable()
 # The node's past: named namespaces with ids, and a sandbox mount with no process.
 t.ip_batch(['netns add old-%d' % i for i in range(10)] +
            ['netns set old-%d auto' % i for i in range(10)])
-leaks = [sandbox_mount('0a1b2c3d4e5f'), sandbox_mount('6a7b8c9d0e1f')]
+old_leak = sandbox_mount('0a1b2c3d4e5f')
 podman = rt.Podman()
 image.build(podman, IMAGE, rt.CGROUP_PARENT)
 template = image.pod_template()
-run_as_daemonset(podman, template, kernel, leaks[0])
-kube_play(podman, template, kernel, leaks[1])
+run_as_daemonset(podman, template, kernel, old_leak)
+kube_play(podman, template, kernel)
 t.log('ok')
 sys.exit(0)
