@@ -22,7 +22,7 @@ build_pkgs="meson ninja-build g++ pkg-config libmnl-dev libsystemd-dev libspdlog
 test_pkgs="clang-format util-linux git systemd man-db prometheus prometheus-alertmanager valgrind
     build-essential debhelper dpkg-dev lintian debootstrap systemd-container strace
     python3-fuse docker.io podman runc conmon netavark aardvark-dns containernetworking-plugins
-    iptables busybox-static python3-yaml"
+    iptables busybox-static python3-yaml catatonit"
 pkgs=$build_pkgs
 [ "$mode" = test ] && pkgs="$pkgs $test_pkgs"
 
