@@ -40,18 +40,6 @@ def stage_packages(name):
     return m.group(1).split()
 
 
-def mirror_url():
-    for path in glob.glob('/etc/apt/sources.list.d/*.sources') + ['/etc/apt/sources.list']:
-        if not os.path.exists(path):
-            continue
-        for line in open(path):
-            f = line.split()
-            url = f[1] if f[:1] == ['URIs:'] else f[1] if len(f) >= 3 and f[0] == 'deb' else ''
-            if url.rstrip('/').endswith('/debian'):
-                return url
-    return 'http://deb.debian.org/debian'
-
-
 def _run(cmd, what):
     r = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0:
@@ -83,7 +71,7 @@ def bases(work):
     os.makedirs(CACHE, exist_ok=True)
     root = os.path.join(work, 'base')
     _run(['debootstrap', '--variant=minbase', '--include=' + ','.join(run_pkgs), 'bookworm',
-          root, mirror_url()], 'debootstrap')
+          root, t.mirror_url()], 'debootstrap')
     _slim(root)
     _run(['tar', '-C', root, '-cf', run_tar + '.part', '.'], 'tar')
     _run(['chroot', root, 'sh', '-c', 'apt-get update -q && DEBIAN_FRONTEND=noninteractive '

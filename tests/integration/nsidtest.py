@@ -11,6 +11,7 @@ probes (by NSID over the dense range and the known sparse ids, and by FD for eve
 """
 import atexit
 import fcntl
+import glob
 import json
 import os
 import signal
@@ -37,6 +38,19 @@ from rtnl import Assigner, NsidTable, netns_names  # noqa: E402,F401 (re-exporte
 
 def log(*args):
     print(*args, flush=True)
+
+
+def mirror_url():
+    """The Debian archive this machine's apt uses (for debootstrap)."""
+    for path in glob.glob('/etc/apt/sources.list.d/*.sources') + ['/etc/apt/sources.list']:
+        if not os.path.exists(path):
+            continue
+        for line in open(path):
+            f = line.split()
+            url = f[1] if f[:1] == ['URIs:'] else f[1] if len(f) >= 3 and f[0] == 'deb' else ''
+            if url.rstrip('/').endswith('/debian'):
+                return url
+    return 'http://deb.debian.org/debian'
 
 
 def cannot_run(why):

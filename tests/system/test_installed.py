@@ -39,7 +39,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '../integration'))
-import nsidtest as t  # noqa: E402  (wait_for)
+import nsidtest as t  # noqa: E402  (wait_for, mirror_url)
 
 SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), '../..'))
 CACHE = os.environ.get('NSIDD_TEST_CACHE', '/var/cache/nsidd-test')
@@ -68,19 +68,6 @@ def run(cmd, **kw):
     except subprocess.CalledProcessError as e:
         raise AssertionError('%s: exit %d\n%s%s' % (' '.join(cmd), e.returncode, e.stdout,
                                                     e.stderr)) from None
-
-
-def mirror_url():
-    for path in glob.glob('/etc/apt/sources.list.d/*.sources'):
-        for line in open(path):
-            if line.startswith('URIs:') and line.split()[1].rstrip('/').endswith('/debian'):
-                return line.split()[1]
-    if os.path.exists('/etc/apt/sources.list'):
-        for line in open('/etc/apt/sources.list'):
-            f = line.split()
-            if len(f) >= 3 and f[0] == 'deb' and f[1].rstrip('/').endswith('/debian'):
-                return f[1]
-    return 'http://deb.debian.org/debian'
 
 
 def build_package():
@@ -128,7 +115,7 @@ def cached_root(deb):
         os.makedirs(CACHE, exist_ok=True)
         tmp = os.path.join(WORK, 'debootstrap')
         r = subprocess.run(['debootstrap', '--variant=minbase', '--include=' + ','.join(pkgs),
-                            'bookworm', tmp, mirror_url()], text=True,
+                            'bookworm', tmp, t.mirror_url()], text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if r.returncode != 0:
             cannot_run('debootstrap failed:\n' + r.stdout[-3000:])
