@@ -19,12 +19,12 @@ inline constexpr std::string_view kInvalidConfiguration = "io.nsidd.Registry.Inv
 
 /// "self" or the observer's nsid in decimal.
 std::string observer_name(registry::Observer observer);
-/// An Entry as the interface describes it; unknown parts are null or [].
-/// `state`: the peer's PeerState name.
 /// A namespace without an id in self's table (Engine::unlisted()), as the interface's
 /// Namespace.
 varlink::Json to_json(const mirror::Engine::Unlisted& ns);
-varlink::Json to_json(const registry::Entry& entry, PeerState state);
+/// A row as the interface's Entry describes it; unknown parts are null or [].
+/// `state`: the peer's PeerState name.
+varlink::Json to_json(const registry::View& entry, PeerState state);
 varlink::Json to_json(const registry::Death& death);
 /// One Watch reply.
 varlink::Json to_json(const mirror::Feed::Item& item);

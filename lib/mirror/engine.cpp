@@ -102,16 +102,11 @@ Result<std::size_t> Engine::resync(ResyncReason reason) {
 // there under its cookie is kept; one whose namespace is gone is checked against the reachable
 // namespaces: when another one holds the id now, the row's peer died and is recorded so.
 void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>& changes) {
-    const auto& rows = registry_.table(registry::kSelf)->rows;
     std::set<Nsid> gone;
-    for (const auto& e : truth) {
-        const auto row = rows.find(e.nsid);
-        if (row == rows.end() || !row->second.entry.peer.cookie)
-            continue;
-        const auto cookie = *row->second.entry.peer.cookie;
-        if (!catalog_.is_reachable(cookie))
+    for (const auto& e : truth)
+        if (const auto& cookie = registry_.peer(e.nsid).cookie;
+            cookie && !catalog_.is_reachable(*cookie))
             gone.insert(e.nsid);
-    }
     if (gone.empty())
         return;
     // Who holds those ids now: new mounts first, then the namespaces known without an id, and
@@ -119,7 +114,7 @@ void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>&
     const auto claimed = [&] {
         return std::all_of(gone.begin(), gone.end(), [&](Nsid k) {
             const auto* ns = catalog_.by_nsid(k);
-            return ns != nullptr && ns->cookie != *rows.at(k).entry.peer.cookie;
+            return ns != nullptr && ns->cookie != *registry_.peer(k).cookie;
         });
     };
     const auto now = clock_.realtime();
@@ -139,8 +134,7 @@ void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>&
     std::vector<Entry> kept;
     for (const auto& e : truth) {
         const auto* ns = gone.count(e.nsid) ? catalog_.by_nsid(e.nsid) : nullptr;
-        if (ns != nullptr && !ns->cookie_is_inode &&
-            ns->cookie != *rows.at(e.nsid).entry.peer.cookie) {
+        if (ns != nullptr && !ns->cookie_is_inode && ns->cookie != *registry_.peer(e.nsid).cookie) {
             ++stats_.replaced;
             continue; // dropped first, so its peer's death is recorded; then added anew
         }

@@ -131,12 +131,12 @@ public:
     /// Fd copies (pidfd_getfd) the fd searches were refused so far.
     std::uint64_t fd_copies_denied() const noexcept { return fd_copies_denied_; }
 
-    /// The entry as served: a row of another observer's table names its peer through
-    /// current_nsid, so it gets the identity of self's row for that peer; a row naming our own
-    /// namespace gets its identity (cookie, inode).
-    registry::Entry view(registry::Observer observer, const registry::Entry& entry) const;
-    /// The same, taking the entry over instead of copying it.
-    registry::Entry view(registry::Observer observer, registry::Entry&& entry) const;
+    /// The entry as served: a row of self's table with its peer's identity (`peer`, for a row
+    /// that has left the table: its change's; else the registry's). A row of another
+    /// observer's table names its peer through current_nsid, so it gets the identity of self's
+    /// row for that peer; a row naming our own namespace gets its identity (cookie, inode).
+    registry::View view(registry::Observer observer, const registry::Entry& entry,
+                        const registry::Identity* peer = nullptr) const;
     /// Active: a process inside held it at the last look (our own namespace is: this
     /// process). Mounted: bind mounts only. StaleMount: bind mounts only, one of them on a
     /// stale-mount path, with no process for longer than the grace period. FdHeld: an fd of

@@ -9,7 +9,7 @@
 
 namespace nsidd::mirror {
 
-void Feed::push(Kind kind, registry::Observer observer, registry::Entry shown, bool removed,
+void Feed::push(Kind kind, registry::Observer observer, registry::View shown, bool removed,
                 PeerState state) {
     items_.push_back(Item{++seq_, kind, observer, removed, state, std::move(shown)});
 }
@@ -48,15 +48,14 @@ static_assert(static_cast<int>(Feed::Kind::Resync) ==
 void Engine::show(std::vector<registry::Change>&& changes) {
     using registry::ChangeKind;
     // Rows of other tables purged with a peer show the identity self's row for it had; that
-    // row is gone by now, but its removal is in the same batch.
+    // row is gone by now, but its removal (which carries the identity) is in the same batch.
     // (Only where some change is of another table: self scope never needs them.)
     std::unordered_map<Nsid, const registry::Identity*> dead;
     if (std::any_of(changes.begin(), changes.end(),
                     [](const auto& c) { return c.observer != registry::kSelf; }))
         for (const auto& c : changes)
-            if (c.observer == registry::kSelf && c.kind != ChangeKind::New &&
-                (c.kind != ChangeKind::Resync || c.removed))
-                dead[c.entry.nsid] = &c.entry.peer;
+            if (c.observer == registry::kSelf && c.peer)
+                dead[c.entry.nsid] = &*c.peer;
     for (auto& c : changes) {
         // A row that left its table shows the last state decided for it, as History does
         // (not the unknown of its last moments, when its holder had gone).
@@ -64,9 +63,10 @@ void Engine::show(std::vector<registry::Change>&& changes) {
         const auto state = gone && c.entry.decided != PeerState::Unknown
                                ? c.entry.decided
                                : this->state(c.observer, c.entry);
-        // Taken over where no later change of this batch reads it (the dead's identities).
+        // A row of self's table that left it shows the identity its change carries (its id may
+        // name a new peer in the registry already).
         auto shown =
-            dead.empty() ? view(c.observer, std::move(c.entry)) : view(c.observer, c.entry);
+            view(c.observer, c.entry, gone && c.observer == registry::kSelf ? &*c.peer : nullptr);
         if (gone && c.observer != registry::kSelf && shown.current_nsid && !shown.peer.cookie &&
             !shown.peer.inode)
             if (const auto d = dead.find(*shown.current_nsid); d != dead.end())

@@ -30,7 +30,7 @@ public:
         registry::Observer observer;
         bool removed; ///< the row left its table (Del, Purge, or a Resync that dropped it)
         PeerState state;
-        registry::Entry entry;
+        registry::View entry;
     };
     /// Changes kept for Watch(since): a client that reconnects within this many changes
     /// misses nothing and need not read the tables again.
@@ -43,7 +43,7 @@ public:
         : seq_(first_seq), first_seq_(first_seq), drained_(first_seq), kept_max_(kept) {}
 
     /// Numbers a change as shown and appends it.
-    void push(Kind kind, registry::Observer observer, registry::Entry shown, bool removed,
+    void push(Kind kind, registry::Observer observer, registry::View shown, bool removed,
               PeerState state);
 
     /// The last change's seq (first_seq when there was none).

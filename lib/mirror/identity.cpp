@@ -49,8 +49,8 @@ void Engine::drop_distrusted() {
         return;
     const std::set<std::uint64_t> bad(cookies.begin(), cookies.end());
     std::vector<Nsid> rows;
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
-        if (row.entry.peer.cookie && bad.count(*row.entry.peer.cookie))
+    for (const auto& [nsid, peer] : registry_.peers())
+        if (peer.cookie && bad.count(*peer.cookie))
             rows.push_back(nsid);
     for (const Nsid nsid : rows) {
         set_peer(nsid, {});
@@ -73,7 +73,7 @@ void Engine::attach_changed() {
         const auto row = rows.find(nsid);
         if (row == rows.end())
             continue; // its NEW is still on the way; identify() attaches it then
-        if (const auto& had = row->second.entry.peer.cookie; had && *had != cookie) {
+        if (const auto& had = registry_.peer(nsid).cookie; had && *had != cookie) {
             // The row is the previous holder's, which is dead (ids are unique among live
             // peers). Its DEL and the new NEW may still be on the way, or were lost: a resync
             // settles which, and records the death if they were.
@@ -94,8 +94,8 @@ void Engine::judge_held(Nsid nsid, bool held) {
 
 void Engine::forget_dead(const registry::Change& c) {
     // Dead: its cookie is never seen again, and its id may name a new peer at once.
-    if (c.entry.peer.cookie)
-        catalog_.forget(*c.entry.peer.cookie);
+    if (c.peer->cookie)
+        catalog_.forget(*c.peer->cookie);
     else if (const auto* ns = catalog_.by_nsid(c.entry.nsid))
         catalog_.forget(ns->cookie);
     if (const auto* v = unheld_.get(c.entry.nsid); v && v->row_since == c.entry.since_usec)
@@ -119,8 +119,7 @@ void Engine::identify(const std::vector<registry::Change>& changes) {
             forget_dead(c);
             continue;
         }
-        const auto row = rows.find(c.entry.nsid);
-        if (row == rows.end() || row->second.entry.peer.cookie)
+        if (!rows.count(c.entry.nsid) || registry_.peer(c.entry.nsid).cookie)
             continue;
         if (const auto* ns = catalog_.by_nsid(c.entry.nsid)) {
             set_peer(c.entry.nsid, identity_of(*ns));
@@ -149,8 +148,8 @@ bool Engine::unexplained_rows() {
     // theirs, or are gone. O(candidates), not O(rows): called at every mount change.
     const auto& rows = registry_.table(registry::kSelf)->rows;
     for (auto it = unidentified_.begin(); it != unidentified_.end();) {
-        const auto row = rows.find(*it);
-        if (row == rows.end() || row->second.entry.peer.cookie || row->second.entry.peer.inode)
+        const auto& peer = registry_.peer(*it);
+        if (!rows.count(*it) || peer.cookie || peer.inode)
             it = unidentified_.erase(it);
         else
             ++it;
@@ -251,7 +250,7 @@ void Engine::renew_verdicts() {
             }
             continue;
         }
-        if (auto id = without_holders(row.entry.peer))
+        if (auto id = without_holders(registry_.peer(nsid)))
             unheld.emplace_back(nsid, std::move(*id));
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
             // Newer than the pass or the last look at the mounts (either may have missed its
@@ -261,7 +260,7 @@ void Engine::renew_verdicts() {
             continue;
         }
         next.emplace(nsid, Unheld{since, was != nullptr ? was->unheld_since
-                                                        : resumed_unheld(row.entry.peer)});
+                                                        : resumed_unheld(registry_.peer(nsid))});
         if (row.entry.held)
             flips.emplace_back(nsid, false);
         if (was == nullptr || row.entry.held)
@@ -316,7 +315,7 @@ void Engine::set_peer(Nsid nsid, registry::Identity id) {
         pending_down_.erase(down);
     }
     // First seen: kept by the row while its peer stays the same, else from the id cache.
-    const auto& had = row->second.entry.peer;
+    const auto& had = registry_.peer(nsid);
     if (id.cookie && had.cookie == id.cookie && had.first_seen_usec)
         id.first_seen_usec = had.first_seen_usec;
     else if (const auto seen = id.cookie ? first_seen_.find(*id.cookie) : first_seen_.end();
@@ -346,10 +345,9 @@ netns::FdSearch Engine::start_fd_search() {
     fd_searched_usec_ = clock_.realtime();
     for (const auto& [nsid, v] : unheld_) {
         fd_searched_for_.emplace(nsid, v.row_since);
-        const auto row = rows.find(nsid);
-        if (row == rows.end())
+        if (!rows.count(nsid))
             continue;
-        const auto& peer = row->second.entry.peer;
+        const auto& peer = registry_.peer(nsid);
         search.identify |= !peer.inode && !peer.cookie;
         if (!peer.inode)
             continue;
@@ -366,11 +364,11 @@ netns::FdSearch Engine::start_fd_search() {
             if (!ns.cookie_is_inode)
                 search.known_cookies.insert(cookie);
         }
-        for (const auto& [nsid, row] : rows) {
-            if (row.entry.peer.inode)
-                search.known_inodes.insert(*row.entry.peer.inode);
-            if (row.entry.peer.cookie)
-                search.known_cookies.insert(*row.entry.peer.cookie);
+        for (const auto& [nsid, peer] : registry_.peers()) {
+            if (peer.inode)
+                search.known_inodes.insert(*peer.inode);
+            if (peer.cookie)
+                search.known_cookies.insert(*peer.cookie);
         }
         search.known_inodes.insert(catalog_.self_inode());
         search.known_cookies.insert(catalog_.self_cookie());
@@ -401,10 +399,10 @@ Engine::identify_held(std::vector<netns::HeldNamespace>& found) {
             without_id.emplace_back(found[i].inode, found[i].cookie);
             continue;
         }
-        const auto row = rows.find(*(*ids)[i]);
-        if (row == rows.end() || row->second.entry.peer.cookie || row->second.entry.peer.inode)
+        const auto& had = registry_.peer(*(*ids)[i]);
+        if (!rows.count(*(*ids)[i]) || had.cookie || had.inode)
             continue;
-        auto id = row->second.entry.peer;
+        auto id = had;
         id.inode = found[i].inode;
         if (found[i].cookie)
             id.cookie = found[i].cookie;
@@ -435,15 +433,15 @@ void Engine::fd_search_done(netns::FdFound found) {
     for (const auto& [nsid, row] : rows) {
         const bool unheld = unheld_.get(nsid) != nullptr;
         std::vector<registry::FdHolder> fds;
-        if (unheld && row.entry.peer.inode)
-            if (const auto it = found.holders.find(*row.entry.peer.inode);
-                it != found.holders.end())
+        const auto& peer = registry_.peer(nsid);
+        if (unheld && peer.inode)
+            if (const auto it = found.holders.find(*peer.inode); it != found.holders.end())
                 for (const auto& h : it->second)
                     fds.push_back(registry::FdHolder{h.pid, h.comm, h.fd, h.socket});
         if (unheld)
             touch(nsid); // a search that found nothing may make it pinned now
-        if (fds != *row.entry.peer.holders.fds) {
-            auto id = row.entry.peer;
+        if (fds != *peer.holders.fds) {
+            auto id = peer;
             // Whose it is, when no process inside ever said: the fd holder's.
             if (!id.owner && !fds.empty())
                 if (auto owner = fd_holder_owner(fds.front().pid))

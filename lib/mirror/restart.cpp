@@ -52,17 +52,19 @@ Result<void> Engine::save_ids(const std::string& path, bool now) {
     cache.ids = catalog_.saved_ids();
     cache.saved_usec = clock_.realtime();
     cache.mount_ids = catalog_.saved_mount_ids();
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
-        const auto& p = row.entry.peer;
-        if (!p.cookie)
+    const auto& rows = registry_.table(registry::kSelf)->rows;
+    for (const auto& [nsid, p] : registry_.peers()) {
+        const auto* row = rows.get(nsid);
+        if (row == nullptr || !p.cookie)
             continue;
         cache.ids.emplace(*p.cookie, nsid); // also those only an fd holds (no mount, no process)
         cache.first_seen_usec.emplace(
-            *p.cookie, std::min(row.entry.since_usec, p.first_seen_usec.value_or(UINT64_MAX)));
+            *p.cookie, std::min(row->entry.since_usec, p.first_seen_usec.value_or(UINT64_MAX)));
         // What a verdict's clock runs from, and whose it is: a restart keeps both.
         if (const auto* ns = catalog_.by_nsid(nsid); ns != nullptr && ns->no_process_since_usec)
             cache.no_process_since_usec.emplace(*p.cookie, ns->no_process_since_usec);
-        if (const auto* v = unheld_.get(nsid); v != nullptr && v->row_since == row.entry.since_usec)
+        if (const auto* v = unheld_.get(nsid);
+            v != nullptr && v->row_since == row->entry.since_usec)
             cache.unheld_since_usec.emplace(*p.cookie, v->unheld_since);
         if (p.owner)
             cache.owners.emplace(*p.cookie, *p.owner);
@@ -92,12 +94,12 @@ Result<void> Engine::save_ids(const std::string& path, bool now) {
 void Engine::find_deaths_while_down() {
     const auto& rows = registry_.table(registry::kSelf)->rows;
     for (const auto& [cookie, nsid] : cached_ids_) {
-        const auto row = rows.find(nsid);
-        if (row == rows.end())
+        const auto& had = registry_.peer(nsid).cookie;
+        if (!rows.count(nsid))
             record_death_while_down(nsid, cookie); // a live peer keeps its id
-        else if (!row->second.entry.peer.cookie)
+        else if (!had)
             pending_down_.emplace(nsid, cookie);
-        else if (*row->second.entry.peer.cookie != cookie)
+        else if (*had != cookie)
             record_death_while_down(nsid, cookie); // its id names another peer now
     }
     // The file already says what the catalog knows now: no need to write it again.

@@ -9,28 +9,25 @@
 
 namespace nsidd::mirror {
 
-registry::Entry Engine::view(Observer observer, const registry::Entry& entry) const {
-    return view(observer, registry::Entry(entry));
-}
-
-registry::Entry Engine::view(Observer observer, registry::Entry&& entry) const {
+registry::View Engine::view(Observer observer, const registry::Entry& entry,
+                            const registry::Identity* peer) const {
+    registry::View shown{entry, {}};
     if (names_self(observer, entry)) {
-        entry.peer = {};
         if (const auto cookie = catalog_.self_cookie())
-            entry.peer.cookie = cookie;
+            shown.peer.cookie = cookie;
         if (const auto inode = catalog_.self_inode())
-            entry.peer.inode = inode;
+            shown.peer.inode = inode;
     } else if (observer == registry::kSelf) {
-        if (entry.peer.first_seen_usec && *entry.peer.first_seen_usec < entry.since_usec)
-            entry.since_usec = *entry.peer.first_seen_usec; // first seen before a restart
+        shown.peer = peer != nullptr ? *peer : registry_.peer(entry.nsid);
+        if (shown.peer.first_seen_usec && *shown.peer.first_seen_usec < entry.since_usec)
+            shown.since_usec = *shown.peer.first_seen_usec; // first seen before a restart
     } else if (entry.current_nsid) {
-        const auto& rows = registry_.table(registry::kSelf)->rows;
-        if (const auto it = rows.find(*entry.current_nsid); it != rows.end()) {
-            entry.peer = it->second.entry.peer;
-            entry.leaking_since_usec = it->second.entry.leaking_since_usec;
+        if (const auto* row = registry_.table(registry::kSelf)->rows.get(*entry.current_nsid)) {
+            shown.peer = registry_.peer(*entry.current_nsid);
+            shown.leaking_since_usec = row->entry.leaking_since_usec;
         }
     }
-    return std::move(entry);
+    return shown;
 }
 
 bool Engine::leak_prone(const netns::Namespace& ns) const {
@@ -81,7 +78,7 @@ Engine::Verdict Engine::live_state(Nsid nsid, const registry::Entry& entry,
     const auto* v = unheld_.get(nsid);
     if (v == nullptr || v->row_since != entry.since_usec)
         return {PeerState::Unknown}; // no verdict yet
-    if (!entry.peer.holders.fds->empty())
+    if (!registry_.peer(nsid).holders.fds->empty())
         return {PeerState::FdHeld, v->unheld_since};
     // Pinned: nothing held it for the grace period, fds included (a search that began after it
     // was unheld walked every process and found none).

@@ -25,7 +25,7 @@ Result<std::vector<Entry>> Engine::read_self(registry::Source source) {
     std::map<Nsid, Entry> truth;
     for (const auto& row : dump->rows)
         if (row.nsid >= 0)
-            truth.emplace(row.nsid, Entry{row.nsid, row.nsid, source, {}, now});
+            truth.emplace(row.nsid, Entry{row.nsid, row.nsid, source, now});
     stats_.last_probes = 0;
     stats_.last_dump_truncated = dump->maybe_cut;
     if (dump->maybe_cut) {
@@ -66,7 +66,7 @@ std::size_t Engine::learn_reachable(std::map<Nsid, Entry>& truth, registry::Sour
     verdicts_due_ = true;
     for (const auto& [cookie, ns] : catalog_.namespaces())
         if (ns.nsid)
-            truth.emplace(*ns.nsid, Entry{*ns.nsid, *ns.nsid, source, {}, now});
+            truth.emplace(*ns.nsid, Entry{*ns.nsid, *ns.nsid, source, now});
     return catalog_.stats().queried - before;
 }
 
@@ -93,7 +93,7 @@ Result<Nsid> Engine::probe_dense(std::map<Nsid, Entry>& truth, Nsid dump_highest
         stats_.last_probes += ask.size();
         for (std::size_t i = 0; i < found->size() && i < ask.size(); ++i)
             if ((*found)[i]) {
-                truth.emplace(ask[i], Entry{ask[i], ask[i], source, {}, now});
+                truth.emplace(ask[i], Entry{ask[i], ask[i], source, now});
                 limit = std::max<std::int64_t>(limit, std::int64_t{ask[i]} + kProbeSlack);
             }
         limit = std::min<std::int64_t>(limit, INT32_MAX);
@@ -117,7 +117,7 @@ Result<void> Engine::probe_sparse(std::map<Nsid, Entry>& truth, Nsid probed_to,
     stats_.last_probes += ask.size();
     for (std::size_t i = 0; i < found->size() && i < ask.size(); ++i)
         if ((*found)[i])
-            truth.emplace(ask[i], Entry{ask[i], ask[i], source, {}, now});
+            truth.emplace(ask[i], Entry{ask[i], ask[i], source, now});
     return {};
 }
 
@@ -158,8 +158,8 @@ std::vector<Entry> Engine::foreign_entries(Observer o, registry::Source source) 
     const auto now = clock_.realtime();
     if (const auto* t = foreign_table(o))
         for (const auto& [nsid, current] : *t)
-            out.push_back(Entry{
-                nsid, current >= 0 ? std::optional<Nsid>(current) : std::nullopt, source, {}, now});
+            out.push_back(Entry{nsid, current >= 0 ? std::optional<Nsid>(current) : std::nullopt,
+                                source, now});
     return out;
 }
 

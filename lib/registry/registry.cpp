@@ -7,14 +7,6 @@
 
 namespace nsidd::registry {
 
-std::optional<Nsid> peer_of(Observer observer, const Entry& entry) noexcept {
-    if (observer == kSelf)
-        return entry.nsid;
-    if (entry.current_nsid && *entry.current_nsid >= 0)
-        return entry.current_nsid;
-    return std::nullopt;
-}
-
 Registry::Registry(std::size_t history_capacity) : history_capacity_(history_capacity) {
     tables_[kSelf];
 }
@@ -60,26 +52,45 @@ Registry::Table& Registry::live_table(Observer observer, std::vector<Change>& ch
     return table_for(observer);
 }
 
-void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
+const Identity& Registry::peer(Nsid nsid) const noexcept {
+    static const Identity none{};
+    const auto* peer = peers_.get(nsid);
+    return peer != nullptr ? *peer : none;
+}
+
+Change& Registry::removed_self(ChangeKind kind, Entry&& dead, std::uint64_t now_usec, bool removed,
+                               std::vector<Change>& changes) {
+    Identity peer;
+    if (auto* known = peers_.get(dead.nsid)) {
+        peer = std::move(*known);
+        peers_.erase(dead.nsid);
+    }
+    record_death(dead, peer, now_usec);
+    auto& change = changes.emplace_back(kind, kSelf, std::move(dead), removed);
+    if (peer != Identity{})
+        change.peer = Shared(std::move(peer));
+    return change;
+}
+
+void Registry::record_death(const Entry& dead, const Identity& peer, std::uint64_t now_usec) {
     ++counters_.deaths;
     dying_[dead.nsid] = stamp_;
     if (history_capacity_ == 0)
         return;
     if (history_.size() == history_capacity_)
         history_.pop_front();
-    history_.push_back(
-        Death{dead.nsid,
-              dead.peer,
-              std::min(dead.since_usec, dead.peer.first_seen_usec.value_or(UINT64_MAX)),
-              now_usec,
-              {},
-              0});
+    history_.push_back(Death{dead.nsid,
+                             peer,
+                             std::min(dead.since_usec, peer.first_seen_usec.value_or(UINT64_MAX)),
+                             now_usec,
+                             {},
+                             0});
     // A namespace cannot die while a bind mount holds it: whatever names it was last seen with
     // are former ones by now (the mount went before the death was told).
-    auto& peer = history_.back().peer;
-    if (!peer.names.empty()) {
-        peer.former_names = Strings::merge(peer.former_names, peer.names);
-        peer.names = {};
+    auto& was = history_.back().peer;
+    if (!was.names.empty()) {
+        was.former_names = Strings::merge(was.former_names, was.names);
+        was.names = {};
     }
 }
 
@@ -165,13 +176,31 @@ void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>
 }
 
 void Registry::purge_all_rows(std::vector<Change>& changes) {
+    // Each row's peer is looked up once: in an array by id where the dead's ids are dense (the
+    // kernel gives the lowest free id), else in the hash. 0: alive (stamps start at 1).
+    Nsid top = 0;
+    for (const auto& [peer, death] : dying_)
+        top = std::max(top, peer);
+    std::vector<std::uint64_t> dense;
+    if (static_cast<std::size_t>(top) <= 16 * dying_.size() + 1024) {
+        dense.resize(static_cast<std::size_t>(top) + 1);
+        for (const auto& [peer, death] : dying_)
+            dense[static_cast<std::size_t>(peer)] = death;
+    }
+    const auto death_of = [&](Nsid peer) -> std::uint64_t {
+        if (!dense.empty())
+            return static_cast<std::size_t>(peer) < dense.size()
+                       ? dense[static_cast<std::size_t>(peer)]
+                       : 0;
+        const auto d = dying_.find(peer);
+        return d == dying_.end() ? 0 : d->second;
+    };
     for (auto& [observer, table] : tables_) {
         if (observer == kSelf)
             continue;
         for (auto r = table.rows.begin(); r != table.rows.end();) {
             const auto peer = peer_of(observer, r->second.entry);
-            const auto d = peer ? dying_.find(*peer) : dying_.end();
-            if (d != dying_.end() && r->second.stamp < d->second) {
+            if (peer && r->second.stamp < death_of(*peer)) {
                 changes.emplace_back(ChangeKind::Purge, observer, std::move(r->second.entry));
                 ++counters_.purged_entries;
                 r = table.rows.erase(r);
@@ -200,19 +229,20 @@ void Registry::sweep(std::vector<Change>& changes) {
     // peer is the one its death removed (a DEL, a replacing NEW or a resync): nothing else in
     // self's table points at it.
     std::size_t listed = 0, owned = 0;
+    std::vector<std::pair<Nsid, std::map<Observer, Table>::iterator>> dead_tables;
     for (const auto& [peer, death] : dying_) {
         if (const auto l = by_peer_.find(peer); l != by_peer_.end())
             listed += l->second.size();
-        if (const auto t = tables_.find(peer); peer != kSelf && t != tables_.end())
+        // A dead observer's own table vanishes with it; the kernel sends nothing for it.
+        if (const auto t = tables_.find(peer);
+            peer != kSelf && t != tables_.end() && t->second.stamp < death) {
             owned += t->second.rows.size();
+            dead_tables.emplace_back(peer, t);
+        }
     }
     // At most one change per row listed or owned: made room for once.
     changes.reserve(changes.size() + std::min(listed, by_peer_size_) + owned);
-    for (const auto& [peer, death] : dying_) {
-        // A dead observer's own table vanishes with it; the kernel sends nothing for it.
-        const auto t = tables_.find(peer);
-        if (peer == kSelf || t == tables_.end() || t->second.stamp >= death)
-            continue;
+    for (const auto& [peer, t] : dead_tables) {
         for (auto& [nsid, row] : t->second.rows)
             changes.emplace_back(ChangeKind::Purge, peer, std::move(row.entry));
         counters_.purged_entries += t->second.rows.size();
@@ -263,7 +293,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
                 return;
             }
         }
-        Entry e{op.nsid, current, Source::Event, {}, batch.now_usec};
+        Entry e{op.nsid, current, Source::Event, batch.now_usec};
         table.rows.emplace(op.nsid, Row{e, stamp_, false});
         index_row(op.observer, e);
         changes.emplace_back(ChangeKind::New, op.observer, std::move(e));
@@ -275,7 +305,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
         // names a new peer. The old row goes now, the new one takes its place.
         changes.emplace_back(ChangeKind::Purge, op.observer, row.entry);
         ++counters_.purged_entries;
-        row = Row{Entry{op.nsid, current, Source::Event, {}, batch.now_usec}, stamp_, false};
+        row = Row{Entry{op.nsid, current, Source::Event, batch.now_usec}, stamp_, false};
         index_row(op.observer, row.entry);
         changes.emplace_back(ChangeKind::New, op.observer, row.entry);
         return;
@@ -298,11 +328,12 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
     // docs/kernel.md, "Events"): skip it when it comes.
     row.unsure = true;
     // Ids are only freed by the peer's death, so the old peer is dead.
-    changes.emplace_back(ChangeKind::Del, op.observer, row.entry);
     if (op.observer == kSelf)
-        record_death(row.entry, batch.now_usec);
+        removed_self(ChangeKind::Del, std::move(row.entry), batch.now_usec, false, changes);
+    else
+        changes.emplace_back(ChangeKind::Del, op.observer, std::move(row.entry));
     ++stamp_;
-    row.entry = Entry{op.nsid, current, Source::Event, {}, batch.now_usec};
+    row.entry = Entry{op.nsid, current, Source::Event, batch.now_usec};
     row.stamp = stamp_;
     index_row(op.observer, row.entry);
     changes.emplace_back(ChangeKind::New, op.observer, row.entry);
@@ -345,18 +376,20 @@ void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
         }
     }
     Entry dead = std::move(it->second.entry);
-    table.rows.erase(op.nsid);
+    table.rows.erase_one(it);
     if (op.observer == kSelf)
-        record_death(dead, batch.now_usec);
-    changes.emplace_back(ChangeKind::Del, op.observer, std::move(dead));
+        removed_self(ChangeKind::Del, std::move(dead), batch.now_usec, false, changes);
+    else
+        changes.emplace_back(ChangeKind::Del, op.observer, std::move(dead));
 }
 
 bool Registry::set_peer(Nsid nsid, Identity peer) {
-    auto& rows = tables_[kSelf].rows;
-    auto it = rows.find(nsid);
-    if (it == rows.end() || it->second.entry.peer == peer)
+    if (tables_[kSelf].rows.get(nsid) == nullptr)
         return false;
-    it->second.entry.peer = std::move(peer);
+    auto& known = peers_[nsid];
+    if (known == peer)
+        return false;
+    known = std::move(peer);
     return true;
 }
 
@@ -386,10 +419,11 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
     ++stamp_;
     Table& table = table_for(observer);
     auto removed = [&](Row&& row) {
-        if (observer == kSelf)
-            record_death(row.entry, now_usec);
         ++counters_.resync_changes;
-        changes.emplace_back(ChangeKind::Resync, observer, std::move(row.entry), true);
+        if (observer == kSelf)
+            removed_self(ChangeKind::Resync, std::move(row.entry), now_usec, true, changes);
+        else
+            changes.emplace_back(ChangeKind::Resync, observer, std::move(row.entry), true);
     };
     // Merge two sorted sequences: rows not in truth leave, truth not in rows arrives.
     auto t = truth.begin();
@@ -403,17 +437,11 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
             ++t;
             continue;
         }
-        Entry& kept = r->second.entry;
-        const bool other_peer =
-            (kept.peer.cookie && t->peer.cookie && *kept.peer.cookie != *t->peer.cookie) ||
-            (observer != kSelf && kept.current_nsid != t->current_nsid);
-        if (other_peer) {
-            removed(std::move(r->second));
+        if (observer != kSelf && r->second.entry.current_nsid != t->current_nsid) {
+            removed(std::move(r->second)); // another peer under the same id
             r = table.rows.erase(r);
             continue; // re-added below as a new row
         }
-        if (t->peer.cookie || !t->peer.names.empty())
-            kept.peer = t->peer;
         // The snapshot is the truth now: a DEL still owed to a replaced holder was either
         // queued before it (reconcile asks the kernel) or lost with an overrun.
         r->second.unsure = false;

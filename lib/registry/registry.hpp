@@ -34,7 +34,6 @@ enum class Source : std::uint8_t { Event, Dump, Probe, Resync };
 using nsidd::PeerState;
 using nsidd::to_string;
 
-/// What is known of a peer netns beyond its id; every field may be unknown.
 /// An fd of another process that is the peer namespace, or a socket created inside it.
 struct FdHolder {
     std::int32_t pid = 0;
@@ -63,8 +62,9 @@ struct Holders {
     bool operator==(const Holders&) const = default;
 };
 
+/// What is known of a peer netns beyond its id; every field may be unknown.
 struct Identity {
-    // (The numbers are never 0 when known: Nonzero keeps each in 8 bytes. One per row.)
+    // (The numbers are never 0 when known: Nonzero keeps each in 8 bytes. One per peer.)
     Nonzero<std::uint64_t> cookie; ///< NS_GET_ID / SO_NETNS_COOKIE, never reused
     Nonzero<std::uint64_t> inode;  ///< nsfs inode, reused after death
     /// Current /run/netns names (as `ip netns` lists), sorted; shared with the catalog.
@@ -79,13 +79,13 @@ struct Identity {
     bool operator==(const Identity&) const = default;
 };
 
-/// One row of a peer-ID table.
+/// One row of a peer-ID table: the id, the peer it names where known, and when it was learned.
+/// What is known of a peer beyond its id is kept once per peer, beside self's table
+/// (Registry::peer), not in the rows: every table's row stays small, and so does each change.
 struct Entry {
     Entry() = default;
-    Entry(Nsid id, std::optional<Nsid> current, Source learned, Identity identity,
-          std::uint64_t since)
-        : nsid(id), current_nsid(current), source(learned), peer(std::move(identity)),
-          since_usec(since) {}
+    Entry(Nsid id, std::optional<Nsid> current, Source learned, std::uint64_t since)
+        : nsid(id), current_nsid(current), source(learned), since_usec(since) {}
 
     // (Fields in an order that leaves no padding: one per row.)
     Nsid nsid = 0;
@@ -99,12 +99,16 @@ struct Entry {
     /// Self's rows: a process or a mount held the peer at the engine's last look (a new row
     /// starts without). Set by the engine (Registry::set_held).
     bool held = false;
-    Identity peer;
     std::uint64_t since_usec = 0; ///< first seen, CLOCK_REALTIME
     /// Self's rows in a leak state (stale-mount, fd-held, pinned): since when what holds the
     /// peer has been so (the first look that showed it, across restarts); else 0. Set with
     /// the state.
     std::uint64_t leaking_since_usec = 0;
+};
+
+/// A row as it is shown: the entry with what is known of its peer.
+struct View : Entry {
+    Identity peer;
 };
 
 /// A peer that died, as recorded in the history ring.
@@ -121,9 +125,15 @@ struct Death {
 enum class ChangeKind : std::uint8_t { New, Del, Purge, Resync };
 /// One change to the mirror, in the order applied; what watchers are sent.
 struct Change {
-    ChangeKind kind;
-    Observer observer;
+    Change(ChangeKind what, Observer whose, Entry row, bool left = false)
+        : entry(std::move(row)), observer(whose), kind(what), removed(left) {}
+
+    // (Fields in an order that leaves no padding: a burst makes one per row it drops.)
     Entry entry;
+    /// A row of self's table that left it: its peer's identity as it was then (else empty).
+    Shared<Identity> peer;
+    Observer observer;
+    ChangeKind kind;
     bool removed = false; ///< for Resync: the entry left the table (else it was added)
 };
 
@@ -166,7 +176,13 @@ struct Counters {
 };
 
 /// Self's id for the peer of a row in `observer`'s table, where known.
-std::optional<Nsid> peer_of(Observer observer, const Entry& entry) noexcept;
+inline std::optional<Nsid> peer_of(Observer observer, const Entry& entry) noexcept {
+    if (observer == kSelf)
+        return entry.nsid;
+    if (entry.current_nsid && *entry.current_nsid >= 0)
+        return entry.current_nsid;
+    return std::nullopt;
+}
 
 /// The mirror of the kernel's peer-ID tables. Deterministic: no I/O, no clock.
 class Registry {
@@ -206,6 +222,10 @@ public:
     /// Sets what is known of the peer self calls `nsid`. Returns false when self has no such
     /// entry or it already said so. Rows of other tables name the peer through current_nsid.
     bool set_peer(Nsid nsid, Identity peer);
+    /// What is known of the peer of self's row `nsid` (empty when nothing is, or no such row).
+    const Identity& peer(Nsid nsid) const noexcept;
+    /// The same for every row of self's table that has one, by nsid.
+    const FlatMap<Nsid, Identity>& peers() const noexcept { return peers_; }
     /// Sets the state shown for self's row `nsid` (and the last decided, unless unknown).
     /// Without such a row, nothing (none is made).
     void set_state(Nsid nsid, PeerState state, std::uint64_t leaking_since_usec = 0);
@@ -231,8 +251,12 @@ private:
                    std::vector<Change>& changes);
     void apply_del(const Op& op, Table& table, const Batch& batch, const IsAssigned& is_assigned,
                    std::vector<Change>& changes);
+    // Self's row `dead` left its table, its peer dead: the peer's identity leaves with it,
+    // into its change (`removed`: Change::removed).
+    Change& removed_self(ChangeKind kind, Entry&& dead, std::uint64_t now_usec, bool removed,
+                         std::vector<Change>& changes);
     // A peer `self` called `nsid` died: history, counters and the dying set.
-    void record_death(const Entry& dead, std::uint64_t now_usec);
+    void record_death(const Entry& dead, const Identity& peer, std::uint64_t now_usec);
     // Drops every table of a dying observer and every row that points at a dying peer.
     void sweep(std::vector<Change>& changes);
     Table& table_for(Observer observer);
@@ -248,6 +272,8 @@ private:
     void purge_all_rows(std::vector<Change>& changes);
 
     std::map<Observer, Table> tables_;
+    // What is known of each peer of self's table, by self's id (a row without: none).
+    FlatMap<Nsid, Identity> peers_;
     // Peers (self ids) that died in the current batch, with the stamp of the death: rows and
     // tables stamped later belong to a new peer that reused the id and survive the sweep.
     std::unordered_map<Nsid, std::uint64_t> dying_;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <iterator>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -15,7 +16,8 @@ namespace nsidd {
 /// tables of many rows keyed by small ids (a peer-ID table): no allocation per entry and no
 /// node header, so a row costs its own size. New keys mostly come in ascending order (the
 /// kernel gives the lowest free id, and a table fills upwards), so inserting is mostly an
-/// append. An erased entry is left in place, dead, and reset to V{}: a key reused soon after
+/// append. An erased entry is left in place, dead, and reset to V{} where V holds something to
+/// free (a plain row is not written at all): a key reused soon after
 /// (ids are reused at once) takes its slot back without moving anything, and a burst of erases
 /// moves nothing. The dead are dropped together once they are more than half of all: by an
 /// erase by key, or by compact() after a walk that erased through its iterator.
@@ -131,9 +133,13 @@ public:
         const auto i = find_at(key);
         if (i == items_.size())
             return 0;
-        kill(i);
-        compact();
+        erase_one(const_iterator{this, i});
         return 1;
+    }
+    /// The same for an entry already found (amortized O(1)); invalidates every iterator.
+    void erase_one(const_iterator it) {
+        kill(it.at_);
+        compact();
     }
     void reserve(std::size_t n) {
         items_.reserve(n);
@@ -183,7 +189,8 @@ private:
         return i < items_.size() && items_[i].first == key && live_[i] ? i : items_.size();
     }
     void kill(std::size_t i) {
-        items_[i].second = V{};
+        if constexpr (!std::is_trivially_destructible_v<V>)
+            items_[i].second = V{}; // what it holds is freed now (a plain row holds nothing)
         live_[i] = 0;
         --live_count_;
         ++dead_count_;

@@ -324,19 +324,20 @@ inline Tables tables_of(const registry::Registry& r) {
 // apart (docs/design.md, "Replaced peers"): the old holder left discovery's reach and a new one
 // that nothing reachable holds took its id while the events were lost.
 inline void expect_identities(const Sim& sim, const Engine& engine) {
-    for (const auto& [k, row] : engine.registry().table(kSelf)->rows) {
-        if (!row.entry.peer.cookie)
+    for (const auto& [k, peer] : engine.registry().peers()) {
+        ASSERT_TRUE(engine.registry().table(kSelf)->rows.count(k)) << "identity of no row " << k;
+        if (!peer.cookie)
             continue;
         ASSERT_TRUE(sim.self.count(k)) << "row " << k;
         const auto& holder = sim.ns.at(sim.self.at(k));
-        if (*row.entry.peer.cookie == holder.cookie)
+        if (*peer.cookie == holder.cookie)
             continue;
         const auto named = std::find_if(sim.ns.begin(), sim.ns.end(), [&](const auto& n) {
-            return n.second.cookie == *row.entry.peer.cookie;
+            return n.second.cookie == *peer.cookie;
         });
         ASSERT_NE(named, sim.ns.end());
         EXPECT_TRUE(holder.files.empty() && named->second.files.empty())
-            << "row " << k << " names " << *row.entry.peer.cookie
+            << "row " << k << " names " << *peer.cookie
             << (named->second.alive ? " (alive, " : " (dead, ") << named->second.files.size()
             << " files), held by " << holder.cookie << " (" << holder.files.size() << " files)";
     }
@@ -359,7 +360,7 @@ inline Engine::Config config(const Sim& sim, bool host = false) {
 // What a Watch client rebuilds from the changes it is sent: the engine's feed, drained.
 struct Replay {
     struct Shown {
-        registry::Entry entry;
+        registry::View entry;
         PeerState state;
     };
     std::map<std::pair<Observer, Nsid>, Shown> rows;

@@ -153,7 +153,7 @@ std::vector<Entry> truth_of(const TableModel& k, Observer o) {
     if (t == tables.end())
         return out;
     for (const auto& [id, cur] : t->second)
-        out.push_back(Entry{id, cur, Source::Resync, {}, 0});
+        out.push_back(Entry{id, cur, Source::Resync, 0});
     return out;
 }
 
@@ -268,6 +268,64 @@ TEST(Registry, MatchesKernelThroughOverruns) {
     EXPECT_GT(ops, 100000u);
 }
 
+// What is known of a peer is kept once, beside self's row, and leaves with the row: in its
+// change (for Watch) and its death record, never left to the next peer under the same id.
+TEST(Registry, PeerIdentityLeavesWithItsRow) {
+    Registry r(1024);
+    const auto never = [](Observer, Nsid) {
+        return false;
+    };
+    const auto known = [](std::uint64_t cookie) {
+        Identity id;
+        id.cookie = cookie;
+        id.names = Strings(std::vector<std::string>{"n" + std::to_string(cookie)});
+        return id;
+    };
+    r.apply(Batch{{{Op::Kind::New, kSelf, 1, 1},
+                   {Op::Kind::New, kSelf, 2, 2},
+                   {Op::Kind::New, kSelf, 3, 3},
+                   {Op::Kind::New, 3, 7, 2}},
+                  1,
+                  false},
+            never);
+    EXPECT_FALSE(r.set_peer(9, known(90))); // no such row: nothing is made
+    EXPECT_TRUE(r.peers().empty());
+    for (Nsid k = 1; k <= 3; ++k)
+        ASSERT_TRUE(r.set_peer(k, known(10 * static_cast<std::uint64_t>(k))));
+    EXPECT_FALSE(r.set_peer(1, known(10))); // already said
+    EXPECT_EQ(r.peer(2).cookie, 20u);
+    EXPECT_FALSE(r.peer(7).cookie); // ids of other tables are not self's
+    // A DEL: the identity goes with the change and into history.
+    auto c = r.apply(Batch{{{Op::Kind::Del, kSelf, 1, 1}}, 2, false}, never);
+    ASSERT_EQ(c.size(), 1u);
+    ASSERT_TRUE(c[0].peer);
+    EXPECT_EQ(c[0].peer->cookie, 10u);
+    EXPECT_EQ(r.history().back().peer.cookie, 10u);
+    EXPECT_EQ(*r.history().back().peer.former_names.begin(), "n10");
+    EXPECT_FALSE(r.peer(1).cookie);
+    // A NEW over an occupied id (its DEL still on the way): the old peer's Del carries it, the
+    // new row has none; rows of other tables naming the old peer are purged without one.
+    c = r.apply(Batch{{{Op::Kind::New, kSelf, 2, 2}}, 3, false}, never);
+    ASSERT_EQ(c.size(), 3u);
+    EXPECT_EQ(c[0].kind, ChangeKind::Del);
+    ASSERT_TRUE(c[0].peer);
+    EXPECT_EQ(c[0].peer->cookie, 20u);
+    EXPECT_EQ(c[1].kind, ChangeKind::New);
+    EXPECT_FALSE(c[1].peer);
+    EXPECT_EQ(c[2].kind, ChangeKind::Purge);
+    EXPECT_EQ(c[2].observer, 3);
+    EXPECT_FALSE(c[2].peer);
+    EXPECT_FALSE(r.peer(2).cookie);
+    // A resync that no longer finds a row: the same.
+    c = r.resync(kSelf, {Entry{2, 2, Source::Resync, 4}}, 4);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_TRUE(c[0].removed);
+    ASSERT_TRUE(c[0].peer);
+    EXPECT_EQ(c[0].peer->cookie, 30u);
+    EXPECT_TRUE(r.peers().empty());
+    EXPECT_EQ(r.history().size(), 3u);
+}
+
 TEST(Registry, NewBeforeDelKeepsTheNewPeer) {
     Registry r(1024);
     auto yes = [](Observer, Nsid) -> bool {
@@ -310,7 +368,7 @@ void sweep_finds_every_row(Nsid padding) {
     r.apply(build, never);
     // 10 is given to self's 2 (its NEW overtook the DEL of 1's entry there).
     r.apply(Batch{{{Op::Kind::New, 0, 10, 2}}, 2, false}, never);
-    r.resync(3, {Entry{20, 2, Source::Resync, {}, 3}}, 3); // observer 3: its id 20 is self's 2
+    r.resync(3, {Entry{20, 2, Source::Resync, 3}}, 3); // observer 3: its id 20 is self's 2
     ASSERT_EQ(r.table(0)->rows.at(10).entry.current_nsid, 2);
     // Self's peer 2 dies: both rows that name it go in the same batch, with no DEL for them.
     const auto c = r.apply(Batch{{{Op::Kind::Del, kSelf, 2, 2}}, 4, false}, never);
@@ -391,8 +449,8 @@ TEST(Registry, ResyncDiffsAndKeepsFirstSeen) {
         return false;
     };
     r.apply(Batch{{{Op::Kind::New, kSelf, 1, 1}, {Op::Kind::New, kSelf, 2, 2}}, 10, false}, no);
-    auto changes = r.resync(
-        kSelf, {Entry{2, 2, Source::Resync, {}, 99}, Entry{3, 3, Source::Resync, {}, 99}}, 50);
+    auto changes =
+        r.resync(kSelf, {Entry{2, 2, Source::Resync, 99}, Entry{3, 3, Source::Resync, 99}}, 50);
     ASSERT_EQ(changes.size(), 2u);
     EXPECT_TRUE(changes[0].removed);
     EXPECT_EQ(changes[0].entry.nsid, 1);
@@ -401,10 +459,9 @@ TEST(Registry, ResyncDiffsAndKeepsFirstSeen) {
     EXPECT_EQ(r.table(kSelf)->rows.at(2).entry.since_usec, 10u);
     EXPECT_EQ(r.table(kSelf)->rows.at(2).entry.source, Source::Event);
     EXPECT_EQ(r.counters().deaths, 1u);
-    EXPECT_TRUE(r.resync(kSelf,
-                         {Entry{2, 2, Source::Resync, {}, 0}, Entry{3, 3, Source::Resync, {}, 0}},
-                         60)
-                    .empty());
+    EXPECT_TRUE(
+        r.resync(kSelf, {Entry{2, 2, Source::Resync, 0}, Entry{3, 3, Source::Resync, 0}}, 60)
+            .empty());
 }
 
 TEST(Registry, SweepEqualsNaivePurge) {
