@@ -241,6 +241,25 @@ def track(proc):
     return proc
 
 
+def in_new_netns(what='a process in a network namespace of its own'):
+    """A process (sleep, tracked) in a new network namespace, once it is inside."""
+    proc = track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
+    own = os.readlink('/proc/self/ns/net')
+    wait_for(what, lambda: os.readlink('/proc/%d/ns/net' % proc.pid) != own, interval=0.01)
+    return proc
+
+
+def mount_only(path):
+    """A new network namespace that only a bind mount at `path` holds, the process that made it
+    gone: the leak a runtime leaves behind. Returns its (cookie, inode)."""
+    open(path, 'w').close()
+    proc = in_new_netns('a namespace for ' + path)
+    subprocess.run(['mount', '--bind', '/proc/%d/ns/net' % proc.pid, path], check=True)
+    proc.kill()
+    proc.wait()
+    return identity(path)
+
+
 _cgroups = []
 
 

@@ -301,9 +301,7 @@ class LeakScenario:
         """An nsidd that never saw it (no id cache): the leak is older than it, judged after
         the grace; owned by what its path says. A namespace with a process inside stays
         active. The printed command frees it."""
-        control = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
-        t.wait_for('the control in its namespace', lambda: os.readlink(
-            '/proc/%d/ns/net' % control.pid) != os.readlink('/proc/self/ns/net'))
+        control = t.in_new_netns('the control in its namespace')
         t.ip_batch(['netns attach ctl %d' % control.pid, 'netns set ctl auto'])
         ctl = self.kernel.by_name()['ctl']
         d = t.Daemon('--orphan-grace', str(self.GRACE), '--discovery-interval',

@@ -54,14 +54,7 @@ b = t.Daemon('--metrics-listen', B_METRICS, *common, '--id-cache', 'none',
              socket_path='/run/nsidd-test/b', wrap=('ip', 'netns', 'exec', 'fleetb'))
 # A leak older than nsidd: a Docker sandbox mount whose container's process is gone.
 os.makedirs('/run/docker/netns')
-open('/run/docker/netns/a1b2c3d4e5f6', 'w').close()
-old_leak = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
-t.wait_for('the old leak in its namespace', lambda: os.readlink(
-    '/proc/%d/ns/net' % old_leak.pid) != os.readlink('/proc/self/ns/net'))
-subprocess.run(['mount', '--bind', '/proc/%d/ns/net' % old_leak.pid,
-                '/run/docker/netns/a1b2c3d4e5f6'], check=True)
-old_leak.kill()
-old_leak.wait()
+t.mount_only('/run/docker/netns/a1b2c3d4e5f6')
 a_args = ('--metrics-listen', A_METRICS, *common, '--id-cache', '/run/nsidd-test/ids-a')
 a = t.Daemon(*a_args)
 

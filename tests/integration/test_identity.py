@@ -54,10 +54,7 @@ def named(d, name, state='mounted'):
 # 1. At start: red (id 5), green (auto), blue (no id), and a process's unnamed namespace.
 t.ip_batch(['netns add red', 'netns set red 5', 'netns add green', 'netns set green auto',
             'netns add blue'])
-sleeper = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
-own = os.stat('/proc/self/ns/net').st_ino
-t.wait_for('the unshared process', lambda: os.stat(
-    '/proc/%d/ns/net' % sleeper.pid).st_ino != own)
+sleeper = t.in_new_netns('the unshared process')
 d = t.Daemon('--discovery-interval', '0.2', '--orphan-grace', '1', '--assign-ids', wrap=tuple(os.environ.get('WRAP', '').split()))
 for name in ('red', 'green', 'blue'):
     e = t.wait_for(name + ' mounted', lambda: named(d, name))
@@ -206,8 +203,7 @@ t.log('a socket created inside and passed out: fd-held, kind socket, pid %d fd %
 
 # 3b'. A process's namespace kept by this process through /proc/PID/ns/net after PID exits:
 # fd-held, this process named (its fd reads back as net:[INODE]).
-gone = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
-t.wait_for('gone unshared', lambda: os.stat('/proc/%d/ns/net' % gone.pid).st_ino != own)
+gone = t.in_new_netns('gone unshared')
 gone_ns = '/proc/%d/ns/net' % gone.pid
 gone_nsid = t.wait_for_value('gone given an id', lambda: kernel.by_path([gone_ns])[gone_ns])
 gone_fd = os.open(gone_ns, os.O_RDONLY)
@@ -225,8 +221,7 @@ t.log('/proc/PID/ns/net kept open after PID exited: fd-held, pid %d (%s) fd %d; 
 
 # 3c'. A namespace bind-mounted inside another process's private mount namespace: the mount is
 # listed, named through /proc/PID/root; once its own process is gone, it holds the namespace.
-inner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
-t.wait_for('inner unshared', lambda: os.stat('/proc/%d/ns/net' % inner.pid).st_ino != own)
+inner = t.in_new_netns('inner unshared')
 inner_ns = '/proc/%d/ns/net' % inner.pid
 inner_cookie, _ = t.identity(inner_ns)
 inner_nsid = t.wait_for_value('inner given an id', lambda: kernel.by_path([inner_ns])[inner_ns])
@@ -287,8 +282,7 @@ t.log('mounted only in another mount namespace: named through %s; dead with it' 
 
 # 3b. Pinned: /proc/PID/net/dev of a process in its own namespace, kept open after it exits.
 # Nothing an fd search can tie to the namespace holds it (the fd is a proc file, not nsfs).
-pinner = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
-t.wait_for('the pinner unshared', lambda: os.stat('/proc/%d/ns/net' % pinner.pid).st_ino != own)
+pinner = t.in_new_netns('the pinner unshared')
 pin_path = '/proc/%d/ns/net' % pinner.pid
 pin_cookie, _ = t.identity(pin_path)
 pin_nsid = t.wait_for_value('the pinner given an id', lambda: kernel.by_path([pin_path])[pin_path])

@@ -26,10 +26,7 @@ os.makedirs('/run/docker/netns', exist_ok=True)
 open('/run/docker/netns/0123456789ab', 'w').close()
 subprocess.run(['mount', '--bind', '/run/netns/sandbox', '/run/docker/netns/0123456789ab'],
                check=True)
-live = t.track(subprocess.Popen(['unshare', '--net', 'sleep', '600']))
-own = os.readlink('/proc/self/ns/net')
-t.wait_for('the live one in its namespace',
-           lambda: os.readlink('/proc/%d/ns/net' % live.pid) != own, interval=0.01)
+live = t.in_new_netns('the live one in its namespace')
 t.ip_batch(['netns attach cni-live %d' % live.pid, 'netns set cni-live auto'])
 ids = t.NsidTable().by_name()
 docker = ids['sandbox']
