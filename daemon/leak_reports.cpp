@@ -89,7 +89,7 @@ void LeakReports::report(const mirror::Engine& engine, double grace) {
             continue;
         }
         ++full;
-        const auto& p = engine.registry().peer(nsid);
+        const auto& p = engine.peer(nsid);
         const auto fields = leak_fields(nsid, p, mirror::to_string(state));
         const auto notable = state == mirror::PeerState::StaleMount ? Notable::StaleMount
                              : state == mirror::PeerState::FdHeld   ? Notable::FdHeld

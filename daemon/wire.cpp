@@ -78,7 +78,7 @@ std::string observer_name(registry::Observer observer) {
     return observer == registry::kSelf ? "self" : std::to_string(observer);
 }
 
-varlink::Json to_json(const registry::View& e, PeerState state) {
+varlink::Json to_json(const mirror::View& e, PeerState state) {
     return {{"nsid", e.nsid},
             {"current_nsid", or_null(e.current_nsid)},
             {"peer", peer_json(e.peer)},

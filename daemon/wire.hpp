@@ -24,7 +24,7 @@ std::string observer_name(registry::Observer observer);
 varlink::Json to_json(const mirror::Engine::Unlisted& ns);
 /// A row as the interface's Entry describes it; unknown parts are null or [].
 /// `state`: the peer's PeerState name.
-varlink::Json to_json(const registry::View& entry, PeerState state);
+varlink::Json to_json(const mirror::View& entry, PeerState state);
 varlink::Json to_json(const registry::Death& death);
 /// One Watch reply.
 varlink::Json to_json(const mirror::Feed::Item& item);

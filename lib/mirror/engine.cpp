@@ -65,6 +65,7 @@ Result<std::size_t> Engine::resync(ResyncReason reason) {
         auto table = read_self(source);
         if (!table) {
             ++stats_.resync_failures;
+            departed_.clear(); // (what the attempts before changed is not shown)
             return fail(table.error());
         }
         foreign_cache_.clear();
@@ -93,6 +94,7 @@ Result<std::size_t> Engine::resync(ResyncReason reason) {
         }
     }
     ++stats_.resync_failures;
+    departed_.clear();
     return fail(Errc::Timeout);
 }
 
@@ -104,8 +106,7 @@ Result<std::size_t> Engine::resync(ResyncReason reason) {
 void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>& changes) {
     std::set<Nsid> gone;
     for (const auto& e : truth)
-        if (const auto& cookie = registry_.peer(e.nsid).cookie;
-            cookie && !catalog_.is_reachable(*cookie))
+        if (const auto& cookie = peer(e.nsid).cookie; cookie && !catalog_.is_reachable(*cookie))
             gone.insert(e.nsid);
     if (gone.empty())
         return;
@@ -114,7 +115,7 @@ void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>&
     const auto claimed = [&] {
         return std::all_of(gone.begin(), gone.end(), [&](Nsid k) {
             const auto* ns = catalog_.by_nsid(k);
-            return ns != nullptr && ns->cookie != *registry_.peer(k).cookie;
+            return ns != nullptr && ns->cookie != *peer(k).cookie;
         });
     };
     const auto now = clock_.realtime();
@@ -134,7 +135,7 @@ void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>&
     std::vector<Entry> kept;
     for (const auto& e : truth) {
         const auto* ns = gone.count(e.nsid) ? catalog_.by_nsid(e.nsid) : nullptr;
-        if (ns != nullptr && !ns->cookie_is_inode && ns->cookie != *registry_.peer(e.nsid).cookie) {
+        if (ns != nullptr && !ns->cookie_is_inode && ns->cookie != *peer(e.nsid).cookie) {
             ++stats_.replaced;
             continue; // dropped first, so its peer's death is recorded; then added anew
         }

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "mirror/feed.hpp"
@@ -49,6 +50,21 @@ struct EngineStats {
     bool last_dump_truncated = false; ///< the last dump of self's table may have been cut
     std::uint64_t replaced = 0;       ///< peers a resync found replaced under a kept id
     std::uint64_t resyncs_total() const noexcept;
+};
+
+/// What the engine knows of one of self's peers beyond its id: kept once per peer, beside self's
+/// table, by self's id (a row without one: nothing known, unknown, unheld).
+struct Peer {
+    registry::Identity identity;
+    /// The state as last shown (a new row starts unknown), and the last one shown other than
+    /// unknown (what a row that leaves shows, and its death records).
+    PeerState state = PeerState::Unknown;
+    PeerState decided = PeerState::Unknown;
+    /// A process or a mount held it at the last look (a new row starts without).
+    bool held = false;
+    /// In a leak state (stale-mount, fd-held, pinned): since when what holds it has been so
+    /// (the first look that showed it, across restarts); else 0.
+    std::uint64_t leaking_since_usec = 0;
 };
 
 /// The engine: keeps the registry equal to the kernel's tables (self's, and in host scope every
@@ -131,12 +147,16 @@ public:
     /// Fd copies (pidfd_getfd) the fd searches were refused so far.
     std::uint64_t fd_copies_denied() const noexcept { return fd_copies_denied_; }
 
-    /// The entry as served: a row of self's table with its peer's identity (`peer`, for a row
-    /// that has left the table: its change's; else the registry's). A row of another
-    /// observer's table names its peer through current_nsid, so it gets the identity of self's
-    /// row for that peer; a row naming our own namespace gets its identity (cookie, inode).
-    registry::View view(registry::Observer observer, const registry::Entry& entry,
-                        const registry::Identity* peer = nullptr) const;
+    /// The entry as served: a row of self's table with what is known of its peer (`gone`: of a
+    /// row that has left the table, what was known when it left). A row of another observer's
+    /// table names its peer through current_nsid, so it gets the identity of self's row for that
+    /// peer; a row naming our own namespace gets its identity (cookie, inode).
+    View view(registry::Observer observer, const registry::Entry& entry,
+              const Peer* gone = nullptr) const;
+    /// What is known of the peer of self's row `nsid` (empty: nothing, or no such row).
+    const registry::Identity& peer(Nsid nsid) const noexcept;
+    /// The same, with its state, for each row of self's table that has something known.
+    const ByNsid<Peer>& peers() const noexcept { return peers_; }
     /// Active: a process inside held it at the last look (our own namespace is: this
     /// process). Mounted: bind mounts only. StaleMount: bind mounts only, one of them on a
     /// stale-mount path, with no process for longer than the grace period. FdHeld: an fd of
@@ -272,19 +292,21 @@ private:
     // Host scope: whether `entry` of `observer`'s table names our own namespace.
     bool names_self(Observer observer, const registry::Entry& entry) const;
 
-    // A row whose peer nothing held at the last look, since when. (A held one says so on the
-    // row itself, Entry::held: most are, and a map of them would cost 24 bytes a row.)
+    // A row whose peer nothing held at the last look, since when. (A held one says so beside
+    // its identity, Peer::held: most are, and a map of them would cost 24 bytes a row.)
     struct Unheld {
         std::uint64_t row_since = 0;    // the row it is about (ids are reused)
         std::uint64_t unheld_since = 0; // wall clock
     };
     // Rebuilt in row order by each renewal; a dead row's is erased with it.
     using UnheldRows = ByNsid<Unheld>;
-    // The row's verdict: held (on the row; no unheld record kept), or none.
+    // The row's verdict: held (Peer::held; no unheld record kept), or none.
     void judge_held(Nsid nsid, bool held);
-    // Calls fn(entry, state) for each row of self's table, in order (the state shown is kept
-    // on the row: one walk, no lookup per row).
+    // Calls fn(entry, state, leaking_since) for each row of self's table, in order (the rows
+    // and what is known of their peers walked side by side: no lookup per row).
     template <typename Fn> void for_each_self_state(Fn&& fn) const;
+    // What was known of the peer of a row that left, as show() needs it (nullptr: nothing).
+    const Peer* departed(Nsid nsid, std::uint64_t since_usec) const;
 
     Kernel& kernel_;
     Config config_;
@@ -308,6 +330,10 @@ private:
     std::uint64_t fd_covered_usec_ = 0;
     std::uint64_t fd_copies_denied_ = 0;
     std::unordered_set<uid_t> no_copies_from_; // users whose processes swapped an fd under a copy
+    ByNsid<Peer> peers_;
+    // Rows of self's table that left since the last show(), with what was known of their
+    // peers: (nsid, since, peer), in the order they left.
+    std::vector<std::tuple<Nsid, std::uint64_t, Peer>> departed_;
     UnheldRows unheld_;
     std::unordered_map<Nsid, bool> touched_; // rows to settle; true: their identity changed
     std::set<std::pair<std::uint64_t, Nsid>> deadlines_; // (wall clock, row) to settle then

@@ -9,8 +9,7 @@
 
 namespace nsidd::mirror {
 
-void Feed::push(Kind kind, registry::Observer observer, registry::View shown, bool removed,
-                PeerState state) {
+void Feed::push(Kind kind, registry::Observer observer, View shown, bool removed, PeerState state) {
     items_.push_back(Item{++seq_, kind, observer, removed, state, std::move(shown)});
 }
 
@@ -47,26 +46,36 @@ static_assert(static_cast<int>(Feed::Kind::Resync) ==
 
 void Engine::show(std::vector<registry::Change>&& changes) {
     using registry::ChangeKind;
+    static const Peer unknown{};
     // Rows of other tables purged with a peer show the identity self's row for it had; that
-    // row is gone by now, but its removal (which carries the identity) is in the same batch.
+    // row has left, and what was known of its peer waits in departed_ until now.
     // (Only where some change is of another table: self scope never needs them.)
     std::unordered_map<Nsid, const registry::Identity*> dead;
     if (std::any_of(changes.begin(), changes.end(),
                     [](const auto& c) { return c.observer != registry::kSelf; }))
-        for (const auto& c : changes)
-            if (c.observer == registry::kSelf && c.peer)
-                dead[c.entry.nsid] = &*c.peer;
-    for (auto& c : changes) {
+        for (const auto& [nsid, since, peer] : departed_)
+            dead[nsid] = &peer.identity;
+    std::size_t next = 0; // departed_ is in the order of the changes of the rows that left
+    for (const auto& c : changes) {
+        const bool gone = c.kind == ChangeKind::Del || c.kind == ChangeKind::Purge || c.removed;
+        // A row of self's table that left it shows what was known when it left (its id may
+        // name a new peer already).
+        const Peer* left = nullptr;
+        if (gone && c.observer == registry::kSelf) {
+            if (next < departed_.size() && std::get<0>(departed_[next]) == c.entry.nsid &&
+                std::get<1>(departed_[next]) == c.entry.since_usec)
+                left = &std::get<2>(departed_[next++]);
+            else
+                left = departed(c.entry.nsid, c.entry.since_usec);
+            if (left == nullptr)
+                left = &unknown;
+        }
         // A row that left its table shows the last state decided for it, as History does
         // (not the unknown of its last moments, when its holder had gone).
-        const bool gone = c.kind == ChangeKind::Del || c.kind == ChangeKind::Purge || c.removed;
-        const auto state = gone && c.entry.decided != PeerState::Unknown
-                               ? c.entry.decided
+        const auto state = left != nullptr && left->decided != PeerState::Unknown
+                               ? left->decided
                                : this->state(c.observer, c.entry);
-        // A row of self's table that left it shows the identity its change carries (its id may
-        // name a new peer in the registry already).
-        auto shown =
-            view(c.observer, c.entry, gone && c.observer == registry::kSelf ? &*c.peer : nullptr);
+        auto shown = view(c.observer, c.entry, left);
         if (gone && c.observer != registry::kSelf && shown.current_nsid && !shown.peer.cookie &&
             !shown.peer.inode)
             if (const auto d = dead.find(*shown.current_nsid); d != dead.end())
@@ -74,6 +83,7 @@ void Engine::show(std::vector<registry::Change>&& changes) {
         // (The registry's kinds are the feed's first ones, in the same order.)
         feed_.push(static_cast<Feed::Kind>(c.kind), c.observer, std::move(shown), gone, state);
     }
+    departed_.clear();
 }
 
 } // namespace nsidd::mirror

@@ -18,6 +18,12 @@ using registry::PeerState;
 /// (docs/design.md, "One way through").
 ///
 /// Invariant: List at seq S equals every change up to S applied in order.
+/// A row as it is served: the entry with what is known of its peer.
+struct View : registry::Entry {
+    registry::Identity peer;
+    std::uint64_t leaking_since_usec = 0; ///< in a leak state: since when (else 0)
+};
+
 class Feed {
 public:
     /// The registry's kinds of change, and Update: a row's identity or state changed (the
@@ -30,7 +36,7 @@ public:
         registry::Observer observer;
         bool removed; ///< the row left its table (Del, Purge, or a Resync that dropped it)
         PeerState state;
-        registry::View entry;
+        View entry;
     };
     /// Changes kept for Watch(since): a client that reconnects within this many changes
     /// misses nothing and need not read the tables again.
@@ -43,8 +49,7 @@ public:
         : seq_(first_seq), first_seq_(first_seq), drained_(first_seq), kept_max_(kept) {}
 
     /// Numbers a change as shown and appends it.
-    void push(Kind kind, registry::Observer observer, registry::View shown, bool removed,
-              PeerState state);
+    void push(Kind kind, registry::Observer observer, View shown, bool removed, PeerState state);
 
     /// The last change's seq (first_seq when there was none).
     std::uint64_t seq() const noexcept { return seq_; }

@@ -49,8 +49,8 @@ void Engine::drop_distrusted() {
         return;
     const std::set<std::uint64_t> bad(cookies.begin(), cookies.end());
     std::vector<Nsid> rows;
-    for (const auto& [nsid, peer] : registry_.peers())
-        if (peer.cookie && bad.count(*peer.cookie))
+    for (const auto& [nsid, known] : peers_)
+        if (known.identity.cookie && bad.count(*known.identity.cookie))
             rows.push_back(nsid);
     for (const Nsid nsid : rows) {
         set_peer(nsid, {});
@@ -73,7 +73,7 @@ void Engine::attach_changed() {
         const auto row = rows.find(nsid);
         if (row == rows.end())
             continue; // its NEW is still on the way; identify() attaches it then
-        if (const auto& had = registry_.peer(nsid).cookie; had && *had != cookie) {
+        if (const auto& had = peer(nsid).cookie; had && *had != cookie) {
             // The row is the previous holder's, which is dead (ids are unique among live
             // peers). Its DEL and the new NEW may still be on the way, or were lost: a resync
             // settles which, and records the death if they were.
@@ -88,24 +88,39 @@ void Engine::attach_changed() {
 }
 
 void Engine::judge_held(Nsid nsid, bool held) {
-    registry_.set_held(nsid, held);
+    if (registry_.table(registry::kSelf)->rows.count(nsid))
+        peers_[nsid].held = held;
     unheld_.erase(nsid);
 }
 
 void Engine::forget_dead(const registry::Change& c) {
-    // Dead: its cookie is never seen again, and its id may name a new peer at once.
-    if (c.peer->cookie)
-        catalog_.forget(*c.peer->cookie);
+    // What was known of it leaves with its row: into its death record, and with its change
+    // when that is shown (its id may name a new peer at once).
+    Peer gone;
+    if (auto* known = peers_.get(c.entry.nsid)) {
+        gone = std::move(*known);
+        peers_.erase(c.entry.nsid);
+    }
+    // Dead: its cookie is never seen again.
+    if (gone.identity.cookie)
+        catalog_.forget(*gone.identity.cookie);
     else if (const auto* ns = catalog_.by_nsid(c.entry.nsid))
         catalog_.forget(ns->cookie);
     if (const auto* v = unheld_.get(c.entry.nsid); v && v->row_since == c.entry.since_usec)
         unheld_.erase(c.entry.nsid);
     // The last state decided: a peer being torn down (its mount gone, its DEL on the way) is
     // unknown for its last moments.
-    if ((c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Resync) &&
-        c.entry.decided != PeerState::Unknown)
-        registry_.set_death_state(c.entry.nsid, c.entry.since_usec, c.entry.decided);
+    registry_.describe_death(c.entry.nsid, c.entry.since_usec, gone.identity, gone.decided);
     pending_down_.erase(c.entry.nsid);
+    departed_.emplace_back(c.entry.nsid, c.entry.since_usec, std::move(gone));
+}
+
+const Peer* Engine::departed(Nsid nsid, std::uint64_t since_usec) const {
+    // Shown in the order they left: the one asked for is mostly the next after the last.
+    for (const auto& [id, since, peer] : departed_)
+        if (id == nsid && since == since_usec)
+            return &peer;
+    return nullptr;
 }
 
 void Engine::identify(const std::vector<registry::Change>& changes) {
@@ -119,7 +134,7 @@ void Engine::identify(const std::vector<registry::Change>& changes) {
             forget_dead(c);
             continue;
         }
-        if (!rows.count(c.entry.nsid) || registry_.peer(c.entry.nsid).cookie)
+        if (!rows.count(c.entry.nsid) || peer(c.entry.nsid).cookie)
             continue;
         if (const auto* ns = catalog_.by_nsid(c.entry.nsid)) {
             set_peer(c.entry.nsid, identity_of(*ns));
@@ -148,7 +163,7 @@ bool Engine::unexplained_rows() {
     // theirs, or are gone. O(candidates), not O(rows): called at every mount change.
     const auto& rows = registry_.table(registry::kSelf)->rows;
     for (auto it = unidentified_.begin(); it != unidentified_.end();) {
-        const auto& peer = registry_.peer(*it);
+        const auto& peer = this->peer(*it);
         if (!rows.count(*it) || peer.cookie || peer.inode)
             it = unidentified_.erase(it);
         else
@@ -240,17 +255,19 @@ void Engine::renew_verdicts() {
     std::vector<std::pair<Nsid, bool>> flips; // rows whose held flag changes
     for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
         const auto since = row.entry.since_usec;
+        const auto* known = peers_.get(nsid);
+        const bool held = known != nullptr && known->held;
         const auto* was = unheld_.get(nsid);
         if (was != nullptr && was->row_since != since)
             was = nullptr; // a former row's, under a reused id
         if (catalog_.by_nsid(nsid) != nullptr) {
-            if (!row.entry.held) { // unheld or undecided before: its state may change
+            if (!held) { // unheld or undecided before: its state may change
                 flips.emplace_back(nsid, true);
                 touch(nsid);
             }
             continue;
         }
-        if (auto id = without_holders(registry_.peer(nsid)))
+        if (auto id = without_holders(peer(nsid)))
             unheld.emplace_back(nsid, std::move(*id));
         if (since > pass_started_usec_ || since > mounts_scanned_usec_ || refresh_due_) {
             // Newer than the pass or the last look at the mounts (either may have missed its
@@ -259,16 +276,16 @@ void Engine::renew_verdicts() {
                 next.emplace(nsid, *was);
             continue;
         }
-        next.emplace(nsid, Unheld{since, was != nullptr ? was->unheld_since
-                                                        : resumed_unheld(registry_.peer(nsid))});
-        if (row.entry.held)
+        next.emplace(
+            nsid, Unheld{since, was != nullptr ? was->unheld_since : resumed_unheld(peer(nsid))});
+        if (held)
             flips.emplace_back(nsid, false);
-        if (was == nullptr || row.entry.held)
+        if (was == nullptr || held)
             touch(nsid);
     }
     unheld_ = std::move(next);
     for (const auto& [nsid, held] : flips)
-        registry_.set_held(nsid, held);
+        peers_[nsid].held = held;
     for (auto& [nsid, id] : unheld)
         set_peer(nsid, std::move(id));
     // Peers nothing visible holds: search the fds of every process for them. A search costs
@@ -315,7 +332,7 @@ void Engine::set_peer(Nsid nsid, registry::Identity id) {
         pending_down_.erase(down);
     }
     // First seen: kept by the row while its peer stays the same, else from the id cache.
-    const auto& had = registry_.peer(nsid);
+    const auto& had = peer(nsid);
     if (id.cookie && had.cookie == id.cookie && had.first_seen_usec)
         id.first_seen_usec = had.first_seen_usec;
     else if (const auto seen = id.cookie ? first_seen_.find(*id.cookie) : first_seen_.end();
@@ -328,8 +345,11 @@ void Engine::set_peer(Nsid nsid, registry::Identity id) {
     // verdict's clock runs on from then.
     if (auto* v = unheld_.get(nsid); v != nullptr && v->row_since == row->second.entry.since_usec)
         v->unheld_since = std::min(v->unheld_since, resumed_unheld(id));
-    if (registry_.set_peer(nsid, std::move(id)))
-        touch(nsid, true);
+    auto& known = peers_[nsid].identity;
+    if (known == id)
+        return;
+    known = std::move(id);
+    touch(nsid, true);
 }
 
 std::optional<Owner> Engine::fd_holder_owner(std::int32_t pid) const {
@@ -347,7 +367,7 @@ netns::FdSearch Engine::start_fd_search() {
         fd_searched_for_.emplace(nsid, v.row_since);
         if (!rows.count(nsid))
             continue;
-        const auto& peer = registry_.peer(nsid);
+        const auto& peer = this->peer(nsid);
         search.identify |= !peer.inode && !peer.cookie;
         if (!peer.inode)
             continue;
@@ -364,11 +384,11 @@ netns::FdSearch Engine::start_fd_search() {
             if (!ns.cookie_is_inode)
                 search.known_cookies.insert(cookie);
         }
-        for (const auto& [nsid, peer] : registry_.peers()) {
-            if (peer.inode)
-                search.known_inodes.insert(*peer.inode);
-            if (peer.cookie)
-                search.known_cookies.insert(*peer.cookie);
+        for (const auto& [nsid, known] : peers_) {
+            if (known.identity.inode)
+                search.known_inodes.insert(*known.identity.inode);
+            if (known.identity.cookie)
+                search.known_cookies.insert(*known.identity.cookie);
         }
         search.known_inodes.insert(catalog_.self_inode());
         search.known_cookies.insert(catalog_.self_cookie());
@@ -399,7 +419,7 @@ Engine::identify_held(std::vector<netns::HeldNamespace>& found) {
             without_id.emplace_back(found[i].inode, found[i].cookie);
             continue;
         }
-        const auto& had = registry_.peer(*(*ids)[i]);
+        const auto& had = peer(*(*ids)[i]);
         if (!rows.count(*(*ids)[i]) || had.cookie || had.inode)
             continue;
         auto id = had;
@@ -433,7 +453,7 @@ void Engine::fd_search_done(netns::FdFound found) {
     for (const auto& [nsid, row] : rows) {
         const bool unheld = unheld_.get(nsid) != nullptr;
         std::vector<registry::FdHolder> fds;
-        const auto& peer = registry_.peer(nsid);
+        const auto& peer = this->peer(nsid);
         if (unheld && peer.inode)
             if (const auto it = found.holders.find(*peer.inode); it != found.holders.end())
                 for (const auto& h : it->second)

@@ -53,7 +53,8 @@ Result<void> Engine::save_ids(const std::string& path, bool now) {
     cache.saved_usec = clock_.realtime();
     cache.mount_ids = catalog_.saved_mount_ids();
     const auto& rows = registry_.table(registry::kSelf)->rows;
-    for (const auto& [nsid, p] : registry_.peers()) {
+    for (const auto& [nsid, known] : peers_) {
+        const auto& p = known.identity;
         const auto* row = rows.get(nsid);
         if (row == nullptr || !p.cookie)
             continue;
@@ -94,7 +95,7 @@ Result<void> Engine::save_ids(const std::string& path, bool now) {
 void Engine::find_deaths_while_down() {
     const auto& rows = registry_.table(registry::kSelf)->rows;
     for (const auto& [cookie, nsid] : cached_ids_) {
-        const auto& had = registry_.peer(nsid).cookie;
+        const auto& had = peer(nsid).cookie;
         if (!rows.count(nsid))
             record_death_while_down(nsid, cookie); // a live peer keeps its id
         else if (!had)

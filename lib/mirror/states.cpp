@@ -9,24 +9,31 @@
 
 namespace nsidd::mirror {
 
-registry::View Engine::view(Observer observer, const registry::Entry& entry,
-                            const registry::Identity* peer) const {
-    registry::View shown{entry, {}};
+const registry::Identity& Engine::peer(Nsid nsid) const noexcept {
+    static const registry::Identity none{};
+    const auto* known = peers_.get(nsid);
+    return known != nullptr ? known->identity : none;
+}
+
+View Engine::view(Observer observer, const registry::Entry& entry, const Peer* gone) const {
+    View shown{entry, {}, 0};
     if (names_self(observer, entry)) {
         if (const auto cookie = catalog_.self_cookie())
             shown.peer.cookie = cookie;
         if (const auto inode = catalog_.self_inode())
             shown.peer.inode = inode;
-    } else if (observer == registry::kSelf) {
-        shown.peer = peer != nullptr ? *peer : registry_.peer(entry.nsid);
-        if (shown.peer.first_seen_usec && *shown.peer.first_seen_usec < entry.since_usec)
-            shown.since_usec = *shown.peer.first_seen_usec; // first seen before a restart
-    } else if (entry.current_nsid) {
-        if (const auto* row = registry_.table(registry::kSelf)->rows.get(*entry.current_nsid)) {
-            shown.peer = registry_.peer(*entry.current_nsid);
-            shown.leaking_since_usec = row->entry.leaking_since_usec;
-        }
+        return shown;
     }
+    // Self's row, or the row of self's that names the same peer.
+    const auto peer = registry::peer_of(observer, entry);
+    const auto* known = gone != nullptr ? gone : peer ? peers_.get(*peer) : nullptr;
+    if (known == nullptr)
+        return shown;
+    shown.peer = known->identity;
+    shown.leaking_since_usec = known->leaking_since_usec;
+    if (observer == registry::kSelf && shown.peer.first_seen_usec &&
+        *shown.peer.first_seen_usec < entry.since_usec)
+        shown.since_usec = *shown.peer.first_seen_usec; // first seen before a restart
     return shown;
 }
 
@@ -52,15 +59,14 @@ PeerState Engine::state(Observer observer, const registry::Entry& entry) const {
     const auto peer = registry::peer_of(observer, entry);
     if (!peer)
         return PeerState::Unknown;
-    const auto& rows = registry_.table(registry::kSelf)->rows;
-    const auto* row = rows.get(*peer);
-    return row == nullptr ? PeerState::Unknown : row->entry.state;
+    const auto* known = peers_.get(*peer);
+    return known == nullptr ? PeerState::Unknown : known->state;
 }
 
 Engine::Verdict Engine::live_state(Nsid nsid, const registry::Entry& entry,
                                    std::uint64_t now) const {
     const auto grace = config_.orphan_grace_usec;
-    if (entry.held) {
+    if (const auto* known = peers_.get(nsid); known != nullptr && known->held) {
         const auto* ns = catalog_.by_nsid(nsid);
         if (ns == nullptr || (!ns->pid && ns->processes == 0 && !ns->mounted()))
             return {PeerState::Unknown}; // its holder went since the last look (a teardown)
@@ -78,7 +84,7 @@ Engine::Verdict Engine::live_state(Nsid nsid, const registry::Entry& entry,
     const auto* v = unheld_.get(nsid);
     if (v == nullptr || v->row_since != entry.since_usec)
         return {PeerState::Unknown}; // no verdict yet
-    if (!registry_.peer(nsid).holders.fds->empty())
+    if (!peer(nsid).holders.fds->empty())
         return {PeerState::FdHeld, v->unheld_since};
     // Pinned: nothing held it for the grace period, fds included (a search that began after it
     // was unheld walked every process and found none).
@@ -120,12 +126,20 @@ std::size_t Engine::settle() {
         if (verdict.deadline != 0)
             deadlines_.emplace(verdict.deadline, nsid);
         // As last settled: what state() answers.
-        if (entry.leaking_since_usec != verdict.leaking_since)
+        const auto* known = peers_.get(nsid);
+        const auto was = known != nullptr ? known->state : PeerState::Unknown;
+        const auto leaking = known != nullptr ? known->leaking_since_usec : 0;
+        if (leaking != verdict.leaking_since)
             ++evidence_version_;
-        if (entry.state != verdict.state || entry.leaking_since_usec != verdict.leaking_since)
-            registry_.set_state(nsid, verdict.state, verdict.leaking_since);
-        else if (!identity)
+        if (was != verdict.state || leaking != verdict.leaking_since) {
+            auto& now_known = peers_[nsid];
+            now_known.state = verdict.state;
+            now_known.leaking_since_usec = verdict.leaking_since;
+            if (verdict.state != PeerState::Unknown)
+                now_known.decided = verdict.state;
+        } else if (!identity) {
             continue;
+        }
         update(registry::kSelf, entry);
         // Rows of other tables show this peer's identity and state.
         if (config_.host)
@@ -136,22 +150,30 @@ std::size_t Engine::settle() {
 }
 
 template <typename Fn> void Engine::for_each_self_state(Fn&& fn) const {
-    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows)
-        fn(row.entry, row.entry.state);
+    auto known = peers_.begin(); // both sorted by nsid
+    for (const auto& [nsid, row] : registry_.table(registry::kSelf)->rows) {
+        while (known != peers_.end() && known->first < nsid)
+            ++known;
+        if (known != peers_.end() && known->first == nsid)
+            fn(row.entry, known->second.state, known->second.leaking_since_usec);
+        else
+            fn(row.entry, PeerState::Unknown, std::uint64_t{0});
+    }
 }
 
 std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> Engine::state_counts() const {
     std::array<std::size_t, static_cast<std::size_t>(PeerState::Count)> out{};
-    for_each_self_state(
-        [&](const registry::Entry&, PeerState s) { ++out[static_cast<std::size_t>(s)]; });
+    for_each_self_state([&](const registry::Entry&, PeerState s, std::uint64_t) {
+        ++out[static_cast<std::size_t>(s)];
+    });
     return out;
 }
 
 std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> Engine::oldest_since() const {
     std::array<std::uint64_t, static_cast<std::size_t>(PeerState::Count)> out{};
-    for_each_self_state([&](const registry::Entry& entry, PeerState s) {
+    for_each_self_state([&](const registry::Entry& entry, PeerState s, std::uint64_t leaking) {
         auto& oldest = out[static_cast<std::size_t>(s)];
-        const auto since = entry.leaking_since_usec ? entry.leaking_since_usec : entry.since_usec;
+        const auto since = leaking ? leaking : entry.since_usec;
         if (oldest == 0 || since < oldest)
             oldest = since;
     });

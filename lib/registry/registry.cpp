@@ -44,7 +44,7 @@ Registry::Table& Registry::live_table(Observer observer, std::vector<Change>& ch
     if (auto d = dying_.find(observer); d != dying_.end() && observer != kSelf) {
         if (auto t = tables_.find(observer); t != tables_.end() && t->second.stamp < d->second) {
             for (auto& [nsid, row] : t->second.rows)
-                changes.emplace_back(ChangeKind::Purge, observer, std::move(row.entry));
+                changes.emplace_back(ChangeKind::Purge, observer, row.entry);
             counters_.purged_entries += t->second.rows.size();
             tables_.erase(t);
         }
@@ -52,46 +52,14 @@ Registry::Table& Registry::live_table(Observer observer, std::vector<Change>& ch
     return table_for(observer);
 }
 
-const Identity& Registry::peer(Nsid nsid) const noexcept {
-    static const Identity none{};
-    const auto* peer = peers_.get(nsid);
-    return peer != nullptr ? *peer : none;
-}
-
-Change& Registry::removed_self(ChangeKind kind, Entry&& dead, std::uint64_t now_usec, bool removed,
-                               std::vector<Change>& changes) {
-    Identity peer;
-    if (auto* known = peers_.get(dead.nsid)) {
-        peer = std::move(*known);
-        peers_.erase(dead.nsid);
-    }
-    record_death(dead, peer, now_usec);
-    auto& change = changes.emplace_back(kind, kSelf, std::move(dead), removed);
-    if (peer != Identity{})
-        change.peer = Shared(std::move(peer));
-    return change;
-}
-
-void Registry::record_death(const Entry& dead, const Identity& peer, std::uint64_t now_usec) {
+void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
     ++counters_.deaths;
     dying_[dead.nsid] = stamp_;
     if (history_capacity_ == 0)
         return;
     if (history_.size() == history_capacity_)
         history_.pop_front();
-    history_.push_back(Death{dead.nsid,
-                             peer,
-                             std::min(dead.since_usec, peer.first_seen_usec.value_or(UINT64_MAX)),
-                             now_usec,
-                             {},
-                             0});
-    // A namespace cannot die while a bind mount holds it: whatever names it was last seen with
-    // are former ones by now (the mount went before the death was told).
-    auto& was = history_.back().peer;
-    if (!was.names.empty()) {
-        was.former_names = Strings::merge(was.former_names, was.names);
-        was.names = {};
-    }
+    history_.push_back(Death{dead.nsid, {}, dead.since_usec, now_usec, {}, 0});
 }
 
 void Registry::record_death_while_down(Death death) {
@@ -102,14 +70,24 @@ void Registry::record_death_while_down(Death death) {
     history_.push_back(std::move(death));
 }
 
-void Registry::set_death_state(Nsid nsid, std::uint64_t since_usec, PeerState state) {
-    // The death was just recorded: it is among the last ones.
-    for (auto it = history_.rbegin(); it != history_.rend(); ++it)
-        if (it->nsid == nsid && it->down_since_usec == 0 &&
-            it->since_usec == std::min(since_usec, it->peer.first_seen_usec.value_or(UINT64_MAX))) {
-            it->state = state;
-            return;
+void Registry::describe_death(Nsid nsid, std::uint64_t since_usec, const Identity& peer,
+                              PeerState state) {
+    // The death was just recorded: it is among the last ones, not described yet.
+    for (auto it = history_.rbegin(); it != history_.rend(); ++it) {
+        if (it->nsid != nsid || it->down_since_usec != 0 || it->since_usec != since_usec ||
+            it->peer != Identity{})
+            continue;
+        it->peer = peer;
+        it->since_usec = std::min(since_usec, peer.first_seen_usec.value_or(UINT64_MAX));
+        it->state = state;
+        // A namespace cannot die while a bind mount holds it: whatever names it was last seen
+        // with are former ones by now (the mount went before the death was told).
+        if (!it->peer.names.empty()) {
+            it->peer.former_names = Strings::merge(it->peer.former_names, it->peer.names);
+            it->peer.names = {};
         }
+        return;
+    }
 }
 
 void Registry::index_row(Observer observer, const Entry& entry) {
@@ -164,7 +142,7 @@ void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>
         const auto r = t->second.rows.find(l.nsid);
         if (r == t->second.rows.end() || r->second.stamp != l.stamp)
             continue; // gone or replaced since it was listed
-        changes.emplace_back(ChangeKind::Purge, l.observer, std::move(r->second.entry));
+        changes.emplace_back(ChangeKind::Purge, l.observer, r->second.entry);
         ++counters_.purged_entries;
         t->second.rows.erase(l.nsid);
     }
@@ -201,7 +179,7 @@ void Registry::purge_all_rows(std::vector<Change>& changes) {
         for (auto r = table.rows.begin(); r != table.rows.end();) {
             const auto peer = peer_of(observer, r->second.entry);
             if (peer && r->second.stamp < death_of(*peer)) {
-                changes.emplace_back(ChangeKind::Purge, observer, std::move(r->second.entry));
+                changes.emplace_back(ChangeKind::Purge, observer, r->second.entry);
                 ++counters_.purged_entries;
                 r = table.rows.erase(r);
             } else {
@@ -244,7 +222,7 @@ void Registry::sweep(std::vector<Change>& changes) {
     changes.reserve(changes.size() + std::min(listed, by_peer_size_) + owned);
     for (const auto& [peer, t] : dead_tables) {
         for (auto& [nsid, row] : t->second.rows)
-            changes.emplace_back(ChangeKind::Purge, peer, std::move(row.entry));
+            changes.emplace_back(ChangeKind::Purge, peer, row.entry);
         counters_.purged_entries += t->second.rows.size();
         tables_.erase(t);
     }
@@ -294,7 +272,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
             }
         }
         Entry e{op.nsid, current, Source::Event, batch.now_usec};
-        table.rows.emplace(op.nsid, Row{e, stamp_, false});
+        table.rows.emplace(op.nsid, Row{e, false, stamp_});
         index_row(op.observer, e);
         changes.emplace_back(ChangeKind::New, op.observer, std::move(e));
         return;
@@ -305,7 +283,7 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
         // names a new peer. The old row goes now, the new one takes its place.
         changes.emplace_back(ChangeKind::Purge, op.observer, row.entry);
         ++counters_.purged_entries;
-        row = Row{Entry{op.nsid, current, Source::Event, batch.now_usec}, stamp_, false};
+        row = Row{Entry{op.nsid, current, Source::Event, batch.now_usec}, false, stamp_};
         index_row(op.observer, row.entry);
         changes.emplace_back(ChangeKind::New, op.observer, row.entry);
         return;
@@ -329,9 +307,8 @@ void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
     row.unsure = true;
     // Ids are only freed by the peer's death, so the old peer is dead.
     if (op.observer == kSelf)
-        removed_self(ChangeKind::Del, std::move(row.entry), batch.now_usec, false, changes);
-    else
-        changes.emplace_back(ChangeKind::Del, op.observer, std::move(row.entry));
+        record_death(row.entry, batch.now_usec);
+    changes.emplace_back(ChangeKind::Del, op.observer, row.entry);
     ++stamp_;
     row.entry = Entry{op.nsid, current, Source::Event, batch.now_usec};
     row.stamp = stamp_;
@@ -375,37 +352,11 @@ void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
             return;
         }
     }
-    Entry dead = std::move(it->second.entry);
+    const Entry dead = it->second.entry;
     table.rows.erase_one(it);
     if (op.observer == kSelf)
-        removed_self(ChangeKind::Del, std::move(dead), batch.now_usec, false, changes);
-    else
-        changes.emplace_back(ChangeKind::Del, op.observer, std::move(dead));
-}
-
-bool Registry::set_peer(Nsid nsid, Identity peer) {
-    if (tables_[kSelf].rows.get(nsid) == nullptr)
-        return false;
-    auto& known = peers_[nsid];
-    if (known == peer)
-        return false;
-    known = std::move(peer);
-    return true;
-}
-
-void Registry::set_state(Nsid nsid, PeerState state, std::uint64_t leaking_since_usec) {
-    auto* row = tables_[kSelf].rows.get(nsid);
-    if (row == nullptr)
-        return;
-    row->entry.state = state;
-    row->entry.leaking_since_usec = leaking_since_usec;
-    if (state != PeerState::Unknown)
-        row->entry.decided = state;
-}
-
-void Registry::set_held(Nsid nsid, bool held) {
-    if (auto* row = tables_[kSelf].rows.get(nsid))
-        row->entry.held = held;
+        record_death(dead, batch.now_usec);
+    changes.emplace_back(ChangeKind::Del, op.observer, dead);
 }
 
 std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth,
@@ -421,9 +372,8 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
     auto removed = [&](Row&& row) {
         ++counters_.resync_changes;
         if (observer == kSelf)
-            removed_self(ChangeKind::Resync, std::move(row.entry), now_usec, true, changes);
-        else
-            changes.emplace_back(ChangeKind::Resync, observer, std::move(row.entry), true);
+            record_death(row.entry, now_usec);
+        changes.emplace_back(ChangeKind::Resync, observer, row.entry, true);
     };
     // Merge two sorted sequences: rows not in truth leave, truth not in rows arrives.
     auto t = truth.begin();
@@ -455,7 +405,7 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
             continue;
         ++counters_.resync_changes;
         changes.emplace_back(ChangeKind::Resync, observer, e, false);
-        const auto row = table.rows.emplace(e.nsid, Row{std::move(e), stamp_, false}).first;
+        const auto row = table.rows.emplace(e.nsid, Row{std::move(e), false, stamp_}).first;
         index_row(observer, row->second.entry);
     }
     if (!dying_.empty())

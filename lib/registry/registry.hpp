@@ -30,7 +30,7 @@ inline constexpr Observer kSelf = -1;
 /// How an entry was learned.
 enum class Source : std::uint8_t { Event, Dump, Probe, Resync };
 
-/// What holds a peer alive (util/peer_state.hpp), kept on self's row of the peer.
+/// What held a dead peer alive at the last look before it died (util/peer_state.hpp).
 using nsidd::PeerState;
 using nsidd::to_string;
 
@@ -80,35 +80,20 @@ struct Identity {
 };
 
 /// One row of a peer-ID table: the id, the peer it names where known, and when it was learned.
-/// What is known of a peer beyond its id is kept once per peer, beside self's table
-/// (Registry::peer), not in the rows: every table's row stays small, and so does each change.
+/// Only what the kernel's tables say: what is known of a peer beyond its id is the engine's, kept
+/// once per peer beside self's table, not in the rows. Every table's row stays small, and so does
+/// each change (docs/design.md, "Memory").
 struct Entry {
     Entry() = default;
     Entry(Nsid id, std::optional<Nsid> current, Source learned, std::uint64_t since)
-        : nsid(id), current_nsid(current), source(learned), since_usec(since) {}
+        : since_usec(since), nsid(id), current_nsid(current), source(learned) {}
 
-    // (Fields in an order that leaves no padding: one per row.)
+    // (Fields in an order that leaves no padding but at the end, where a Row keeps its flag.)
+    std::uint64_t since_usec = 0; ///< first seen, CLOCK_REALTIME
     Nsid nsid = 0;
     /// `self`'s id for the same peer (equal to nsid in self's own table), when known.
     std::optional<Nsid> current_nsid;
     Source source = Source::Event;
-    /// Self's rows: the peer's state as last shown (a new row starts unknown), and the last
-    /// one shown other than unknown. Set by the engine (Registry::set_state).
-    PeerState state = PeerState::Unknown;
-    PeerState decided = PeerState::Unknown;
-    /// Self's rows: a process or a mount held the peer at the engine's last look (a new row
-    /// starts without). Set by the engine (Registry::set_held).
-    bool held = false;
-    std::uint64_t since_usec = 0; ///< first seen, CLOCK_REALTIME
-    /// Self's rows in a leak state (stale-mount, fd-held, pinned): since when what holds the
-    /// peer has been so (the first look that showed it, across restarts); else 0. Set with
-    /// the state.
-    std::uint64_t leaking_since_usec = 0;
-};
-
-/// A row as it is shown: the entry with what is known of its peer.
-struct View : Entry {
-    Identity peer;
 };
 
 /// A peer that died, as recorded in the history ring.
@@ -130,8 +115,6 @@ struct Change {
 
     // (Fields in an order that leaves no padding: a burst makes one per row it drops.)
     Entry entry;
-    /// A row of self's table that left it: its peer's identity as it was then (else empty).
-    Shared<Identity> peer;
     Observer observer;
     ChangeKind kind;
     bool removed = false; ///< for Resync: the entry left the table (else it was added)
@@ -189,11 +172,12 @@ class Registry {
 public:
     /// An entry and the bookkeeping that decides what its next DEL means.
     struct Row {
-        Entry entry;
-        std::uint64_t stamp = 0; ///< op counter at insertion (orders reuse within a batch)
+        /// (Its flag below lives in the entry's tail padding: a row is 32 bytes.)
+        [[no_unique_address]] Entry entry;
         /// The row came from a NEW over an occupied id: the next DEL for it is the old
         /// holder's, still in flight, and is skipped.
         bool unsure = false;
+        std::uint64_t stamp = 0; ///< op counter at insertion (orders reuse within a batch)
     };
     /// One observer's peer-ID table: flat, a row costs its own size (docs/design.md, "Memory").
     /// A row erased stays dead in place; each erasing step compacts the table once it is done
@@ -216,22 +200,10 @@ public:
 
     /// Records a death nsidd did not see (it was down): history only, no table changes.
     void record_death_while_down(Death death);
-    /// Sets the last state of the recorded death of self's row (nsid, first seen at since).
-    void set_death_state(Nsid nsid, std::uint64_t since_usec, PeerState state);
-
-    /// Sets what is known of the peer self calls `nsid`. Returns false when self has no such
-    /// entry or it already said so. Rows of other tables name the peer through current_nsid.
-    bool set_peer(Nsid nsid, Identity peer);
-    /// What is known of the peer of self's row `nsid` (empty when nothing is, or no such row).
-    const Identity& peer(Nsid nsid) const noexcept;
-    /// The same for every row of self's table that has one, by nsid.
-    const FlatMap<Nsid, Identity>& peers() const noexcept { return peers_; }
-    /// Sets the state shown for self's row `nsid` (and the last decided, unless unknown).
-    /// Without such a row, nothing (none is made).
-    void set_state(Nsid nsid, PeerState state, std::uint64_t leaking_since_usec = 0);
-    /// Sets whether something held the peer of self's row `nsid` at the last look. Without
-    /// such a row, nothing.
-    void set_held(Nsid nsid, bool held);
+    /// Says what the peer of self's row (nsid, first seen at since_usec) was, whose death was
+    /// just recorded: its identity (its names become former ones; its first-seen time, where
+    /// earlier, the death's) and the last state decided for it. Recorded deaths only.
+    void describe_death(Nsid nsid, std::uint64_t since_usec, const Identity& peer, PeerState state);
 
     /// Calls `fn(observer, entry)` for each row of another table that names self's `peer`.
     void for_each_row_naming(Nsid peer,
@@ -251,12 +223,8 @@ private:
                    std::vector<Change>& changes);
     void apply_del(const Op& op, Table& table, const Batch& batch, const IsAssigned& is_assigned,
                    std::vector<Change>& changes);
-    // Self's row `dead` left its table, its peer dead: the peer's identity leaves with it,
-    // into its change (`removed`: Change::removed).
-    Change& removed_self(ChangeKind kind, Entry&& dead, std::uint64_t now_usec, bool removed,
-                         std::vector<Change>& changes);
     // A peer `self` called `nsid` died: history, counters and the dying set.
-    void record_death(const Entry& dead, const Identity& peer, std::uint64_t now_usec);
+    void record_death(const Entry& dead, std::uint64_t now_usec);
     // Drops every table of a dying observer and every row that points at a dying peer.
     void sweep(std::vector<Change>& changes);
     Table& table_for(Observer observer);
@@ -272,8 +240,6 @@ private:
     void purge_all_rows(std::vector<Change>& changes);
 
     std::map<Observer, Table> tables_;
-    // What is known of each peer of self's table, by self's id (a row without: none).
-    FlatMap<Nsid, Identity> peers_;
     // Peers (self ids) that died in the current batch, with the stamp of the death: rows and
     // tables stamped later belong to a new peer that reused the id and survive the sweep.
     std::unordered_map<Nsid, std::uint64_t> dying_;

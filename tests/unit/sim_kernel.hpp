@@ -324,8 +324,9 @@ inline Tables tables_of(const registry::Registry& r) {
 // apart (docs/design.md, "Replaced peers"): the old holder left discovery's reach and a new one
 // that nothing reachable holds took its id while the events were lost.
 inline void expect_identities(const Sim& sim, const Engine& engine) {
-    for (const auto& [k, peer] : engine.registry().peers()) {
-        ASSERT_TRUE(engine.registry().table(kSelf)->rows.count(k)) << "identity of no row " << k;
+    for (const auto& [k, known] : engine.peers()) {
+        ASSERT_TRUE(engine.registry().table(kSelf)->rows.count(k)) << "knowledge of no row " << k;
+        const auto& peer = known.identity;
         if (!peer.cookie)
             continue;
         ASSERT_TRUE(sim.self.count(k)) << "row " << k;
@@ -360,7 +361,7 @@ inline Engine::Config config(const Sim& sim, bool host = false) {
 // What a Watch client rebuilds from the changes it is sent: the engine's feed, drained.
 struct Replay {
     struct Shown {
-        registry::View entry;
+        View entry;
         PeerState state;
     };
     std::map<std::pair<Observer, Nsid>, Shown> rows;

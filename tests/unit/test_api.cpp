@@ -183,7 +183,7 @@ private:
 TEST(Feed, KeepsTheLastDrainedAndResumesOnlyWithin) {
     mirror::Feed feed(100, 4);
     const auto push = [&](registry::Nsid nsid) {
-        registry::View e;
+        mirror::View e;
         e.nsid = nsid;
         feed.push(mirror::Feed::Kind::New, registry::kSelf, std::move(e), false,
                   registry::PeerState::Active);

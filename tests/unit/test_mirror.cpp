@@ -124,7 +124,7 @@ void replaced_under_overrun(int count, std::size_t cut) {
     engine.discover_mounts();
     std::map<Nsid, std::uint64_t> old_cookies;
     for (const auto& [k, row] : engine.registry().table(kSelf)->rows) {
-        const auto& peer = engine.registry().peer(k);
+        const auto& peer = engine.peer(k);
         ASSERT_TRUE(peer.cookie) << k;
         old_cookies[k] = *peer.cookie;
     }
@@ -208,7 +208,7 @@ TEST(Mirror, RestartWithSavedIds) {
     std::size_t old = 0;
     for (const auto& [k, row] : engine.registry().table(kSelf)->rows) {
         const auto since = engine.view(kSelf, row.entry).since_usec;
-        const auto& names = engine.registry().peer(k).names;
+        const auto& names = engine.peer(k).names;
         const bool newborn = names.front().starts_with("n");
         EXPECT_EQ(since, newborn ? restarted : first_seen) << names.front();
         old += !newborn;
@@ -282,7 +282,7 @@ void tampered_cache(int count, int first_swapped) {
         for (const auto& [nsid, row] : engine.registry().table(kSelf)->rows) {
             if (nsid == first_swapped || nsid == first_swapped + 1)
                 continue;
-            const auto& peer = engine.registry().peer(nsid);
+            const auto& peer = engine.peer(nsid);
             ASSERT_TRUE(peer.cookie) << "row " << nsid << " lost its identity";
             EXPECT_EQ(*peer.cookie, sim.ns.at(sim.self.at(nsid)).cookie);
         }
@@ -295,10 +295,9 @@ void tampered_cache(int count, int first_swapped) {
     }
     EXPECT_EQ(tables_of(engine.registry()), sim.tables());
     expect_identities(sim, engine);
-    const auto& reg = engine.registry();
-    ASSERT_TRUE(reg.peer(first_swapped).cookie);
-    EXPECT_EQ(*reg.peer(first_swapped).cookie, a);
-    EXPECT_EQ(*reg.peer(first_swapped + 1).cookie, b);
+    ASSERT_TRUE(engine.peer(first_swapped).cookie);
+    EXPECT_EQ(*engine.peer(first_swapped).cookie, a);
+    EXPECT_EQ(*engine.peer(first_swapped + 1).cookie, b);
     EXPECT_EQ(engine.catalog().stats().saved_ids_rejected, 2u); // the two lines, alone
 }
 
@@ -389,9 +388,8 @@ TEST(Mirror, VerdictsFollowTheClock) {
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
     search_fds(engine, sim);
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::FdHeld);
-    EXPECT_EQ(*engine.registry().peer(1).holders.fds,
-              (std::vector<registry::FdHolder>{{4242, "keeper", 7}}));
-    EXPECT_TRUE(engine.registry().peer(0).holders.fds->empty());
+    EXPECT_EQ(*engine.peer(1).holders.fds, (std::vector<registry::FdHolder>{{4242, "keeper", 7}}));
+    EXPECT_TRUE(engine.peer(0).holders.fds->empty());
     // The same unheld peers are searched for again only a minute after the last search.
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
     EXPECT_FALSE(engine.fds_due());
@@ -401,7 +399,7 @@ TEST(Mirror, VerdictsFollowTheClock) {
     ASSERT_TRUE(engine.discover_processes(SIZE_MAX, false));
     search_fds(engine, sim);
     EXPECT_EQ(settled_state(engine, kSelf, rows.at(1).entry), PeerState::Pinned);
-    EXPECT_TRUE(engine.registry().peer(1).holders.fds->empty());
+    EXPECT_TRUE(engine.peer(1).holders.fds->empty());
     // A namespace mounted after the last look at the mounts (rescans back off under load) is
     // not judged by passes that could not have seen its mount, however long they take.
     sim.assign_self(sim.named("late"));

@@ -268,62 +268,41 @@ TEST(Registry, MatchesKernelThroughOverruns) {
     EXPECT_GT(ops, 100000u);
 }
 
-// What is known of a peer is kept once, beside self's row, and leaves with the row: in its
-// change (for Watch) and its death record, never left to the next peer under the same id.
-TEST(Registry, PeerIdentityLeavesWithItsRow) {
+// The registry records each death of self's peers; the engine then says what the peer was. Each
+// record is described once, the one of the row that left (ids are reused at once).
+TEST(Registry, DeathsAreDescribedOnce) {
     Registry r(1024);
     const auto never = [](Observer, Nsid) {
         return false;
     };
-    const auto known = [](std::uint64_t cookie) {
+    const auto known = [](std::uint64_t cookie, std::uint64_t first_seen) {
         Identity id;
         id.cookie = cookie;
+        id.first_seen_usec = first_seen;
         id.names = Strings(std::vector<std::string>{"n" + std::to_string(cookie)});
         return id;
     };
-    r.apply(Batch{{{Op::Kind::New, kSelf, 1, 1},
-                   {Op::Kind::New, kSelf, 2, 2},
-                   {Op::Kind::New, kSelf, 3, 3},
-                   {Op::Kind::New, 3, 7, 2}},
-                  1,
-                  false},
-            never);
-    EXPECT_FALSE(r.set_peer(9, known(90))); // no such row: nothing is made
-    EXPECT_TRUE(r.peers().empty());
-    for (Nsid k = 1; k <= 3; ++k)
-        ASSERT_TRUE(r.set_peer(k, known(10 * static_cast<std::uint64_t>(k))));
-    EXPECT_FALSE(r.set_peer(1, known(10))); // already said
-    EXPECT_EQ(r.peer(2).cookie, 20u);
-    EXPECT_FALSE(r.peer(7).cookie); // ids of other tables are not self's
-    // A DEL: the identity goes with the change and into history.
-    auto c = r.apply(Batch{{{Op::Kind::Del, kSelf, 1, 1}}, 2, false}, never);
-    ASSERT_EQ(c.size(), 1u);
-    ASSERT_TRUE(c[0].peer);
-    EXPECT_EQ(c[0].peer->cookie, 10u);
-    EXPECT_EQ(r.history().back().peer.cookie, 10u);
-    EXPECT_EQ(*r.history().back().peer.former_names.begin(), "n10");
-    EXPECT_FALSE(r.peer(1).cookie);
-    // A NEW over an occupied id (its DEL still on the way): the old peer's Del carries it, the
-    // new row has none; rows of other tables naming the old peer are purged without one.
-    c = r.apply(Batch{{{Op::Kind::New, kSelf, 2, 2}}, 3, false}, never);
-    ASSERT_EQ(c.size(), 3u);
-    EXPECT_EQ(c[0].kind, ChangeKind::Del);
-    ASSERT_TRUE(c[0].peer);
-    EXPECT_EQ(c[0].peer->cookie, 20u);
-    EXPECT_EQ(c[1].kind, ChangeKind::New);
-    EXPECT_FALSE(c[1].peer);
-    EXPECT_EQ(c[2].kind, ChangeKind::Purge);
-    EXPECT_EQ(c[2].observer, 3);
-    EXPECT_FALSE(c[2].peer);
-    EXPECT_FALSE(r.peer(2).cookie);
-    // A resync that no longer finds a row: the same.
-    c = r.resync(kSelf, {Entry{2, 2, Source::Resync, 4}}, 4);
-    ASSERT_EQ(c.size(), 1u);
-    EXPECT_TRUE(c[0].removed);
-    ASSERT_TRUE(c[0].peer);
-    EXPECT_EQ(c[0].peer->cookie, 30u);
-    EXPECT_TRUE(r.peers().empty());
-    EXPECT_EQ(r.history().size(), 3u);
+    r.apply(Batch{{{Op::Kind::New, kSelf, 1, 1}, {Op::Kind::New, kSelf, 2, 2}}, 10, false}, never);
+    // Peer A (id 1, since 10) dies, B takes id 1 (since 20) and dies in the same batch.
+    r.apply(Batch{{{Op::Kind::Del, kSelf, 1, 1}, {Op::Kind::New, kSelf, 1, 1}}, 20, false}, never);
+    r.apply(Batch{{{Op::Kind::Del, kSelf, 1, 1}}, 30, false}, never);
+    ASSERT_EQ(r.history().size(), 2u);
+    EXPECT_FALSE(r.history()[0].peer.cookie);                  // not described yet
+    r.describe_death(1, 20, known(22, 25), PeerState::Pinned); // B's: the later row
+    r.describe_death(1, 10, known(11, 5), PeerState::Active);  // A's, first seen before it
+    r.describe_death(1, 10, known(99, 1), PeerState::Mounted); // described already: nothing
+    r.describe_death(2, 10, known(98, 1), PeerState::Mounted); // no such death: nothing
+    const auto& a = r.history()[0];
+    const auto& b = r.history()[1];
+    EXPECT_EQ(a.peer.cookie, 11u);
+    EXPECT_EQ(a.since_usec, 5u);
+    EXPECT_EQ(a.state, PeerState::Active);
+    EXPECT_TRUE(a.peer.names.empty()); // a namespace dies only once its names are gone
+    EXPECT_EQ(*a.peer.former_names.begin(), "n11");
+    EXPECT_EQ(b.peer.cookie, 22u);
+    EXPECT_EQ(b.since_usec, 20u); // the row's, which is earlier than the peer's first seen
+    EXPECT_EQ(b.state, PeerState::Pinned);
+    EXPECT_EQ(r.history().size(), 2u);
 }
 
 TEST(Registry, NewBeforeDelKeepsTheNewPeer) {
