@@ -305,8 +305,9 @@ private:
     // Calls fn(entry, state, leaking_since) for each row of self's table, in order (the rows
     // and what is known of their peers walked side by side: no lookup per row).
     template <typename Fn> void for_each_self_state(Fn&& fn) const;
-    // What was known of the peer of a row that left, as show() needs it (nullptr: nothing).
-    const Peer* departed(Nsid nsid, std::uint64_t since_usec) const;
+    // What was known of the peer of a row that left, as show() needs it (nullptr: nothing);
+    // the search starts at `next`, and `next` is left after the one found.
+    const Peer* departed(Nsid nsid, std::uint64_t since_usec, std::size_t& next) const;
 
     Kernel& kernel_;
     Config config_;

@@ -55,18 +55,14 @@ void Engine::show(std::vector<registry::Change>&& changes) {
                     [](const auto& c) { return c.observer != registry::kSelf; }))
         for (const auto& [nsid, since, peer] : departed_)
             dead[nsid] = &peer.identity;
-    std::size_t next = 0; // departed_ is in the order of the changes of the rows that left
+    std::size_t next = 0; // where in departed_ the next row that left is
     for (const auto& c : changes) {
         const bool gone = c.kind == ChangeKind::Del || c.kind == ChangeKind::Purge || c.removed;
         // A row of self's table that left it shows what was known when it left (its id may
         // name a new peer already).
         const Peer* left = nullptr;
         if (gone && c.observer == registry::kSelf) {
-            if (next < departed_.size() && std::get<0>(departed_[next]) == c.entry.nsid &&
-                std::get<1>(departed_[next]) == c.entry.since_usec)
-                left = &std::get<2>(departed_[next++]);
-            else
-                left = departed(c.entry.nsid, c.entry.since_usec);
+            left = departed(c.entry.nsid, c.entry.since_usec, next);
             if (left == nullptr)
                 left = &unknown;
         }

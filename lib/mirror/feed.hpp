@@ -11,6 +11,12 @@ namespace nsidd::mirror {
 
 using registry::PeerState;
 
+/// A row as it is served: the entry with what is known of its peer.
+struct View : registry::Entry {
+    registry::Identity peer;
+    std::uint64_t leaking_since_usec = 0; ///< in a leak state: since when (else 0)
+};
+
 /// The engine's outbox: every change to the mirror as it is shown (each row's identity and
 /// state as the engine decided them when it made the change), numbered, in the order made.
 /// The engine appends; the daemon drains what is new to its Watch clients; the last `kept`
@@ -18,12 +24,6 @@ using registry::PeerState;
 /// (docs/design.md, "One way through").
 ///
 /// Invariant: List at seq S equals every change up to S applied in order.
-/// A row as it is served: the entry with what is known of its peer.
-struct View : registry::Entry {
-    registry::Identity peer;
-    std::uint64_t leaking_since_usec = 0; ///< in a leak state: since when (else 0)
-};
-
 class Feed {
 public:
     /// The registry's kinds of change, and Update: a row's identity or state changed (the

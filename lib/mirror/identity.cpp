@@ -115,11 +115,16 @@ void Engine::forget_dead(const registry::Change& c) {
     departed_.emplace_back(c.entry.nsid, c.entry.since_usec, std::move(gone));
 }
 
-const Peer* Engine::departed(Nsid nsid, std::uint64_t since_usec) const {
-    // Shown in the order they left: the one asked for is mostly the next after the last.
-    for (const auto& [id, since, peer] : departed_)
-        if (id == nsid && since == since_usec)
+const Peer* Engine::departed(Nsid nsid, std::uint64_t since_usec, std::size_t& next) const {
+    // Shown in the order they left: the one asked for is the next after the last one found, so a
+    // burst is one pass (the search goes round, should the orders ever differ).
+    for (std::size_t i = 0; i < departed_.size(); ++i) {
+        const auto at = (next + i) % departed_.size();
+        if (const auto& [id, since, peer] = departed_[at]; id == nsid && since == since_usec) {
+            next = at + 1;
             return &peer;
+        }
+    }
     return nullptr;
 }
 
