@@ -24,25 +24,39 @@ std::size_t Registry::entry_count() const noexcept {
 }
 
 Registry::Table& Registry::table_for(Observer observer) {
+    // Self's table is made first and never goes: the first unless an observer's id is negative.
+    if (observer == kSelf && tables_.begin()->first == kSelf)
+        return tables_.begin()->second;
     auto [it, inserted] = tables_.try_emplace(observer);
     if (inserted)
         it->second.stamp = stamp_;
     return it->second;
 }
 
-bool Registry::purged_later(Observer observer, const Row& row) const {
+std::uint64_t Registry::death_of(Nsid peer) {
+    // A few: looked at in turn, the latest first.
+    if (dying_.size() <= 16) {
+        for (auto d = dying_.rbegin(); d != dying_.rend(); ++d)
+            if (d->first == peer)
+                return d->second;
+        return 0;
+    }
+    for (; dying_indexed_ < dying_.size(); ++dying_indexed_)
+        dying_by_id_[dying_[dying_indexed_].first] = dying_[dying_indexed_].second;
+    const auto d = dying_by_id_.find(peer);
+    return d == dying_by_id_.end() ? 0 : d->second;
+}
+
+bool Registry::purged_later(Observer observer, const Row& row) {
     const auto peer = peer_of(observer, row.entry);
-    if (!peer)
-        return false;
-    const auto d = dying_.find(*peer);
-    return d != dying_.end() && row.stamp < d->second;
+    return peer && row.stamp < death_of(*peer);
 }
 
 Registry::Table& Registry::live_table(Observer observer, std::vector<Change>& changes) {
     // An observer that died earlier in this batch, its id already given to a new netns: the
     // old table goes now, so that the new observer's rows do not share its fate in the sweep.
-    if (auto d = dying_.find(observer); d != dying_.end() && observer != kSelf) {
-        if (auto t = tables_.find(observer); t != tables_.end() && t->second.stamp < d->second) {
+    if (const auto death = observer != kSelf && !dying_.empty() ? death_of(observer) : 0) {
+        if (auto t = tables_.find(observer); t != tables_.end() && t->second.stamp < death) {
             for (auto& [nsid, row] : t->second.rows)
                 changes.emplace_back(ChangeKind::Purge, observer, row.entry);
             counters_.purged_entries += t->second.rows.size();
@@ -54,7 +68,7 @@ Registry::Table& Registry::live_table(Observer observer, std::vector<Change>& ch
 
 void Registry::record_death(const Entry& dead, std::uint64_t now_usec) {
     ++counters_.deaths;
-    dying_[dead.nsid] = stamp_;
+    dying_.emplace_back(dead.nsid, stamp_);
     if (history_capacity_ == 0)
         return;
     if (history_.size() == history_capacity_)
@@ -94,7 +108,9 @@ void Registry::index_row(Observer observer, const Entry& entry) {
     const auto peer = peer_of(observer, entry);
     if (observer == kSelf || !peer)
         return;
-    by_peer_[*peer].push_back({observer, entry.nsid, stamp_});
+    auto& listing = by_peer_[*peer];
+    listing.rows.push_back({observer, entry.nsid, stamp_});
+    listing.newest = stamp_;
     if (++by_peer_size_ < by_peer_rebuild_at_)
         return;
     // Mostly stale entries by now: list the rows as they are.
@@ -104,7 +120,9 @@ void Registry::index_row(Observer observer, const Entry& entry) {
         if (o != kSelf)
             for (const auto& [nsid, row] : table.rows)
                 if (const auto p = peer_of(o, row.entry)) {
-                    by_peer_[*p].push_back({o, nsid, row.stamp});
+                    auto& listing = by_peer_[*p];
+                    listing.rows.push_back({o, nsid, row.stamp});
+                    listing.newest = std::max(listing.newest, row.stamp);
                     ++by_peer_size_;
                 }
     by_peer_rebuild_at_ = std::max<std::size_t>(4096, 2 * by_peer_size_);
@@ -115,7 +133,7 @@ void Registry::for_each_row_naming(Nsid peer,
     const auto listed = by_peer_.find(peer);
     if (listed == by_peer_.end())
         return;
-    for (const auto& l : listed->second) {
+    for (const auto& l : listed->second.rows) {
         const auto t = tables_.find(l.observer);
         if (t == tables_.end())
             continue;
@@ -126,16 +144,11 @@ void Registry::for_each_row_naming(Nsid peer,
     }
 }
 
-void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>& changes) {
-    const auto listed = by_peer_.find(peer);
-    if (listed == by_peer_.end())
-        return;
-    std::vector<Listed> newer; // rows made after the death: a new peer's
-    for (const auto& l : listed->second) {
-        if (l.stamp >= death) {
-            newer.push_back(l);
-            continue;
-        }
+void Registry::purge_listed(ByPeer::iterator listed, std::uint64_t death,
+                            std::vector<Change>& changes) {
+    for (const auto& l : listed->second.rows) {
+        if (l.stamp >= death)
+            continue; // made after the death: a new peer's
         const auto t = tables_.find(l.observer);
         if (t == tables_.end())
             continue;
@@ -144,73 +157,72 @@ void Registry::purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>
             continue; // gone or replaced since it was listed
         changes.emplace_back(ChangeKind::Purge, l.observer, r->second.entry);
         ++counters_.purged_entries;
-        t->second.rows.erase(l.nsid);
+        t->second.rows.erase_one(r);
     }
-    by_peer_size_ -= listed->second.size() - newer.size();
-    if (newer.empty())
-        by_peer_.erase(listed);
-    else
-        listed->second = std::move(newer);
 }
 
-void Registry::purge_all_rows(std::vector<Change>& changes) {
-    // Each row's peer is looked up once: in an array by id where the dead's ids are dense (the
-    // kernel gives the lowest free id), else in the hash. 0: alive (stamps start at 1).
+void Registry::forget_listed(ByPeer::iterator listed, std::uint64_t death) {
+    auto& rows = listed->second.rows;
+    const auto before = rows.size();
+    if (listed->second.newest >= death) // some were made after the death: a new peer's, kept
+        std::erase_if(rows, [death](const Listed& l) { return l.stamp < death; });
+    else
+        rows.clear();
+    by_peer_size_ -= before - rows.size();
+    if (rows.empty())
+        by_peer_.erase(listed);
+}
+
+template <typename DeathAt>
+void Registry::purge_all_rows(DeathAt death_at, std::vector<Change>& changes) {
+    std::vector<std::pair<Nsid, Row>> purged;
+    for (auto& [observer, table] : tables_) {
+        if (observer == kSelf)
+            continue;
+        purged.clear();
+        // (Another table's row names its peer by self's id, or by nothing: see peer_of.)
+        counters_.purged_entries += table.rows.remove_if(
+            [&death_at](const auto& row) {
+                return row.second.stamp < death_at(row.second.entry.current_nsid.value_or(-1));
+            },
+            purged);
+        for (const auto& row : purged)
+            changes.emplace_back(ChangeKind::Purge, observer, row.second.entry);
+    }
+}
+
+std::vector<std::uint64_t> Registry::dense_deaths() const {
     Nsid top = 0;
     for (const auto& [peer, death] : dying_)
         top = std::max(top, peer);
     std::vector<std::uint64_t> dense;
     if (static_cast<std::size_t>(top) <= 16 * dying_.size() + 1024) {
-        dense.resize(static_cast<std::size_t>(top) + 1);
+        dense.resize(static_cast<std::size_t>(top) + 2);
         for (const auto& [peer, death] : dying_)
             dense[static_cast<std::size_t>(peer)] = death;
     }
-    const auto death_of = [&](Nsid peer) -> std::uint64_t {
-        if (!dense.empty())
-            return static_cast<std::size_t>(peer) < dense.size()
-                       ? dense[static_cast<std::size_t>(peer)]
-                       : 0;
-        const auto d = dying_.find(peer);
-        return d == dying_.end() ? 0 : d->second;
-    };
-    for (auto& [observer, table] : tables_) {
-        if (observer == kSelf)
-            continue;
-        for (auto r = table.rows.begin(); r != table.rows.end();) {
-            const auto peer = peer_of(observer, r->second.entry);
-            if (peer && r->second.stamp < death_of(*peer)) {
-                changes.emplace_back(ChangeKind::Purge, observer, r->second.entry);
-                ++counters_.purged_entries;
-                r = table.rows.erase(r);
-            } else {
-                ++r;
-            }
-        }
-        table.rows.compact();
-    }
-    // What the index listed for the dead is gone now, but for rows newer than the death.
-    for (const auto& [peer, death] : dying_) {
-        const auto listed = by_peer_.find(peer);
-        if (listed == by_peer_.end())
-            continue;
-        const auto before = listed->second.size();
-        std::erase_if(listed->second, [death = death](const Listed& l) { return l.stamp < death; });
-        by_peer_size_ -= before - listed->second.size();
-        if (listed->second.empty())
-            by_peer_.erase(listed);
-    }
+    return dense;
 }
 
 void Registry::sweep(std::vector<Change>& changes) {
     ++counters_.sweeps;
+    // The latest death of each id, looked up once per row: in an array by id where the ids are
+    // dense, else by id in the hash.
+    const auto dense = dense_deaths();
+    const auto last = static_cast<std::uint32_t>(dense.size()) - 1;
     // A stamp later than the death means the id was reused in this batch. Self's row for a dead
     // peer is the one its death removed (a DEL, a replacing NEW or a resync): nothing else in
     // self's table points at it.
     std::size_t listed = 0, owned = 0;
+    std::vector<std::pair<ByPeer::iterator, std::uint64_t>> lists;
     std::vector<std::pair<Nsid, std::map<Observer, Table>::iterator>> dead_tables;
     for (const auto& [peer, death] : dying_) {
-        if (const auto l = by_peer_.find(peer); l != by_peer_.end())
-            listed += l->second.size();
+        if ((dense.empty() ? death_of(peer) : dense[static_cast<std::size_t>(peer)]) != death)
+            continue; // the id died again later in the batch: that death counts
+        if (const auto l = by_peer_.find(peer); l != by_peer_.end()) {
+            listed += l->second.rows.size();
+            lists.emplace_back(l, death);
+        }
         // A dead observer's own table vanishes with it; the kernel sends nothing for it.
         if (const auto t = tables_.find(peer);
             peer != kSelf && t != tables_.end() && t->second.stamp < death) {
@@ -229,13 +241,23 @@ void Registry::sweep(std::vector<Change>& changes) {
     // Through the index, O(rows that name the dead); one walk of every row when those are
     // many (a big burst): the walk is then cheaper than as many lookups. (The index's size
     // stands for the number of rows: it is at least that, and at most about twice.)
-    if (listed * 8 > by_peer_size_) {
-        purge_all_rows(changes);
+    if (listed * 8 <= by_peer_size_) {
+        for (const auto& [l, death] : lists)
+            purge_listed(l, death, changes);
+    } else if (!dense.empty()) {
+        purge_all_rows(
+            [&dense, last](Nsid peer) {
+                return dense[std::min(static_cast<std::uint32_t>(peer), last)];
+            },
+            changes);
     } else {
-        for (const auto& [peer, death] : dying_)
-            purge_rows_of(peer, death, changes);
+        purge_all_rows([this](Nsid peer) { return peer < 0 ? 0 : death_of(peer); }, changes);
     }
+    for (const auto& [l, death] : lists)
+        forget_listed(l, death);
     dying_.clear();
+    dying_by_id_.clear();
+    dying_indexed_ = 0;
 }
 
 std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_assigned) {

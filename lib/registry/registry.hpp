@@ -218,31 +218,6 @@ public:
     const Counters& counters() const noexcept { return counters_; }
 
 private:
-    // One op of a batch, in order.
-    void apply_new(const Op& op, Table& table, const Batch& batch, const IsAssigned& is_assigned,
-                   std::vector<Change>& changes);
-    void apply_del(const Op& op, Table& table, const Batch& batch, const IsAssigned& is_assigned,
-                   std::vector<Change>& changes);
-    // A peer `self` called `nsid` died: history, counters and the dying set.
-    void record_death(const Entry& dead, std::uint64_t now_usec);
-    // Drops every table of a dying observer and every row that points at a dying peer.
-    void sweep(std::vector<Change>& changes);
-    Table& table_for(Observer observer);
-    // The row points at a peer that died earlier in this batch: the sweep will drop it.
-    bool purged_later(Observer observer, const Row& row) const;
-    // table_for() that first drops the table of a dead observer whose id was reused.
-    Table& live_table(Observer observer, std::vector<Change>& changes);
-    // Lists a row of another observer's table under the peer it names (see by_peer_).
-    void index_row(Observer observer, const Entry& entry);
-    // Purges the rows of other tables that name `peer`, dead at `death`, through the index.
-    void purge_rows_of(Nsid peer, std::uint64_t death, std::vector<Change>& changes);
-    // Purges them by walking every row (cheaper when the dead are named by many rows).
-    void purge_all_rows(std::vector<Change>& changes);
-
-    std::map<Observer, Table> tables_;
-    // Peers (self ids) that died in the current batch, with the stamp of the death: rows and
-    // tables stamped later belong to a new peer that reused the id and survive the sweep.
-    std::unordered_map<Nsid, std::uint64_t> dying_;
     // Host scope: peer (self's id) -> the rows of other tables that named it when they were
     // made, so that a sweep visits only the rows of the dead, not every row. A superset: a row
     // removed or replaced since stays listed until its peer dies or the index is rebuilt (when
@@ -252,7 +227,51 @@ private:
         Nsid nsid;
         std::uint64_t stamp; // the row's: a later row under the same id is another
     };
-    std::unordered_map<Nsid, std::vector<Listed>> by_peer_;
+    struct Listing {
+        std::vector<Listed> rows;
+        std::uint64_t newest = 0; // the latest stamp listed: a death after it drops them all
+    };
+    using ByPeer = std::unordered_map<Nsid, Listing>;
+
+    // One op of a batch, in order.
+    void apply_new(const Op& op, Table& table, const Batch& batch, const IsAssigned& is_assigned,
+                   std::vector<Change>& changes);
+    void apply_del(const Op& op, Table& table, const Batch& batch, const IsAssigned& is_assigned,
+                   std::vector<Change>& changes);
+    // A peer `self` called `nsid` died: history, counters and the dying set.
+    void record_death(const Entry& dead, std::uint64_t now_usec);
+    // The stamp of the latest death of self's `peer` in this batch, or 0 (stamps start at 1).
+    std::uint64_t death_of(Nsid peer);
+    // The latest death of each id in an array by id (0: alive, as stamps start at 1), where the
+    // dead's ids are dense (the kernel gives the lowest free id); else empty. Its last slot
+    // stands for every id past the others, and for none.
+    std::vector<std::uint64_t> dense_deaths() const;
+    // Drops every table of a dying observer and every row that points at a dying peer.
+    void sweep(std::vector<Change>& changes);
+    Table& table_for(Observer observer);
+    // The row points at a peer that died earlier in this batch: the sweep will drop it.
+    bool purged_later(Observer observer, const Row& row);
+    // table_for() that first drops the table of a dead observer whose id was reused.
+    Table& live_table(Observer observer, std::vector<Change>& changes);
+    // Lists a row of another observer's table under the peer it names (see by_peer_).
+    void index_row(Observer observer, const Entry& entry);
+    // Purges the rows of other tables listed under a peer dead at `death`, through the index.
+    void purge_listed(ByPeer::iterator listed, std::uint64_t death, std::vector<Change>& changes);
+    // Forgets what was listed under a peer dead at `death`, once its rows are gone.
+    void forget_listed(ByPeer::iterator listed, std::uint64_t death);
+    // Purges them by walking every row of every other table (cheaper when the dead are named by
+    // many rows); `death_at(peer)` is the latest death of each peer in this batch, or 0.
+    template <typename DeathAt> void purge_all_rows(DeathAt death_at, std::vector<Change>& changes);
+
+    std::map<Observer, Table> tables_;
+    // Peers (self ids) that died in the current batch, in order, with the stamp of each death:
+    // rows and tables stamped later belong to a new peer that reused the id and survive the
+    // sweep. By id (the latest death of each) only once something asks: a burst of self's DELs
+    // never does, and the sweep looks them up in an array where their ids are dense.
+    std::vector<std::pair<Nsid, std::uint64_t>> dying_;
+    std::unordered_map<Nsid, std::uint64_t> dying_by_id_;
+    std::size_t dying_indexed_ = 0; // how many of dying_ are in dying_by_id_
+    ByPeer by_peer_;
     std::size_t by_peer_size_ = 0;
     std::size_t by_peer_rebuild_at_ = 4096;
     std::uint64_t stamp_ = 0;

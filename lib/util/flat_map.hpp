@@ -141,6 +141,51 @@ public:
         kill(it.at_);
         compact();
     }
+    /// Removes every live entry for which `pred(entry)` holds, appending it to `removed`, and
+    /// drops the dead entries with them: one pass, in place (and gives back the spare capacity
+    /// once that is most of it, as compact() does). Where entries are plain data, without a
+    /// branch per entry: a burst drops rows at random, which no branch predicts. Returns how
+    /// many it removed. Invalidates every iterator.
+    template <typename Pred> std::size_t remove_if(Pred pred, std::vector<value_type>& removed) {
+        const std::size_t n = items_.size(), first = removed.size();
+        std::size_t out = 0, gone = 0;
+        if constexpr (std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V>) {
+            removed.resize(first + n);
+            auto* to = removed.data() + first;
+            for (std::size_t i = 0; i < n; ++i) {
+                const bool live = live_[i] != 0;
+                // (Evaluated for the dead too: they hold what they held, as plain data.)
+                const bool drop = live & static_cast<bool>(pred(std::as_const(items_[i])));
+                to[gone] = items_[i];
+                gone += drop ? 1 : 0;
+                items_[out] = items_[i];
+                out += live && !drop ? 1 : 0;
+            }
+            removed.resize(first + gone);
+        } else {
+            for (std::size_t i = 0; i < n; ++i) {
+                if (!live_[i])
+                    continue;
+                if (pred(std::as_const(items_[i]))) {
+                    removed.push_back(std::move(items_[i]));
+                    ++gone;
+                } else {
+                    if (out != i)
+                        items_[out] = std::move(items_[i]);
+                    ++out;
+                }
+            }
+        }
+        items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(out), items_.end());
+        live_.assign(out, 1);
+        live_count_ = out;
+        dead_count_ = 0;
+        if (items_.capacity() > 2 * items_.size() + 64) {
+            items_.shrink_to_fit();
+            live_.shrink_to_fit();
+        }
+        return gone;
+    }
     void reserve(std::size_t n) {
         items_.reserve(n);
         live_.reserve(n);

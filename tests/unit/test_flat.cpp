@@ -103,6 +103,53 @@ TEST(FlatMap, BehavesAsAStdMapThroughRandomInsertsErasesAndCompactions) {
     EXPECT_EQ(Held::alive, 0);
 }
 
+// remove_if against a std::map, over maps with dead slots in them: what it removes comes out in
+// key order, the rest stays, the dead go with them. `make(key)` gives a value; plain values take
+// the branch-free pass, the others the plain one.
+template <typename V, typename Make> void remove_if_matches_a_std_map(Make make) {
+    std::mt19937 rng(29);
+    for (int round = 0; round < 200; ++round) {
+        FlatMap<int, V> flat;
+        std::map<int, V> model;
+        for (int k = 0; k < static_cast<int>(rng() % 200); ++k)
+            if (rng() % 4 != 0) {
+                flat.emplace(k, make(k));
+                model.emplace(k, make(k));
+            }
+        for (int k = 0; k < 200; k += 1 + static_cast<int>(rng() % 5)) {
+            if (const auto it = flat.find(k); it != flat.end())
+                flat.erase(it); // through the iterator: the slot stays, dead
+            model.erase(k);
+        }
+        const int modulus = 1 + static_cast<int>(rng() % 4);
+        const auto doomed = [modulus](const auto& kv) {
+            return kv.first % modulus == 0;
+        };
+        std::vector<std::pair<int, V>> removed{{-1, make(-1)}}; // appended to, not replaced
+        const auto n = flat.remove_if(doomed, removed);
+        std::vector<std::pair<int, V>> expected{{-1, make(-1)}};
+        for (auto it = model.begin(); it != model.end();)
+            if (doomed(*it)) {
+                expected.emplace_back(*it);
+                it = model.erase(it);
+            } else {
+                ++it;
+            }
+        ASSERT_EQ(n, expected.size() - 1) << "round " << round;
+        ASSERT_EQ(removed, expected) << "round " << round;
+        using Pairs = std::vector<std::pair<int, V>>;
+        ASSERT_EQ(Pairs(flat.begin(), flat.end()), Pairs(model.begin(), model.end()));
+        ASSERT_EQ(flat.slots(), model.size()) << "the dead are dropped too";
+        for (const auto& [k, v] : model) // and what is left is found again
+            ASSERT_NE(flat.find(k), flat.end());
+    }
+}
+
+TEST(FlatMap, RemoveIfRemovesInKeyOrderKeepsTheRestAndDropsTheDead) {
+    remove_if_matches_a_std_map<std::uint64_t>([](int k) { return std::uint64_t(k) * 7; });
+    remove_if_matches_a_std_map<std::string>([](int k) { return "v" + std::to_string(k); });
+}
+
 TEST(FlatMap, ErasedSlotsStayUntilCompactedAndAReusedKeyTakesItsSlotBack) {
     FlatMap<int, Held> m;
     for (int k = 0; k < 1000; ++k)

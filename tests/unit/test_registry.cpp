@@ -443,7 +443,11 @@ TEST(Registry, ResyncDiffsAndKeepsFirstSeen) {
             .empty());
 }
 
-TEST(Registry, SweepEqualsNaivePurge) {
+// `dying` of 200 peers die in one batch; self's ids are `spread` apart. A few dead go through the
+// index by peer, many through one walk of every row; ids far apart are looked up by hash, close
+// ones in an array.
+void sweep_equals_naive_purge(Nsid spread, int dying_count) {
+    SCOPED_TRACE("spread " + std::to_string(spread) + ", dying " + std::to_string(dying_count));
     std::mt19937 rng(7);
     for (int round = 0; round < 50; ++round) {
         Registry r(1024);
@@ -452,18 +456,20 @@ TEST(Registry, SweepEqualsNaivePurge) {
         };
         Batch b{{}, 1, false};
         const Nsid peers = 200;
+        const auto any_peer = [&] {
+            return std::uniform_int_distribution<Nsid>(0, peers - 1)(rng) * spread;
+        };
         for (Nsid k = 0; k < peers; ++k)
-            b.ops.push_back({Op::Kind::New, kSelf, k, k});
+            b.ops.push_back({Op::Kind::New, kSelf, k * spread, k * spread});
         for (Nsid o = 0; o < 40; ++o)
             for (Nsid k = 0; k < 30; ++k)
-                b.ops.push_back(
-                    {Op::Kind::New, o, k, std::uniform_int_distribution<Nsid>(0, peers - 1)(rng)});
+                b.ops.push_back({Op::Kind::New, o * spread, k, any_peer()});
         r.apply(b, no);
         auto expected = testing::naive_tables(r);
         std::set<Nsid> dying;
         Batch burst{{}, 2, false};
-        for (int i = 0; i < 25; ++i) {
-            const Nsid d = std::uniform_int_distribution<Nsid>(0, peers - 1)(rng);
+        for (int i = 0; i < dying_count; ++i) {
+            const Nsid d = any_peer();
             if (dying.insert(d).second)
                 burst.ops.push_back({Op::Kind::Del, kSelf, d, d});
         }
@@ -471,6 +477,12 @@ TEST(Registry, SweepEqualsNaivePurge) {
         r.apply(burst, no);
         EXPECT_EQ(testing::naive_tables(r), expected);
     }
+}
+
+TEST(Registry, SweepEqualsNaivePurge) {
+    for (const Nsid spread : {1, 1000003})
+        for (const int dying : {3, 25, 120})
+            sweep_equals_naive_purge(spread, dying);
 }
 
 } // namespace
