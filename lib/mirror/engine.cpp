@@ -15,10 +15,6 @@ using registry::Entry;
 
 constexpr int kResyncAttempts = 4;
 
-void append(std::vector<Change>& to, std::vector<Change>&& from) {
-    to.insert(to.end(), std::make_move_iterator(from.begin()), std::make_move_iterator(from.end()));
-}
-
 } // namespace
 
 const char* to_string(ResyncReason reason) noexcept {
@@ -58,7 +54,7 @@ Engine::Engine(Kernel& kernel, Config config, Clock clock)
 Result<std::size_t> Engine::resync(ResyncReason reason) {
     const auto started = clock_.monotonic();
     resync_due_ = false;
-    std::vector<Change> changes;
+    registry::Changes changes;
     const auto source =
         reason == ResyncReason::Startup ? registry::Source::Dump : registry::Source::Resync;
     for (int attempt = 0; attempt < kResyncAttempts; ++attempt) {
@@ -74,14 +70,14 @@ Result<std::size_t> Engine::resync(ResyncReason reason) {
         identify(diff);
         if (std::exchange(verdicts_due_, false))
             renew_verdicts();
-        append(changes, std::move(diff));
+        changes.append(std::move(diff));
         if (config_.host)
             resync_foreign(source, changes);
         // Events queued while we read may be older than what we read: reconcile them. A NEW
         // for an id the snapshot holds is undecidable (repeat or replacement): read again.
         const auto ambiguous = registry_.counters().ambiguous;
         auto queued = apply_batch(true);
-        append(changes, std::move(queued.changes));
+        changes.append(std::move(queued.changes));
         if (!queued.lost && registry_.counters().ambiguous == ambiguous) {
             if (reason == ResyncReason::Startup)
                 find_deaths_while_down();
@@ -103,7 +99,7 @@ Result<std::size_t> Engine::resync(ResyncReason reason) {
 // among live peers and never change while a peer lives, so a row whose namespace is still
 // there under its cookie is kept; one whose namespace is gone is checked against the reachable
 // namespaces: when another one holds the id now, the row's peer died and is recorded so.
-void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>& changes) {
+void Engine::find_replaced(const std::vector<Entry>& truth, registry::Changes& changes) {
     std::set<Nsid> gone;
     for (const auto& e : truth)
         if (const auto& cookie = peer(e.nsid).cookie; cookie && !catalog_.is_reachable(*cookie))
@@ -145,13 +141,13 @@ void Engine::find_replaced(const std::vector<Entry>& truth, std::vector<Change>&
         return;
     auto diff = registry_.resync(registry::kSelf, std::move(kept), clock_.realtime());
     identify(diff);
-    append(changes, std::move(diff));
+    changes.append(std::move(diff));
 }
 
 Engine::Applied Engine::apply_events() {
     auto read = apply_batch(false);
     Applied out{read.changes.size(), 0, read.lost, read.events};
-    for (const auto& c : read.changes)
+    for (const auto& c : read.changes.listed())
         out.deaths += c.kind == registry::ChangeKind::Del && c.observer == registry::kSelf;
     show(std::move(read.changes));
     return out;

@@ -217,13 +217,13 @@ public:
 private:
     // One batch of queued events, applied (reconcile: during a resync, engine.cpp).
     struct Received {
-        std::vector<registry::Change> changes;
+        registry::Changes changes;
         bool lost = false;
         std::size_t events = 0;
     };
     Received apply_batch(bool reconcile);
     // Puts changes in the feed as shown: each row's view and state as of now (feed.cpp).
-    void show(std::vector<registry::Change>&& changes);
+    void show(registry::Changes&& changes);
 
     // Table reading (table.cpp).
     Result<std::vector<registry::Entry>> read_self(registry::Source source);
@@ -234,15 +234,14 @@ private:
                               registry::Source source);
     const std::map<Nsid, Nsid>* foreign_table(Observer o);
     std::vector<registry::Entry> foreign_entries(Observer o, registry::Source source);
-    void resync_foreign(registry::Source source, std::vector<registry::Change>& changes);
-    void read_new_observers(std::vector<registry::Change>& changes);
+    void resync_foreign(registry::Source source, registry::Changes& changes);
+    void read_new_observers(registry::Changes& changes);
     bool is_assigned(Observer observer, Nsid nsid);
     // Rows the snapshot kept whose peer was replaced under the same id (engine.cpp).
-    void find_replaced(const std::vector<registry::Entry>& truth,
-                       std::vector<registry::Change>& changes);
+    void find_replaced(const std::vector<registry::Entry>& truth, registry::Changes& changes);
 
     // Identity and verdicts (identity.cpp).
-    void identify(const std::vector<registry::Change>& changes);
+    void identify(const registry::Changes& changes);
     void forget_dead(const registry::Change& change);
     bool unexplained_rows();
     void attach_changed();

@@ -44,7 +44,7 @@ static_assert(static_cast<int>(Feed::Kind::Resync) ==
                   static_cast<int>(registry::ChangeKind::Resync),
               "the feed's first kinds are the registry's, in the same order");
 
-void Engine::show(std::vector<registry::Change>&& changes) {
+void Engine::show(registry::Changes&& changes) {
     using registry::ChangeKind;
     static const Peer unknown{};
     // Rows of other tables purged with a peer show the identity self's row for it had; that

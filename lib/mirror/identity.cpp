@@ -128,10 +128,10 @@ const Peer* Engine::departed(Nsid nsid, std::uint64_t since_usec, std::size_t& n
     return nullptr;
 }
 
-void Engine::identify(const std::vector<registry::Change>& changes) {
+void Engine::identify(const registry::Changes& changes) {
     bool unexplained = false;
     const auto& rows = registry_.table(registry::kSelf)->rows;
-    for (const auto& c : changes) {
+    for (const auto& c : changes.listed()) { // (every change of self's table)
         if (c.observer != registry::kSelf)
             continue;
         if (c.kind == registry::ChangeKind::Del || c.kind == registry::ChangeKind::Purge ||

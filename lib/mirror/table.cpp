@@ -165,7 +165,7 @@ std::vector<Entry> Engine::foreign_entries(Observer o, registry::Source source) 
 
 // Host scope: every observer self has an id for, and only those; the tables of observers that
 // self no longer names are emptied (their namespace is gone).
-void Engine::resync_foreign(registry::Source source, std::vector<registry::Change>& changes) {
+void Engine::resync_foreign(registry::Source source, registry::Changes& changes) {
     const auto& self = registry_.table(registry::kSelf)->rows;
     std::vector<std::pair<Observer, bool>> observers; // (observer, alive)
     for (const auto& [nsid, row] : self)
@@ -177,25 +177,20 @@ void Engine::resync_foreign(registry::Source source, std::vector<registry::Chang
         if (!alive)
             own_ids_.erase(o);
         auto truth = alive ? foreign_entries(o, source) : std::vector<Entry>{};
-        auto d = registry_.resync(o, std::move(truth), clock_.realtime());
-        changes.insert(changes.end(), std::make_move_iterator(d.begin()),
-                       std::make_move_iterator(d.end()));
+        changes.append(registry_.resync(o, std::move(truth), clock_.realtime()));
     }
 }
 
 // Host scope: reads the tables of observers that self gained an id for in `changes`.
-void Engine::read_new_observers(std::vector<registry::Change>& changes) {
+void Engine::read_new_observers(registry::Changes& changes) {
     std::vector<Observer> fresh;
-    for (const auto& c : changes)
+    for (const auto& c : changes.listed()) // (every change of self's table)
         if (c.observer == registry::kSelf && !c.removed &&
             (c.kind == registry::ChangeKind::New || c.kind == registry::ChangeKind::Resync))
             fresh.push_back(c.entry.nsid);
-    for (Observer o : fresh) {
-        auto diff =
-            registry_.resync(o, foreign_entries(o, registry::Source::Dump), clock_.realtime());
-        changes.insert(changes.end(), std::make_move_iterator(diff.begin()),
-                       std::make_move_iterator(diff.end()));
-    }
+    for (Observer o : fresh)
+        changes.append(
+            registry_.resync(o, foreign_entries(o, registry::Source::Dump), clock_.realtime()));
 }
 
 bool Engine::is_assigned(Observer observer, Nsid nsid) {

@@ -52,14 +52,13 @@ bool Registry::purged_later(Observer observer, const Row& row) {
     return peer && row.stamp < death_of(*peer);
 }
 
-Registry::Table& Registry::live_table(Observer observer, std::vector<Change>& changes) {
+Registry::Table& Registry::live_table(Observer observer, Changes& changes) {
     // An observer that died earlier in this batch, its id already given to a new netns: the
     // old table goes now, so that the new observer's rows do not share its fate in the sweep.
     if (const auto death = observer != kSelf && !dying_.empty() ? death_of(observer) : 0) {
         if (auto t = tables_.find(observer); t != tables_.end() && t->second.stamp < death) {
-            for (auto& [nsid, row] : t->second.rows)
-                changes.emplace_back(ChangeKind::Purge, observer, row.entry);
             counters_.purged_entries += t->second.rows.size();
+            changes.vanish(observer, std::move(t->second.rows));
             tables_.erase(t);
         }
     }
@@ -204,7 +203,8 @@ std::vector<std::uint64_t> Registry::dense_deaths() const {
     return dense;
 }
 
-void Registry::sweep(std::vector<Change>& changes) {
+void Registry::sweep(Changes& out) {
+    auto& changes = out.list_;
     ++counters_.sweeps;
     // The latest death of each id, looked up once per row: in an array by id where the ids are
     // dense, else by id in the hash.
@@ -213,9 +213,10 @@ void Registry::sweep(std::vector<Change>& changes) {
     // A stamp later than the death means the id was reused in this batch. Self's row for a dead
     // peer is the one its death removed (a DEL, a replacing NEW or a resync): nothing else in
     // self's table points at it.
-    std::size_t listed = 0, owned = 0;
+    std::size_t listed = 0;
     std::vector<std::pair<ByPeer::iterator, std::uint64_t>> lists;
     std::vector<std::pair<Nsid, std::map<Observer, Table>::iterator>> dead_tables;
+    lists.reserve(dying_.size());
     for (const auto& [peer, death] : dying_) {
         if ((dense.empty() ? death_of(peer) : dense[static_cast<std::size_t>(peer)]) != death)
             continue; // the id died again later in the batch: that death counts
@@ -225,17 +226,15 @@ void Registry::sweep(std::vector<Change>& changes) {
         }
         // A dead observer's own table vanishes with it; the kernel sends nothing for it.
         if (const auto t = tables_.find(peer);
-            peer != kSelf && t != tables_.end() && t->second.stamp < death) {
-            owned += t->second.rows.size();
+            peer != kSelf && t != tables_.end() && t->second.stamp < death)
             dead_tables.emplace_back(peer, t);
-        }
     }
-    // At most one change per row listed or owned: made room for once.
-    changes.reserve(changes.size() + std::min(listed, by_peer_size_) + owned);
+    // At most one change per row listed: made room for once.
+    changes.reserve(changes.size() + std::min(listed, by_peer_size_));
+    out.vanished_.reserve(out.vanished_.size() + dead_tables.size());
     for (const auto& [peer, t] : dead_tables) {
-        for (auto& [nsid, row] : t->second.rows)
-            changes.emplace_back(ChangeKind::Purge, peer, row.entry);
         counters_.purged_entries += t->second.rows.size();
+        out.vanish(peer, std::move(t->second.rows));
         tables_.erase(t);
     }
     // Through the index, O(rows that name the dead); one walk of every row when those are
@@ -260,24 +259,25 @@ void Registry::sweep(std::vector<Change>& changes) {
     dying_indexed_ = 0;
 }
 
-std::vector<Change> Registry::apply(const Batch& batch, const IsAssigned& is_assigned) {
-    std::vector<Change> changes;
+Changes Registry::apply(const Batch& batch, const IsAssigned& is_assigned) {
+    Changes out;
     if (batch.ops.empty())
-        return changes;
+        return out;
+    auto& changes = out.list_;
     changes.reserve(batch.ops.size()); // one change per op, mostly; sweeps reserve their own
     ++counters_.batches;
     for (const Op& op : batch.ops) {
         ++counters_.events;
         ++stamp_;
-        Table& table = live_table(op.observer, changes);
+        Table& table = live_table(op.observer, out);
         if (op.kind == Op::Kind::New)
             apply_new(op, table, batch, is_assigned, changes);
         else
             apply_del(op, table, batch, is_assigned, changes);
     }
     if (!dying_.empty())
-        sweep(changes);
-    return changes;
+        sweep(out);
+    return out;
 }
 
 void Registry::apply_new(const Op& op, Table& table, const Batch& batch,
@@ -381,9 +381,9 @@ void Registry::apply_del(const Op& op, Table& table, const Batch& batch,
     changes.emplace_back(ChangeKind::Del, op.observer, dead);
 }
 
-std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth,
-                                     std::uint64_t now_usec) {
-    std::vector<Change> changes;
+Changes Registry::resync(Observer observer, std::vector<Entry> truth, std::uint64_t now_usec) {
+    Changes out;
+    auto& changes = out.list_;
     std::sort(truth.begin(), truth.end(),
               [](const Entry& a, const Entry& b) { return a.nsid < b.nsid; });
     truth.erase(std::unique(truth.begin(), truth.end(),
@@ -431,8 +431,8 @@ std::vector<Change> Registry::resync(Observer observer, std::vector<Entry> truth
         index_row(observer, row->second.entry);
     }
     if (!dying_.empty())
-        sweep(changes);
-    return changes;
+        sweep(out);
+    return out;
 }
 
 const char* to_string(Source source) noexcept {

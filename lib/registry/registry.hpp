@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <string>
@@ -167,6 +168,8 @@ inline std::optional<Nsid> peer_of(Observer observer, const Entry& entry) noexce
     return std::nullopt;
 }
 
+class Changes;
+
 /// The mirror of the kernel's peer-ID tables. Deterministic: no I/O, no clock.
 class Registry {
 public:
@@ -191,12 +194,12 @@ public:
     explicit Registry(std::size_t history_capacity);
 
     /// Applies a batch in order and then purges every dead peer in one sweep. Returns the changes.
-    std::vector<Change> apply(const Batch& batch, const IsAssigned& is_assigned);
+    Changes apply(const Batch& batch, const IsAssigned& is_assigned);
 
     /// Replaces one table with what the kernel reported (`truth`, each entry's source set by the
     /// caller). Entries that match keep their first-seen time; self entries that vanished count
     /// as deaths and are purged everywhere. Returns the changes, all of kind Resync.
-    std::vector<Change> resync(Observer observer, std::vector<Entry> truth, std::uint64_t now_usec);
+    Changes resync(Observer observer, std::vector<Entry> truth, std::uint64_t now_usec);
 
     /// Records a death nsidd did not see (it was down): history only, no table changes.
     void record_death_while_down(Death death);
@@ -247,12 +250,12 @@ private:
     // stands for every id past the others, and for none.
     std::vector<std::uint64_t> dense_deaths() const;
     // Drops every table of a dying observer and every row that points at a dying peer.
-    void sweep(std::vector<Change>& changes);
+    void sweep(Changes& changes);
     Table& table_for(Observer observer);
     // The row points at a peer that died earlier in this batch: the sweep will drop it.
     bool purged_later(Observer observer, const Row& row);
     // table_for() that first drops the table of a dead observer whose id was reused.
-    Table& live_table(Observer observer, std::vector<Change>& changes);
+    Table& live_table(Observer observer, Changes& changes);
     // Lists a row of another observer's table under the peer it names (see by_peer_).
     void index_row(Observer observer, const Entry& entry);
     // Purges the rows of other tables listed under a peer dead at `death`, through the index.
@@ -278,6 +281,68 @@ private:
     std::deque<Death> history_;
     std::size_t history_capacity_;
     Counters counters_;
+};
+
+/// What one apply() or resync() changed, in the order applied. A dead observer's table leaves
+/// whole: kept as it was, its rows are not copied into the list one by one (a burst drops
+/// hundreds of tables, each gone at once); going through the changes gives each of its rows as
+/// a Purge, where the table left.
+class Changes {
+public:
+    class Iterator {
+    public:
+        using iterator_category = std::input_iterator_tag;
+        using value_type = Change;
+        using difference_type = std::ptrdiff_t;
+        using reference = Change; // (a vanished table's rows are made into changes as they come)
+        using pointer = void;
+
+        Iterator() = default;
+        Change operator*() const;
+        Iterator& operator++();
+        Iterator operator++(int) {
+            auto was = *this;
+            ++*this;
+            return was;
+        }
+        bool operator==(const Iterator& o) const noexcept;
+
+    private:
+        friend class Changes;
+        Iterator(const Changes* of, std::size_t at, std::size_t table);
+        bool in_table() const noexcept; // at a row of a vanished table, not at list[at_]
+        void settle() noexcept;         // past the tables whose rows are all given
+
+        const Changes* of_ = nullptr;
+        std::size_t at_ = 0;    // the next change of the list
+        std::size_t table_ = 0; // the next vanished table, whose rows come before list[at_]...
+        FlatMap<Nsid, Registry::Row>::const_iterator row_; // ...from this one
+    };
+
+    Iterator begin() const { return {this, 0, 0}; }
+    Iterator end() const { return {this, list_.size(), vanished_.size()}; }
+    std::size_t size() const noexcept { return list_.size() + vanished_rows_; }
+    bool empty() const noexcept { return size() == 0; }
+    /// The changes but the vanished tables' rows: every change of self's table is here.
+    const std::vector<Change>& listed() const noexcept { return list_; }
+    /// Every change in one list, in order.
+    std::vector<Change> all() const { return {begin(), end()}; }
+    /// Appends what `more` changed, after this.
+    void append(Changes&& more);
+
+private:
+    friend class Registry;
+    struct Vanished {
+        Observer observer;
+        FlatMap<Nsid, Registry::Row> rows;
+        std::size_t before; // its rows come before list_[before]
+    };
+    // A dead observer's table leaves here, whole.
+    void vanish(Observer observer, FlatMap<Nsid, Registry::Row>&& rows);
+
+    std::vector<Change> list_;
+    std::vector<Vanished> vanished_;
+    std::size_t vanished_rows_ = 0;
 };
 
 /// The name used on the wire and in logs: "event", "dump", "probe", "resync".

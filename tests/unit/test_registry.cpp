@@ -10,6 +10,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
@@ -376,6 +377,59 @@ TEST(Registry, SweepFindsEveryRowNamingTheDead) {
     sweep_finds_every_row(100);
 }
 
+// A dead observer's table leaves whole, and going through the changes gives its rows where it
+// left: when its id is reused in the batch (before the new observer's first row) or at the sweep
+// (before the rows of other tables purged). Appending keeps each list's order.
+TEST(Registry, AVanishedTableIsGivenWhereItLeft) {
+    Registry r(16);
+    const IsAssigned never = [](Observer, Nsid) {
+        return false;
+    };
+    using K = Op::Kind;
+    r.apply(Batch{{{K::New, kSelf, 0, 0},
+                   {K::New, kSelf, 1, 1},
+                   {K::New, kSelf, 2, 2},
+                   {K::New, 0, 4, 0},
+                   {K::New, 1, 5, 2},
+                   {K::New, 1, 6, 0},
+                   {K::New, 2, 7, 0}},
+                  1,
+                  false},
+            never);
+    using Seen = std::tuple<ChangeKind, Observer, Nsid>;
+    const auto seen = [](const Changes& changes) {
+        std::vector<Seen> out;
+        for (const auto& c : changes)
+            out.emplace_back(c.kind, c.observer, c.entry.nsid);
+        EXPECT_EQ(out.size(), changes.size());
+        return out;
+    };
+    // Observer 1 dies and its id goes to a new one at once; observer 2 dies.
+    auto first = r.apply(Batch{{{K::Del, kSelf, 1, 1},
+                                {K::New, kSelf, 1, 1},
+                                {K::New, 1, 9, 0},
+                                {K::Del, kSelf, 2, 2}},
+                               2,
+                               false},
+                         never);
+    const std::vector<Seen> first_seen{{ChangeKind::Del, kSelf, 1}, {ChangeKind::New, kSelf, 1},
+                                       {ChangeKind::Purge, 1, 5},   {ChangeKind::Purge, 1, 6},
+                                       {ChangeKind::New, 1, 9},     {ChangeKind::Del, kSelf, 2},
+                                       {ChangeKind::Purge, 2, 7}};
+    EXPECT_EQ(seen(first), first_seen);
+    EXPECT_EQ(first.listed().size(), 4u) << "the vanished tables' rows are not copied";
+    // Observer 0 dies: its table, then the row of the new observer 1 that named it.
+    auto second = r.apply(Batch{{{K::Del, kSelf, 0, 0}}, 3, false}, never);
+    const std::vector<Seen> second_seen{
+        {ChangeKind::Del, kSelf, 0}, {ChangeKind::Purge, 0, 4}, {ChangeKind::Purge, 1, 9}};
+    EXPECT_EQ(seen(second), second_seen);
+    first.append(std::move(second));
+    auto both = first_seen;
+    both.insert(both.end(), second_seen.begin(), second_seen.end());
+    EXPECT_EQ(seen(first), both);
+    EXPECT_EQ(r.entry_count(), 1u); // self's 1, the new observer
+}
+
 TEST(Registry, BurstCostsOneSweepAndNoQueries) {
     Registry r(1024);
     auto never = [](Observer, Nsid) -> bool {
@@ -428,8 +482,9 @@ TEST(Registry, ResyncDiffsAndKeepsFirstSeen) {
         return false;
     };
     r.apply(Batch{{{Op::Kind::New, kSelf, 1, 1}, {Op::Kind::New, kSelf, 2, 2}}, 10, false}, no);
-    auto changes =
-        r.resync(kSelf, {Entry{2, 2, Source::Resync, 99}, Entry{3, 3, Source::Resync, 99}}, 50);
+    const auto changes =
+        r.resync(kSelf, {Entry{2, 2, Source::Resync, 99}, Entry{3, 3, Source::Resync, 99}}, 50)
+            .all();
     ASSERT_EQ(changes.size(), 2u);
     EXPECT_TRUE(changes[0].removed);
     EXPECT_EQ(changes[0].entry.nsid, 1);
