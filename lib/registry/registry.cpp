@@ -56,11 +56,8 @@ Registry::Table& Registry::live_table(Observer observer, Changes& changes) {
     // An observer that died earlier in this batch, its id already given to a new netns: the
     // old table goes now, so that the new observer's rows do not share its fate in the sweep.
     if (const auto death = observer != kSelf && !dying_.empty() ? death_of(observer) : 0) {
-        if (auto t = tables_.find(observer); t != tables_.end() && t->second.stamp < death) {
-            counters_.purged_entries += t->second.rows.size();
-            changes.vanish(observer, std::move(t->second.rows));
-            tables_.erase(t);
-        }
+        if (auto t = tables_.find(observer); t != tables_.end() && t->second.stamp < death)
+            drop_table(t, changes);
     }
     return table_for(observer);
 }
@@ -172,12 +169,26 @@ void Registry::forget_listed(ByPeer::iterator listed, std::uint64_t death) {
         by_peer_.erase(listed);
 }
 
-template <typename DeathAt>
-void Registry::purge_all_rows(DeathAt death_at, std::vector<Change>& changes) {
+std::map<Observer, Registry::Table>::iterator
+Registry::drop_table(std::map<Observer, Table>::iterator t, Changes& changes) {
+    counters_.purged_entries += t->second.rows.size();
+    changes.vanish(t->first, std::move(t->second.rows));
+    return tables_.erase(t);
+}
+
+template <typename DeathAt> void Registry::purge_all_rows(DeathAt death_at, Changes& out) {
     std::vector<std::pair<Nsid, Row>> purged;
-    for (auto& [observer, table] : tables_) {
-        if (observer == kSelf)
+    for (auto t = tables_.begin(); t != tables_.end();) {
+        auto& [observer, table] = *t;
+        if (observer == kSelf) {
+            ++t;
             continue;
+        }
+        // A dead observer's own table vanishes with it; the kernel sends nothing for it.
+        if (table.stamp < death_at(observer)) {
+            t = drop_table(t, out);
+            continue;
+        }
         purged.clear();
         // (Another table's row names its peer by self's id, or by nothing: see peer_of.)
         counters_.purged_entries += table.rows.remove_if(
@@ -186,7 +197,8 @@ void Registry::purge_all_rows(DeathAt death_at, std::vector<Change>& changes) {
             },
             purged);
         for (const auto& row : purged)
-            changes.emplace_back(ChangeKind::Purge, observer, row.second.entry);
+            out.list_.emplace_back(ChangeKind::Purge, observer, row.second.entry);
+        ++t;
     }
 }
 
@@ -204,7 +216,6 @@ std::vector<std::uint64_t> Registry::dense_deaths() const {
 }
 
 void Registry::sweep(Changes& out) {
-    auto& changes = out.list_;
     ++counters_.sweeps;
     // The latest death of each id, looked up once per row: in an array by id where the ids are
     // dense, else by id in the hash.
@@ -213,44 +224,41 @@ void Registry::sweep(Changes& out) {
     // A stamp later than the death means the id was reused in this batch. Self's row for a dead
     // peer is the one its death removed (a DEL, a replacing NEW or a resync): nothing else in
     // self's table points at it.
-    std::size_t listed = 0;
+    std::vector<std::pair<Nsid, std::uint64_t>> dead; // each id once, at its latest death
     std::vector<std::pair<ByPeer::iterator, std::uint64_t>> lists;
-    std::vector<std::pair<Nsid, std::map<Observer, Table>::iterator>> dead_tables;
+    std::size_t listed = 0;
+    dead.reserve(dying_.size());
     lists.reserve(dying_.size());
     for (const auto& [peer, death] : dying_) {
         if ((dense.empty() ? death_of(peer) : dense[static_cast<std::size_t>(peer)]) != death)
             continue; // the id died again later in the batch: that death counts
+        dead.emplace_back(peer, death);
         if (const auto l = by_peer_.find(peer); l != by_peer_.end()) {
             listed += l->second.rows.size();
             lists.emplace_back(l, death);
         }
-        // A dead observer's own table vanishes with it; the kernel sends nothing for it.
-        if (const auto t = tables_.find(peer);
-            peer != kSelf && t != tables_.end() && t->second.stamp < death)
-            dead_tables.emplace_back(peer, t);
     }
     // At most one change per row listed: made room for once.
-    changes.reserve(changes.size() + std::min(listed, by_peer_size_));
-    out.vanished_.reserve(out.vanished_.size() + dead_tables.size());
-    for (const auto& [peer, t] : dead_tables) {
-        counters_.purged_entries += t->second.rows.size();
-        out.vanish(peer, std::move(t->second.rows));
-        tables_.erase(t);
-    }
-    // Through the index, O(rows that name the dead); one walk of every row when those are
-    // many (a big burst): the walk is then cheaper than as many lookups. (The index's size
-    // stands for the number of rows: it is at least that, and at most about twice.)
+    out.list_.reserve(out.list_.size() + std::min(listed, by_peer_size_));
+    // Through the index, O(rows that name the dead), each dead observer's table found by id;
+    // one walk of every table when those rows are many (a big burst): the walk is then cheaper
+    // than as many lookups. (The index's size stands for the number of rows: it is at least
+    // that, and at most about twice.)
     if (listed * 8 <= by_peer_size_) {
+        for (const auto& [peer, death] : dead)
+            if (const auto t = tables_.find(peer);
+                peer != kSelf && t != tables_.end() && t->second.stamp < death)
+                drop_table(t, out);
         for (const auto& [l, death] : lists)
-            purge_listed(l, death, changes);
+            purge_listed(l, death, out.list_);
     } else if (!dense.empty()) {
         purge_all_rows(
             [&dense, last](Nsid peer) {
                 return dense[std::min(static_cast<std::uint32_t>(peer), last)];
             },
-            changes);
+            out);
     } else {
-        purge_all_rows([this](Nsid peer) { return peer < 0 ? 0 : death_of(peer); }, changes);
+        purge_all_rows([this](Nsid peer) { return peer < 0 ? 0 : death_of(peer); }, out);
     }
     for (const auto& [l, death] : lists)
         forget_listed(l, death);

@@ -262,9 +262,13 @@ private:
     void purge_listed(ByPeer::iterator listed, std::uint64_t death, std::vector<Change>& changes);
     // Forgets what was listed under a peer dead at `death`, once its rows are gone.
     void forget_listed(ByPeer::iterator listed, std::uint64_t death);
-    // Purges them by walking every row of every other table (cheaper when the dead are named by
-    // many rows); `death_at(peer)` is the latest death of each peer in this batch, or 0.
-    template <typename DeathAt> void purge_all_rows(DeathAt death_at, std::vector<Change>& changes);
+    // Purges them, and drops the dead observers' tables, by walking every row of every other
+    // table (cheaper when the dead are named by many rows); `death_at(peer)` is the latest death
+    // of each peer in this batch, or 0.
+    template <typename DeathAt> void purge_all_rows(DeathAt death_at, Changes& changes);
+    // A dead observer's table leaves whole (into `changes`); returns the next table.
+    std::map<Observer, Table>::iterator drop_table(std::map<Observer, Table>::iterator t,
+                                                   Changes& changes);
 
     std::map<Observer, Table> tables_;
     // Peers (self ids) that died in the current batch, in order, with the stamp of each death:

@@ -224,6 +224,13 @@ private:
         // Most lookups are for the newest ids: try the end first.
         if (items_.empty() || items_.back().first < key)
             return items_.size();
+        // A table filled from 0 up, as the kernel gives ids, holds id k at k (the dead stay in
+        // place): try there next.
+        if constexpr (std::is_integral_v<K>) {
+            const auto at = static_cast<std::make_unsigned_t<K>>(key); // (a negative one: past)
+            if (at < items_.size() && items_[at].first == key)
+                return at;
+        }
         return static_cast<std::size_t>(
             std::lower_bound(items_.begin(), items_.end(), key,
                              [](const value_type& v, const K& k) { return v.first < k; }) -
