@@ -11,6 +11,10 @@ void Changes::vanish(Observer observer, FlatMap<Nsid, Registry::Row>&& rows) {
 }
 
 void Changes::append(Changes&& more) {
+    if (list_.empty() && vanished_.empty()) {
+        *this = std::move(more); // (no copy of what the first one changed)
+        return;
+    }
     for (auto& v : more.vanished_) {
         v.before += list_.size();
         vanished_.push_back(std::move(v));

@@ -427,6 +427,9 @@ TEST(Registry, AVanishedTableIsGivenWhereItLeft) {
     auto both = first_seen;
     both.insert(both.end(), second_seen.begin(), second_seen.end());
     EXPECT_EQ(seen(first), both);
+    Changes none;
+    none.append(std::move(first)); // (takes them whole)
+    EXPECT_EQ(seen(none), both);
     EXPECT_EQ(r.entry_count(), 1u); // self's 1, the new observer
 }
 
