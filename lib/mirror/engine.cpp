@@ -10,7 +10,6 @@
 namespace nsidd::mirror {
 namespace {
 
-using registry::Change;
 using registry::Entry;
 
 constexpr int kResyncAttempts = 4;
