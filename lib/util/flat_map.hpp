@@ -180,10 +180,7 @@ public:
         live_.assign(out, 1);
         live_count_ = out;
         dead_count_ = 0;
-        if (items_.capacity() > 2 * items_.size() + 64) {
-            items_.shrink_to_fit();
-            live_.shrink_to_fit();
-        }
+        give_back_spare();
         return gone;
     }
     void reserve(std::size_t n) {
@@ -211,10 +208,7 @@ public:
         items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(out), items_.end());
         live_.assign(out, 1);
         dead_count_ = 0;
-        if (items_.capacity() > 2 * items_.size() + 64) {
-            items_.shrink_to_fit();
-            live_.shrink_to_fit();
-        }
+        give_back_spare();
     }
     /// Entries held, the dead included (for tests).
     std::size_t slots() const noexcept { return items_.size(); }
@@ -239,6 +233,13 @@ private:
     std::size_t find_at(const K& key) const {
         const auto i = slot(key);
         return i < items_.size() && items_[i].first == key && live_[i] ? i : items_.size();
+    }
+    // Frees the spare capacity once that is most of it.
+    void give_back_spare() {
+        if (items_.capacity() > 2 * items_.size() + 64) {
+            items_.shrink_to_fit();
+            live_.shrink_to_fit();
+        }
     }
     void kill(std::size_t i) {
         if constexpr (!std::is_trivially_destructible_v<V>)
